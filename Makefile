@@ -1,0 +1,42 @@
+# `make demo` and `make test` set up everything they need on a fresh Debian/Ubuntu machine.
+PYTHON ?= python3.11
+VENV := .venv
+LSVENV := .venv-labelstudio
+PY := $(VENV)/bin/python
+LABEL_STUDIO_VERSION ?= 1.23.2
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed $(LSVENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { apt-get update && apt-get install -y python3.11 python3.11-venv; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned, so pip takes the CPU wheel instead of a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(LSVENV)/.installed:
+	test -x $(LSVENV)/bin/python || $(PYTHON) -m venv $(LSVENV)
+	$(LSVENV)/bin/python -m pip install -q --upgrade pip
+	$(LSVENV)/bin/python -m pip install -q label-studio==$(LABEL_STUDIO_VERSION)
+	touch $@
+
+demo: setup
+	$(VENV)/bin/harvest demo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf demo lake reports .labelstudio

@@ -1,0 +1,3 @@
+"""harvest: crawl, curate, label and train, from one command line."""
+
+__version__ = "0.1.0"

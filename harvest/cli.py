@@ -1,0 +1,274 @@
+"""The ``harvest`` command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from harvest.config import Config, ConfigError, load_config
+
+app = typer.Typer(help="Crawl, curate, label and train.", no_args_is_help=True)
+label_app = typer.Typer(help="Label Studio: serve, push, pull, simulate.", no_args_is_help=True)
+app.add_typer(label_app, name="label")
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config() -> Config:
+    return load_config()
+
+
+def friendly(fn: F) -> F:
+    """Known failures print one clear line and exit 2 instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from harvest.crawl import CrawlError
+        from ingestion.lake import LakeError
+        from labeling.server import LabelStudioError
+        from labeling.sync import SyncError
+        from spiders.recipe import RecipeError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, RecipeError, LakeError, SyncError, LabelStudioError, CrawlError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(data: dict[str, Any]) -> None:
+    print(json.dumps(data, default=str))
+
+
+@app.command("demo-site")
+@friendly
+def demo_site(
+    port: int = typer.Option(8765, help="port on 127.0.0.1 (0 picks a free one)"),
+    articles: int = typer.Option(400, help="article pages served, planted ones included"),
+    seed: int = typer.Option(7),
+    corpus: Path | None = typer.Option(None, help="AG News style CSV to serve instead"),
+    truth: Path | None = typer.Option(None, help="write the ground truth JSON here"),
+) -> None:
+    """Serve the deterministic demo news site until interrupted."""
+    from harvest.demosite import DemoSite, generate
+
+    try:
+        site = generate(articles, seed, corpus)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    server = DemoSite(site, port=port)
+    if truth:
+        truth.parent.mkdir(parents=True, exist_ok=True)
+        truth.write_text(json.dumps(site.truth(server.url), indent=1))
+    err.print(
+        f"demo site on {server.url}: {len(site.articles)} articles, "
+        f"{len(site.planted_invalid)} invalid, {len(site.planted_duplicates)} duplicates"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@app.command()
+@friendly
+def crawl(
+    source: str = typer.Argument(..., help="recipe name in sources/, or a YAML path"),
+    start_url: str | None = typer.Option(None, help="crawl from here instead of the recipe's"),
+    curate: bool = typer.Option(True, help="run the gate when the crawl ends"),
+) -> None:
+    """Crawl SOURCE into raw/<source>, then curate it."""
+    from harvest import stages
+    from harvest.crawl import run_crawl
+
+    cfg = config()
+    recipe = stages.recipe(cfg, source)
+    stats = run_crawl(cfg, recipe, start_url)
+    summary: dict[str, Any] = {
+        "source": recipe.name,
+        "crawl_id": stats["harvest/crawl_id"],
+        "pages": stats.get("response_received_count", 0),
+        "items": stats.get("item_scraped_count", 0),
+        "rows_committed": stats.get("harvest/rows_committed", 0),
+        "finish_reason": stats.get("finish_reason"),
+    }
+    if curate:
+        result = stages.curate_source(cfg, recipe)
+        summary.update(curated=result.curated, quarantined=result.quarantined,
+                       duplicates_dropped=result.duplicates_dropped, report=result.report)  # fmt: skip
+    emit(summary)
+
+
+@app.command("curate")
+@friendly
+def curate_cmd(source: str) -> None:
+    """Validate the raw rows of SOURCE not yet curated; split into curated and quarantine."""
+    from dataclasses import asdict
+
+    from harvest import stages
+
+    cfg = config()
+    emit(asdict(stages.curate_source(cfg, stages.recipe(cfg, source))))
+
+
+@label_app.command("serve")
+@friendly
+def label_serve(
+    detach: bool = typer.Option(False, help="leave it running and return"),
+) -> None:
+    """Start Label Studio on 127.0.0.1 and wait until it answers."""
+    from harvest import stages
+
+    cfg = config()
+    server = stages.label_server(cfg)
+    err.print(f"starting Label Studio on {server.url} (data in {server.data_dir}) ...")
+    server.start()
+    err.print(
+        f"Label Studio is up: {server.url}  user {server.username}, password in "
+        f"{Path(cfg.label_studio_data_dir) / '.password'} or $HARVEST_LABEL_STUDIO_PASSWORD"
+    )
+    if detach:
+        return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        assert server.process is not None
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@label_app.command("stop")
+@friendly
+def label_stop() -> None:
+    """Stop a Label Studio started with --detach."""
+    from harvest import stages
+
+    stages.label_server(config()).stop()
+
+
+@label_app.command("push")
+@friendly
+def label_push(source: str) -> None:
+    """Import curated rows of SOURCE as tasks, never the same row twice."""
+    from harvest import stages
+
+    cfg = config()
+    result = stages.push_source(cfg, stages.recipe(cfg, source))
+    emit({"source": source, **vars(result)})
+
+
+@label_app.command("pull")
+@friendly
+def label_pull(sources: list[str] = typer.Argument(None, help="default: every recipe")) -> None:
+    """Write the annotations of each source's project into labels/<source>."""
+    from harvest import stages
+    from spiders.recipe import load_recipe
+
+    cfg = config()
+    names = sources or sorted(p.stem for p in Path(cfg.sources).glob("*.yaml"))
+    sync = stages.label_sync(cfg)
+    for name in names:
+        r = load_recipe(name, cfg.sources)
+        if sources or stages.project_title(r.name) in sync.project_titles():
+            emit(stages.pull_source(cfg, r, sync))
+
+
+@label_app.command("simulate")
+@friendly
+def label_simulate(
+    truth: Path = typer.Option(..., help="ground truth JSON from `harvest demo-site --truth`"),
+    n: int | None = typer.Option(None, "-n", help="how many tasks to label (default: all)"),
+    source: str = typer.Option("demo"),
+) -> None:
+    """A simulated annotator: label N tasks through the API from the ground truth."""
+    from harvest import stages
+    from labeling.simulate import load_truth, simulate
+
+    cfg = config()
+    r = stages.recipe(cfg, source)
+    sync = stages.label_sync(cfg)
+    project_id = sync.project(stages.project_title(r.name), r.labels)
+    done = simulate(sync, project_id, load_truth(truth), n)
+    emit({"source": source, "project_id": project_id, "labeled": done})
+
+
+@app.command()
+@friendly
+def train(
+    source: str = typer.Option("demo", help="curated and labels tables to cut from"),
+    dataset: str | None = typer.Option(None, help="dataset name (default: the source)"),
+    epochs: int = typer.Option(20),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Cut a dataset version from curated rows and labels, train and evaluate a model."""
+    from harvest import stages
+    from ingestion.datasets import cut_dataset
+    from ingestion.lake import Lake
+    from training.run import train_and_evaluate
+    from training.trainer import TrainConfig
+
+    cfg = config()
+    r = stages.recipe(cfg, source)
+    lake = Lake(cfg.lake)
+    name = dataset or r.name
+    version = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
+    result = train_and_evaluate(
+        lake, name, version.version, cfg.reports, TrainConfig(epochs=epochs, seed=seed, device=device)
+    )
+    test = result["test"]
+    emit({"dataset": name, "dataset_version": version.version, "rows": result["rows"],
+          "device": result["device"], "test_accuracy": test["accuracy"],
+          "test_macro_f1": test["macro_f1"], "report_dir": result["report_dir"]})  # fmt: skip
+
+
+@app.command()
+@friendly
+def export(
+    dataset: str,
+    out: Path = typer.Option(..., help="folder to write Parquet and README.md into"),
+    version: int | None = typer.Option(None, help="dataset version (default: latest)"),
+) -> None:
+    """Write a dataset version as Parquet with a dataset card."""
+    from ingestion.export import export_dataset
+    from ingestion.lake import Lake
+
+    path = export_dataset(Lake(config().lake), dataset, out, version)
+    emit({"dataset": dataset, "export_dir": str(path)})
+
+
+@app.command()
+@friendly
+def demo(
+    articles: int = typer.Option(400),
+    seed: int = typer.Option(7),
+    corpus: Path | None = typer.Option(None, help="serve this AG News style CSV instead"),
+    workdir: Path = typer.Option(Path("demo"), help="the demo's own lake, reports and export"),
+    epochs: int = typer.Option(20),
+) -> None:
+    """The whole flow on the demo site; prints one JSON summary as its last line."""
+    from harvest.demo import run_demo
+
+    summary = run_demo(config(), workdir, articles, seed, corpus, epochs)
+    emit(summary)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Configuration: ``harvest.toml`` (every key optional), then ``HARVEST_*`` environment variables.
+
+Secrets (the Label Studio token and password) come from the environment only; when unset,
+one is generated on first use and kept, readable by the owner alone, in the data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    lake: str = "lake"
+    reports: str = "reports"
+    sources: str = "sources"
+    crawl_batch_size: int = 100
+    label_studio_host: str = "127.0.0.1"
+    label_studio_port: int = 8089
+    label_studio_data_dir: str = ".labelstudio"
+    label_studio_username: str = "admin@harvest.local"
+    label_studio_executable: str = ".venv-labelstudio/bin/label-studio"
+
+    @property
+    def label_studio_url(self) -> str:
+        return f"http://{self.label_studio_host}:{self.label_studio_port}"
+
+    @property
+    def label_studio_token(self) -> str:
+        return _secret("HARVEST_LABEL_STUDIO_TOKEN", Path(self.label_studio_data_dir) / ".token")
+
+    @property
+    def label_studio_password(self) -> str:
+        return _secret(
+            "HARVEST_LABEL_STUDIO_PASSWORD", Path(self.label_studio_data_dir) / ".password"
+        )
+
+
+def _secret(env: str, path: Path) -> str:
+    if os.environ.get(env):
+        return os.environ[env]
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def load_config(path: str | Path = "harvest.toml", env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    path = Path(path)
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        values.update(_flatten(path, raw))
+    types = {f.name: f.type for f in fields(Config)}
+    for name in types:
+        key = f"HARVEST_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    for name, value in values.items():
+        want = types[name]
+        if want in ("int", int):
+            try:
+                values[name] = int(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{name}: expected a whole number, got {value!r}") from exc
+        elif not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return Config(**values)
+
+
+def _flatten(path: Path, raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    known = {f.name for f in fields(Config)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}".replace("-", "_")
+        if isinstance(value, dict):
+            out.update(_flatten(path, value, f"{name}_"))
+        elif name in known:
+            out[name] = value
+        else:
+            shown = name.replace("_", ".", 1) if prefix else name
+            raise ConfigError(f"{path}: unknown key {shown!r}")
+    return out

@@ -1,0 +1,57 @@
+"""Runs a recipe crawl in this process with Scrapy's CrawlerProcess."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scrapy.crawler import CrawlerProcess
+from scrapy.settings import Settings
+
+from harvest.config import Config
+from spiders.pipelines import new_crawl_id
+from spiders.recipe import Recipe
+from spiders.recipe_spider import RecipeSpider
+
+
+class CrawlError(RuntimeError):
+    pass
+
+
+def crawl_settings(
+    config: Config, recipe: Recipe, crawl_id: str, progress: str | bool = "auto"
+) -> Settings:
+    settings = Settings()
+    settings.setmodule("spiders.settings", priority="project")
+    settings.update(recipe.settings, priority="project")
+    settings.set("HARVEST_LAKE", config.lake, priority="cmdline")
+    settings.set("HARVEST_BATCH_SIZE", config.crawl_batch_size, priority="cmdline")
+    settings.set("HARVEST_CRAWL_ID", crawl_id, priority="cmdline")
+    settings.set("HARVEST_PROGRESS", progress, priority="cmdline")
+    settings.set("LOG_LEVEL", "WARNING", priority="cmdline")
+    return settings
+
+
+def run_crawl(
+    config: Config,
+    recipe: Recipe,
+    start_url: str | None = None,
+    progress: str | bool = "auto",
+) -> dict[str, Any]:
+    """Crawls ``recipe`` into ``raw/<source>``; returns Scrapy's stats. Once per process."""
+    crawl_id = new_crawl_id()
+    process = CrawlerProcess(crawl_settings(config, recipe, crawl_id, progress))
+    crawler = process.create_crawler(RecipeSpider)
+    process.crawl(crawler, recipe=recipe, start_url=start_url)
+    process.start()
+    assert crawler.stats is not None
+    stats = dict(crawler.stats.get_stats())
+    stats["harvest/crawl_id"] = crawl_id
+    if not stats.get("response_received_count"):
+        urls = [start_url] if start_url else recipe.start_urls
+        reason = stats.get("finish_reason", "unknown")
+        errors = {k: v for k, v in stats.items() if k.startswith("downloader/exception_type_count")}
+        raise CrawlError(
+            f"crawl of {recipe.name} got no response from {', '.join(urls)} "
+            f"(finish reason {reason}; {errors or 'no download errors recorded'})"
+        )
+    return stats

@@ -1,0 +1,27 @@
+"""Provenance columns every raw row carries, and the row hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pyarrow as pa
+
+PROVENANCE = pa.schema(
+    [
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("crawl_id", pa.string()),
+        ("fetched_at", pa.timestamp("us", tz="UTC")),
+        ("http_status", pa.int32()),
+        ("content_sha256", pa.string()),
+    ]
+)
+PROVENANCE_COLUMNS = tuple(PROVENANCE.names)
+
+
+def content_sha256(fields: dict[str, Any]) -> str:
+    """Hash of the extracted content alone, so one article under two URLs hashes alike."""
+    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

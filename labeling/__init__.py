@@ -1,0 +1,1 @@
+"""Label Studio: the server's lifecycle, task sync, and the simulated annotator."""

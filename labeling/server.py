@@ -1,0 +1,141 @@
+"""Starts and stops a real Label Studio server from its own virtual environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+
+class LabelStudioError(RuntimeError):
+    pass
+
+
+@dataclass
+class LabelStudioServer:
+    """One Label Studio on loopback with its own data folder, admin user and API token."""
+
+    executable: str
+    data_dir: Path
+    port: int
+    username: str
+    password: str
+    token: str
+    host: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "label-studio.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "label-studio.pid"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            # Label Studio also reads these bare names; never let the shell's leak in
+            if k not in {"USERNAME", "PASSWORD", "HOST", "PORT"}
+        }
+        env.update(
+            LABEL_STUDIO_USERNAME=self.username,
+            LABEL_STUDIO_PASSWORD=self.password,
+            LABEL_STUDIO_USER_TOKEN=self.token,
+            LABEL_STUDIO_LATEST_VERSION_CHECK="false",
+            LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+            SENTRY_DSN="",
+            FRONTEND_SENTRY_DSN="",
+        )
+        return env
+
+    def start(self, timeout: float = 300.0) -> None:
+        if not Path(self.executable).exists():
+            raise LabelStudioError(
+                f"Label Studio is not installed at {self.executable}: run `make setup`"
+            )
+        if self.answers():
+            raise LabelStudioError(f"something already answers on {self.url}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            self.executable, "start", "--no-browser",
+            "--internal-host", self.host, "-p", str(self.port),
+            "--data-dir", str(self.data_dir),
+            "-db", str(self.data_dir / "ls.sqlite3"),
+            "--enable-legacy-api-token",
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.pid_path.write_text(str(self.process.pid))
+        self.wait(timeout)
+
+    def answers(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise LabelStudioError(
+                    f"Label Studio exited with {self.process.returncode}; see {self.log_path}"
+                )
+            if self.answers() and self._token_works():
+                return
+            time.sleep(1.0)
+        self.stop()
+        raise LabelStudioError(f"Label Studio did not answer on {self.url} within {timeout:.0f} s")
+
+    def _token_works(self) -> bool:
+        try:
+            r = requests.get(
+                f"{self.url}/api/current-user/whoami",
+                headers={"Authorization": f"Token {self.token}"},
+                timeout=5,
+            )
+        except requests.RequestException:
+            return False
+        if r.status_code == 401:
+            raise LabelStudioError(
+                f"Label Studio at {self.url} refuses the configured API token; the token is set "
+                f"only when {self.data_dir} is first created"
+            )
+        return r.status_code == 200
+
+    def stop(self, timeout: float = 20.0) -> None:
+        pid = self.process.pid if self.process else _read_pid(self.pid_path)
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        self.pid_path.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,28 @@
+"""Scrapy settings for harvest's spiders; every harvest default lives here, by prefix."""
+
+BOT_NAME = "harvest"
+SPIDER_MODULES = ["spiders.recipe_spider", "spiders.demo_news"]
+NEWSPIDER_MODULE = "spiders"
+
+ROBOTSTXT_OBEY = True
+USER_AGENT = "harvest (+https://example.invalid/harvest)"
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 8
+DOWNLOAD_TIMEOUT = 30
+REMOTE_CONTROL_ENABLED = False
+TELNETCONSOLE_ENABLED = False
+LOG_LEVEL = "INFO"
+REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
+FEED_EXPORT_ENCODING = "utf-8"
+
+ITEM_PIPELINES = {"spiders.pipelines.LakePipeline": 800}
+EXTENSIONS = {"spiders.progress.CrawlProgress": 500}
+
+# the lake the pipeline writes to, and how many rows make one commit
+HARVEST_LAKE = "lake"
+HARVEST_BATCH_SIZE = 100
+# set by `harvest crawl`; a plain `scrapy crawl` gets a fresh one
+HARVEST_CRAWL_ID = ""
+# a live display of the crawl: True, False, or "auto" (only on a terminal)
+HARVEST_PROGRESS = False
+HARVEST_PROGRESS_INTERVAL = 5.0

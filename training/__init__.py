@@ -1,0 +1,1 @@
+"""Text classifiers trained and evaluated on dataset versions from the lake."""

@@ -1,0 +1,1 @@
+"""The gate between raw and curated: Great Expectations suites, quarantine, reports."""

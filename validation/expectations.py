@@ -1,0 +1,62 @@
+"""Runs a suite over a batch with Great Expectations and says which rows failed what."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from validation.suite import Rule, rule_name, to_expectation
+
+
+@dataclass
+class Outcome:
+    rule: str
+    column: str
+    success: bool
+    unexpected: int
+    failed_rows: list[int]
+
+
+def validate(df: pd.DataFrame, rules: list[Rule], name: str) -> list[Outcome]:
+    """One outcome per rule; ``failed_rows`` are positions in ``df``."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = ctx.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(f"{name}-batch")
+    batch_def = asset.add_batch_definition_whole_dataframe(f"{name}-whole")
+    suite = gx.ExpectationSuite(name=f"{name}-suite")
+    expectations = [to_expectation(rule) for rule in rules]
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    suite = ctx.suites.add(suite)
+    definition = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name}-validation", data=batch_def, suite=suite)
+    )
+    frame = df.reset_index(drop=True)
+    result = definition.run(
+        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
+    )
+    by_id = {r.expectation_config.id: r for r in result.results}
+    outcomes = []
+    for rule, expectation in zip(rules, expectations, strict=True):
+        res = by_id[expectation.id]
+        if res.exception_info and res.exception_info.get("raised_exception"):
+            raise RuntimeError(
+                f"expectation {rule_name(rule)} could not run: "
+                f"{res.exception_info.get('exception_message')}"
+            )
+        rows = [int(i) for i in (res.result.get("unexpected_index_list") or [])]
+        outcomes.append(
+            Outcome(
+                rule=rule_name(rule),
+                column=rule.column,
+                success=bool(res.success),
+                unexpected=int(res.result.get("unexpected_count") or 0),
+                failed_rows=rows,
+            )
+        )
+    return outcomes

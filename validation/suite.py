@@ -1,0 +1,78 @@
+"""Builds a Great Expectations suite from a source's rules plus harvest's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import great_expectations.expectations as gxe
+
+DEFAULT_MAX_TEXT = 100_000
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation a column must meet: not_null, unique, length_between, date_parses, between."""
+
+    expect: str
+    column: str
+    min: float | None = None
+    max: float | None = None
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """What the gate needs to know about a source, independent of how it was crawled."""
+
+    text_field: str
+    required: list[str] = field(default_factory=list)
+    dates: dict[str, str | None] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+
+    def all_rules(self) -> list[Rule]:
+        rules = [
+            Rule("not_null", "url"),
+            Rule("unique", "url"),
+            Rule("not_null", self.text_field),
+            Rule("length_between", self.text_field, 1, DEFAULT_MAX_TEXT),
+        ]
+        rules += [Rule("not_null", c) for c in self.required if c != self.text_field]
+        rules += [Rule("date_parses", c, format=fmt) for c, fmt in self.dates.items()]
+        rules += self.rules
+        unique: dict[Rule, None] = dict.fromkeys(rules)
+        return list(unique)
+
+
+def to_expectation(rule: Rule) -> Any:
+    col = rule.column
+    if rule.expect == "not_null":
+        return gxe.ExpectColumnValuesToNotBeNull(column=col)
+    if rule.expect == "unique":
+        return gxe.ExpectColumnValuesToBeUnique(column=col)
+    if rule.expect == "length_between":
+        return gxe.ExpectColumnValueLengthsToBeBetween(
+            column=col, min_value=rule.min, max_value=rule.max
+        )
+    if rule.expect == "between":
+        return gxe.ExpectColumnValuesToBeBetween(column=col, min_value=rule.min, max_value=rule.max)
+    if rule.expect == "date_parses":
+        if rule.format:
+            return gxe.ExpectColumnValuesToMatchStrftimeFormat(
+                column=col, strftime_format=rule.format
+            )
+        return gxe.ExpectColumnValuesToBeDateutilParseable(column=col)
+    raise ValueError(f"unknown expectation {rule.expect!r} for column {col!r}")
+
+
+def rule_name(rule: Rule) -> str:
+    bounds = ""
+    if rule.min is not None or rule.max is not None:
+        bounds = f"[{_num(rule.min)},{_num(rule.max)}]"
+    return f"{rule.expect}({rule.column}){bounds}"
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else str(x)
