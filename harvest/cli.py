@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -38,7 +39,14 @@ def friendly(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, RecipeError, LakeError, SyncError, LabelStudioError, CrawlError) as exc:
+        except (
+            ConfigError,
+            RecipeError,
+            LakeError,
+            SyncError,
+            LabelStudioError,
+            CrawlError,
+        ) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from exc
 
@@ -105,8 +113,12 @@ def crawl(
     }
     if curate:
         result = stages.curate_source(cfg, recipe)
-        summary.update(curated=result.curated, quarantined=result.quarantined,
-                       duplicates_dropped=result.duplicates_dropped, report=result.report)  # fmt: skip
+        summary.update(
+            curated=result.curated,
+            quarantined=result.quarantined,
+            duplicates_dropped=result.duplicates_dropped,
+            report=result.report,
+        )
     emit(summary)
 
 
@@ -227,7 +239,11 @@ def train(
     name = dataset or r.name
     version = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
     result = train_and_evaluate(
-        lake, name, version.version, cfg.reports, TrainConfig(epochs=epochs, seed=seed, device=device)
+        lake,
+        name,
+        version.version,
+        cfg.reports,
+        TrainConfig(epochs=epochs, seed=seed, device=device),
     )
     test = result["test"]
     emit({"dataset": name, "dataset_version": version.version, "rows": result["rows"],

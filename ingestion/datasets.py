@@ -1,4 +1,4 @@
-"""Dataset versions: labelled curated rows, split once, pinned to the table versions they came from."""
+"""Dataset versions: labelled curated rows, split once, pinned to their source table versions."""
 
 from __future__ import annotations
 
@@ -92,10 +92,14 @@ def cut_dataset(
     labels = lake.read(labels_table, labels_v).select(["row_id", "label"])
     text_of = {
         h: (src, url, text)
-        for h, src, url, text in zip(*(curated[c].to_pylist() for c in curated.column_names), strict=True)
+        for h, src, url, text in zip(
+            *(curated[c].to_pylist() for c in curated.column_names), strict=True
+        )
     }
     rows = []
-    for row_id, label in sorted(zip(labels["row_id"].to_pylist(), labels["label"].to_pylist(), strict=True)):
+    for row_id, label in sorted(
+        zip(labels["row_id"].to_pylist(), labels["label"].to_pylist(), strict=True)
+    ):
         if row_id in text_of and label:
             src, url, text = text_of[row_id]
             rows.append({"row_id": row_id, "source": src, "url": url, "text": text, "label": label})
@@ -110,7 +114,9 @@ def cut_dataset(
     return DatasetVersion(name, version, len(rows), lineage)
 
 
-def read_dataset(lake: Lake, name: str, version: int | None = None) -> tuple[pa.Table, dict[str, Any]]:
+def read_dataset(
+    lake: Lake, name: str, version: int | None = None
+) -> tuple[pa.Table, dict[str, Any]]:
     table = f"datasets/{name}"
     if not lake.exists(table):
         raise LakeError(f"no dataset {name!r} in lake {lake.root} (run `harvest train` first)")

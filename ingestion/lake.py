@@ -41,30 +41,26 @@ class Lake:
     def read(self, table: str, version: int | None = None) -> pa.Table:
         return self.table(table, version).to_pyarrow_table()
 
-    def append(
-        self, table: str, data: pa.Table, metadata: dict[str, Any] | None = None
-    ) -> int:
+    def append(self, table: str, data: pa.Table, metadata: dict[str, Any] | None = None) -> int:
         """Append ``data`` as one commit; returns the new table version."""
         return self._write(table, data, "append", metadata)
 
-    def overwrite(
-        self, table: str, data: pa.Table, metadata: dict[str, Any] | None = None
-    ) -> int:
+    def overwrite(self, table: str, data: pa.Table, metadata: dict[str, Any] | None = None) -> int:
         return self._write(table, data, "overwrite", metadata)
 
-    def _write(
-        self, table: str, data: pa.Table, mode: str, metadata: dict[str, Any] | None
-    ) -> int:
+    def _write(self, table: str, data: pa.Table, mode: str, metadata: dict[str, Any] | None) -> int:
         props = None
         if metadata:
             props = CommitProperties(custom_metadata={LINEAGE_KEY: json.dumps(metadata)})
-        write_deltalake(
-            self.uri(table),
-            data,
-            mode=mode,  # type: ignore[arg-type]
-            schema_mode="overwrite" if mode == "overwrite" else "merge",
-            commit_properties=props,
-        )
+        if mode == "overwrite":
+            write_deltalake(
+                self.uri(table), data, mode="overwrite", schema_mode="overwrite",
+                commit_properties=props,
+            )  # fmt: skip
+        else:
+            write_deltalake(
+                self.uri(table), data, mode="append", schema_mode="merge", commit_properties=props
+            )
         return self.table(table).version()
 
     def metadata(self, table: str, version: int) -> dict[str, Any]:
@@ -86,6 +82,4 @@ class Lake:
         if "://" in self.root or not Path(self.root).exists():
             return []
         root = Path(self.root)
-        return sorted(
-            str(p.parent.relative_to(root)) for p in root.glob("**/_delta_log")
-        )
+        return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/_delta_log"))

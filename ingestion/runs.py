@@ -23,7 +23,12 @@ SCHEMA = pa.schema(
 
 
 def record_run(lake: Lake, stage: str, source: str, details: dict[str, Any]) -> None:
-    row = {"stage": stage, "source": source, "at": datetime.now(UTC), "details": json.dumps(details)}
+    row = {
+        "stage": stage,
+        "source": source,
+        "at": datetime.now(UTC),
+        "details": json.dumps(details),
+    }
     lake.append(TABLE, pa.Table.from_pylist([row], schema=SCHEMA))
 
 

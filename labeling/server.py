@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -120,10 +121,8 @@ class LabelStudioServer:
         pid = self.process.pid if self.process else _read_pid(self.pid_path)
         if pid is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         if self.process is not None:
             try:
                 self.process.wait(timeout)

@@ -45,7 +45,12 @@ def label_config(classes: list[str]) -> str:
 
 def choice_result(label: str) -> list[dict[str, Any]]:
     return [
-        {"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [label]}}
+        {
+            "from_name": FROM_NAME,
+            "to_name": TO_NAME,
+            "type": "choices",
+            "value": {"choices": [label]},
+        }
     ]
 
 
@@ -73,7 +78,9 @@ class LabelSync:
             ) from exc
         except Exception as exc:  # httpx errors from the SDK's transport
             if type(exc).__module__.startswith("httpx"):
-                raise SyncError(f"Label Studio at {self.url} is unreachable ({what}): {exc}") from exc
+                raise SyncError(
+                    f"Label Studio at {self.url} is unreachable ({what}): {exc}"
+                ) from exc
             raise
 
     def project_titles(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import scrapy
-from scrapy.http import Response
+from scrapy.http import Response, TextResponse
 
 
 class DemoNewsSpider(scrapy.Spider):
@@ -26,10 +26,12 @@ class DemoNewsSpider(scrapy.Spider):
             yield scrapy.Request(url, callback=self.parse)
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
+        assert isinstance(response, TextResponse)
         yield from response.follow_all(css="a.article-link", callback=self.parse_article)
         yield from response.follow_all(css="a.next", callback=self.parse)
 
     def parse_article(self, response: Response) -> dict[str, Any]:
+        assert isinstance(response, TextResponse)
         return {
             "url": response.url,
             "http_status": response.status,

@@ -48,8 +48,11 @@ class CrawlProgress:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(
-                SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[counts]}"),
-                TimeElapsedColumn(), transient=False,
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.fields[counts]}"),
+                TimeElapsedColumn(),
+                transient=False,
             )
             self.progress.start()
             self.task_id = self.progress.add_task(f"crawl {spider.name}", counts="")

@@ -161,8 +161,7 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
 
     columns = set(fields) | {"url"}
     expectations = [
-        _expectation(path, i, e, columns)
-        for i, e in enumerate(raw.get("expectations") or [])
+        _expectation(path, i, e, columns) for i, e in enumerate(raw.get("expectations") or [])
     ]
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import scrapy
-from scrapy.http import Response
+from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 
 from spiders.recipe import Field, Recipe, load_recipe
@@ -44,6 +44,8 @@ class RecipeSpider(scrapy.Spider):
             yield scrapy.Request(url, callback=self.parse)
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
+        if not isinstance(response, TextResponse):
+            return
         if self.item_re.search(response.url):
             yield self.extract(response)
         for extractor in self.extractors:

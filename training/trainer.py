@@ -80,9 +80,7 @@ def fit(
     index = {c: i for i, c in enumerate(classes)}
     texts, labels = train
     y = torch.tensor([index[label] for label in labels], dtype=torch.long)
-    optimiser = torch.optim.Adam(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(config.seed)
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))
@@ -93,12 +91,14 @@ def fit(
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
-            ids, offsets = encode([texts[i] for i in batch], model.config.buckets, model.config.ngrams)
+            ids, offsets = encode(
+                [texts[i] for i in batch], model.config.buckets, model.config.ngrams
+            )
             optimiser.zero_grad()
             loss = loss_fn(model(ids.to(device), offsets.to(device)), y[batch].to(device))
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         probs = predict(model, validation[0])
         val_f1 = macro_f1(
             [index[label] for label in validation[1]], probs.argmax(axis=1).tolist(), len(classes)

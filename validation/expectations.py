@@ -40,7 +40,7 @@ def validate(df: pd.DataFrame, rules: list[Rule], name: str) -> list[Outcome]:
     result = definition.run(
         batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
     )
-    by_id = {r.expectation_config.id: r for r in result.results}
+    by_id = {r.expectation_config.id: r for r in result.results if r.expectation_config}
     outcomes = []
     for rule, expectation in zip(rules, expectations, strict=True):
         res = by_id[expectation.id]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ingestion.lake import Lake
 from ingestion.runs import last_run, record_run
-from validation.expectations import Outcome, validate
+from validation.expectations import validate
 from validation.report import write_report
 from validation.suite import GateSpec
 
@@ -109,7 +109,9 @@ def _for_validation(df: pd.DataFrame) -> pd.DataFrame:
     """Great Expectations works on plain object columns; list columns become their length."""
     out = pd.DataFrame(index=df.index)
     for col in df.columns:
-        if isinstance(df[col].dtype, pd.ArrowDtype) and pa.types.is_list(df[col].dtype.pyarrow_dtype):
+        if isinstance(df[col].dtype, pd.ArrowDtype) and pa.types.is_list(
+            df[col].dtype.pyarrow_dtype
+        ):
             continue
         out[col] = df[col].astype(object).where(df[col].notna(), None)
     return out
@@ -127,4 +129,6 @@ def _curated_hashes(lake: Lake, source: str) -> set[str]:
     table = f"curated/{source}"
     if not lake.exists(table):
         return set()
-    return set(lake.table(table).to_pyarrow_table(columns=["content_sha256"])["content_sha256"].to_pylist())
+    return set(
+        lake.table(table).to_pyarrow_table(columns=["content_sha256"])["content_sha256"].to_pylist()
+    )

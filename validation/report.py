@@ -45,7 +45,7 @@ def write_report(
         f"<!doctype html><html><head><meta charset=utf-8><title>Validation: {escape(source)}"
         f"</title><style>{STYLE}</style></head><body>"
         f"<h1>Validation of raw/{escape(source)} up to version {raw_version}</h1>"
-        f"<p>Written {escape(data['written_at'])}.</p><h2>Batch</h2><table>{figures}</table>"
+        f"<p>Written {escape(str(data['written_at']))}.</p><h2>Batch</h2><table>{figures}</table>"
         f"<h2>Expectations</h2><table><tr><th>expectation</th><th>result</th>"
         f"<th>rows failing</th></tr>{rows}</table></body></html>"
     )

@@ -12,7 +12,7 @@ DEFAULT_MAX_TEXT = 100_000
 
 @dataclass(frozen=True)
 class Rule:
-    """One expectation a column must meet: not_null, unique, length_between, date_parses, between."""
+    """A column must meet: not_null, unique, length_between, date_parses or between."""
 
     expect: str
     column: str
@@ -52,7 +52,7 @@ def to_expectation(rule: Rule) -> Any:
         return gxe.ExpectColumnValuesToBeUnique(column=col)
     if rule.expect == "length_between":
         return gxe.ExpectColumnValueLengthsToBeBetween(
-            column=col, min_value=rule.min, max_value=rule.max
+            column=col, min_value=_int(rule.min), max_value=_int(rule.max)
         )
     if rule.expect == "between":
         return gxe.ExpectColumnValuesToBeBetween(column=col, min_value=rule.min, max_value=rule.max)
@@ -76,3 +76,7 @@ def _num(x: float | None) -> str:
     if x is None:
         return ""
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _int(x: float | None) -> int | None:
+    return None if x is None else int(x)
