@@ -18,7 +18,7 @@ from harvest.config import Config, ConfigError, load_config
 app = typer.Typer(help="Crawl, curate, label and train.", no_args_is_help=True)
 label_app = typer.Typer(help="Label Studio: serve, push, pull, simulate.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -47,7 +47,9 @@ class DemoSite:
 
     def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0):
         self.site = site
-        handler = type("Handler", (_Handler,), {"site": site})
+        # every path requested, in order: lets tests see what a crawler fetched
+        self.hits: list[str] = []
+        handler = type("Handler", (_Handler,), {"site": site, "hits": self.hits})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None
@@ -78,10 +80,12 @@ class DemoSite:
 
 class _Handler(BaseHTTPRequestHandler):
     site: Site
+    hits: list[str]
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
+        self.hits.append(path)
         if path == "/robots.txt":
             return self._send(200, "User-agent: *\nAllow: /\n", "text/plain")
         if path == "/":

@@ -1,0 +1,95 @@
+"""Servers the tests need, started once per session on free loopback ports and stopped by pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harvest.demosite import DemoSite, Site, generate
+from labeling.server import LabelStudioServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+LABEL_STUDIO = ROOT / ".venv-labelstudio" / "bin" / "label-studio"
+SITE_ARTICLES = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_harvest(
+    args: list[str], env: dict[str, str], check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Runs the real command line in a child process, from the project root."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harvest.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"harvest {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def last_json(stdout: str) -> dict[str, object]:
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="session")
+def site() -> Site:
+    return generate(SITE_ARTICLES, seed=3)
+
+
+@pytest.fixture(scope="session")
+def demo_site(site: Site) -> Iterator[DemoSite]:
+    with DemoSite(site) as server:
+        yield server
+
+
+@pytest.fixture
+def lake_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "HARVEST_LAKE": str(tmp_path / "lake"),
+        "HARVEST_REPORTS": str(tmp_path / "reports"),
+    }
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    if not LABEL_STUDIO.exists():
+        pytest.skip(f"Label Studio is not installed at {LABEL_STUDIO}; run `make setup`")
+    server = LabelStudioServer(
+        executable=str(LABEL_STUDIO),
+        data_dir=tmp_path_factory.mktemp("labelstudio"),
+        port=free_port(),
+        username="annotator@harvest.test",
+        password=secrets.token_hex(8),
+        token=secrets.token_hex(20),
+    )
+    server.start(timeout=600)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ag_news() -> Path:
+    path = DATASETS / "ag_news_test.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared datasets are not on this machine")
+    return path

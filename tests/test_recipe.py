@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harvest.demosite import DemoSite
+from spiders.recipe import RecipeError, load_recipe
+from tests.conftest import ROOT, run_harvest
+
+GOOD = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
+
+
+def write(tmp_path: Path, recipe: dict[str, object]) -> Path:
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def mutate(**changes: object) -> dict[str, object]:
+    recipe = yaml.safe_load(yaml.safe_dump(GOOD))
+    for key, value in changes.items():
+        target = recipe
+        *parents, leaf = key.split("__")
+        for p in parents:
+            target = target[p]
+        if value is None:
+            del target[leaf]
+        else:
+            target[leaf] = value
+    return recipe
+
+
+def test_demo_recipe_loads() -> None:
+    recipe = load_recipe("demo", ROOT / "sources")
+    assert recipe.name == "demo"
+    assert recipe.text_field == "body"
+    assert recipe.fields["published"].type == "date"
+    assert recipe.labels == ["World", "Sports", "Business", "Sci/Tech"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "key", "words"),
+    [
+        (mutate(colour="blue"), "colour", "unknown key"),
+        (mutate(start_urls=None), "start_urls", "required"),
+        (mutate(start_urls=["ftp://x"]), "start_urls[0]", "not an http(s) URL"),
+        (mutate(fields__title={"css": "h1..title::text"}), "fields.title.css", "does not parse"),
+        (mutate(fields__title={"xpath": "//h1[", "type": "str"}), "fields.title.xpath", "parse"),
+        (mutate(fields__title={"css": "h1", "type": "datetime"}), "fields.title.type", "unknown type"),
+        (mutate(fields__title={"css": "h1", "colour": 1}), "fields.title.colour", "unknown key"),
+        (mutate(follow=[{"allow": "(unclosed"}]), "follow[0].allow", "does not compile"),
+        (mutate(expectations=[{"expect": "sparkles", "column": "body"}]), "expectations[0].expect", "unknown"),
+        (mutate(expectations=[{"expect": "not_null", "column": "nope"}]), "expectations[0].column", "not a field"),
+        (mutate(text_field="nope"), "text_field", "not one of the fields"),
+    ],
+)  # fmt: skip
+def test_broken_recipe_names_file_and_key(
+    tmp_path: Path, recipe: dict[str, object], key: str, words: str
+) -> None:
+    path = write(tmp_path, recipe)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert info.value.key == key
+    assert str(path) in str(info.value)
+    assert words in str(info.value)
+
+
+def test_unknown_source_lists_the_known_ones() -> None:
+    with pytest.raises(RecipeError, match="known: demo"):
+        load_recipe("nosuch", ROOT / "sources")
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match="bad.yaml: yaml"):
+        load_recipe(path)
+
+
+def test_broken_recipe_fails_before_any_request(
+    tmp_path: Path, demo_site: DemoSite, lake_env: dict[str, str]
+) -> None:
+    recipe = mutate(fields__body={"css": "div.body >>> p", "type": "text"})
+    recipe["start_urls"] = [demo_site.url + "/?broken-recipe"]
+    path = write(tmp_path, recipe)
+    before = len(demo_site.hits)
+    proc = run_harvest(["crawl", str(path)], lake_env, check=False)
+    assert proc.returncode == 2
+    assert f"{path}: fields.body.css" in proc.stderr
+    assert len(demo_site.hits) == before
+    assert not (Path(lake_env["HARVEST_LAKE"]) / "raw").exists()
