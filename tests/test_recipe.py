@@ -48,14 +48,26 @@ def test_demo_recipe_loads() -> None:
         (mutate(start_urls=["ftp://x"]), "start_urls[0]", "not an http(s) URL"),
         (mutate(fields__title={"css": "h1..title::text"}), "fields.title.css", "does not parse"),
         (mutate(fields__title={"xpath": "//h1[", "type": "str"}), "fields.title.xpath", "parse"),
-        (mutate(fields__title={"css": "h1", "type": "datetime"}), "fields.title.type", "unknown type"),
+        (
+            mutate(fields__title={"css": "h1", "type": "datetime"}),
+            "fields.title.type",
+            "unknown type",
+        ),
         (mutate(fields__title={"css": "h1", "colour": 1}), "fields.title.colour", "unknown key"),
         (mutate(follow=[{"allow": "(unclosed"}]), "follow[0].allow", "does not compile"),
-        (mutate(expectations=[{"expect": "sparkles", "column": "body"}]), "expectations[0].expect", "unknown"),
-        (mutate(expectations=[{"expect": "not_null", "column": "nope"}]), "expectations[0].column", "not a field"),
+        (
+            mutate(expectations=[{"expect": "sparkles", "column": "body"}]),
+            "expectations[0].expect",
+            "unknown",
+        ),
+        (
+            mutate(expectations=[{"expect": "not_null", "column": "nope"}]),
+            "expectations[0].column",
+            "not a field",
+        ),
         (mutate(text_field="nope"), "text_field", "not one of the fields"),
     ],
-)  # fmt: skip
+)
 def test_broken_recipe_names_file_and_key(
     tmp_path: Path, recipe: dict[str, object], key: str, words: str
 ) -> None:
