@@ -85,16 +85,16 @@ def load_config(path: str | Path = "harvest.toml", env: dict[str, str] | None = 
     return Config(**values)
 
 
-def _flatten(path: Path, raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(path: Path, raw: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, Any]:
     known = {f.name for f in fields(Config)}
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        name = f"{prefix}{key}".replace("-", "_")
+        keys = (*prefix, key)
+        name = "_".join(keys).replace("-", "_")
         if isinstance(value, dict):
-            out.update(_flatten(path, value, f"{name}_"))
+            out.update(_flatten(path, value, keys))
         elif name in known:
             out[name] = value
         else:
-            shown = name.replace("_", ".", 1) if prefix else name
-            raise ConfigError(f"{path}: unknown key {shown!r}")
+            raise ConfigError(f"{path}: unknown key {'.'.join(keys)!r}")
     return out
