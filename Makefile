@@ -4,13 +4,14 @@ VENV := .venv
 LSVENV := .venv-labelstudio
 PY := $(VENV)/bin/python
 LABEL_STUDIO_VERSION ?= 1.23.2
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed $(LSVENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { apt-get update && apt-get install -y python3.11 python3.11-venv; }
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3.11 python3.11-venv; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned, so pip takes the CPU wheel instead of a CUDA build
@@ -19,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(LSVENV)/.installed:
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3.11 python3.11-venv; }
 	test -x $(LSVENV)/bin/python || $(PYTHON) -m venv $(LSVENV)
 	$(LSVENV)/bin/python -m pip install -q --upgrade pip
 	$(LSVENV)/bin/python -m pip install -q label-studio==$(LABEL_STUDIO_VERSION)
