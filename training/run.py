@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def train_and_evaluate(
     y_pred = np.asarray(probs.argmax(axis=1)).tolist()
     test_metrics = metrics(y_true, y_pred, classes)
 
-    folder = Path(report_root) / "training" / f"{dataset}-v{meta['version']}"
+    # one folder per run: retraining the same version with other settings keeps both
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    folder = Path(report_root) / "training" / f"{dataset}-v{meta['version']}-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     draw_confusion(
         np.asarray(test_metrics["confusion"]),
