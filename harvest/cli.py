@@ -65,15 +65,18 @@ def demo_site(
     seed: int = typer.Option(7),
     corpus: Path | None = typer.Option(None, help="AG News style CSV to serve instead"),
     truth: Path | None = typer.Option(None, help="write the ground truth JSON here"),
+    guard_limit: int = typer.Option(30, help="/guarded/: requests allowed per address..."),
+    guard_window: float = typer.Option(10.0, help="... within this many seconds"),
+    guard_ban: float = typer.Option(3600.0, help="ban seconds (0: answer 429 instead)"),
 ) -> None:
     """Serve the deterministic demo news site until interrupted."""
-    from harvest.demosite import DemoSite, generate
+    from harvest.demosite import DemoSite, Guard, generate
 
     try:
         site = generate(articles, seed, corpus)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    server = DemoSite(site, port=port)
+    server = DemoSite(site, port=port, guard=Guard(guard_limit, guard_window, guard_ban))
     if truth:
         truth.parent.mkdir(parents=True, exist_ok=True)
         truth.write_text(json.dumps(site.truth(server.url), indent=1))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from harvest.demosite import CLASSES, DemoSite, Site, generate
+from harvest.demosite import CLASSES, DemoSite, Guard, Site, generate
 from harvest.demosite.generator import planted_counts
 
 
@@ -69,3 +69,30 @@ def test_corpus_with_bad_rows_names_the_line(tmp_path: Path) -> None:
     path.write_text('"1","ok","fine text"\n"9","title","body"\n')
     with pytest.raises(ValueError, match=r"bad.csv:2: class index 9"):
         generate(10, corpus=path)
+
+
+def test_js_section_hides_content_from_plain_http(demo_site: DemoSite, site: Site) -> None:
+    article = next(a for a in site.articles if not a.planted)
+    html = requests.get(f"{demo_site.url}/js{article.path}", timeout=5).text
+    assert article.paragraphs[0] not in html
+    assert 'class="body"' not in html
+    data = requests.get(f"{demo_site.url}/js/api/{article.slug}.json", timeout=5).json()
+    assert data["paragraphs"] == article.paragraphs
+    listing = requests.get(f"{demo_site.url}/js/", timeout=5).text
+    assert f'href="/js{site.articles[0].path}"' in listing
+
+
+def test_guard_bans_a_client_address_after_its_budget(site: Site) -> None:
+    with DemoSite(site, guard=Guard(limit=5, window=60, ban_seconds=60)) as server:
+        codes = [requests.get(f"{server.url}/guarded/", timeout=5).status_code for _ in range(7)]
+        assert codes == [200] * 5 + [403, 403]
+        blocked = requests.get(f"{server.url}/guarded/", timeout=5).text
+        assert 'class="captcha"' in blocked
+        assert requests.get(f"{server.url}/", timeout=5).status_code == 200  # only the section
+
+
+def test_guard_throttles_with_retry_after(site: Site) -> None:
+    with DemoSite(site, guard=Guard(limit=3, window=30, ban_seconds=0)) as server:
+        responses = [requests.get(f"{server.url}/guarded/", timeout=5) for _ in range(4)]
+        assert [r.status_code for r in responses] == [200, 200, 200, 429]
+        assert 1 <= int(responses[-1].headers["Retry-After"]) <= 30

@@ -212,8 +212,9 @@ class Site:
     def planted_duplicates(self) -> list[Article]:
         return [a for a in self.articles if a.planted == "duplicate"]
 
-    def truth(self, base_url: str) -> dict[str, object]:
-        base = base_url.rstrip("/")
+    def truth(self, base_url: str, section: str = "") -> dict[str, object]:
+        """Ground truth keyed by URL, for the section (``""``, ``/js``, ``/guarded``) given."""
+        base = base_url.rstrip("/") + section
         return {
             "site_articles": len(self.articles),
             "classes": {base + a.path: a.label for a in self.articles},

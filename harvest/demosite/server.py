@@ -1,31 +1,60 @@
-"""Serves a generated Site over HTTP on loopback, in a background thread."""
+"""Serves a generated Site over HTTP on loopback, in a background thread.
+
+The same articles are served in three sections: ``/`` as plain HTML, ``/js/`` where the
+article content is loaded by JavaScript from a JSON endpoint (only a browser sees it), and
+``/guarded/`` which bans a client address that asks too often (see ``Guard``).
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harvest.demosite.generator import Article, Site
 
+SECTIONS = ("", "/js", "/guarded")
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - Harvest Daily</title></head>
 <body><header><a href="/">Harvest Daily</a></header>
 <main>{main}</main></body></html>"""
+BLOCK_PAGE = PAGE.format(
+    title="Access denied",
+    main='<h1>Access denied</h1><div class="captcha">Prove you are human to continue.</div>',
+)
+JS_LOADER = """<script>
+fetch({api}).then(r => r.json()).then(a => {{
+  const el = (tag, cls, text) => {{ const e = document.createElement(tag);
+    if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }};
+  const art = document.querySelector("article");
+  art.appendChild(el("h1", "title", a.title));
+  const by = el("p", "byline"); by.append("By ", el("span", "author", a.author), " on ");
+  const t = el("time", null, a.published); t.setAttribute("datetime", a.published);
+  by.append(t); art.appendChild(by);
+  const body = el("div", "body"); a.paragraphs.forEach(p => body.appendChild(el("p", null, p)));
+  art.appendChild(body);
+  const tags = el("ul", "tags"); a.tags.forEach(x => tags.appendChild(el("li", null, x)));
+  art.appendChild(tags); document.body.setAttribute("data-loaded", "1");
+}});
+</script>"""
 
 
-def render_listing(site: Site, page: int) -> str:
+def render_listing(site: Site, page: int, prefix: str = "") -> str:
     items = "".join(
-        f'<li><a class="article-link" href="{a.path}">{escape(a.title)}</a></li>'
+        f'<li><a class="article-link" href="{prefix}{a.path}">{escape(a.title)}</a></li>'
         for a in site.listing(page)
     )
     nav = ""
     if page > 1:
-        prev = "/" if page == 2 else f"/page/{page - 1}"
+        prev = f"{prefix}/" if page == 2 else f"{prefix}/page/{page - 1}"
         nav += f'<a class="prev" href="{prev}">Previous</a> '
     if page < site.pages:
-        nav += f'<a class="next" href="/page/{page + 1}">Next</a>'
+        nav += f'<a class="next" href="{prefix}/page/{page + 1}">Next</a>'
     main = f'<h1>Latest news, page {page} of {site.pages}</h1><ul class="articles">{items}</ul>'
     return PAGE.format(title=f"Page {page}", main=main + f'<nav class="pagination">{nav}</nav>')
 
@@ -42,17 +71,76 @@ def render_article(article: Article) -> str:
     return PAGE.format(title=escape(article.title), main=main)
 
 
+def render_js_article(article: Article) -> str:
+    """An empty shell; the script fills in the same markup as ``render_article``."""
+    api = json.dumps(f"/js/api/{article.slug}.json")
+    return PAGE.format(title="Loading", main="<article></article>" + JS_LOADER.format(api=api))
+
+
+def article_json(article: Article) -> str:
+    return json.dumps(
+        {
+            "title": article.title,
+            "paragraphs": article.paragraphs,
+            "author": article.author,
+            "published": article.published,
+            "tags": article.tags,
+        }
+    )
+
+
+@dataclass
+class Guard:
+    """Bans a client address that makes more than ``limit`` requests within ``window`` seconds.
+
+    A banned address gets a 403 block page with a captcha marker for ``ban_seconds``; with
+    ``ban_seconds == 0`` it gets 429 with ``Retry-After`` until its rate falls under the limit.
+    """
+
+    limit: int = 30
+    window: float = 10.0
+    ban_seconds: float = 3600.0
+    seen: dict[str, deque[float]] = field(default_factory=dict)
+    banned_until: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, address: str) -> tuple[int, dict[str, str], str] | None:
+        now = time.monotonic()
+        with self.lock:
+            if self.banned_until.get(address, 0.0) > now:
+                return 403, {}, BLOCK_PAGE
+            hits = self.seen.setdefault(address, deque())
+            while hits and hits[0] <= now - self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                if self.ban_seconds > 0:
+                    self.banned_until[address] = now + self.ban_seconds
+                    return 403, {}, BLOCK_PAGE
+                retry = max(1, int(hits[0] + self.window - now + 0.999))
+                return 429, {"Retry-After": str(retry)}, "Too many requests"
+            hits.append(now)
+        return None
+
+
 class DemoSite:
     """``with DemoSite(site, port=0) as demo: demo.url``"""
 
-    def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, site: Site, host: str = "127.0.0.1", port: int = 0, guard: Guard | None = None
+    ):
         self.site = site
-        # every path requested, in order: lets tests see what a crawler fetched
-        self.hits: list[str] = []
-        handler = type("Handler", (_Handler,), {"site": site, "hits": self.hits})
+        self.guard = guard or Guard()
+        # every (client address, path) requested, in order: lets tests see what was fetched
+        self.requests: list[tuple[str, str]] = []
+        attrs = {"site": site, "guard": self.guard, "log": self.requests}
+        handler = type("Handler", (_Handler,), attrs)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None
+
+    @property
+    def hits(self) -> list[str]:
+        return [path for _, path in self.requests]
 
     @property
     def url(self) -> str:
@@ -80,31 +168,54 @@ class DemoSite:
 
 class _Handler(BaseHTTPRequestHandler):
     site: Site
-    hits: list[str]
+    guard: Guard
+    log: list[tuple[str, str]]
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
-        self.hits.append(path)
+        self.log.append((self.client_address[0], path))
         if path == "/robots.txt":
             return self._send(200, "User-agent: *\nAllow: /\n", "text/plain")
-        if path == "/":
-            return self._send(200, render_listing(self.site, 1))
-        if m := re.fullmatch(r"/page/(\d+)", path):
-            page = int(m.group(1))
-            if 1 <= page <= self.site.pages:
-                return self._send(200, render_listing(self.site, page))
-        if m := re.fullmatch(r"/article/([\w\-]+)", path):
+        prefix = next((p for p in SECTIONS[1:] if path == p or path.startswith(p + "/")), "")
+        rest = path[len(prefix) :] or "/"
+        if prefix == "/guarded":
+            blocked = self.guard.check(self.client_address[0])
+            if blocked:
+                status, headers, body = blocked
+                return self._send(status, body, headers=headers)
+        if prefix == "/js" and (m := re.fullmatch(r"/api/([\w\-]+)\.json", rest)):
             article = self.site.by_slug.get(m.group(1))
             if article is not None:
-                return self._send(200, render_article(article))
+                return self._send(200, article_json(article), "application/json")
+        if rest == "/":
+            return self._send(200, render_listing(self.site, 1, prefix))
+        if m := re.fullmatch(r"/page/(\d+)", rest):
+            page = int(m.group(1))
+            if 1 <= page <= self.site.pages:
+                return self._send(200, render_listing(self.site, page, prefix))
+        if m := re.fullmatch(r"/article/([\w\-]+)", rest):
+            article = self.site.by_slug.get(m.group(1))
+            if article is not None:
+                page_html = (
+                    render_js_article(article) if prefix == "/js" else render_article(article)
+                )
+                return self._send(200, page_html)
         return self._send(404, PAGE.format(title="Not found", main="<h1>Not found</h1>"))
 
-    def _send(self, status: int, body: str, ctype: str = "text/html") -> None:
+    def _send(
+        self,
+        status: int,
+        body: str,
+        ctype: str = "text/html",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = body.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", f"{ctype}; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
