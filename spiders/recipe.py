@@ -32,9 +32,22 @@ TOP_KEYS = {
     "labels",
     "expectations",
     "settings",
+    "render",
+    "browser",
+    "proxies",
+    "ban",
 }
 FIELD_KEYS = {"css", "xpath", "type", "format", "required"}
-FOLLOW_KEYS = {"allow", "restrict_css"}
+FOLLOW_KEYS = {"allow", "restrict_css", "render"}
+RENDER_MODES = {"http", "browser"}
+BROWSER_KEYS = {"wait_for", "wait_until", "block", "timeout", "page_budget"}
+WAIT_UNTIL = {"load", "domcontentloaded", "networkidle", "commit"}
+RESOURCE_TYPES = {
+    "document", "stylesheet", "image", "media", "font", "script", "texttrack", "xhr",
+    "fetch", "eventsource", "websocket", "manifest", "other",
+}  # fmt: skip
+PROXY_KEYS = {"urls", "file"}
+BAN_KEYS = {"statuses", "markers", "backoff_base", "backoff_max"}
 EXPECTATION_KINDS = {"not_null", "unique", "length_between", "date_parses", "between"}
 EXPECTATION_KEYS = {"expect", "column", "min", "max", "format"}
 
@@ -65,6 +78,36 @@ class Field:
 class Follow:
     allow: str
     restrict_css: str | None = None
+    render: str | None = None  # None: the source's own render mode
+
+
+@dataclass(frozen=True)
+class BrowserOptions:
+    """How a page is rendered: what to wait for and which resource types not to load."""
+
+    wait_for: str | None = None
+    wait_until: str = "load"
+    block: tuple[str, ...] = ("image", "font", "media")
+    timeout: float = 30.0
+    page_budget: int = 1000  # pages before the browser is restarted
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """Proxy URLs (``http://user:pass@host:port``), listed or read from a file."""
+
+    urls: tuple[str, ...] = ()
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class BanPolicy:
+    """What counts as a ban: these statuses, or a body matching one of these regexes."""
+
+    statuses: tuple[int, ...] = (403, 429, 503)
+    markers: tuple[str, ...] = (r"class=.captcha", r"(?i)access denied")
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +132,15 @@ class Recipe:
     labels: list[str] = field(default_factory=list)
     expectations: list[Expectation] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    render: str = "http"
+    browser: BrowserOptions = field(default_factory=BrowserOptions)
+    proxies: ProxyOptions = field(default_factory=ProxyOptions)
+    ban: BanPolicy = field(default_factory=BanPolicy)
+
+    @property
+    def renders(self) -> bool:
+        """Whether any request of this source may need a browser."""
+        return self.render == "browser" or any(f.render == "browser" for f in self.follow)
 
     @property
     def field_types(self) -> dict[str, pa.DataType]:
@@ -167,7 +219,15 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     if not isinstance(settings, dict):
         raise RecipeError(path, "settings", "a mapping of Scrapy setting to value")
 
+    render = raw.get("render", "http")
+    if render not in RENDER_MODES:
+        raise RecipeError(path, "render", f"one of {', '.join(sorted(RENDER_MODES))}")
+
     return Recipe(
+        render=render,
+        browser=_browser(path, raw.get("browser") or {}),
+        proxies=_proxies(path, raw.get("proxies")),
+        ban=_ban(path, raw.get("ban") or {}),
         name=name,
         path=str(path),
         start_urls=list(start_urls),
@@ -227,7 +287,91 @@ def _follow(path: str | Path, i: int, raw: Any) -> Follow:
     _regex(path, f"{key}.allow", raw.get("allow"))
     if "restrict_css" in raw:
         _css(path, f"{key}.restrict_css", raw["restrict_css"])
-    return Follow(allow=raw["allow"], restrict_css=raw.get("restrict_css"))
+    render = raw.get("render")
+    if render is not None and render not in RENDER_MODES:
+        raise RecipeError(path, f"{key}.render", f"one of {', '.join(sorted(RENDER_MODES))}")
+    return Follow(allow=raw["allow"], restrict_css=raw.get("restrict_css"), render=render)
+
+
+def _mapping(path: str | Path, key: str, raw: Any, known: set[str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise RecipeError(path, key, f"a mapping with keys from {', '.join(sorted(known))}")
+    _no_unknown(path, f"{key}.", raw, known)
+    return raw
+
+
+def _positive(path: str | Path, key: str, value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise RecipeError(path, key, f"a positive number, got {value!r}")
+    return float(value)
+
+
+def _browser(path: str | Path, raw: Any) -> BrowserOptions:
+    raw = _mapping(path, "browser", raw, BROWSER_KEYS)
+    opts = BrowserOptions()
+    if "wait_for" in raw:
+        _css(path, "browser.wait_for", raw["wait_for"])
+    wait_until = raw.get("wait_until", opts.wait_until)
+    if wait_until not in WAIT_UNTIL:
+        raise RecipeError(path, "browser.wait_until", f"one of {', '.join(sorted(WAIT_UNTIL))}")
+    block = raw.get("block", list(opts.block))
+    if not isinstance(block, list) or any(b not in RESOURCE_TYPES for b in block):
+        raise RecipeError(
+            path,
+            "browser.block",
+            f"a list of resource types from {', '.join(sorted(RESOURCE_TYPES))}",
+        )
+    return BrowserOptions(
+        wait_for=raw.get("wait_for"),
+        wait_until=wait_until,
+        block=tuple(block),
+        timeout=_positive(path, "browser.timeout", raw.get("timeout", opts.timeout)),
+        page_budget=int(
+            _positive(path, "browser.page_budget", raw.get("page_budget", opts.page_budget))
+        ),
+    )
+
+
+def _proxies(path: str | Path, raw: Any) -> ProxyOptions:
+    if raw is None:
+        return ProxyOptions()
+    if isinstance(raw, list):
+        raw = {"urls": raw}
+    raw = _mapping(path, "proxies", raw, PROXY_KEYS)
+    urls = raw.get("urls", [])
+    if not isinstance(urls, list):
+        raise RecipeError(path, "proxies.urls", "a list of proxy URLs")
+    for i, url in enumerate(urls):
+        if not isinstance(url, str) or not re.fullmatch(r"(https?|socks5h?)://[^\s/]+:\d+/?", url):
+            # never echo the value: it may carry a password
+            raise RecipeError(path, f"proxies.urls[{i}]", "not a proxy URL like http://host:port")
+    file = raw.get("file")
+    if file is not None and not isinstance(file, str):
+        raise RecipeError(path, "proxies.file", "a path to a file with one proxy URL a line")
+    return ProxyOptions(urls=tuple(urls), file=file)
+
+
+def _ban(path: str | Path, raw: Any) -> BanPolicy:
+    raw = _mapping(path, "ban", raw, BAN_KEYS)
+    default = BanPolicy()
+    statuses = raw.get("statuses", list(default.statuses))
+    if not isinstance(statuses, list) or not all(
+        isinstance(x, int) and 100 <= x <= 599 for x in statuses
+    ):
+        raise RecipeError(path, "ban.statuses", "a list of HTTP status codes")
+    markers = raw.get("markers", list(default.markers))
+    if not isinstance(markers, list):
+        raise RecipeError(path, "ban.markers", "a list of regular expressions")
+    for i, marker in enumerate(markers):
+        _regex(path, f"ban.markers[{i}]", marker)
+    return BanPolicy(
+        statuses=tuple(statuses),
+        markers=tuple(markers),
+        backoff_base=_positive(
+            path, "ban.backoff_base", raw.get("backoff_base", default.backoff_base)
+        ),
+        backoff_max=_positive(path, "ban.backoff_max", raw.get("backoff_max", default.backoff_max)),
+    )
 
 
 def _field(path: str | Path, name: str, raw: Any) -> Field:

@@ -103,3 +103,39 @@ def test_broken_recipe_fails_before_any_request(
     assert f"{path}: fields.body.css" in proc.stderr
     assert len(demo_site.hits) == before
     assert not (Path(lake_env["HARVEST_LAKE"]) / "raw").exists()
+
+
+def test_crawling_options_parse() -> None:
+    recipe = mutate(
+        render="browser",
+        browser={"wait_for": "div.body", "wait_until": "networkidle", "block": ["image"]},
+        proxies=["http://user:secret@127.0.0.2:8888"],
+        ban={"statuses": [429], "markers": ["captcha"]},
+    )
+    from spiders.recipe import parse_recipe
+
+    r = parse_recipe(recipe, "x.yaml")
+    assert r.renders and r.browser.wait_for == "div.body" and r.browser.block == ("image",)
+    assert r.proxies.urls == ("http://user:secret@127.0.0.2:8888",)
+    assert r.ban.statuses == (429,)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"render": "telepathy"}, "render"),
+        ({"browser": {"wait_until": "forever"}}, "browser.wait_until"),
+        ({"browser": {"block": ["pictures"]}}, "browser.block"),
+        ({"browser": {"wait_for": "div..x"}}, "browser.wait_for"),
+        ({"proxies": ["user:secret@host"]}, "proxies.urls[0]"),
+        ({"ban": {"statuses": [999]}}, "ban.statuses"),
+        ({"ban": {"backoff_base": -1}}, "ban.backoff_base"),
+    ],
+)
+def test_broken_crawling_options_are_named(changes: dict[str, object], key: str) -> None:
+    from spiders.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(**changes), "x.yaml")
+    assert info.value.key == key
+    assert "secret" not in str(info.value)
