@@ -113,6 +113,7 @@ def crawl(
         "items": stats.get("item_scraped_count", 0),
         "rows_committed": stats.get("harvest/rows_committed", 0),
         "finish_reason": stats.get("finish_reason"),
+        "stats": {k: v for k, v in sorted(stats.items()) if type(v) in (int, float) and "/" in k},
     }
     if curate:
         result = stages.curate_source(cfg, recipe)

@@ -16,6 +16,7 @@ from scrapy.http import Response, TextResponse
 class DemoNewsSpider(scrapy.Spider):
     name = "demo_news"
     allowed_domains = ["127.0.0.1", "localhost"]
+    custom_settings = {"HARVEST_ALLOW_PRIVATE": True}  # the demo site runs on loopback
 
     def __init__(self, url: str = "http://127.0.0.1:8765/", **kwargs: Any):
         super().__init__(**kwargs)

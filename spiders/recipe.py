@@ -36,6 +36,8 @@ TOP_KEYS = {
     "browser",
     "proxies",
     "ban",
+    "allow_private",
+    "limits",
 }
 FIELD_KEYS = {"css", "xpath", "type", "format", "required"}
 FOLLOW_KEYS = {"allow", "restrict_css", "render"}
@@ -47,6 +49,7 @@ RESOURCE_TYPES = {
     "fetch", "eventsource", "websocket", "manifest", "other",
 }  # fmt: skip
 PROXY_KEYS = {"urls", "file"}
+LIMIT_KEYS = {"depth", "pages", "bytes", "timeout"}
 BAN_KEYS = {"statuses", "markers", "backoff_base", "backoff_max"}
 EXPECTATION_KINDS = {"not_null", "unique", "length_between", "date_parses", "between"}
 EXPECTATION_KEYS = {"expect", "column", "min", "max", "format"}
@@ -120,6 +123,25 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Bounds on a crawl; 0 means unbounded. Defaults live in spiders/settings.py."""
+
+    depth: int | None = None
+    pages: int | None = None
+    bytes: int | None = None
+    timeout: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        pairs = {
+            "DEPTH_LIMIT": self.depth,
+            "CLOSESPIDER_PAGECOUNT": self.pages,
+            "DOWNLOAD_MAXSIZE": self.bytes,
+            "DOWNLOAD_TIMEOUT": self.timeout,
+        }
+        return {k: v for k, v in pairs.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     path: str
@@ -136,6 +158,9 @@ class Recipe:
     browser: BrowserOptions = field(default_factory=BrowserOptions)
     proxies: ProxyOptions = field(default_factory=ProxyOptions)
     ban: BanPolicy = field(default_factory=BanPolicy)
+    # private, loopback and link-local addresses are refused unless a recipe allows them
+    allow_private: bool = False
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def renders(self) -> bool:
@@ -223,7 +248,17 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     if render not in RENDER_MODES:
         raise RecipeError(path, "render", f"one of {', '.join(sorted(RENDER_MODES))}")
 
+    allow_private = raw.get("allow_private", False)
+    if not isinstance(allow_private, bool):
+        raise RecipeError(path, "allow_private", "true or false")
+
+    limits = _limits(path, raw.get("limits") or {})
+    # limits are Scrapy settings; a setting the recipe names itself wins
+    settings = {**limits.settings(), **settings}
+
     return Recipe(
+        allow_private=allow_private,
+        limits=limits,
         render=render,
         browser=_browser(path, raw.get("browser") or {}),
         proxies=_proxies(path, raw.get("proxies")),
@@ -349,6 +384,16 @@ def _proxies(path: str | Path, raw: Any) -> ProxyOptions:
     if file is not None and not isinstance(file, str):
         raise RecipeError(path, "proxies.file", "a path to a file with one proxy URL a line")
     return ProxyOptions(urls=tuple(urls), file=file)
+
+
+def _limits(path: str | Path, raw: Any) -> Limits:
+    raw = _mapping(path, "limits", raw, LIMIT_KEYS)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise RecipeError(path, f"limits.{key}", f"a number >= 0, got {value!r}")
+        values[key] = float(value) if key == "timeout" else int(value)
+    return Limits(**values)
 
 
 def _ban(path: str | Path, raw: Any) -> BanPolicy:

@@ -16,13 +16,31 @@ REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 FEED_EXPORT_ENCODING = "utf-8"
 
 ITEM_PIPELINES = {"spiders.pipelines.LakePipeline": 800}
+DOWNLOADER_MIDDLEWARES = {
+    # right after the offsite check; a redirect is a new request, so it is checked too
+    "spiders.middlewares.privateaddress.PrivateAddressMiddleware": 60,
+    # responses travel from high to low: this sees them redirected and decompressed (590)
+    "spiders.middlewares.pagecheck.PageCheckMiddleware": 580,
+    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
+    "spiders.middlewares.pagecheck.BoundedDecompressionMiddleware": 590,
+}
 EXTENSIONS = {"spiders.progress.CrawlProgress": 500}
 
 # the lake the pipeline writes to, and how many rows make one commit
 HARVEST_LAKE = "lake"
 HARVEST_BATCH_SIZE = 100
+# refuse private, loopback and link-local addresses unless a recipe says allow_private
+HARVEST_ALLOW_PRIVATE = False
+
+# bounds every crawl gets unless its recipe sets `limits`
+DEPTH_LIMIT = 0
+CLOSESPIDER_PAGECOUNT = 0
+DOWNLOAD_MAXSIZE = 32 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 8 * 1024 * 1024
+
 # set by `harvest crawl`; a plain `scrapy crawl` gets a fresh one
 HARVEST_CRAWL_ID = ""
 # a live display of the crawl: True, False, or "auto" (only on a terminal)
 HARVEST_PROGRESS = False
 HARVEST_PROGRESS_INTERVAL = 5.0
+

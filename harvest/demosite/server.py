@@ -3,10 +3,14 @@
 The same articles are served in three sections: ``/`` as plain HTML, ``/js/`` where the
 article content is loaded by JavaScript from a JSON endpoint (only a browser sees it), and
 ``/guarded/`` which bans a client address that asks too often (see ``Guard``).
+``/hostile/`` serves a page that never finishes, a gzip bomb, a wrong encoding, broken
+HTML and a binary body where an article was expected.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import re
 import threading
@@ -18,7 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harvest.demosite.generator import Article, Site
 
-SECTIONS = ("", "/js", "/guarded")
+SECTIONS = ("", "/js", "/guarded", "/hostile")
+# /hostile/: pages that break naive crawlers, each linked from /hostile/
+HOSTILE = ("ok", "slow", "bomb", "latin1", "broken", "binary")
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - Harvest Daily</title></head>
 <body><header><a href="/">Harvest Daily</a></header>
@@ -166,10 +172,17 @@ class DemoSite:
         self.stop()
 
 
+@functools.cache
+def _bomb() -> bytes:
+    """64 MiB of zeros, gzipped to about 64 KiB."""
+    return gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+
+
 class _Handler(BaseHTTPRequestHandler):
     site: Site
     guard: Guard
     log: list[tuple[str, str]]
+    slow_seconds: float = 60.0
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -184,6 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
             if blocked:
                 status, headers, body = blocked
                 return self._send(status, body, headers=headers)
+        if prefix == "/hostile":
+            return self._hostile(rest)
         if prefix == "/js" and (m := re.fullmatch(r"/api/([\w\-]+)\.json", rest)):
             article = self.site.by_slug.get(m.group(1))
             if article is not None:
@@ -203,6 +218,30 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, page_html)
         return self._send(404, PAGE.format(title="Not found", main="<h1>Not found</h1>"))
 
+    def _hostile(self, rest: str) -> None:
+        article = next(a for a in self.site.articles if not a.planted)
+        name = rest.strip("/")
+        if name == "":
+            links = "".join(f'<li><a href="/hostile/{n}">{n}</a></li>' for n in HOSTILE)
+            return self._send(200, PAGE.format(title="Hostile", main=f"<ul>{links}</ul>"))
+        if name == "ok":
+            return self._send(200, render_article(article))
+        if name == "slow":
+            time.sleep(self.slow_seconds)
+            return self._send(200, render_article(article))
+        if name == "bomb":
+            return self._send_bytes(200, _bomb(), "text/html", {"Content-Encoding": "gzip"})
+        if name == "latin1":
+            html = render_article(article).replace('<h1 class="title">', '<h1 class="title">Café ')
+            return self._send_bytes(
+                200, html.encode("latin-1", "replace"), "text/html; charset=utf-8"
+            )
+        if name == "broken":
+            return self._send(200, render_article(article)[:300])
+        if name == "binary":
+            return self._send_bytes(200, bytes(range(256)) * 64, "application/octet-stream")
+        return self._send(404, PAGE.format(title="Not found", main="<h1>Not found</h1>"))
+
     def _send(
         self,
         status: int,
@@ -210,9 +249,13 @@ class _Handler(BaseHTTPRequestHandler):
         ctype: str = "text/html",
         headers: dict[str, str] | None = None,
     ) -> None:
-        data = body.encode("utf-8")
+        self._send_bytes(status, body.encode("utf-8"), f"{ctype}; charset=utf-8", headers)
+
+    def _send_bytes(
+        self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", f"{ctype}; charset=utf-8")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
