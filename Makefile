@@ -6,9 +6,21 @@ PY := $(VENV)/bin/python
 LABEL_STUDIO_VERSION ?= 1.23.2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup demo test lint bench clean
+# Debian packages the crawler and its tests start for real
+SYSTEM_PACKAGES := chromium tinyproxy
 
-setup: $(VENV)/.installed $(LSVENV)/.installed
+.PHONY: setup system demo test lint bench clean
+
+setup: system $(VENV)/.installed $(LSVENV)/.installed
+
+system:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c "import ensurepip" 2>/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3.11 python3.11-venv; }

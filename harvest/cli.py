@@ -98,6 +98,7 @@ def crawl(
     source: str = typer.Argument(..., help="recipe name in sources/, or a YAML path"),
     start_url: str | None = typer.Option(None, help="crawl from here instead of the recipe's"),
     curate: bool = typer.Option(True, help="run the gate when the crawl ends"),
+    fresh: bool = typer.Option(False, help="start over instead of resuming an unfinished crawl"),
 ) -> None:
     """Crawl SOURCE into raw/<source>, then curate it."""
     from harvest import stages
@@ -105,10 +106,11 @@ def crawl(
 
     cfg = config()
     recipe = stages.recipe(cfg, source)
-    stats = run_crawl(cfg, recipe, start_url)
+    stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
     summary: dict[str, Any] = {
         "source": recipe.name,
         "crawl_id": stats["harvest/crawl_id"],
+        "resumed": stats["harvest/resumed"],
         "pages": stats.get("response_received_count", 0),
         "items": stats.get("item_scraped_count", 0),
         "rows_committed": stats.get("harvest/rows_committed", 0),

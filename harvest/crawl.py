@@ -8,9 +8,11 @@ from scrapy.crawler import CrawlerProcess
 from scrapy.settings import Settings
 
 from harvest.config import Config
+from ingestion.lake import Lake
 from spiders.pipelines import new_crawl_id
 from spiders.recipe import Recipe
 from spiders.recipe_spider import RecipeSpider
+from spiders.resume import unfinished_crawl
 
 
 class CrawlError(RuntimeError):
@@ -36,16 +38,24 @@ def run_crawl(
     recipe: Recipe,
     start_url: str | None = None,
     progress: str | bool = "auto",
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Crawls ``recipe`` into ``raw/<source>``; returns Scrapy's stats. Once per process."""
-    crawl_id = new_crawl_id()
-    process = CrawlerProcess(crawl_settings(config, recipe, crawl_id, progress))
+    """Crawls ``recipe`` into ``raw/<source>``; returns Scrapy's stats. Once per process.
+
+    A crawl of the source that never finished is resumed unless ``fresh`` is set.
+    """
+    resumed = None if fresh else unfinished_crawl(Lake(config.lake), recipe.name)
+    crawl_id = resumed or new_crawl_id()
+    settings = crawl_settings(config, recipe, crawl_id, progress)
+    settings.set("HARVEST_RESUME", resumed is not None, priority="cmdline")
+    process = CrawlerProcess(settings)
     crawler = process.create_crawler(RecipeSpider)
     process.crawl(crawler, recipe=recipe, start_url=start_url)
     process.start()
     assert crawler.stats is not None
     stats = dict(crawler.stats.get_stats())
     stats["harvest/crawl_id"] = crawl_id
+    stats["harvest/resumed"] = resumed is not None
     if not stats.get("response_received_count"):
         urls = [start_url] if start_url else recipe.start_urls
         reason = stats.get("finish_reason", "unknown")

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from itemadapter import ItemAdapter
-from scrapy import Spider
+from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 
 from ingestion.lake import Lake
+from ingestion.runs import record_run
 from ingestion.schema import PROVENANCE_COLUMNS, content_sha256
 from ingestion.writer import BatchWriter
 
@@ -32,7 +33,9 @@ class LakePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> LakePipeline:
-        return cls(crawler)
+        pipe = cls(crawler)
+        crawler.signals.connect(pipe.spider_closed, signal=signals.spider_closed)
+        return pipe
 
     def open_spider(self, spider: Spider | None = None) -> None:
         spider = spider or self.crawler.spider
@@ -47,6 +50,8 @@ class LakePipeline:
             field_types=recipe.field_types if recipe else None,
         )
         self.crawler.stats.set_value("harvest/crawl_id", self.crawl_id)
+        # an end never recorded marks the crawl for resuming (spiders/resume.py)
+        record_run(self.lake, "crawl", source, {"crawl_id": self.crawl_id, "state": "running"})
 
     def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         assert self.writer is not None
@@ -73,9 +78,23 @@ class LakePipeline:
         }
 
     def close_spider(self, spider: Spider | None = None) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-            self._stats()
+        if self.writer is None:
+            return
+        self.writer.flush()
+        self._stats()
+
+    def spider_closed(self, spider: Spider, reason: str) -> None:
+        if self.writer is None:
+            return
+        # a crawl stopped by a signal is unfinished: the next crawl of the source resumes it
+        state = "interrupted" if reason == "shutdown" else "finished"
+        record_run(
+            self.lake,
+            "crawl",
+            self.source,
+            {"crawl_id": self.crawl_id, "state": state, "reason": reason,
+             "rows": self.writer.rows_committed},
+        )  # fmt: skip
 
     def _stats(self) -> None:
         assert self.writer is not None

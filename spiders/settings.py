@@ -19,6 +19,8 @@ ITEM_PIPELINES = {"spiders.pipelines.LakePipeline": 800}
 DOWNLOADER_MIDDLEWARES = {
     # right after the offsite check; a redirect is a new request, so it is checked too
     "spiders.middlewares.privateaddress.PrivateAddressMiddleware": 60,
+    # skips pages an unfinished crawl already committed; off unless resuming
+    "spiders.resume.ResumeMiddleware": 70,
     # responses travel from high to low: this sees them redirected and decompressed (590)
     "spiders.middlewares.pagecheck.PageCheckMiddleware": 580,
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
@@ -38,6 +40,8 @@ CLOSESPIDER_PAGECOUNT = 0
 DOWNLOAD_MAXSIZE = 32 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 8 * 1024 * 1024
 
+# set by `harvest crawl` when it resumes the source's unfinished crawl
+HARVEST_RESUME = False
 # set by `harvest crawl`; a plain `scrapy crawl` gets a fresh one
 HARVEST_CRAWL_ID = ""
 # a live display of the crawl: True, False, or "auto" (only on a terminal)
