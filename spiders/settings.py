@@ -47,4 +47,3 @@ HARVEST_CRAWL_ID = ""
 # a live display of the crawl: True, False, or "auto" (only on a terminal)
 HARVEST_PROGRESS = False
 HARVEST_PROGRESS_INTERVAL = 5.0
-
