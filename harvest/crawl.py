@@ -12,6 +12,7 @@ from ingestion.lake import Lake
 from spiders.pipelines import new_crawl_id
 from spiders.recipe import Recipe
 from spiders.recipe_spider import RecipeSpider
+from spiders.render import render_settings
 from spiders.resume import unfinished_crawl
 
 
@@ -24,6 +25,12 @@ def crawl_settings(
 ) -> Settings:
     settings = Settings()
     settings.setmodule("spiders.settings", priority="project")
+    if recipe.renders:
+        # only here: a plain crawl never loads Playwright
+        for name, value in render_settings(recipe).items():
+            if isinstance(value, dict):  # add to the project's components, not replace them
+                value = {**settings.getdict(name), **value}
+            settings.set(name, value, priority="project")
     settings.update(recipe.settings, priority="project")
     settings.set("HARVEST_LAKE", config.lake, priority="cmdline")
     settings.set("HARVEST_BATCH_SIZE", config.crawl_batch_size, priority="cmdline")

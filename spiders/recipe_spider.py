@@ -8,10 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import scrapy
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
 
 from spiders.recipe import Field, Recipe, load_recipe
+from spiders.render import render_meta
 
 
 class RecipeSpider(scrapy.Spider):
@@ -38,19 +42,37 @@ class RecipeSpider(scrapy.Spider):
         self.extractors = [
             LinkExtractor(allow=f.allow, restrict_css=f.restrict_css or ()) for f in recipe.follow
         ]
+        self.follow_render = [f.render or recipe.render for f in recipe.follow]
 
     async def start(self) -> AsyncIterator[Any]:
         for url in self.start_urls:
-            yield scrapy.Request(url, callback=self.parse)
+            yield scrapy.Request(url, callback=self.parse, **self.render(self.recipe.render))
+
+    def render(self, mode: str) -> dict[str, Any]:
+        """Request arguments for a page fetched in ``mode``: http, or browser."""
+        if mode != "browser":
+            return {}
+        return {"meta": render_meta(self.recipe.browser), "errback": self.render_failed}
+
+    def render_failed(self, failure: Failure) -> None:
+        """A page that does not render in time is counted and skipped."""
+        if failure.check(HttpError, IgnoreRequest):
+            return  # not the browser's doing; Scrapy's own middlewares count these
+        request = getattr(failure, "request", None)
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value("harvest/browser/failed")
+        self.logger.warning(
+            "could not render %s: %s", getattr(request, "url", "?"), failure.getErrorMessage()
+        )
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
         if not isinstance(response, TextResponse):
             return
         if self.item_re.search(response.url):
             yield self.extract(response)
-        for extractor in self.extractors:
+        for extractor, mode in zip(self.extractors, self.follow_render, strict=True):
             for link in extractor.extract_links(response):
-                yield response.follow(link, callback=self.parse)
+                yield response.follow(link, callback=self.parse, **self.render(mode))
 
     def extract(self, response: Response) -> dict[str, Any]:
         item: dict[str, Any] = {

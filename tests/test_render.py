@@ -1,0 +1,271 @@
+"""Browser rendering with scrapy-playwright and Debian's Chromium, driven by the recipe."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from scrapy.http import HtmlResponse, Request
+
+from harvest.config import Config
+from harvest.crawl import crawl_settings
+from harvest.demosite import DemoSite, Site, generate
+from harvest.demosite.server import render_listing
+from ingestion.lake import Lake
+from spiders.recipe import BrowserOptions, load_recipe, parse_recipe
+from spiders.recipe_spider import RecipeSpider
+from spiders.render import CHROMIUM, BlockResources, render_meta, render_settings
+from tests.conftest import ROOT, last_json, run_harvest
+
+DEMO_JS = yaml.safe_load((ROOT / "sources" / "demo_js.yaml").read_text())
+# tests keep the browser off every host but loopback
+OFFLINE = '--host-resolver-rules="MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"'
+
+
+def demo_js(**browser: Any) -> dict[str, Any]:
+    """A copy of the demo_js recipe, with these browser options in place of its own."""
+    recipe: dict[str, Any] = yaml.safe_load(yaml.safe_dump(DEMO_JS))
+    if browser:
+        recipe["browser"] = browser
+    return recipe
+
+
+def write(tmp_path: Path, recipe: dict[str, Any]) -> str:
+    path = tmp_path / "demo_js.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def crawl(
+    recipe: str, site: DemoSite, env: dict[str, str]
+) -> tuple[dict[str, Any], str, list[str]]:
+    """Runs ``harvest crawl`` on the JS section; returns its summary, its log and the paths
+    the site served meanwhile."""
+    before = len(site.requests)
+    proc = run_harvest(["crawl", recipe, "--start-url", site.url + "/js/"], env)
+    return last_json(proc.stdout), proc.stderr, site.hits[before:]
+
+
+def api_hits(paths: list[str]) -> Counter[str]:
+    return Counter(p for p in paths if p.startswith("/js/api/"))
+
+
+@pytest.fixture
+def browser_env(tmp_path: Path) -> dict[str, str]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package")
+    return {
+        "HARVEST_LAKE": str(tmp_path / "lake"),
+        "HARVEST_REPORTS": str(tmp_path / "reports"),
+        "HARVEST_BROWSER_ARGS": OFFLINE,
+    }
+
+
+@pytest.fixture(scope="module")
+def small_site() -> Iterator[DemoSite]:
+    with DemoSite(generate(40, seed=3)) as server:
+        yield server
+
+
+# ---- without a browser
+
+
+def test_render_meta_waits_for_the_selector_in_the_dom() -> None:
+    meta = render_meta(BrowserOptions(wait_for="div.body", wait_until="networkidle", timeout=5))
+    assert meta["playwright"] is True
+    assert meta["playwright_page_goto_kwargs"] == {"wait_until": "networkidle", "timeout": 5000}
+    (method,) = meta["playwright_page_methods"]
+    assert (method.method, method.args) == ("wait_for_selector", ("div.body",))
+    assert method.kwargs == {"state": "attached", "timeout": 5000}
+    assert "playwright_include_page" not in meta  # the handler closes every page itself
+    assert render_meta(BrowserOptions())["playwright_page_methods"] == []
+    # the handler changes these in place: each request needs its own
+    again = render_meta(BrowserOptions(wait_for="div.body"))
+    assert again["playwright_page_goto_kwargs"] is not meta["playwright_page_goto_kwargs"]
+
+
+def test_render_settings_add_to_the_project_and_the_recipe_overrides(tmp_path: Path) -> None:
+    raw = demo_js()
+    raw["settings"] = {"PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": 2, "HARVEST_CHROMIUM": "/opt/chrome"}
+    recipe = parse_recipe(raw, "demo_js.yaml")
+    config = Config(lake=str(tmp_path / "lake"))
+    settings = crawl_settings(config, recipe, "crawl-1", progress=False)
+    handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+    assert settings.getdict("DOWNLOAD_HANDLERS") == {"http": handler, "https": handler}
+    middlewares = settings.getdict("DOWNLOADER_MIDDLEWARES")
+    assert "spiders.render.BrowserBudget" in middlewares
+    project = crawl_settings(config, load_recipe("demo", ROOT / "sources"), "crawl-2")
+    assert set(project.getdict("DOWNLOADER_MIDDLEWARES")) < set(middlewares)
+    assert settings.getint("PLAYWRIGHT_MAX_PAGES_PER_CONTEXT") == 2
+    launch = settings.getdict("PLAYWRIGHT_LAUNCH_OPTIONS")
+    assert launch["executable_path"] == "/opt/chrome"
+    assert {"--headless", "--no-sandbox", "--disable-quic"} <= set(launch["args"])
+    assert settings.get("TWISTED_REACTOR").endswith("AsyncioSelectorReactor")
+    assert settings.getbool("PLAYWRIGHT_RESTART_DISCONNECTED_BROWSER")
+    assert render_settings(recipe)["PLAYWRIGHT_ABORT_REQUEST"] == BlockResources(
+        frozenset({"image", "font", "media"})
+    )
+
+
+def test_a_plain_crawl_never_loads_playwright() -> None:
+    code = (
+        "import sys\n"
+        "from harvest.config import Config\n"
+        "from harvest.crawl import crawl_settings\n"
+        "from spiders.recipe import load_recipe\n"
+        "from spiders.recipe_spider import RecipeSpider\n"
+        "s = crawl_settings(Config(), load_recipe('demo'), 'c')\n"
+        "assert not s.getdict('DOWNLOAD_HANDLERS'), s.getdict('DOWNLOAD_HANDLERS')\n"
+        "loaded = [m for m in sys.modules if 'playwright' in m]\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def start_requests(spider: RecipeSpider) -> list[Request]:
+    async def collect() -> list[Request]:
+        return [r async for r in spider.start()]
+
+    return asyncio.run(collect())
+
+
+def test_spider_renders_by_follow_pattern(site: Site) -> None:
+    spider = RecipeSpider(recipe=load_recipe("demo_js", ROOT / "sources"))
+    (start,) = start_requests(spider)
+    assert not start.meta.get("playwright")  # listings are plain HTML
+    url = "http://127.0.0.1:8765/js/"
+    listing = HtmlResponse(url, body=render_listing(site, 1, "/js").encode(), encoding="utf-8")
+    requests = [r for r in spider.parse(listing) if isinstance(r, Request)]
+    articles = [r for r in requests if "/js/article/" in r.url]
+    pages = [r for r in requests if "/js/page/" in r.url]
+    assert len(articles) == site.per_page and pages
+    assert all(r.meta["playwright"] and r.errback == spider.render_failed for r in articles)
+    assert not any(r.meta.get("playwright") for r in pages)
+
+    everything = parse_recipe({**demo_js(), "render": "browser"}, "demo_js.yaml")
+    (start,) = start_requests(RecipeSpider(recipe=everything))
+    assert start.meta["playwright"]
+
+
+# ---- with Chromium
+
+
+@pytest.fixture(scope="module")
+def rendered(
+    demo_site: DemoSite, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], Lake, list[str]]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package")
+    base = tmp_path_factory.mktemp("rendered")
+    env = {
+        "HARVEST_LAKE": str(base / "lake"),
+        "HARVEST_REPORTS": str(base / "reports"),
+        "HARVEST_BROWSER_ARGS": OFFLINE,
+    }
+    summary, _, paths = crawl("demo_js", demo_site, env)
+    return summary, Lake(env["HARVEST_LAKE"]), paths
+
+
+@pytest.mark.slow
+def test_rendered_crawl_gets_every_article_with_its_body(
+    rendered: tuple[dict[str, Any], Lake, list[str]], site: Site, demo_site: DemoSite
+) -> None:
+    summary, lake, _ = rendered
+    n, invalid, dups = len(site.articles), site.planted_invalid, site.planted_duplicates
+    assert summary["items"] == n
+    assert summary["quarantined"] == len(invalid)
+    assert summary["duplicates_dropped"] == len(dups)
+    assert summary["curated"] == n - len(invalid) - len(dups)
+    curated = lake.read("curated/demo_js")
+    assert curated["body"].null_count == curated["title"].null_count == 0
+    reasons = {
+        r["url"]: r["failed_expectations"] for r in lake.read("quarantine/demo_js").to_pylist()
+    }
+    assert set(reasons) == {f"{demo_site.url}/js{a.path}" for a in invalid}
+    stats = summary["stats"]
+    assert stats["playwright/page_count"] == stats["playwright/page_count/closed"] == n
+    assert stats["playwright/browser_count"] == 1
+    assert "harvest/browser/failed" not in stats
+
+
+@pytest.mark.slow
+def test_each_article_fetches_its_json_once(
+    rendered: tuple[dict[str, Any], Lake, list[str]], site: Site
+) -> None:
+    _, _, paths = rendered
+    assert api_hits(paths) == Counter({f"/js/api/{a.slug}.json": 1 for a in site.articles})
+
+
+@pytest.mark.slow
+def test_without_rendering_no_article_has_a_body(
+    demo_site: DemoSite, site: Site, browser_env: dict[str, str], tmp_path: Path
+) -> None:
+    recipe = demo_js()
+    del recipe["browser"]
+    for follow in recipe["follow"]:
+        follow.pop("render", None)
+    summary, _, paths = crawl(write(tmp_path, recipe), demo_site, browser_env)
+    assert summary["items"] == len(site.articles)
+    assert summary["curated"] == 0
+    assert not any(k.startswith("playwright/") for k in summary["stats"])
+    assert not api_hits(paths)
+    quarantine = Lake(browser_env["HARVEST_LAKE"]).read("quarantine/demo_js").to_pylist()
+    assert len(quarantine) == len(site.articles)
+    assert all("not_null(body)" in r["failed_expectations"] for r in quarantine)
+
+
+@pytest.mark.slow
+def test_blocked_resource_types_are_not_fetched(
+    small_site: DemoSite, browser_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Blocking fetch keeps the script from its JSON: the site never serves it."""
+    n = len(small_site.site.articles)
+    summary, _, paths = crawl(write(tmp_path, demo_js(block=["fetch"])), small_site, browser_env)
+    assert summary["items"] == n
+    assert not api_hits(paths)
+    assert summary["stats"]["playwright/request_count/aborted"] == n
+    assert summary["curated"] == 0
+
+
+@pytest.mark.slow
+def test_page_budget_restarts_the_browser(
+    small_site: DemoSite, browser_env: dict[str, str], tmp_path: Path
+) -> None:
+    site = small_site.site
+    n = len(site.articles)
+    recipe = write(tmp_path, demo_js(wait_for="div.body", page_budget=10))
+    summary, _, paths = crawl(recipe, small_site, browser_env)
+    assert summary["items"] == n
+    assert summary["curated"] == n - len(site.planted_invalid) - len(site.planted_duplicates)
+    assert len(api_hits(paths)) == n
+    stats = summary["stats"]
+    assert stats["harvest/browser/restarts"] == n // 10 - 1
+    assert stats["playwright/browser_count"] == stats["harvest/browser/restarts"] + 1
+    assert stats["playwright/page_count/closed"] == n
+
+
+@pytest.mark.slow
+def test_a_selector_that_never_appears_is_counted_and_skipped(
+    small_site: DemoSite, browser_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An article with an empty body never gets a paragraph: its page times out."""
+    site = small_site.site
+    empty = [a for a in site.articles if a.planted == "empty_body"]
+    assert empty
+    recipe = write(tmp_path, demo_js(wait_for="div.body p", timeout=2))
+    summary, log, _ = crawl(recipe, small_site, browser_env)
+    assert summary["finish_reason"] == "finished"
+    assert summary["items"] == len(site.articles) - len(empty)
+    stats = summary["stats"]
+    assert stats["harvest/browser/failed"] == len(empty)
+    assert stats["playwright/page_count/closed"] == stats["playwright/page_count"]
+    for article in empty:
+        assert f"could not render {small_site.url}/js{article.path}" in log
