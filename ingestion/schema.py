@@ -16,6 +16,9 @@ PROVENANCE = pa.schema(
         ("fetched_at", pa.timestamp("us", tz="UTC")),
         ("http_status", pa.int32()),
         ("content_sha256", pa.string()),
+        # the page's validators, for conditional requests when it is crawled again
+        ("etag", pa.string()),
+        ("last_modified", pa.string()),
     ]
 )
 PROVENANCE_COLUMNS = tuple(PROVENANCE.names)

@@ -14,6 +14,7 @@ from ingestion.lake import Lake
 from ingestion.runs import record_run
 from ingestion.schema import PROVENANCE_COLUMNS, content_sha256
 from ingestion.writer import BatchWriter
+from spiders.incremental import IncrementalMiddleware
 
 
 def new_crawl_id() -> str:
@@ -56,6 +57,11 @@ class LakePipeline:
     def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         assert self.writer is not None
         row = self.row(ItemAdapter(item).asdict())
+        incremental = self.crawler.get_downloader_middleware(IncrementalMiddleware)
+        if incremental is not None:
+            if incremental.classify(row["url"], row["content_sha256"]) == "unchanged":
+                return item  # the lake has this exact page already
+            row["etag"], row["last_modified"] = incremental.validators.get(row["url"], (None, None))
         if self.writer.add(row):
             self._stats()
         return item

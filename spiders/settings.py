@@ -21,6 +21,8 @@ DOWNLOADER_MIDDLEWARES = {
     "spiders.middlewares.privateaddress.PrivateAddressMiddleware": 60,
     # skips pages an unfinished crawl already committed; off unless resuming
     "spiders.resume.ResumeMiddleware": 70,
+    # conditional requests for pages crawled before; sees 304s before anything else does
+    "spiders.incremental.IncrementalMiddleware": 950,
     # responses travel from high to low: this sees them redirected and decompressed (590)
     "spiders.middlewares.pagecheck.PageCheckMiddleware": 580,
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
@@ -40,6 +42,8 @@ CLOSESPIDER_PAGECOUNT = 0
 DOWNLOAD_MAXSIZE = 32 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 8 * 1024 * 1024
 
+# recrawls fetch only what changed and record new, changed and gone pages
+HARVEST_INCREMENTAL = True
 # set by `harvest crawl` when it resumes the source's unfinished crawl
 HARVEST_RESUME = False
 # set by `harvest crawl`; a plain `scrapy crawl` gets a fresh one

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import duckdb
-import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
@@ -110,21 +109,20 @@ def test_curate_again_finds_nothing_new(
     assert lake.version("curated/demo") == before
 
 
-def test_recrawl_adds_nothing_to_curated(
+def test_recrawl_of_unchanged_pages_adds_nothing(
     crawled: tuple[dict[str, object], Lake, dict[str, str]], site: Site, demo_site: DemoSite
 ) -> None:
-    """A second crawl of unchanged pages lands in raw, and the gate drops it as duplicates."""
-    summary, lake, env = crawled
+    """Unchanged pages answer 304 to a recrawl: nothing new in raw, nothing to curate."""
+    _, lake, env = crawled
+    raw_before = lake.read("raw/demo").num_rows
     curated_before = lake.read("curated/demo").num_rows
-    second = last_json(
-        run_harvest(["crawl", "demo", "--start-url", demo_site.url + "/"], env).stdout
-    )
-    assert second["items"] == len(site.articles)
+    args = ["crawl", "demo", "--start-url", demo_site.url + "/"]
+    second = last_json(run_harvest(args, env).stdout)
+    assert second["items"] == 0
+    assert second["stats"]["harvest/incremental/unchanged"] == len(site.articles)  # type: ignore[index]
     assert second["curated"] == 0
-    assert second["duplicates_dropped"] == curated_before + len(site.planted_duplicates)
+    assert lake.read("raw/demo").num_rows == raw_before
     assert lake.read("curated/demo").num_rows == curated_before
-    raw = lake.read("raw/demo")
-    assert pc.count_distinct(raw["crawl_id"]).as_py() == 2
 
 
 def test_unreachable_site_is_a_clear_error(lake_env: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
 import re
 import threading
@@ -132,17 +133,27 @@ class DemoSite:
     """``with DemoSite(site, port=0) as demo: demo.url``"""
 
     def __init__(
-        self, site: Site, host: str = "127.0.0.1", port: int = 0, guard: Guard | None = None
+        self,
+        site: Site,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        guard: Guard | None = None,
+        etags: bool = True,
     ):
         self.site = site
         self.guard = guard or Guard()
         # every (client address, path) requested, in order: lets tests see what was fetched
         self.requests: list[tuple[str, str]] = []
-        attrs = {"site": site, "guard": self.guard, "log": self.requests}
+        attrs = {"site": site, "guard": self.guard, "log": self.requests, "etags": etags}
         handler = type("Handler", (_Handler,), attrs)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None
+
+    def remove(self, slug: str) -> None:
+        """Takes an article off the site, as if it were deleted."""
+        article = self.site.by_slug.pop(slug)
+        self.site.articles.remove(article)
 
     @property
     def hits(self) -> list[str]:
@@ -183,6 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
     guard: Guard
     log: list[tuple[str, str]]
     slow_seconds: float = 60.0
+    etags: bool = True
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -215,7 +227,13 @@ class _Handler(BaseHTTPRequestHandler):
                 page_html = (
                     render_js_article(article) if prefix == "/js" else render_article(article)
                 )
-                return self._send(200, page_html)
+                if not self.etags:
+                    return self._send(200, page_html)
+                # article pages answer conditional requests, as most real sites do
+                etag = '"' + hashlib.sha1(page_html.encode()).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    return self._send_bytes(304, b"", "text/html", {"ETag": etag})
+                return self._send(200, page_html, headers={"ETag": etag})
         return self._send(404, PAGE.format(title="Not found", main="<h1>Not found</h1>"))
 
     def _hostile(self, rest: str) -> None:
