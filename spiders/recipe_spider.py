@@ -51,18 +51,20 @@ class RecipeSpider(scrapy.Spider):
     def render(self, mode: str) -> dict[str, Any]:
         """Request arguments for a page fetched in ``mode``: http, or browser."""
         if mode != "browser":
-            return {}
-        return {"meta": render_meta(self.recipe.browser), "errback": self.render_failed}
+            return {"errback": self.failed}
+        return {"meta": render_meta(self.recipe.browser), "errback": self.failed}
 
-    def render_failed(self, failure: Failure) -> None:
-        """A page that does not render in time is counted and skipped."""
+    def failed(self, failure: Failure) -> None:
+        """A page given up on is counted by reason and logged in one line, never a crash."""
         if failure.check(HttpError, IgnoreRequest):
-            return  # not the browser's doing; Scrapy's own middlewares count these
+            return  # Scrapy's and harvest's middlewares count these where they drop them
         request = getattr(failure, "request", None)
         assert self.crawler.stats is not None
-        self.crawler.stats.inc_value("harvest/browser/failed")
+        self.crawler.stats.inc_value(f"harvest/failed/{failure.type.__name__}")
+        if request is not None and request.meta.get("playwright"):
+            self.crawler.stats.inc_value("harvest/browser/failed")
         self.logger.warning(
-            "could not render %s: %s", getattr(request, "url", "?"), failure.getErrorMessage()
+            "gave up on %s: %s", getattr(request, "url", "?"), failure.getErrorMessage()
         )
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:

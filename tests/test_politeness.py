@@ -58,7 +58,7 @@ def test_hostile_pages_are_counted_and_skipped(
         item_urls="/hostile/(ok|slow|bomb|latin1|broken|binary)$",
         limits={"timeout": 3, "bytes": 4 * 1024 * 1024},
     )
-    summary, _ = crawl_stats(path, demo_site.url + "/hostile/", lake_env)
+    summary, stderr = crawl_stats(path, demo_site.url + "/hostile/", lake_env)
     assert summary["finish_reason"] == "finished"
     stats = summary["stats"]
     assert isinstance(stats, dict)
@@ -67,6 +67,9 @@ def test_hostile_pages_are_counted_and_skipped(
     assert stats.get("harvest/skipped/too_large") == 1
     assert stats.get("retry/reason_count/scrapy.exceptions.DownloadTimeoutError", 0) >= 1
     assert stats.get("retry/max_reached") == 1  # the page that never finishes, given up
+    assert stats.get("harvest/failed/DownloadTimeoutError") == 1
+    assert f"gave up on {demo_site.url}/hostile/slow" in stderr
+    assert "Traceback" not in stderr
     raw = Lake(lake_env["HARVEST_LAKE"]).read("raw/hostile")
     urls = sorted(u.rsplit("/", 1)[1] for u in raw["url"].to_pylist())
     assert urls == ["broken", "ok"]  # broken HTML still parses; the gate judges it

@@ -147,7 +147,7 @@ def test_spider_renders_by_follow_pattern(site: Site) -> None:
     articles = [r for r in requests if "/js/article/" in r.url]
     pages = [r for r in requests if "/js/page/" in r.url]
     assert len(articles) == site.per_page and pages
-    assert all(r.meta["playwright"] and r.errback == spider.render_failed for r in articles)
+    assert all(r.meta["playwright"] and r.errback == spider.failed for r in articles)
     assert not any(r.meta.get("playwright") for r in pages)
 
     everything = parse_recipe({**demo_js(), "render": "browser"}, "demo_js.yaml")
@@ -268,4 +268,4 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     assert stats["harvest/browser/failed"] == len(empty)
     assert stats["playwright/page_count/closed"] == stats["playwright/page_count"]
     for article in empty:
-        assert f"could not render {small_site.url}/js{article.path}" in log
+        assert f"gave up on {small_site.url}/js{article.path}" in log
