@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages the crawler and its tests start for real
 SYSTEM_PACKAGES := chromium tinyproxy
 
-.PHONY: setup system demo test lint bench clean
+.PHONY: setup system demo test lint bench bench-crawl clean
 
 setup: system $(VENV)/.installed $(LSVENV)/.installed
 
@@ -49,8 +49,10 @@ lint: $(VENV)/.installed
 test: setup lint
 	$(VENV)/bin/pytest
 
-bench: setup
-	$(PY) -m bench
+bench: bench-crawl
+
+bench-crawl: setup
+	$(PY) -m bench.crawl
 
 clean:
 	rm -rf demo lake reports .labelstudio

@@ -21,8 +21,9 @@ DOWNLOADER_MIDDLEWARES = {
     "spiders.middlewares.privateaddress.PrivateAddressMiddleware": 60,
     # skips pages an unfinished crawl already committed; off unless resuming
     "spiders.resume.ResumeMiddleware": 70,
-    # conditional requests for pages crawled before; sees 304s before anything else does
-    "spiders.incremental.IncrementalMiddleware": 950,
+    # conditional requests for pages crawled before; sees a 304 right after the downloader
+    # stats (850) count it, before retries, redirects or decompression
+    "spiders.incremental.IncrementalMiddleware": 840,
     # responses travel from high to low: this sees them redirected and decompressed (590)
     "spiders.middlewares.pagecheck.PageCheckMiddleware": 580,
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,

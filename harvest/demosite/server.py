@@ -196,6 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
     slow_seconds: float = 60.0
     etags: bool = True
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes; with Nagle's algorithm each response would
+    # wait for the client's delayed ACK, capping the site near 300 requests/s
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]

@@ -1,0 +1,47 @@
+"""crawlee-python's ParselCrawler, with its defaults, on the demo site's plain section.
+
+Runs in ``bench/.venv-crawlee`` (crawlee's pins are its own), by path from an empty folder,
+where crawlee keeps its default file storage. ``python bench/crawlee_parsel.py URL``
+prints one JSON line: pages (requests finished) and items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from crawlee.crawlers import ParselCrawler, ParselCrawlingContext
+
+
+async def crawl(url: str) -> dict[str, object]:
+    crawler = ParselCrawler()
+    items = 0
+
+    @crawler.router.default_handler
+    async def listing(context: ParselCrawlingContext) -> None:
+        await context.enqueue_links(selector="nav.pagination a")
+        await context.enqueue_links(selector="ul.articles a", label="article")
+
+    @crawler.router.handler("article")
+    async def article(context: ParselCrawlingContext) -> None:
+        nonlocal items
+        page = context.selector
+        await context.push_data(
+            {
+                "url": context.request.url,
+                "title": page.css("h1.title::text").get(),
+                "body": " ".join(page.css("div.body p::text").getall()),
+                "author": page.css("span.author::text").get(),
+                "published": page.css("time::attr(datetime)").get(),
+                "tags": page.css("ul.tags li::text").getall(),
+            }
+        )
+        items += 1
+
+    stats = await crawler.run([url])
+    return {"pages": stats.requests_finished, "items": items, "failed": stats.requests_failed}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(crawl(sys.argv[1].rstrip("/") + "/"))))

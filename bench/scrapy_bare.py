@@ -1,0 +1,101 @@
+"""Bare Scrapy spiders for the demo site, run with Scrapy's defaults as shipped.
+
+``python bench/scrapy_bare.py URL`` crawls the plain section; ``--render`` crawls the
+JavaScript section (``URL/js/``), rendering article pages through scrapy-playwright.
+Run by path from an empty folder, so no project settings (scrapy.cfg) are picked up.
+Prints one JSON line: pages (responses) and items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import scrapy
+from scrapy.crawler import CrawlerProcess
+from scrapy.http import Response
+
+# the launch flags harvest uses (DESIGN.md), less the DNS rule that only tests need
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+class NewsSpider(scrapy.Spider):
+    name = "bench_news"
+    render = False
+
+    def __init__(self, url: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.url = url
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        yield scrapy.Request(self.url)
+
+    def parse(self, response: Response) -> Any:
+        yield from response.follow_all(css="nav.pagination a")
+        for link in response.css("ul.articles a::attr(href)").getall():
+            yield response.follow(link, self.parse_article, meta=self.article_meta())
+
+    def article_meta(self) -> dict[str, Any]:
+        return {}
+
+    def parse_article(self, response: Response) -> Any:
+        yield {
+            "url": response.url,
+            "title": response.css("h1.title::text").get(),
+            "body": " ".join(response.css("div.body p::text").getall()),
+            "author": response.css("span.author::text").get(),
+            "published": response.css("time::attr(datetime)").get(),
+            "tags": response.css("ul.tags li::text").getall(),
+        }
+
+
+class RenderedNewsSpider(NewsSpider):
+    name = "bench_news_rendered"
+
+    def article_meta(self) -> dict[str, Any]:
+        from scrapy_playwright.page import PageMethod
+
+        # the script fills the article in after "load"; an empty body is still attached
+        wait = PageMethod("wait_for_selector", "div.body", state="attached")
+        return {"playwright": True, "playwright_page_methods": [wait]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("url")
+    parser.add_argument("--render", action="store_true")
+    args = parser.parse_args()
+    settings: dict[str, Any] = {}
+    spider: type[NewsSpider] = NewsSpider
+    url = args.url.rstrip("/") + "/"
+    if args.render:
+        spider, url = RenderedNewsSpider, url + "js/"
+        handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+        settings = {
+            "DOWNLOAD_HANDLERS": {"http": handler, "https": handler},
+            "PLAYWRIGHT_LAUNCH_OPTIONS": {
+                "executable_path": "/usr/bin/chromium",
+                "args": CHROMIUM_ARGS,
+            },
+        }
+    process = CrawlerProcess(settings)
+    crawler = process.create_crawler(spider)
+    process.crawl(crawler, url=url)
+    process.start()
+    assert crawler.stats is not None
+    stats = crawler.stats.get_stats()
+    result = {
+        "pages": stats.get("response_received_count", 0),
+        "items": stats.get("item_scraped_count", 0),
+        "finish_reason": stats.get("finish_reason"),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

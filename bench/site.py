@@ -1,0 +1,153 @@
+"""The demo site for benchmarks, served from its own process so no crawler shares its GIL.
+
+``python -m bench.site --articles N`` prints the site's URL on its first
+line and serves until stdin closes. Besides the demo site's pages it answers
+``/__bench__/stats``: the pages served since the last ``/__bench__/reset``, and when the
+first and last were asked for, so every crawler is counted the same way, by the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harvest.demosite.generator import generate
+from harvest.demosite.server import DemoSite
+
+ROOT = Path(__file__).resolve().parent.parent
+STATS = "/__bench__/stats"
+RESET = "/__bench__/reset"
+
+
+class Counter:
+    """Pages served, with their times; robots.txt, favicon.ico and the JS section's JSON
+    calls are counted apart."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.pages = 0
+            self.api = 0
+            self.other = 0
+            self.first = 0.0
+            self.last = 0.0
+
+    def hit(self, path: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if path.startswith("/js/api/"):
+                self.api += 1
+            elif path in ("/robots.txt", "/favicon.ico"):
+                self.other += 1
+            else:
+                self.pages += 1
+                self.first = self.first or now
+                self.last = now
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "pages": self.pages,
+                "api_calls": self.api,
+                "other": self.other,
+                "seconds": self.last - self.first,
+            }
+
+
+def serve(articles: int, port: int = 0) -> DemoSite:
+    """The demo site's own server and pages, with a page counter."""
+    demo = DemoSite(generate(articles), port=port)
+    counter = Counter()
+    base = demo.httpd.RequestHandlerClass
+
+    class Handler(base):  # type: ignore[valid-type, misc]
+        log = _NoLog()  # the site's own request log grows with every page; we count instead
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            path = self.path.split("?", 1)[0]
+            if path == STATS:
+                return self._send(200, json.dumps(counter.snapshot()), "application/json")
+            if path == RESET:
+                counter.reset()
+                return self._send(200, "{}", "application/json")
+            counter.hit(path)
+            super().do_GET()
+
+    demo.httpd.RequestHandlerClass = Handler
+    return demo
+
+
+class _NoLog(list[tuple[str, str]]):
+    def append(self, entry: tuple[str, str]) -> None:
+        pass
+
+
+@dataclass
+class SiteProcess:
+    """``with SiteProcess(300) as site: site.url``: the site in a child process."""
+
+    articles: int
+    url: str = ""
+    process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> SiteProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.site", "--articles", str(self.articles)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.__exit__()
+            raise RuntimeError(f"the site server did not start (it said {self.url!r})")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def reset(self) -> None:
+        self._get(RESET)
+
+    def stats(self) -> dict[str, Any]:
+        return self._get(STATS)
+
+    def _get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            result: dict[str, Any] = json.load(response)
+            return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--articles", type=int, default=400)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    demo = serve(args.articles, args.port).start()
+    print(demo.url, flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin or exits
+    demo.stop()
+
+
+if __name__ == "__main__":
+    main()
