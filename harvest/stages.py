@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harvest.config import Config
 from ingestion.lake import Lake
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, PushResult
 from spiders.recipe import Recipe, load_recipe
-from validation.gate import CurateResult, curate
 from validation.suite import GateSpec, Rule
+
+if TYPE_CHECKING:
+    from validation.gate import CurateResult
 
 
 def recipe(config: Config, source: str) -> Recipe:
@@ -28,6 +30,9 @@ def gate_spec(r: Recipe) -> GateSpec:
 
 
 def curate_source(config: Config, r: Recipe) -> CurateResult:
+    # Great Expectations takes seconds to import: only the commands that curate pay for it
+    from validation.gate import curate
+
     return curate(Lake(config.lake), r.name, gate_spec(r), config.reports)
 
 

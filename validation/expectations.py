@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import great_expectations as gx
+import great_expectations.expectations as gxe
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from validation.suite import Rule, rule_name, to_expectation
+from validation.suite import Rule, rule_name
 
 
 @dataclass
@@ -60,3 +62,28 @@ def validate(df: pd.DataFrame, rules: list[Rule], name: str) -> list[Outcome]:
             )
         )
     return outcomes
+
+
+def to_expectation(rule: Rule) -> Any:
+    col = rule.column
+    if rule.expect == "not_null":
+        return gxe.ExpectColumnValuesToNotBeNull(column=col)
+    if rule.expect == "unique":
+        return gxe.ExpectColumnValuesToBeUnique(column=col)
+    if rule.expect == "length_between":
+        return gxe.ExpectColumnValueLengthsToBeBetween(
+            column=col, min_value=_int(rule.min), max_value=_int(rule.max)
+        )
+    if rule.expect == "between":
+        return gxe.ExpectColumnValuesToBeBetween(column=col, min_value=rule.min, max_value=rule.max)
+    if rule.expect == "date_parses":
+        if rule.format:
+            return gxe.ExpectColumnValuesToMatchStrftimeFormat(
+                column=col, strftime_format=rule.format
+            )
+        return gxe.ExpectColumnValuesToBeDateutilParseable(column=col)
+    raise ValueError(f"unknown expectation {rule.expect!r} for column {col!r}")
+
+
+def _int(x: float | None) -> int | None:
+    return None if x is None else int(x)

@@ -1,11 +1,8 @@
-"""Builds a Great Expectations suite from a source's rules plus harvest's defaults."""
+"""The rules a source's rows must meet: the recipe's own plus harvest's defaults."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import great_expectations.expectations as gxe
 
 DEFAULT_MAX_TEXT = 100_000
 
@@ -44,27 +41,6 @@ class GateSpec:
         return list(unique)
 
 
-def to_expectation(rule: Rule) -> Any:
-    col = rule.column
-    if rule.expect == "not_null":
-        return gxe.ExpectColumnValuesToNotBeNull(column=col)
-    if rule.expect == "unique":
-        return gxe.ExpectColumnValuesToBeUnique(column=col)
-    if rule.expect == "length_between":
-        return gxe.ExpectColumnValueLengthsToBeBetween(
-            column=col, min_value=_int(rule.min), max_value=_int(rule.max)
-        )
-    if rule.expect == "between":
-        return gxe.ExpectColumnValuesToBeBetween(column=col, min_value=rule.min, max_value=rule.max)
-    if rule.expect == "date_parses":
-        if rule.format:
-            return gxe.ExpectColumnValuesToMatchStrftimeFormat(
-                column=col, strftime_format=rule.format
-            )
-        return gxe.ExpectColumnValuesToBeDateutilParseable(column=col)
-    raise ValueError(f"unknown expectation {rule.expect!r} for column {col!r}")
-
-
 def rule_name(rule: Rule) -> str:
     bounds = ""
     if rule.min is not None or rule.max is not None:
@@ -76,7 +52,3 @@ def _num(x: float | None) -> str:
     if x is None:
         return ""
     return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _int(x: float | None) -> int | None:
-    return None if x is None else int(x)
