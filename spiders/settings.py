@@ -28,6 +28,8 @@ DOWNLOADER_MIDDLEWARES = {
     "spiders.middlewares.pagecheck.PageCheckMiddleware": 580,
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
     "spiders.middlewares.pagecheck.BoundedDecompressionMiddleware": 590,
+    # the proxy pool and ban detection: see its settings below for why 560
+    "spiders.middlewares.proxypool.ProxyPoolMiddleware": 560,
 }
 EXTENSIONS = {"spiders.progress.CrawlProgress": 500}
 
@@ -52,3 +54,15 @@ HARVEST_CRAWL_ID = ""
 # a live display of the crawl: True, False, or "auto" (only on a terminal)
 HARVEST_PROGRESS = False
 HARVEST_PROGRESS_INTERVAL = 5.0
+
+# the proxy pool and ban detection (spiders/middlewares/proxypool.py). At 560 it sees
+# responses after redirects and decompression (600, 590) but before RetryMiddleware (550)
+# retries a 429/503 through the same proxy, and before the spider's HttpErrorMiddleware
+# drops a 403 unseen; its process_request runs before HttpProxyMiddleware (750) sends it.
+# proxy URLs (a list or comma-separated) and a file of them, used when the recipe has none
+HARVEST_PROXIES: list[str] = []
+HARVEST_PROXY_FILE = ""
+# connection failures in a row after which a proxy is dead for the rest of the crawl
+HARVEST_PROXY_MAX_FAILURES = 3
+# retries through other proxies after a ban or a failed connection, per request
+HARVEST_BAN_MAX_RETRIES = 10

@@ -1,0 +1,337 @@
+"""Proxy pool: rotates requests over proxies, backs banned ones off, drops dead ones.
+
+Proxies come from the recipe (``proxies: {urls, file}``) or from the settings
+``HARVEST_PROXIES`` and ``HARVEST_PROXY_FILE``; with none the middleware is off. A proxy
+is shown only as ``host:port`` (see ``redact``): its credentials travel in a
+``Proxy-Authorization`` header or in a browser context's proxy settings, never in a URL
+that Scrapy logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.http import Response
+from scrapy.settings import BaseSettings
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.defer import deferred_from_coro
+
+from spiders.middlewares.bans import PROXY_AUTH_REQUIRED, BanDetector
+from spiders.recipe import BanPolicy, Recipe
+
+logger = logging.getLogger(__name__)
+
+PROXY_META = "harvest_proxy"  # index of the proxy a request went through
+RETRIES_META = "harvest_ban_retries"
+STOP_REASON = "no_usable_proxy"
+_URL = re.compile(r"(https?|socks5h?)://[^\s/]+:\d+/?")
+
+
+def redact(url: str) -> str:
+    """``host:port`` of a proxy URL: all of it that may be shown in logs, stats or errors."""
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    host = parts.hostname or "?"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host
+
+
+class Health(enum.Enum):
+    GOOD = "good"
+    BANNED = "banned"  # backing off, tried again once ``ready_at`` has passed
+    DEAD = "dead"  # never tried again in this crawl
+
+
+@dataclass(eq=False)  # one object per proxy: identity is equality
+class Proxy:
+    index: int
+    server: str  # scheme://host:port, no credentials
+    username: str | None = None
+    password: str | None = None
+    health: Health = Health.GOOD
+    bans: int = 0  # in a row, sets the next backoff
+    failures: int = 0  # connection failures in a row
+    ready_at: float = 0.0
+
+    @classmethod
+    def parse(cls, index: int, url: str) -> Proxy:
+        if not _URL.fullmatch(url):
+            # never echo the value: it may carry a password
+            raise ValueError(f"proxy {index}: not a proxy URL like http://user:pass@host:port")
+        parts = urlsplit(url)
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return cls(index, f"{parts.scheme}://{parts.hostname}:{parts.port}", user, password)
+
+    @property
+    def name(self) -> str:
+        return redact(self.server)
+
+    @property
+    def auth_header(self) -> bytes | None:
+        if self.username is None:
+            return None
+        creds = f"{self.username}:{self.password or ''}".encode("latin-1")
+        return b"Basic " + base64.b64encode(creds)
+
+    def __repr__(self) -> str:  # keeps credentials out of tracebacks and debug output
+        return f"Proxy({self.index}, {self.name}, {self.health.value})"
+
+
+class ProxyPool:
+    """Which proxy to use next, and what a ban or a failed connection does to a proxy.
+
+    Proxies backing off are skipped; the ready ones take turns. A ban backs a proxy off for
+    ``base * 2**n`` seconds (n: bans in a row), capped at ``backoff_max`` and jittered down
+    to half of that; ``max_failures`` connection failures in a row make it dead.
+    """
+
+    def __init__(
+        self,
+        urls: Iterable[str],
+        backoff_base: float = 1.0,
+        backoff_max: float = 300.0,
+        max_failures: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ):
+        self.proxies = [Proxy.parse(i, url) for i, url in enumerate(urls)]
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.max_failures = max_failures
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.proxies)
+
+    @property
+    def usable(self) -> list[Proxy]:
+        return [p for p in self.proxies if p.health is not Health.DEAD]
+
+    def choose(self) -> Proxy | None:
+        """The next ready proxy, round-robin; None when all are backing off or dead."""
+        now = self.clock()
+        for step in range(len(self.proxies)):
+            proxy = self.proxies[(self._next + step) % len(self.proxies)]
+            if proxy.health is not Health.DEAD and proxy.ready_at <= now:
+                self._next = proxy.index + 1
+                return proxy
+        return None
+
+    def wait_time(self) -> float | None:
+        """Seconds until a proxy is ready again; None when every proxy is dead."""
+        usable = self.usable
+        if not usable:
+            return None
+        return max(0.0, min(p.ready_at for p in usable) - self.clock())
+
+    def backoff(self, n: int) -> float:
+        delay = min(self.backoff_max, self.backoff_base * 2**n)
+        # jitter, so that proxies banned together do not all come back together
+        return delay / 2 + self.rng.uniform(0, delay / 2)
+
+    def ban(self, proxy: Proxy, retry_after: float = 0.0) -> float | None:
+        """Backs ``proxy`` off; returns the delay, or None if it was backing off already."""
+        if proxy.health is Health.DEAD or self._backing_off(proxy):
+            return None  # answers to requests sent before the ban: one ban, one backoff
+        delay = max(self.backoff(proxy.bans), retry_after)
+        proxy.bans += 1
+        proxy.health, proxy.ready_at = Health.BANNED, self.clock() + delay
+        return delay
+
+    def fail(self, proxy: Proxy) -> bool:
+        """Counts a failed connection through ``proxy``; True if that made it dead."""
+        if proxy.health is Health.DEAD or self._backing_off(proxy):
+            return False
+        proxy.failures += 1
+        if proxy.failures >= self.max_failures:
+            proxy.health = Health.DEAD
+            return True
+        proxy.health = Health.BANNED
+        proxy.ready_at = self.clock() + self.backoff(proxy.failures - 1)
+        return False
+
+    def succeed(self, proxy: Proxy) -> None:
+        if proxy.health is not Health.DEAD:
+            proxy.health, proxy.bans, proxy.failures = Health.GOOD, 0, 0
+
+    def _backing_off(self, proxy: Proxy) -> bool:
+        return proxy.health is Health.BANNED and proxy.ready_at > self.clock()
+
+
+def read_proxy_file(path: str | Path) -> list[str]:
+    """One proxy URL a line; blank lines and ``#`` comments are skipped."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"proxy file {file} does not exist")
+    lines = (re.sub(r"(^|\s)#.*$", "", line).strip() for line in file.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def proxy_urls(recipe: Recipe | None, settings: BaseSettings) -> list[str]:
+    """The recipe's proxies; the settings' when the spider has no recipe or it lists none."""
+    if recipe is not None:
+        urls = list(recipe.proxies.urls)
+        if recipe.proxies.file:
+            urls += read_proxy_file(recipe.proxies.file)
+        if urls:
+            return urls
+    urls = settings.getlist("HARVEST_PROXIES")
+    if file := settings.get("HARVEST_PROXY_FILE"):
+        urls += read_proxy_file(file)
+    return [u.strip() for u in urls if u.strip()]
+
+
+class ProxyPoolMiddleware:
+    """Sends each request through a proxy of the pool and retries banned ones elsewhere."""
+
+    def __init__(self, crawler: Crawler, pool: ProxyPool, detector: BanDetector, max_retries: int):
+        self.crawler = crawler
+        self.pool = pool
+        self.detector = detector
+        self.max_retries = max_retries
+        self.stopping = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ProxyPoolMiddleware:
+        settings = crawler.settings
+        recipe: Recipe | None = getattr(crawler.spider, "recipe", None)
+        urls = proxy_urls(recipe, settings)
+        if not urls:
+            raise NotConfigured("no proxies in the recipe or in HARVEST_PROXIES")
+        policy = recipe.ban if recipe is not None else BanPolicy()
+        pool = ProxyPool(
+            urls,
+            backoff_base=policy.backoff_base,
+            backoff_max=policy.backoff_max,
+            max_failures=settings.getint("HARVEST_PROXY_MAX_FAILURES", 3),
+        )
+        max_retries = settings.getint("HARVEST_BAN_MAX_RETRIES", 10)
+        logger.info("proxy pool of %d: %s", len(pool), ", ".join(p.name for p in pool.proxies))
+        return cls(crawler, pool, BanDetector(policy), max_retries)
+
+    async def process_request(self, request: Request) -> None:
+        proxy = await self._choose()
+        if proxy is None:
+            raise IgnoreRequest(f"{STOP_REASON}: all {len(self.pool)} proxies are dead")
+        request.meta[PROXY_META] = proxy.index
+        self._inc(f"requests/{proxy.name}")
+        if request.meta.get("playwright"):
+            # one browser context per proxy: the browser takes the credentials itself
+            browser_proxy = {"server": proxy.server}
+            if proxy.username is not None:
+                browser_proxy |= {"username": proxy.username, "password": proxy.password or ""}
+            request.meta["playwright_context"] = f"proxy-{proxy.index}"
+            request.meta["playwright_context_kwargs"] = {"proxy": browser_proxy}
+            return
+        request.meta["proxy"] = proxy.server
+        # HttpProxyMiddleware drops a header it thinks belongs to the previous proxy
+        request.meta.pop("_auth_proxy", None)
+        if (auth := proxy.auth_header) is not None:
+            request.headers[b"Proxy-Authorization"] = auth
+        else:
+            request.headers.pop(b"Proxy-Authorization", None)
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        proxy = self._proxy_of(request)
+        if proxy is None:
+            return response
+        if response.status == PROXY_AUTH_REQUIRED:
+            return self._failed(request, proxy, "proxy refused the credentials (407)") or response
+        ban = self.detector.check(response)
+        if ban is None:
+            self.pool.succeed(proxy)
+            return response
+        self._inc(f"bans/{proxy.name}")
+        delay = self.pool.ban(proxy, ban.retry_after)
+        if delay is not None:
+            logger.info("proxy %s banned (%s): backing off %.1fs", proxy.name, ban.reason, delay)
+        retry = self._retry(request, f"banned through {proxy.name} ({ban.reason})")
+        if retry is None:  # a ban page must never reach the spider
+            raise IgnoreRequest(f"gave up on a banned page: {request.url}")
+        return retry
+
+    def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        proxy = self._proxy_of(request)
+        if proxy is None or not self.detector.is_connection_failure(exception):
+            return None
+        return self._failed(request, proxy, type(exception).__name__)
+
+    async def _choose(self) -> Proxy | None:
+        while not self.stopping:
+            if (proxy := self.pool.choose()) is not None:
+                return proxy
+            wait = self.pool.wait_time()
+            if wait is None:
+                self._stop()
+                break
+            self._inc("waits")
+            await sleep(wait)
+        return None
+
+    def _failed(self, request: Request, proxy: Proxy, reason: str) -> Request | None:
+        self._inc(f"failures/{proxy.name}")
+        if self.pool.fail(proxy):
+            self.crawler.stats.set_value(f"harvest/proxy/dead/{proxy.name}", 1)
+            logger.warning(
+                "proxy %s is dead after %d failures in a row (last: %s)",
+                proxy.name,
+                proxy.failures,
+                reason,
+            )
+            if not self.pool.usable:
+                self._stop()
+                return None
+        return self._retry(request, f"failed through {proxy.name} ({reason})")
+
+    def _retry(self, request: Request, reason: str) -> Request | None:
+        if self.stopping:  # the crawl is closing: nothing to retry through
+            return None
+        retries = request.meta.get(RETRIES_META, 0) + 1
+        if retries > self.max_retries:
+            self._inc("gave_up")
+            logger.warning("gave up on %s after %d tries: %s", request.url, retries, reason)
+            return None
+        self._inc("retries")
+        logger.debug("retrying %s: %s", request.url, reason)
+        retry = request.copy()
+        retry.meta[RETRIES_META] = retries
+        retry.meta.pop(PROXY_META, None)
+        retry.dont_filter = True
+        return retry
+
+    def _stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        dead = sum(p.health is Health.DEAD for p in self.pool.proxies)
+        logger.error(
+            "all %d proxies are banned or dead (%d dead): stopping the crawl (%s)",
+            len(self.pool),
+            dead,
+            STOP_REASON,
+        )
+        if self.crawler.crawling:
+            deferred_from_coro(self.crawler.engine.close_spider_async(reason=STOP_REASON))
+
+    def _proxy_of(self, request: Request) -> Proxy | None:
+        index = request.meta.get(PROXY_META)
+        return None if index is None else self.pool.proxies[index]
+
+    def _inc(self, key: str) -> None:
+        self.crawler.stats.inc_value(f"harvest/proxy/{key}")
