@@ -7,7 +7,7 @@ LABEL_STUDIO_VERSION ?= 1.23.2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 # Debian packages the crawler and its tests start for real
-SYSTEM_PACKAGES := chromium tinyproxy
+SYSTEM_PACKAGES := chromium tinyproxy redis-server
 
 .PHONY: setup system demo test lint bench bench-crawl clean
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from harvest.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from spiders.recipe import Recipe
 
 app = typer.Typer(help="Crawl, curate, label and train.", no_args_is_help=True)
 label_app = typer.Typer(help="Label Studio: serve, push, pull, simulate.", no_args_is_help=True)
@@ -99,6 +103,15 @@ def crawl(
     start_url: str | None = typer.Option(None, help="crawl from here instead of the recipe's"),
     curate: bool = typer.Option(True, help="run the gate when the crawl ends"),
     fresh: bool = typer.Option(False, help="start over instead of resuming an unfinished crawl"),
+    workers: int = typer.Option(1, min=1, help="crawl processes sharing one frontier in Redis"),
+    redis_url: str | None = typer.Option(
+        None, "--redis", help="Redis holding the shared frontier (default: a private one)"
+    ),
+    crawl_id: str | None = typer.Option(
+        None, help="join this crawl, e.g. with workers on other machines (needs --redis)"
+    ),
+    worker: bool = typer.Option(False, hidden=True, help="be one worker of a shared crawl"),
+    resumed: bool = typer.Option(False, hidden=True, help="the shared crawl is resumed"),
 ) -> None:
     """Crawl SOURCE into raw/<source>, then curate it."""
     from harvest import stages
@@ -106,17 +119,28 @@ def crawl(
 
     cfg = config()
     recipe = stages.recipe(cfg, source)
-    stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
-    summary: dict[str, Any] = {
-        "source": recipe.name,
-        "crawl_id": stats["harvest/crawl_id"],
-        "resumed": stats["harvest/resumed"],
-        "pages": stats.get("response_received_count", 0),
-        "items": stats.get("item_scraped_count", 0),
-        "rows_committed": stats.get("harvest/rows_committed", 0),
-        "finish_reason": stats.get("finish_reason"),
-        "stats": {k: v for k, v in sorted(stats.items()) if type(v) in (int, float) and "/" in k},
-    }
+    if worker:
+        emit(crawl_worker(cfg, recipe, start_url, crawl_id, resumed))
+        return
+    if crawl_id and not redis_url:
+        raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
+    if workers > 1 or redis_url:
+        from harvest.workers import run_workers
+
+        merged = run_workers(cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id)
+        summary: dict[str, Any] = {"source": recipe.name, **merged}
+    else:
+        stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
+        summary = {
+            "source": recipe.name,
+            "crawl_id": stats["harvest/crawl_id"],
+            "resumed": stats["harvest/resumed"],
+            "pages": stats.get("response_received_count", 0),
+            "items": stats.get("item_scraped_count", 0),
+            "rows_committed": stats.get("harvest/rows_committed", 0),
+            "finish_reason": stats.get("finish_reason"),
+            "stats": crawl_stats(stats),
+        }
     if curate:
         result = stages.curate_source(cfg, recipe)
         summary.update(
@@ -126,6 +150,34 @@ def crawl(
             report=result.report,
         )
     emit(summary)
+
+
+def crawl_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(stats.items()) if type(v) in (int, float) and "/" in k}
+
+
+def crawl_worker(
+    cfg: Config, recipe: Recipe, start_url: str | None, crawl_id: str | None, resumed: bool
+) -> dict[str, Any]:
+    """One worker of ``harvest crawl --workers N``, which passes the Redis URL in the
+    environment, where ``ps`` does not show it."""
+    from harvest.crawl import Worker, run_crawl
+    from harvest.workers import REDIS_URL_ENV
+
+    redis_url = os.environ.get(REDIS_URL_ENV)
+    if not redis_url or not crawl_id:
+        raise typer.BadParameter(f"--worker needs --crawl-id and ${REDIS_URL_ENV}")
+    stats = run_crawl(cfg, recipe, start_url, progress=False,
+                      worker=Worker(redis_url, crawl_id, resumed))  # fmt: skip
+    return {
+        "crawl_id": crawl_id,
+        "pages": stats.get("response_received_count", 0),
+        "requests": stats.get("scheduler/dequeued/redis", 0),
+        "items": stats.get("item_scraped_count", 0),
+        "rows_committed": stats.get("harvest/rows_committed", 0),
+        "finish_reason": stats.get("finish_reason"),
+        "stats": crawl_stats(stats),
+    }
 
 
 @app.command("curate")

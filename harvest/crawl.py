@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from scrapy.crawler import CrawlerProcess
@@ -9,6 +10,7 @@ from scrapy.settings import Settings
 
 from harvest.config import Config
 from ingestion.lake import Lake
+from spiders.middlewares.proxypool import STOP_REASON
 from spiders.pipelines import new_crawl_id
 from spiders.recipe import Recipe
 from spiders.recipe_spider import RecipeSpider
@@ -18,6 +20,22 @@ from spiders.resume import unfinished_crawl
 
 class CrawlError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process is one of several crawling together through a frontier in Redis."""
+
+    redis_url: str
+    crawl_id: str
+    resumed: bool = False
+
+
+def worker_settings(settings: Settings, worker: Worker) -> Settings:
+    """Points ``settings`` (from ``crawl_settings``) at the frontier the workers share."""
+    settings.set("SCHEDULER", "spiders.frontier.RedisFrontier", priority="cmdline")
+    settings.set("HARVEST_REDIS_URL", worker.redis_url, priority="cmdline")
+    return settings
 
 
 def crawl_settings(
@@ -46,14 +64,22 @@ def run_crawl(
     start_url: str | None = None,
     progress: str | bool = "auto",
     fresh: bool = False,
+    worker: Worker | None = None,
 ) -> dict[str, Any]:
     """Crawls ``recipe`` into ``raw/<source>``; returns Scrapy's stats. Once per process.
 
-    A crawl of the source that never finished is resumed unless ``fresh`` is set.
+    A crawl of the source that never finished is resumed unless ``fresh`` is set. A
+    ``worker`` takes its crawl id and whether it resumes from the process that started it.
     """
-    resumed = None if fresh else unfinished_crawl(Lake(config.lake), recipe.name)
-    crawl_id = resumed or new_crawl_id()
+    if worker is not None:
+        resumed = worker.crawl_id if worker.resumed else None
+        crawl_id = worker.crawl_id
+    else:
+        resumed = None if fresh else unfinished_crawl(Lake(config.lake), recipe.name)
+        crawl_id = resumed or new_crawl_id()
     settings = crawl_settings(config, recipe, crawl_id, progress)
+    if worker is not None:
+        worker_settings(settings, worker)
     settings.set("HARVEST_RESUME", resumed is not None, priority="cmdline")
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(RecipeSpider)
@@ -63,7 +89,13 @@ def run_crawl(
     stats = dict(crawler.stats.get_stats())
     stats["harvest/crawl_id"] = crawl_id
     stats["harvest/resumed"] = resumed is not None
-    if not stats.get("response_received_count"):
+    if stats.get("finish_reason") == STOP_REASON:
+        raise CrawlError(
+            f"crawl of {recipe.name} stopped: every proxy is banned or dead "
+            f"({stats.get('harvest/rows_committed', 0)} rows committed before it stopped)"
+        )
+    # a worker may find that the others took every page: the caller checks them all
+    if not stats.get("response_received_count") and worker is None:
         urls = [start_url] if start_url else recipe.start_urls
         reason = stats.get("finish_reason", "unknown")
         errors = {k: v for k, v in stats.items() if k.startswith("downloader/exception_type_count")}

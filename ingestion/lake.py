@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 LINEAGE_KEY = "harvest.lineage"
+# delta-rs retries appends that race other writers, but not the creation of a table, and
+# gives up under heavy contention; a failed commit leaves nothing behind, so try again
+COMMIT_ATTEMPTS = 5
 
 
 class LakeError(RuntimeError):
@@ -58,9 +63,17 @@ class Lake:
                 commit_properties=props,
             )  # fmt: skip
         else:
-            write_deltalake(
-                self.uri(table), data, mode="append", schema_mode="merge", commit_properties=props
-            )
+            for attempt in range(1, COMMIT_ATTEMPTS + 1):
+                try:
+                    write_deltalake(
+                        self.uri(table), data, mode="append", schema_mode="merge",
+                        commit_properties=props,
+                    )  # fmt: skip
+                    break
+                except CommitFailedError:
+                    if attempt == COMMIT_ATTEMPTS:
+                        raise
+                    time.sleep(random.uniform(0.05, 0.2) * attempt)
         return self.table(table).version()
 
     def metadata(self, table: str, version: int) -> dict[str, Any]:

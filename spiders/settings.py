@@ -66,3 +66,12 @@ HARVEST_PROXY_FILE = ""
 HARVEST_PROXY_MAX_FAILURES = 3
 # retries through other proxies after a ban or a failed connection, per request
 HARVEST_BAN_MAX_RETRIES = 10
+
+# a frontier in Redis shared by several crawl processes (spiders/frontier.py); set by
+# `harvest crawl --workers N`, which also sets SCHEDULER to spiders.frontier.RedisFrontier
+HARVEST_REDIS_URL = ""
+HARVEST_REDIS_PREFIX = "harvest"
+# this process's name among the workers (default host:pid)
+HARVEST_REDIS_WORKER = ""
+# seconds the end marker of a finished crawl stays, so a late worker does not crawl again
+HARVEST_REDIS_DONE_TTL = 3600

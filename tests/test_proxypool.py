@@ -450,6 +450,6 @@ def test_when_every_proxy_is_dead_the_crawl_stops_with_a_clear_error(
     proc = run_harvest(["crawl", str(recipe), "--no-curate"], lake_env, check=False)
     assert proc.returncode == 2
     assert "all 2 proxies are banned or dead (2 dead)" in proc.stderr
-    assert "finish reason no_usable_proxy" in proc.stderr
+    assert "stopped: every proxy is banned or dead" in proc.stderr
     assert SECRET not in proc.stdout + proc.stderr and USER not in proc.stdout + proc.stderr
     assert not guarded.requests  # nothing reached the site, through a proxy or around it

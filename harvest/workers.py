@@ -1,0 +1,263 @@
+"""Runs one crawl as N processes that share a frontier in Redis (spiders/frontier.py).
+
+Each worker is ``harvest crawl SOURCE --worker --crawl-id ID`` in a child process, with
+the Redis URL in its environment rather than on its command line, where ``ps`` would show
+a password. This process waits for them all and merges their stats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harvest.config import Config
+from harvest.crawl import CrawlError
+from ingestion.lake import Lake
+from ingestion.runs import record_run
+from spiders.frontier import connect, delete_frontier
+from spiders.pipelines import new_crawl_id
+from spiders.recipe import Recipe
+from spiders.resume import STAGE, unfinished_crawl
+from spiders.settings import HARVEST_REDIS_PREFIX
+
+REDIS_URL_ENV = "HARVEST_REDIS_URL"
+# seconds a worker gets to stop after SIGTERM before it is killed
+STOP_GRACE = 30.0
+
+
+@dataclass
+class WorkerProcess:
+    number: int
+    process: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.number} (pid {self.process.pid})"
+
+    def result(self) -> dict[str, Any]:
+        lines = self.out.read_text().strip().splitlines()
+        return dict(json.loads(lines[-1])) if lines else {}
+
+    def error_tail(self, lines: int = 5) -> str:
+        text = self.err.read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:]) or "no output"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[Any], grace: float = STOP_GRACE) -> None:
+    """SIGTERM by process id, then SIGKILL if it is still there after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def private_redis(timeout: float = 15.0) -> Iterator[str]:
+    """A ``redis-server`` of our own on a free loopback port, keeping nothing on disk."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise CrawlError(
+            "redis-server is not installed: install it (apt-get install redis-server) "
+            "or pass --redis URL"
+        )
+    with tempfile.TemporaryDirectory(prefix="harvest-redis-") as folder:
+        port = free_port()
+        log = Path(folder) / "redis.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--daemonize", "no", "--dir", folder],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    connect(url, timeout=1.0).close()
+                    break
+                except ConnectionError as exc:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        tail = log.read_text(errors="replace").strip()[-500:]
+                        raise CrawlError(f"redis-server did not start: {exc}\n{tail}") from exc
+                    time.sleep(0.05)
+            yield url
+        finally:
+            stop(server, grace=10.0)
+
+
+def run_workers(
+    config: Config,
+    recipe: Recipe,
+    source: str,
+    workers: int,
+    redis_url: str | None = None,
+    start_url: str | None = None,
+    fresh: bool = False,
+    crawl_id: str | None = None,
+) -> dict[str, Any]:
+    """Crawls ``recipe`` with ``workers`` processes; returns the merged summary.
+
+    ``source`` is the recipe as the command line named it, for the workers to load.
+    Without ``redis_url`` a private redis-server holds the frontier for the crawl's span.
+    """
+    lake = Lake(config.lake)
+    resumed = None if fresh or crawl_id else unfinished_crawl(lake, recipe.name)
+    crawl_id = crawl_id or resumed or new_crawl_id()
+    if redis_url is None:
+        with private_redis() as url:
+            return _run(lake, recipe, source, workers, url, start_url, crawl_id, resumed)
+    return _run(lake, recipe, source, workers, redis_url, start_url, crawl_id, resumed)
+
+
+def _run(
+    lake: Lake,
+    recipe: Recipe,
+    source: str,
+    workers: int,
+    redis_url: str,
+    start_url: str | None,
+    crawl_id: str,
+    resumed: str | None,
+) -> dict[str, Any]:
+    prefix = str(recipe.settings.get("HARVEST_REDIS_PREFIX", HARVEST_REDIS_PREFIX))
+    try:
+        client = connect(redis_url)
+    except ConnectionError as exc:
+        raise CrawlError(str(exc)) from exc
+    reasons: set[str] = set()
+    try:
+        if resumed:
+            # the interrupted crawl's queue lost the requests its workers held: start the
+            # frontier over, and the resume middleware skips the pages already committed
+            delete_frontier(client, prefix, recipe.name, crawl_id)
+        # created here, before the workers race to record their own start in it
+        record_run(lake, STAGE, recipe.name,
+                   {"crawl_id": crawl_id, "state": "running", "workers": workers})  # fmt: skip
+        results = _wait(_spawn(source, workers, redis_url, start_url, crawl_id, resumed))
+        reasons = {str(r.get("finish_reason")) for r in results}
+        if reasons == {"finished"}:
+            delete_frontier(client, prefix, recipe.name, crawl_id)
+    finally:
+        client.close()
+        if reasons != {"finished"}:
+            # later than every worker's own record, so the next crawl resumes this one
+            record_run(lake, STAGE, recipe.name,
+                       {"crawl_id": crawl_id, "state": "interrupted",
+                        "reason": ",".join(sorted(reasons)) or "a worker failed"})  # fmt: skip
+    summary = merge(results)
+    summary.update(crawl_id=crawl_id, resumed=resumed is not None)
+    if not summary["pages"]:
+        urls = [start_url] if start_url else recipe.start_urls
+        raise CrawlError(
+            f"crawl of {recipe.name} got no response from {', '.join(urls)} "
+            f"(finish reasons {', '.join(sorted(reasons))}; {workers} workers)"
+        )
+    return summary
+
+
+def _spawn(
+    source: str,
+    workers: int,
+    redis_url: str,
+    start_url: str | None,
+    crawl_id: str,
+    resumed: str | None,
+) -> list[WorkerProcess]:
+    folder = Path(tempfile.mkdtemp(prefix="harvest-workers-"))
+    args = [sys.executable, "-m", "harvest.cli", "crawl", source, "--worker",
+            "--crawl-id", crawl_id, "--no-curate"]  # fmt: skip
+    if start_url:
+        args += ["--start-url", start_url]
+    if resumed:
+        args.append("--resumed")
+    env = {**os.environ, REDIS_URL_ENV: redis_url}
+    procs: list[WorkerProcess] = []
+    for number in range(1, workers + 1):
+        out, err = folder / f"worker-{number}.out", folder / f"worker-{number}.err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr)
+        procs.append(WorkerProcess(number, process, out, err))
+    return procs
+
+
+def _wait(procs: list[WorkerProcess]) -> list[dict[str, Any]]:
+    """Waits for every worker; the first to fail stops the others and is named."""
+    previous = signal.getsignal(signal.SIGTERM)
+    # a SIGTERM unwinds through the finally below, so no worker outlives this process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    failed: WorkerProcess | None = None
+    try:
+        while failed is None and any(p.process.poll() is None for p in procs):
+            failed = next((p for p in procs if p.process.poll() not in (None, 0)), None)
+            time.sleep(0.1)
+        failed = failed or next((p for p in procs if p.process.returncode != 0), None)
+    finally:
+        for p in procs:
+            stop(p.process)
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        if failed is not None:
+            raise CrawlError(
+                f"{failed.name} of {len(procs)} failed with exit code "
+                f"{failed.process.returncode}; the others were stopped and the crawl can be "
+                f"resumed. Its last lines:\n{failed.error_tail()}"
+            )
+        return [{"worker": p.number, "pid": p.process.pid, **p.result()} for p in procs]
+    finally:
+        shutil.rmtree(procs[0].out.parent, ignore_errors=True)
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from the workers' own: counts added up, and each worker's share."""
+    stats: dict[str, float] = {}
+    for result in results:
+        for key, value in result.get("stats", {}).items():
+            stats[key] = stats.get(key, 0) + value
+    reasons = sorted({str(r.get("finish_reason")) for r in results})
+    return {
+        "pages": sum(r.get("pages", 0) for r in results),
+        "items": sum(r.get("items", 0) for r in results),
+        "rows_committed": sum(r.get("rows_committed", 0) for r in results),
+        "finish_reason": ",".join(reasons),
+        "stats": dict(sorted(stats.items())),
+        "workers": [
+            {
+                k: r.get(k)
+                for k in (
+                    "worker",
+                    "pid",
+                    "pages",
+                    "requests",
+                    "items",
+                    "rows_committed",
+                    "finish_reason",
+                )
+            }
+            for r in results
+        ],  # fmt: skip
+    }

@@ -1,0 +1,162 @@
+"""Several crawl processes share one frontier in a real Redis and crawl the site once."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+
+from harvest.demosite import DemoSite, Site
+from harvest.workers import private_redis
+from ingestion.lake import Lake
+from tests.conftest import ROOT, free_port, last_json, run_harvest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port, stopped by its process id."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: apt-get install redis-server")
+    with private_redis() as url:
+        yield url
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "HARVEST_LAKE": str(tmp_path / "lake"),
+        "HARVEST_REPORTS": str(tmp_path / "reports"),
+        "HARVEST_CRAWL_BATCH_SIZE": "10",
+    }
+
+
+def paced_recipe(tmp_path: Path) -> Path:
+    """The demo recipe, paced so that every worker is up before the site is crawled."""
+    data = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
+    data["settings"] = {"CONCURRENT_REQUESTS": 2, "DOWNLOAD_DELAY": 0.05}
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def article_fetches(demo_site: DemoSite, since: int) -> Counter[str]:
+    return Counter(p for _, p in demo_site.requests[since:] if p.startswith("/article/"))
+
+
+def assert_each_article_once(lake: Lake, site: Site, demo_site: DemoSite) -> str:
+    raw = lake.read("raw/demo")
+    counts = Counter(raw["url"].to_pylist())
+    assert set(counts) == {demo_site.url + a.path for a in site.articles}
+    assert set(counts.values()) == {1}
+    crawl_ids = set(raw["crawl_id"].to_pylist())
+    assert len(crawl_ids) == 1
+    return crawl_ids.pop()
+
+
+def test_two_workers_crawl_every_article_once(
+    redis_url: str, demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
+) -> None:
+    since = len(demo_site.requests)
+    args = ["crawl", str(paced_recipe(tmp_path)), "--workers", "2", "--redis", redis_url,
+            "--start-url", demo_site.url + "/"]  # fmt: skip
+    summary = last_json(run_harvest(args, env).stdout)
+
+    crawl_id = assert_each_article_once(Lake(env["HARVEST_LAKE"]), site, demo_site)
+    assert summary["crawl_id"] == crawl_id
+    assert summary["items"] == summary["rows_committed"] == len(site.articles)
+    fetched = article_fetches(demo_site, since)
+    assert set(fetched) == {a.path for a in site.articles}
+    assert set(fetched.values()) == {1}
+    workers = summary["workers"]
+    assert isinstance(workers, list) and len(workers) == 2
+    for worker in workers:
+        assert worker["finish_reason"] == "finished"
+        assert worker["requests"] > 0 and worker["items"] > 0, worker
+    assert sum(w["items"] for w in workers) == len(site.articles)
+    n_dup = len(site.planted_duplicates)
+    assert summary["curated"] == len(site.articles) - len(site.planted_invalid) - n_dup
+    # the frontier is gone once the crawl finished
+    client = redis.Redis.from_url(redis_url)
+    assert client.keys(f"harvest:demo:{crawl_id}:*") == []
+
+
+def test_workers_without_redis_start_their_own(
+    demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: apt-get install redis-server")
+    since = len(demo_site.requests)
+    args = ["crawl", "demo", "--workers", "2", "--no-curate", "--start-url", demo_site.url + "/"]
+    summary = last_json(run_harvest(args, env).stdout)
+    assert summary["items"] == len(site.articles)
+    assert summary["crawl_id"] == assert_each_article_once(
+        Lake(env["HARVEST_LAKE"]), site, demo_site
+    )
+    assert set(article_fetches(demo_site, since).values()) == {1}
+
+
+def test_unreachable_redis_is_a_clear_error_without_the_password(env: dict[str, str]) -> None:
+    port = free_port()
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    proc = run_harvest(["crawl", "demo", "--workers", "2", "--redis", url], env, check=False)
+    assert proc.returncode == 2
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in proc.stderr
+    assert "s3cret" not in proc.stderr + proc.stdout
+
+
+def test_missing_redis_server_is_a_clear_error(env: dict[str, str]) -> None:
+    # a PATH holding only the virtualenv: no redis-server on it
+    path = {"PATH": str(Path(sys.executable).parent)}
+    proc = run_harvest(["crawl", "demo", "--workers", "2"], {**env, **path}, check=False)
+    assert proc.returncode == 2
+    assert "redis-server is not installed" in proc.stderr
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def test_a_killed_worker_is_named_and_the_crawl_resumes(
+    redis_url: str, demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
+) -> None:
+    args = ["crawl", str(paced_recipe(tmp_path)), "--workers", "2", "--redis", redis_url,
+            "--start-url", demo_site.url + "/", "--no-curate"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harvest.cli", *args],
+        cwd=ROOT, env={**os.environ, **env}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lake = Lake(env["HARVEST_LAKE"])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (lake.version("raw/demo") or 0) < 2:
+            assert proc.poll() is None, "the crawl finished before a worker could be killed"
+            time.sleep(0.05)
+        victim = children(proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2
+    assert re.search(rf"worker [12] \(pid {victim}\) of 2 failed with exit code -9", stderr)
+    killed_id = lake.read("raw/demo")["crawl_id"][0].as_py()
+
+    summary = last_json(run_harvest(args, env).stdout)
+    assert summary["resumed"] is True and summary["crawl_id"] == killed_id
+    assert assert_each_article_once(lake, site, demo_site) == killed_id
