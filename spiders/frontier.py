@@ -28,10 +28,12 @@ from scrapy.core.scheduler import BaseScheduler
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DontCloseSpider
 from scrapy.utils.request import request_from_dict
+from twisted.internet import task
 
 logger = logging.getLogger(__name__)
 
 KEYS = ("queue", "seen", "busy", "done")
+WAKE_INTERVAL = 0.2  # seconds between looks at the shared queue while this worker waits
 
 # KEYS: queue seen done; ARGV: fingerprint ("" for dont_filter), request
 _ENQUEUE = """
@@ -113,6 +115,7 @@ class RedisFrontier(BaseScheduler):
         self.idle_script = client.register_script(_IDLE)
         self.keys: dict[str, str] = {}
         self.spider: Spider | None = None
+        self.waker = task.LoopingCall(self.wake)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RedisFrontier:
@@ -128,10 +131,21 @@ class RedisFrontier(BaseScheduler):
         recipe = getattr(spider, "recipe", None)
         source = recipe.name if recipe else spider.name
         self.keys = frontier_keys(self.prefix, source, self.crawl_id)
+        self.waker.start(WAKE_INTERVAL, now=False)
         if self.client.exists(self.keys["done"]):
             logger.warning("crawl %s of %s already ended; nothing to do", self.crawl_id, source)
 
+    def wake(self) -> None:
+        """Requests other workers queued do not wake this engine, which would otherwise look
+        again only on its 5 s heartbeat: nudge it while the shared queue has work."""
+        engine = self.crawler.engine
+        slot = getattr(engine, "_slot", None)
+        if slot is not None and self.keys and self.client.llen(self.keys["queue"]):
+            slot.nextcall.schedule()
+
     def close(self, reason: str) -> None:
+        if self.waker.running:
+            self.waker.stop()
         # a worker stopped by a signal stays busy, so the others cannot end the crawl without
         # the requests it held; any other end (a CLOSESPIDER_* limit) lets them finish
         if reason != "shutdown" and self.keys:
