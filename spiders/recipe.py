@@ -92,7 +92,7 @@ class BrowserOptions:
     wait_until: str = "load"
     block: tuple[str, ...] = ("image", "font", "media")
     timeout: float = 30.0
-    page_budget: int = 1000  # pages before the browser is restarted
+    page_budget: int = 500  # pages before the browser is restarted
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,15 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # a reused page would keep every page it left in the back/forward cache
+    "--disable-features=BackForwardCache",
 )  # fmt: skip
 HANDLER = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
 # one context and a few pages: each page is a renderer process, memory grows with them
 MAX_CONTEXTS = 1
 MAX_PAGES_PER_CONTEXT = 4
+# navigations a page serves before it is closed and a fresh one opened
+PAGE_USES = 50
 
 
 def render_meta(options: BrowserOptions) -> dict[str, Any]:
@@ -124,6 +128,7 @@ class PagePool:
         self.crawler = crawler
         self.size = size
         self.pools: dict[str, _Pages] = {}
+        self.uses: dict[Any, int] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> PagePool:
@@ -162,16 +167,23 @@ class PagePool:
             self._count("pages_reused")
             return
 
-    def process_response(self, request: Request, response: Response) -> Response:
+    async def process_response(self, request: Request, response: Response) -> Response:
         page = request.meta.pop("playwright_page", None)
         new = request.meta.pop(self.NEW, False)
-        if page is not None:
-            if page.is_closed():
+        if page is None:
+            if new:
                 self.pool(request).count -= 1
-            else:
-                self.pool(request).idle.put_nowait(page)
-        elif new:
+            return response
+        self.uses[page] = self.uses.get(page, 0) + 1
+        if page.is_closed() or self.uses[page] >= PAGE_USES:
+            # a page's memory creeps up with every navigation: retire it after a while
+            if not page.is_closed():
+                await page.close()
+                self._count("pages_closed")
+            self.uses.pop(page, None)
             self.pool(request).count -= 1
+        else:
+            self.pool(request).idle.put_nowait(page)
         return response
 
     async def process_exception(self, request: Request, exception: Exception) -> None:
@@ -180,6 +192,7 @@ class PagePool:
         if page is not None and not page.is_closed():
             await page.close()  # it may be stuck mid-navigation: never hand it out again
             self._count("pages_closed")
+        self.uses.pop(page, None)
         if page is not None or new:
             self.pool(request).count -= 1
 
