@@ -45,6 +45,14 @@ def run_harvest(
     return proc
 
 
+def run_scrapy(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``scrapy ARGS`` from the project root, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def last_json(stdout: str) -> dict[str, object]:
     return dict(json.loads(stdout.strip().splitlines()[-1]))
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -14,7 +11,7 @@ from deltalake import DeltaTable
 
 from harvest.demosite import DemoSite, Site
 from ingestion.lake import Lake
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.conftest import last_json, run_harvest, run_scrapy
 
 pytestmark = pytest.mark.slow
 
@@ -138,11 +135,8 @@ def test_hand_written_spider_runs_with_scrapy_crawl(
     demo_site: DemoSite, site: Site, tmp_path: Path
 ) -> None:
     lake = tmp_path / "lake"
-    proc = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "demo_news", "-a", f"url={demo_site.url}/",
-         "-s", f"HARVEST_LAKE={lake}", "-s", "LOG_LEVEL=WARNING"],
-        cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_scrapy(["crawl", "demo_news", "-a", f"url={demo_site.url}/",
+                       "-s", f"HARVEST_LAKE={lake}", "-s", "LOG_LEVEL=WARNING"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     raw = Lake(lake).read("raw/demo_news")
     assert raw.num_rows == len(site.articles)

@@ -35,12 +35,8 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "HARVEST_LAKE": str(tmp_path / "lake"),
-        "HARVEST_REPORTS": str(tmp_path / "reports"),
-        "HARVEST_CRAWL_BATCH_SIZE": "10",
-    }
+def env(lake_env: dict[str, str]) -> dict[str, str]:
+    return {**lake_env, "HARVEST_CRAWL_BATCH_SIZE": "10"}
 
 
 def paced_recipe(tmp_path: Path) -> Path:

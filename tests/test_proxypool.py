@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +31,7 @@ from spiders.middlewares.proxypool import (
 from spiders.recipe import BanPolicy, parse_recipe
 from spiders.recipe_spider import RecipeSpider
 from tests import proxies
-from tests.conftest import ROOT, free_port, last_json, run_harvest
+from tests.conftest import free_port, last_json, run_harvest, run_scrapy
 
 # the BasicAuth user and password of the first tinyproxy
 USER, SECRET = "pooluser", "s3cret-pw-7f2a"
@@ -385,11 +383,8 @@ def test_logs_and_stats_hide_credentials_and_show_the_dead_proxy(
     lines, dead = pool_lines(tinyproxies, guarded)
     recipe = write_recipe(tmp_path, guarded, lines)
     lake = tmp_path / "lake"
-    proc = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "recipe", "-a", f"source={recipe}",
-         "-s", f"HARVEST_LAKE={lake}", "-s", "LOG_LEVEL=DEBUG"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_scrapy(["crawl", "recipe", "-a", f"source={recipe}",
+                       "-s", f"HARVEST_LAKE={lake}", "-s", "LOG_LEVEL=DEBUG"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "Dumping Scrapy stats" in log
@@ -420,11 +415,8 @@ def test_rate_limits_are_waited_out_as_retry_after_asks(
         lines = [p.url for p in tinyproxies[:2]]
         recipe = write_recipe(tmp_path, limited, lines, backoff_base=0.05)
         lake = tmp_path / "lake"
-        proc = subprocess.run(
-            [sys.executable, "-m", "scrapy", "crawl", "recipe", "-a", f"source={recipe}",
-             "-s", f"HARVEST_LAKE={lake}", "-s", "HARVEST_BAN_MAX_RETRIES=1000"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        settings = ["-s", f"HARVEST_LAKE={lake}", "-s", "HARVEST_BAN_MAX_RETRIES=1000"]
+        proc = run_scrapy(["crawl", "recipe", "-a", f"source={recipe}", *settings])
     assert proc.returncode == 0, proc.stderr[-3000:]
     backoffs = [
         float(s) for s in re.findall(r"banned \(status 429\): backing off ([\d.]+)s", proc.stderr)
