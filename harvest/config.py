@@ -24,6 +24,10 @@ class Config:
     reports: str = "reports"
     sources: str = "sources"
     crawl_batch_size: int = 100
+    # proxies for sources whose recipe lists none: a file of URLs, one a line; URLs with
+    # passwords belong in the environment (HARVEST_CRAWL_PROXIES, comma-separated)
+    crawl_proxies: str = ""
+    crawl_proxy_file: str = ""
     label_studio_host: str = "127.0.0.1"
     label_studio_port: int = 8089
     label_studio_data_dir: str = ".labelstudio"

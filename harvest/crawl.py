@@ -52,6 +52,10 @@ def crawl_settings(
     settings.update(recipe.settings, priority="project")
     settings.set("HARVEST_LAKE", config.lake, priority="cmdline")
     settings.set("HARVEST_BATCH_SIZE", config.crawl_batch_size, priority="cmdline")
+    if config.crawl_proxies:
+        settings.set("HARVEST_PROXIES", config.crawl_proxies, priority="cmdline")
+    if config.crawl_proxy_file:
+        settings.set("HARVEST_PROXY_FILE", config.crawl_proxy_file, priority="cmdline")
     settings.set("HARVEST_CRAWL_ID", crawl_id, priority="cmdline")
     settings.set("HARVEST_PROGRESS", progress, priority="cmdline")
     settings.set("LOG_LEVEL", "WARNING", priority="cmdline")

@@ -47,3 +47,18 @@ def test_secrets_come_from_env_or_a_private_file(
     assert mode == 0o600
     monkeypatch.setenv("HARVEST_LABEL_STUDIO_TOKEN", "from-env")
     assert cfg.label_studio_token == "from-env"
+
+
+def test_proxies_from_config_reach_the_crawler(tmp_path: Path) -> None:
+    from harvest.crawl import crawl_settings
+    from spiders.recipe import load_recipe
+    from tests.conftest import ROOT
+
+    path = tmp_path / "harvest.toml"
+    path.write_text('[crawl]\nproxy_file = "/etc/proxies.txt"\n')
+    cfg = load_config(
+        path, env={"HARVEST_CRAWL_PROXIES": "http://u:p@127.0.0.2:1,http://127.0.0.3:2"}
+    )
+    settings = crawl_settings(cfg, load_recipe("demo", ROOT / "sources"), "id")
+    assert settings.getlist("HARVEST_PROXIES") == ["http://u:p@127.0.0.2:1", "http://127.0.0.3:2"]
+    assert settings.get("HARVEST_PROXY_FILE") == "/etc/proxies.txt"
