@@ -116,6 +116,7 @@ def crawl(
     """Crawl SOURCE into raw/<source>, then curate it."""
     from harvest import stages
     from harvest.crawl import run_crawl
+    from spiders.account import account, describe
 
     cfg = config()
     recipe = stages.recipe(cfg, source)
@@ -149,11 +150,22 @@ def crawl(
             duplicates_dropped=result.duplicates_dropped,
             report=result.report,
         )
+    # every crawl ends with its account; pages given up past the recipe's limit fail it
+    summary["account"] = acc = account(summary["stats"])
+    for line in describe(acc):
+        err.print(f"account: {line}", highlight=False)
     emit(summary)
+    if acc["given_up_total"] > recipe.limits.give_up:
+        err.print(
+            f"[bold red]error:[/] crawl of {recipe.name} gave up on {acc['given_up_total']} "
+            f"pages, more than its limits.give_up ({recipe.limits.give_up})",
+            highlight=False,
+        )
+        raise typer.Exit(3)
 
 
 def crawl_stats(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(stats.items()) if type(v) in (int, float) and "/" in k}
+    return {k: v for k, v in sorted(stats.items()) if type(v) in (int, float)}
 
 
 def crawl_worker(

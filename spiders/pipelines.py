@@ -14,6 +14,7 @@ from ingestion.lake import Lake
 from ingestion.runs import record_run
 from ingestion.schema import PROVENANCE_COLUMNS, content_sha256
 from ingestion.writer import BatchWriter
+from spiders.account import account
 from spiders.incremental import IncrementalMiddleware
 
 
@@ -99,7 +100,8 @@ class LakePipeline:
             "crawl",
             self.source,
             {"crawl_id": self.crawl_id, "state": state, "reason": reason,
-             "rows": self.writer.rows_committed},
+             "rows": self.writer.rows_committed,
+             "account": account(self.crawler.stats.get_stats() if self.crawler.stats else {})},
         )  # fmt: skip
 
     def _stats(self) -> None:

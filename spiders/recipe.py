@@ -49,7 +49,7 @@ RESOURCE_TYPES = {
     "fetch", "eventsource", "websocket", "manifest", "other",
 }  # fmt: skip
 PROXY_KEYS = {"urls", "file"}
-LIMIT_KEYS = {"depth", "pages", "bytes", "timeout"}
+LIMIT_KEYS = {"depth", "pages", "bytes", "timeout", "give_up"}
 BAN_KEYS = {"statuses", "markers", "backoff_base", "backoff_max"}
 EXPECTATION_KINDS = {"not_null", "unique", "length_between", "date_parses", "between"}
 EXPECTATION_KEYS = {"expect", "column", "min", "max", "format"}
@@ -130,6 +130,8 @@ class Limits:
     pages: int | None = None
     bytes: int | None = None
     timeout: float | None = None
+    # pages a crawl may give up on and still succeed (see spiders/account.py)
+    give_up: int = 0
 
     def settings(self) -> dict[str, Any]:
         pairs = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_hostile_pages_are_counted_and_skipped(
         "hostile",
         follow=[{"allow": "/hostile/"}],
         item_urls="/hostile/(ok|slow|bomb|latin1|broken|binary)$",
-        limits={"timeout": 3, "bytes": 4 * 1024 * 1024},
+        limits={"timeout": 3, "bytes": 4 * 1024 * 1024, "give_up": 10},
     )
     summary, stderr = crawl_stats(path, demo_site.url + "/hostile/", lake_env)
     assert summary["finish_reason"] == "finished"
@@ -70,9 +71,35 @@ def test_hostile_pages_are_counted_and_skipped(
     assert stats.get("harvest/failed/DownloadTimeoutError") == 1
     assert f"gave up on {demo_site.url}/hostile/slow" in stderr
     assert "Traceback" not in stderr
+    account = summary["account"]
+    assert isinstance(account, dict)
+    assert account["given_up"] == {
+        "DownloadTimeoutError": 1, "bad_encoding": 1, "not_text": 1, "too_large": 1
+    }  # fmt: skip
+    assert "account: gave up on 4 pages" in stderr
     raw = Lake(lake_env["HARVEST_LAKE"]).read("raw/hostile")
     urls = sorted(u.rsplit("/", 1)[1] for u in raw["url"].to_pylist())
     assert urls == ["broken", "ok"]  # broken HTML still parses; the gate judges it
+
+
+def test_a_crawl_that_gave_up_on_pages_fails_with_its_account(
+    tmp_path: Path, demo_site: DemoSite, lake_env: dict[str, str]
+) -> None:
+    path = recipe(
+        tmp_path,
+        "giveup",
+        follow=[{"allow": "/hostile/(binary|latin1)$"}],
+        item_urls="/hostile/",
+    )
+    args = ["crawl", str(path), "--start-url", demo_site.url + "/hostile/", "--no-curate"]
+    proc = run_harvest(args, lake_env, check=False)
+    assert proc.returncode == 3
+    assert "account: gave up on 2 pages: 1 bad_encoding, 1 not_text" in proc.stderr
+    assert "more than its limits.give_up (0)" in proc.stderr
+    assert last_json(proc.stdout)["account"]["given_up_total"] == 2  # type: ignore[index]
+    runs = Lake(lake_env["HARVEST_LAKE"]).read("runs").to_pylist()
+    (stored,) = [d for d in map(json.loads, (r["details"] for r in runs)) if "account" in d]
+    assert stored["account"]["given_up"] == {"bad_encoding": 1, "not_text": 1}
 
 
 def test_page_and_depth_limits_bound_a_crawl(

@@ -265,7 +265,9 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     site = small_site.site
     empty = [a for a in site.articles if a.planted == "empty_body"]
     assert empty
-    recipe = write(tmp_path, demo_js(wait_for="div.body p", timeout=2))
+    # the pages that never render are given up on; allow that many
+    recipe = write(tmp_path, {**demo_js(wait_for="div.body p", timeout=2),
+                              "limits": {"give_up": len(empty)}})  # fmt: skip
     summary, log, _ = crawl(recipe, small_site, browser_env)
     assert summary["finish_reason"] == "finished"
     assert summary["items"] == len(site.articles) - len(empty)
@@ -275,3 +277,4 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     assert stats["harvest/browser/pages_closed"] == stats["playwright/page_count"]
     for article in empty:
         assert f"gave up on {small_site.url}/js{article.path}" in log
+    assert summary["account"]["given_up"] == {"TimeoutError": len(empty)}
