@@ -124,7 +124,7 @@ class Expectation:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on a crawl; 0 means unbounded. Defaults live in spiders/settings.py."""
+    """Bounds on a crawl (depth and pages: 0 is no bound). Defaults in spiders/settings.py."""
 
     depth: int | None = None
     pages: int | None = None
