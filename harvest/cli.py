@@ -132,16 +132,7 @@ def crawl(
         summary: dict[str, Any] = {"source": recipe.name, **merged}
     else:
         stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
-        summary = {
-            "source": recipe.name,
-            "crawl_id": stats["harvest/crawl_id"],
-            "resumed": stats["harvest/resumed"],
-            "pages": stats.get("response_received_count", 0),
-            "items": stats.get("item_scraped_count", 0),
-            "rows_committed": stats.get("harvest/rows_committed", 0),
-            "finish_reason": stats.get("finish_reason"),
-            "stats": crawl_stats(stats),
-        }
+        summary = {"source": recipe.name, **crawl_summary(stats)}
     if curate:
         result = stages.curate_source(cfg, recipe)
         summary.update(
@@ -164,8 +155,17 @@ def crawl(
         raise typer.Exit(3)
 
 
-def crawl_stats(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(stats.items()) if type(v) in (int, float)}
+def crawl_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    """What one crawl process reports: the headline counts and every numeric stat."""
+    return {
+        "crawl_id": stats["harvest/crawl_id"],
+        "resumed": stats["harvest/resumed"],
+        "pages": stats.get("response_received_count", 0),
+        "items": stats.get("item_scraped_count", 0),
+        "rows_committed": stats.get("harvest/rows_committed", 0),
+        "finish_reason": stats.get("finish_reason"),
+        "stats": {k: v for k, v in sorted(stats.items()) if type(v) in (int, float)},
+    }
 
 
 def crawl_worker(
@@ -181,15 +181,7 @@ def crawl_worker(
         raise typer.BadParameter(f"--worker needs --crawl-id and ${REDIS_URL_ENV}")
     stats = run_crawl(cfg, recipe, start_url, progress=False,
                       worker=Worker(redis_url, crawl_id, resumed))  # fmt: skip
-    return {
-        "crawl_id": crawl_id,
-        "pages": stats.get("response_received_count", 0),
-        "requests": stats.get("scheduler/dequeued/redis", 0),
-        "items": stats.get("item_scraped_count", 0),
-        "rows_committed": stats.get("harvest/rows_committed", 0),
-        "finish_reason": stats.get("finish_reason"),
-        "stats": crawl_stats(stats),
-    }
+    return {**crawl_summary(stats), "requests": stats.get("scheduler/dequeued/redis", 0)}
 
 
 @app.command("curate")
