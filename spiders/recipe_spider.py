@@ -56,10 +56,16 @@ class RecipeSpider(scrapy.Spider):
 
     def failed(self, failure: Failure) -> None:
         """A page given up on is counted by reason and logged in one line, never a crash."""
-        if failure.check(HttpError, IgnoreRequest):
-            return  # Scrapy's and harvest's middlewares count these where they drop them
         request = getattr(failure, "request", None)
         assert self.crawler.stats is not None
+        if failure.check(HttpError):
+            # with an errback, Scrapy's HttpErrorMiddleware leaves the counting to us
+            status = failure.value.response.status
+            self.crawler.stats.inc_value(f"harvest/failed/http_{status}")
+            self.logger.warning("gave up on %s: HTTP %d", getattr(request, "url", "?"), status)
+            return
+        if failure.check(IgnoreRequest):
+            return  # harvest's and Scrapy's middlewares count these where they drop them
         self.crawler.stats.inc_value(f"harvest/failed/{failure.type.__name__}")
         if request is not None and request.meta.get("playwright"):
             self.crawler.stats.inc_value("harvest/browser/failed")

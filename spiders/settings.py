@@ -30,6 +30,8 @@ DOWNLOADER_MIDDLEWARES = {
     "spiders.middlewares.pagecheck.BoundedDecompressionMiddleware": 590,
     # the proxy pool and ban detection: see its settings below for why 560
     "spiders.middlewares.proxypool.ProxyPoolMiddleware": 560,
+    # like the pool, ahead of RetryMiddleware (550), for the direct connection
+    "spiders.middlewares.pacing.PacingMiddleware": 565,
 }
 EXTENSIONS = {"spiders.progress.CrawlProgress": 500}
 
@@ -66,6 +68,14 @@ HARVEST_PROXY_FILE = ""
 HARVEST_PROXY_MAX_FAILURES = 3
 # retries through other proxies after a ban or a failed connection, per request
 HARVEST_BAN_MAX_RETRIES = 10
+
+# learn a site's pace on the direct connection from its 429/503 answers (AIMD on the gap
+# between requests, Retry-After always honoured); see spiders/middlewares/pacing.py
+HARVEST_PACING = True
+HARVEST_PACING_START_DELAY = 0.05
+HARVEST_PACING_STEP = 0.01
+HARVEST_PACING_MAX_DELAY = 60.0
+HARVEST_PACING_MAX_TRIES = 20
 
 # a frontier in Redis shared by several crawl processes (spiders/frontier.py); set by
 # `harvest crawl --workers N`, which also sets SCHEDULER to spiders.frontier.RedisFrontier
