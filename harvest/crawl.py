@@ -100,11 +100,14 @@ def run_crawl(
         )
     # a worker may find that the others took every page: the caller checks them all
     if not stats.get("response_received_count") and worker is None:
-        urls = [start_url] if start_url else recipe.start_urls
         reason = stats.get("finish_reason", "unknown")
         errors = {k: v for k, v in stats.items() if k.startswith("downloader/exception_type_count")}
-        raise CrawlError(
-            f"crawl of {recipe.name} got no response from {', '.join(urls)} "
-            f"(finish reason {reason}; {errors or 'no download errors recorded'})"
+        raise no_response(
+            recipe, start_url, f"finish reason {reason}; {errors or 'no download errors recorded'}"
         )
     return stats
+
+
+def no_response(recipe: Recipe, start_url: str | None, detail: str) -> CrawlError:
+    urls = [start_url] if start_url else recipe.start_urls
+    return CrawlError(f"crawl of {recipe.name} got no response from {', '.join(urls)} ({detail})")

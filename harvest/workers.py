@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest.config import Config
-from harvest.crawl import CrawlError
+from harvest.crawl import CrawlError, no_response
 from ingestion.lake import Lake
 from ingestion.runs import record_run
 from spiders.frontier import connect, delete_frontier
@@ -172,11 +172,8 @@ def _run(
     summary = merge(results)
     summary.update(crawl_id=crawl_id, resumed=resumed is not None)
     if not summary["pages"]:
-        urls = [start_url] if start_url else recipe.start_urls
-        raise CrawlError(
-            f"crawl of {recipe.name} got no response from {', '.join(urls)} "
-            f"(finish reasons {', '.join(sorted(reasons))}; {workers} workers)"
-        )
+        detail = f"finish reasons {', '.join(sorted(reasons))}; {workers} workers"
+        raise no_response(recipe, start_url, detail)
     return summary
 
 

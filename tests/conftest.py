@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,18 +13,13 @@ from pathlib import Path
 import pytest
 
 from harvest.demosite import DemoSite, Site, generate
+from harvest.workers import free_port as free_port  # the tests take it from here
 from labeling.server import LabelStudioServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 LABEL_STUDIO = ROOT / ".venv-labelstudio" / "bin" / "label-studio"
 SITE_ARTICLES = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_harvest(
