@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Crawl, curate, label and train.", no_args_is_help=True)
 label_app = typer.Typer(help="Label Studio: serve, push, pull, simulate.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
+lake_app = typer.Typer(help="Lake tables: history, compact, vacuum.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+dataset_app = typer.Typer(help="Dataset versions.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -342,6 +346,120 @@ def demo(
 
     summary = run_demo(config(), workdir, articles, seed, corpus, epochs)
     emit(summary)
+
+
+@lake_app.command("history")
+@friendly
+def lake_history(
+    table: str = typer.Argument(..., help="e.g. raw/demo, curated/demo, datasets/demo, runs"),
+    limit: int | None = typer.Option(None, min=1, help="only the newest N versions"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """List the versions of TABLE: time, operation, rows added, crawl id, lineage."""
+    from rich.table import Table
+
+    from ingestion.lake import Lake
+    from ingestion.versions import history
+
+    commits = history(Lake(config().lake), table, limit)
+    if as_json:
+        print(json.dumps([c.as_json() for c in commits], default=str))
+        return
+    out = Table(title=table, title_justify="left")
+    for name in ("version", "time (UTC)", "operation", "rows added", "crawl id", "lineage"):
+        out.add_column(name, overflow="fold", justify="right" if name == "version" else "left")
+    for c in commits:
+        rest = {k: v for k, v in c.lineage.items() if k not in ("crawl_id", "content_sha256")}
+        out.add_row(
+            str(c.version), c.time.strftime("%Y-%m-%d %H:%M:%S"), c.operation,
+            "" if c.rows_added is None else str(c.rows_added), c.crawl_id or "",
+            ", ".join(f"{k}={json.dumps(v)}" for k, v in rest.items()),
+        )  # fmt: skip
+    Console(soft_wrap=False).print(out)
+
+
+def lake_tables(table: str | None) -> list[str]:
+    from ingestion.lake import Lake
+
+    lake = Lake(config().lake)
+    names = [table] if table else lake.tables()
+    if not names:
+        err.print(f"no tables in lake {lake.root}")
+    return names
+
+
+@lake_app.command("compact")
+@friendly
+def lake_compact(
+    table: str | None = typer.Argument(None, help="default: every table"),
+) -> None:
+    """Rewrite TABLE's small files into large ones (a new version, the same rows)."""
+    from ingestion.lake import Lake
+    from ingestion.versions import compact
+
+    lake = Lake(config().lake)
+    results = []
+    for name in lake_tables(table):
+        r = compact(lake, name)
+        err.print(f"{name}: {r['files_removed']} files rewritten into {r['files_added']}, "
+                  f"version {r['version']}", highlight=False)  # fmt: skip
+        results.append(r)
+    emit({"compacted": results})
+
+
+@lake_app.command("vacuum")
+@friendly
+def lake_vacuum(
+    table: str | None = typer.Argument(None, help="default: every table"),
+    retain_hours: int = typer.Option(
+        168, min=0, help="keep files that versions of the last H hours need"
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would go, delete nothing"),
+) -> None:
+    """Delete data files no recent version needs; never those of a version a dataset names."""
+    from ingestion.lake import Lake
+    from ingestion.versions import pinned_versions, vacuum
+
+    lake = Lake(config().lake)
+    pins = pinned_versions(lake)
+    results = []
+    for name in lake_tables(table):
+        r = vacuum(lake, name, retain_hours, dry_run, pins)
+        verb = "would delete" if dry_run else "deleted"
+        err.print(f"{name}: {verb} {len(r.removed)} file(s) older than {retain_hours} h",
+                  highlight=False)  # fmt: skip
+        for pin in r.kept:
+            err.print(f"  kept the files of {name} version {pin.version}: {pin.reason}",
+                      highlight=False)  # fmt: skip
+        results.append(r.as_json())
+    emit({"dry_run": dry_run, "retain_hours": retain_hours, "vacuumed": results})
+
+
+@dataset_app.command("rebuild")
+@friendly
+def dataset_rebuild(
+    name: str,
+    version: int | None = typer.Option(None, help="dataset version (default: latest)"),
+    out: Path | None = typer.Option(None, help="also write the rebuilt rows to this Parquet file"),
+) -> None:
+    """Cut a dataset version again from the table versions it names; exit 1 unless identical."""
+    import pyarrow.parquet as pq
+
+    from ingestion.datasets import rebuild_dataset
+    from ingestion.lake import Lake
+
+    r = rebuild_dataset(Lake(config().lake), name, version)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(r.table, out)
+    emit({"dataset": name, "version": r.version, "rows": r.rows, "tables": r.lineage["tables"],
+          "sha256": r.sha256, "stored_sha256": r.stored_sha256,
+          "recorded_sha256": r.recorded_sha256, "identical": r.identical,
+          "out": str(out) if out else None})  # fmt: skip
+    if not r.identical:
+        err.print(f"[bold red]error:[/] dataset {name!r} version {r.version} rebuilt differently "
+                  "from what was stored", highlight=False)  # fmt: skip
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ingestion.lake import Lake, LakeError
+from ingestion.lake import LINEAGE_KEY, Lake, LakeError
 
 SPLITS = ("train", "validation", "test")
 SCHEMA = pa.schema(
@@ -71,25 +73,40 @@ def cut_dataset(
     for table in (curated_table, labels_table):
         if not lake.exists(table):
             raise LakeError(f"cannot cut dataset {name!r}: table {table!r} does not exist yet")
-    curated_v = lake.table(curated_table).version()
-    labels_v = lake.table(labels_table).version()
-    lineage = {
+    # a compaction's version holds the same rows as the one before: it cuts nothing new
+    curated_v = lake.data_version(curated_table)
+    labels_v = lake.data_version(labels_table)
+    lineage: dict[str, Any] = {
         "tables": {curated_table: curated_v, labels_table: labels_v},
+        "curated": curated_table,
+        "labels": labels_table,
         "seed": seed,
         "fractions": list(fractions),
         "text_field": text_field,
     }
     table = f"datasets/{name}"
     if lake.exists(table):
-        latest = lake.table(table).version()
-        if lake.metadata(table, latest) == lineage:
+        latest, stored = dataset_lineage(lake, name)
+        if _inputs(stored) == lineage:
             rows = lake.table(table).to_pyarrow_table(columns=["row_id"]).num_rows
-            return DatasetVersion(name, latest, rows, lineage, reused=True)
+            return DatasetVersion(name, latest, rows, stored, reused=True)
 
-    curated = lake.read(curated_table, curated_v).select(
+    data = build_dataset(lake, name, lineage)
+    # the hash lets a rebuild be checked even where the stored files are gone
+    lineage["content_sha256"] = table_sha256(data)
+    version = lake.overwrite(table, data, lineage)
+    return DatasetVersion(name, version, data.num_rows, lineage)
+
+
+def build_dataset(lake: Lake, name: str, lineage: dict[str, Any]) -> pa.Table:
+    """The rows of a dataset version, from the exact input versions its lineage names."""
+    inputs = _inputs(lineage)
+    curated_table, labels_table = inputs["curated"], inputs["labels"]
+    text_field = inputs["text_field"]
+    curated = lake.read(curated_table, inputs["tables"][curated_table]).select(
         ["content_sha256", "source", "url", text_field]
     )
-    labels = lake.read(labels_table, labels_v).select(["row_id", "label"])
+    labels = lake.read(labels_table, inputs["tables"][labels_table]).select(["row_id", "label"])
     text_of = {
         h: (src, url, text)
         for h, src, url, text in zip(
@@ -107,19 +124,102 @@ def cut_dataset(
         raise LakeError(
             f"cannot cut dataset {name!r}: no row of {curated_table} has a label in {labels_table}"
         )
-    splits = stratified_split([r["label"] for r in rows], fractions, seed)
+    fractions = inputs["fractions"]
+    splits = stratified_split(
+        [r["label"] for r in rows], (fractions[0], fractions[1], fractions[2]), inputs["seed"]
+    )
     for row, split in zip(rows, splits, strict=True):
         row["split"] = split
-    version = lake.overwrite(table, pa.Table.from_pylist(rows, schema=SCHEMA), lineage)
-    return DatasetVersion(name, version, len(rows), lineage)
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _inputs(lineage: dict[str, Any]) -> dict[str, Any]:
+    """What a cut depends on; lineages written before they named their inputs by role name
+    them by table prefix."""
+    tables = dict(lineage.get("tables", {}))
+    curated = lineage.get("curated") or next((t for t in tables if t.startswith("curated/")), None)
+    labels = lineage.get("labels") or next((t for t in tables if t != curated), None)
+    return {
+        "tables": tables,
+        "curated": curated,
+        "labels": labels,
+        "seed": lineage.get("seed"),
+        "fractions": lineage.get("fractions"),
+        "text_field": lineage.get("text_field"),
+    }
+
+
+def dataset_lineage(
+    lake: Lake, name: str, version: int | None = None
+) -> tuple[int, dict[str, Any]]:
+    """The version that cut what ``datasets/<name>`` holds at ``version`` (default: latest),
+    and its lineage. Compaction and vacuum commit versions of their own that change no rows
+    and carry no lineage; they belong to the cut before them."""
+    table = f"datasets/{name}"
+    if not lake.exists(table):
+        raise LakeError(f"no dataset {name!r} in lake {lake.root} (run `harvest train` first)")
+    at = lake.table(table, version).version()
+    for entry in lake.table(table).history():
+        if entry["version"] <= at and LINEAGE_KEY in entry:
+            return int(entry["version"]), dict(json.loads(entry[LINEAGE_KEY]))
+    raise LakeError(f"dataset {name!r} version {at} has no lineage in its commit log")
+
+
+def dataset_versions(lake: Lake, name: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every version cut of ``datasets/<name>`` still in its log, oldest first."""
+    out = [
+        (int(e["version"]), dict(json.loads(e[LINEAGE_KEY])))
+        for e in lake.table(f"datasets/{name}").history()
+        if LINEAGE_KEY in e
+    ]
+    return sorted(out, key=lambda item: item[0])
+
+
+def table_sha256(table: pa.Table) -> str:
+    """A hash of an Arrow table's column names, types and values in row order, the same
+    however its buffers are chunked or laid out."""
+    h = hashlib.sha256()
+    h.update(json.dumps([[f.name, str(f.type)] for f in table.schema]).encode())
+    for batch in table.to_batches(max_chunksize=10_000):
+        for row in batch.to_pylist():
+            h.update(b"\n" + json.dumps(row, default=str, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Rebuild:
+    name: str
+    version: int
+    rows: int
+    lineage: dict[str, Any]
+    sha256: str
+    stored_sha256: str | None  # None where the stored version can no longer be read
+    recorded_sha256: str | None  # None for versions cut before the hash was recorded
+    table: pa.Table
+
+    @property
+    def identical(self) -> bool:
+        known = [h for h in (self.stored_sha256, self.recorded_sha256) if h is not None]
+        return bool(known) and all(h == self.sha256 for h in known)
+
+
+def rebuild_dataset(lake: Lake, name: str, version: int | None = None) -> Rebuild:
+    """Cuts dataset version ``version`` again from the input versions it names, and hashes
+    it beside the stored version."""
+    cut_version, lineage = dataset_lineage(lake, name, version)
+    rebuilt = build_dataset(lake, name, lineage)
+    try:
+        stored_sha: str | None = table_sha256(lake.read(f"datasets/{name}", cut_version))
+    except LakeError:
+        stored_sha = None
+    return Rebuild(
+        name, cut_version, rebuilt.num_rows, lineage, table_sha256(rebuilt), stored_sha,
+        lineage.get("content_sha256"), rebuilt,
+    )  # fmt: skip
 
 
 def read_dataset(
     lake: Lake, name: str, version: int | None = None
 ) -> tuple[pa.Table, dict[str, Any]]:
-    table = f"datasets/{name}"
-    if not lake.exists(table):
-        raise LakeError(f"no dataset {name!r} in lake {lake.root} (run `harvest train` first)")
-    dt = lake.table(table, version)
-    v = dt.version()
-    return dt.to_pyarrow_table(), {"version": v, **lake.metadata(table, v)}
+    cut_version, lineage = dataset_lineage(lake, name, version)
+    return lake.read(f"datasets/{name}", cut_version), {"version": cut_version, **lineage}

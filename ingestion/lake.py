@@ -5,17 +5,25 @@ from __future__ import annotations
 import json
 import random
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from ingestion import deltalog
 
 LINEAGE_KEY = "harvest.lineage"
 # delta-rs retries appends that race other writers, but not the creation of a table, and
 # gives up under heavy contention; a failed commit leaves nothing behind, so try again
 COMMIT_ATTEMPTS = 5
+# Time travel to a version needs its commit in the log, and by default delta-rs deletes log
+# entries older than 30 days whenever it writes a checkpoint: versions that datasets name
+# must stay loadable, so every commit keeps the log whole.
+KEEP_LOG = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+MOVES_NO_ROWS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
 
 
 class LakeError(RuntimeError):
@@ -34,17 +42,63 @@ class Lake:
     def exists(self, table: str) -> bool:
         return DeltaTable.is_deltatable(self.uri(table))
 
-    def table(self, table: str, version: int | None = None) -> DeltaTable:
+    def table(
+        self, table: str, version: int | None = None, as_of: datetime | str | None = None
+    ) -> DeltaTable:
+        """The table as of ``version``, or as it was at time ``as_of`` (default: latest)."""
+        if version is not None and as_of is not None:
+            raise LakeError(f"read of {table!r}: give a version or a time, not both")
         try:
-            return DeltaTable(self.uri(table), version=version)
+            dt = DeltaTable(self.uri(table), version=version)
         except TableNotFoundError as exc:
             raise LakeError(f"no table {table!r} in lake {self.root}") from exc
+        except (DeltaError, OSError, ValueError) as exc:
+            if version is None:
+                raise
+            latest = self.table(table).version()
+            raise LakeError(
+                f"table {table!r} has no version {version} (versions 0 to {latest}, "
+                "unless its log was cleaned up)"
+            ) from exc
+        if as_of is not None:
+            when = _timestamp(as_of, table)
+            first = dt.history()[-1]["timestamp"]
+            if when.timestamp() * 1000 < first:
+                born = datetime.fromtimestamp(first / 1000, UTC).isoformat()
+                raise LakeError(
+                    f"table {table!r} did not exist at {when.isoformat()} (its oldest version "
+                    f"left in the log is from {born})"
+                )
+            dt.load_as_version(when)
+        return dt
 
     def version(self, table: str) -> int | None:
         return self.table(table).version() if self.exists(table) else None
 
-    def read(self, table: str, version: int | None = None) -> pa.Table:
-        return self.table(table, version).to_pyarrow_table()
+    def data_version(self, table: str) -> int:
+        """The latest version whose commit changed rows: compaction and vacuum commit versions
+        that only move or delete files, whose rows are those of the version before."""
+        for entry in self.table(table).history():
+            if entry.get("operation") not in MOVES_NO_ROWS:
+                return int(entry["version"])
+        raise LakeError(f"table {table!r} has no version that wrote rows")
+
+    def read(
+        self,
+        table: str,
+        version: int | None = None,
+        as_of: datetime | str | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Rows of ``table`` at a pinned ``version`` or time ``as_of`` (default: latest)."""
+        dt = self.table(table, version, as_of)
+        try:
+            return dt.to_pyarrow_table(columns=columns)
+        except FileNotFoundError as exc:
+            raise LakeError(
+                f"table {table!r} version {dt.version()} cannot be read: a data file it names "
+                f"is gone (vacuumed?): {str(exc).splitlines()[0]}"
+            ) from exc
 
     def append(self, table: str, data: pa.Table, metadata: dict[str, Any] | None = None) -> int:
         """Append ``data`` as one commit; returns the new table version."""
@@ -60,14 +114,14 @@ class Lake:
         if mode == "overwrite":
             write_deltalake(
                 self.uri(table), data, mode="overwrite", schema_mode="overwrite",
-                commit_properties=props,
+                commit_properties=props, post_commithook_properties=KEEP_LOG,
             )  # fmt: skip
         else:
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 try:
                     write_deltalake(
                         self.uri(table), data, mode="append", schema_mode="merge",
-                        commit_properties=props,
+                        commit_properties=props, post_commithook_properties=KEEP_LOG,
                     )  # fmt: skip
                     break
                 except CommitFailedError:
@@ -84,15 +138,44 @@ class Lake:
         return {}
 
     def new_files(self, table: str, since: int | None) -> list[str]:
-        """Data files added to an append-only table after version ``since``."""
-        current = self.table(table).file_uris()
+        """Data files holding the rows appended to ``table`` after version ``since``.
+
+        Read from the commit log rather than by diffing snapshots: a compaction rewrites old
+        rows into new files, which a diff would take for new rows.
+        """
+        dt = self.table(table)
         if since is None:
-            return current
-        old = set(self.table(table, since).file_uris())
-        return [f for f in current if f not in old]
+            return dt.file_uris()
+        uri = self.uri(table)
+        try:
+            files, retired = deltalog.data_added_since(uri, since, dt.version())
+        except FileNotFoundError as exc:
+            raise LakeError(
+                f"cannot tell what {table!r} gained since version {since}: its log from there "
+                "on was cleaned up"
+            ) from exc
+        gone = deltalog.missing(uri, set(retired))
+        if gone:
+            raise LakeError(
+                f"{len(gone)} file(s) of rows appended to {table!r} after version {since} were "
+                f"compacted and then vacuumed before they were read, e.g. {gone[0]}"
+            )
+        return files
 
     def tables(self) -> list[str]:
-        if "://" in self.root or not Path(self.root).exists():
+        if "://" in self.root:
+            return deltalog.tables(self.root)
+        if not Path(self.root).exists():
             return []
         root = Path(self.root)
         return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/_delta_log"))
+
+
+def _timestamp(value: datetime | str, table: str) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise LakeError(f"read of {table!r}: {value!r} is not an ISO 8601 time") from exc
+    # a time without a zone is taken as UTC, the zone of the commit timestamps
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

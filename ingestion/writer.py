@@ -19,10 +19,12 @@ class BatchWriter:
         table: str,
         batch_size: int = 100,
         field_types: dict[str, pa.DataType] | None = None,
+        metadata: dict[str, Any] | None = None,
     ):
         self.lake = lake
         self.table = table
         self.batch_size = batch_size
+        self.metadata = metadata  # written with every commit, e.g. the crawl id
         self.schema = _schema(field_types or {})
         self.buffer: list[dict[str, Any]] = []
         self.rows_committed = 0
@@ -44,7 +46,7 @@ class BatchWriter:
         for name in extra:
             schema = schema.append(pa.field(name, pa.string()))
         batch = pa.Table.from_pylist(self.buffer, schema=schema)
-        version = self.lake.append(self.table, batch)
+        version = self.lake.append(self.table, batch, self.metadata)
         self.rows_committed += len(self.buffer)
         self.batches_committed += 1
         self.buffer = []

@@ -50,6 +50,7 @@ class LakePipeline:
             f"raw/{source}",
             self.batch_size,
             field_types=recipe.field_types if recipe else None,
+            metadata={"crawl_id": self.crawl_id},
         )
         self.crawler.stats.set_value("harvest/crawl_id", self.crawl_id)
         # an end never recorded marks the crawl for resuming (spiders/resume.py)
