@@ -190,14 +190,177 @@ def crawl_worker(
 
 @app.command("curate")
 @friendly
-def curate_cmd(source: str) -> None:
+def curate_cmd(
+    source: str,
+    accept_batch: bool = typer.Option(
+        False, help="publish a batch even if it fails a batch-level gate (recorded)"
+    ),
+    reason: str | None = typer.Option(None, help="why the batch is accepted (with --accept-batch)"),
+) -> None:
     """Validate the raw rows of SOURCE not yet curated; split into curated and quarantine."""
     from dataclasses import asdict
 
     from harvest import stages
 
+    if reason and not accept_batch:
+        raise typer.BadParameter("--reason goes with --accept-batch")
     cfg = config()
-    emit(asdict(stages.curate_source(cfg, stages.recipe(cfg, source))))
+    note = (reason or "accepted by hand") if accept_batch else None
+    result = stages.curate_source(cfg, stages.recipe(cfg, source), accept_batch=note)
+    if result.batch_status == "held":
+        err.print(f"batch of {result.source} held back whole:", highlight=False)
+        for line in result.held_reasons:
+            err.print(f"  - {line}", highlight=False)
+    emit(asdict(result))
+
+
+@app.command()
+@friendly
+def status(
+    sources: list[str] = typer.Argument(None, help="default: every recipe and lake source"),
+) -> None:
+    """Per source: last crawl, last curate, held batches and why, quarantine counts."""
+    from ingestion.lake import Lake
+    from validation.status import describe, source_status
+
+    cfg = config()
+    lake = Lake(cfg.lake)
+    in_lake = {t.split("/", 1)[1] for t in lake.tables() if t.startswith("raw/")}
+    recipes = {p.stem for p in Path(cfg.sources).glob("*.y*ml")}
+    for name in sources or []:
+        if name not in in_lake and name not in recipes:
+            raise typer.BadParameter(
+                f"unknown source {name!r} (known: {', '.join(sorted(in_lake | recipes)) or 'none'})"
+            )
+    for name in sources or sorted(in_lake | recipes):
+        state = source_status(lake, name)
+        for line in describe(state):
+            err.print(line, highlight=False)
+        emit(state)
+
+
+quarantine_app = typer.Typer(
+    help="Review quarantined rows: list, show, release, drop.", no_args_is_help=True
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+@friendly
+def quarantine_list(source: str) -> None:
+    """How many rows of SOURCE are quarantined, by failed expectation."""
+    from harvest import stages
+    from ingestion.lake import Lake
+    from validation import quarantine
+
+    cfg = config()
+    emit(quarantine.counts(Lake(cfg.lake), stages.recipe(cfg, source).name))
+
+
+@quarantine_app.command("show")
+@friendly
+def quarantine_show(
+    source: str,
+    url: list[str] = typer.Option(None, help="only this row (repeatable)"),
+    expectation: str | None = typer.Option(None, help="only rows failing this expectation"),
+    limit: int = typer.Option(20, min=1),
+) -> None:
+    """Quarantined rows of SOURCE with their URL and failed expectations, one JSON a line."""
+    from harvest import stages
+    from ingestion.lake import Lake
+    from validation import quarantine
+
+    cfg = config()
+    name = stages.recipe(cfg, source).name
+    for row in quarantine.show(Lake(cfg.lake), name, url, expectation, limit):
+        emit(row)
+
+
+@quarantine_app.command("release")
+@friendly
+def quarantine_release(
+    source: str,
+    recheck: bool = typer.Option(
+        False, help="re-run the recipe's expectations: rows passing now move to curated"
+    ),
+    reason: str | None = typer.Option(None, help="why, for rows released by hand (recorded)"),
+    url: list[str] = typer.Option(None, help="this row (repeatable)"),
+    expectation: str | None = typer.Option(None, help="rows failing this expectation"),
+    all_rows: bool = typer.Option(False, "--all", help="every quarantined row"),
+) -> None:
+    """Move quarantined rows of SOURCE to curated: after a recipe fix (--recheck), or by
+    hand with --reason."""
+    from dataclasses import asdict
+
+    from harvest import stages
+    from ingestion.lake import Lake
+    from validation import quarantine
+
+    cfg = config()
+    r = stages.recipe(cfg, source)
+    lake = Lake(cfg.lake)
+    if recheck:
+        if reason or all_rows:
+            raise typer.BadParameter("--recheck takes no --reason or --all: the recipe decides")
+        review = quarantine.recheck(lake, r.name, stages.gate_spec(r), url, expectation)
+    else:
+        if not reason:
+            raise typer.BadParameter("release by hand needs a --reason (or use --recheck)")
+        spec = stages.gate_spec(r)
+        review = quarantine.release(lake, r.name, spec, reason, url, expectation, all_rows)
+    emit(asdict(review))
+
+
+@quarantine_app.command("drop")
+@friendly
+def quarantine_drop(
+    source: str,
+    reason: str = typer.Option(..., help="why (recorded)"),
+    url: list[str] = typer.Option(None, help="this row (repeatable)"),
+    expectation: str | None = typer.Option(None, help="rows failing this expectation"),
+    all_rows: bool = typer.Option(False, "--all", help="every quarantined row"),
+) -> None:
+    """Remove quarantined rows of SOURCE for good (raw and the table history keep them)."""
+    from dataclasses import asdict
+
+    from harvest import stages
+    from ingestion.lake import Lake
+    from validation import quarantine
+
+    cfg = config()
+    name = stages.recipe(cfg, source).name
+    emit(asdict(quarantine.drop(Lake(cfg.lake), name, reason, url, expectation, all_rows)))
+
+
+@app.command()
+@friendly
+def drift(
+    source: str,
+    from_version: int = typer.Option(..., "--from", help="table version to compare from"),
+    to_version: int = typer.Option(..., "--to", help="table version to compare with"),
+    table: str = typer.Option("curated", help="raw, curated or quarantine"),
+    added: bool = typer.Option(False, help="compare only the rows added after --from"),
+    alpha: float = typer.Option(0.01, help="significance level of each test"),
+    min_effect: float = typer.Option(0.1, help="smallest KS statistic or JS distance to flag"),
+) -> None:
+    """Per-field drift of <table>/SOURCE between two versions, as HTML with plots; prints
+    a JSON summary."""
+    from ingestion.lake import Lake
+    from validation.drift import drift_report
+
+    if table not in ("raw", "curated", "quarantine"):
+        raise typer.BadParameter(f"--table {table!r}: one of raw, curated, quarantine")
+    cfg = config()
+    summary = drift_report(Lake(cfg.lake), source, cfg.reports, from_version, to_version,
+                           table, added, alpha, min_effect)  # fmt: skip
+    for f in summary["fields"]:
+        verdict = "DRIFTED" if f["drifted"] else "stable"
+        err.print(f"{f['field']}: {verdict} ({f['test']} {f['statistic']:.3f}, "
+                  f"p={f['pvalue']:.3g})", highlight=False)  # fmt: skip
+    err.print(f"report: {summary['report']}", highlight=False)
+    summary["fields"] = {f["field"]: {k: f[k] for k in ("kind", "test", "statistic", "pvalue",
+                         "drifted")} for f in summary["fields"]}  # fmt: skip
+    emit(summary)
 
 
 @label_app.command("serve")

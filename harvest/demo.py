@@ -60,8 +60,9 @@ def run_demo(
             stats = run_crawl(cfg, recipe, start_url=demo_site.url + "/")
             say(f"crawled {stats.get('item_scraped_count', 0)} items; curating")
             gate = stages.curate_source(cfg, recipe)
-            say(f"curated {gate.curated}, quarantined {gate.quarantined}, "
-                f"dropped {gate.duplicates_dropped} duplicates; report {gate.report}")  # fmt: skip
+            say(f"curated {gate.curated}, quarantined {gate.quarantined}, dropped "
+                f"{gate.duplicates_dropped} duplicates and {gate.near_duplicates_dropped} "
+                f"near duplicates; report {gate.report}")  # fmt: skip
 
             sync = stages.label_sync(cfg)
             title = stages.project_title(recipe.name)
@@ -87,10 +88,12 @@ def run_demo(
         "site_articles": len(site.articles),
         "planted_invalid": len(site.planted_invalid),
         "planted_duplicates": len(site.planted_duplicates),
+        "planted_near_duplicates": len(site.planted_near_duplicates),
         "items_crawled": int(stats.get("item_scraped_count", 0)),
         "curated": gate.curated,
         "quarantined": gate.quarantined,
         "duplicates_dropped": gate.duplicates_dropped,
+        "near_duplicates_dropped": gate.near_duplicates_dropped,
         "labeled": int(pulled["labels"]),
         "dataset_version": version.version,
         "test_accuracy": round(result["test"]["accuracy"], 4),

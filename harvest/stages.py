@@ -10,7 +10,7 @@ from ingestion.lake import Lake
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, PushResult
 from spiders.recipe import Recipe, load_recipe
-from validation.suite import GateSpec, Rule
+from validation.suite import BatchSpec, GateSpec, Rule
 
 if TYPE_CHECKING:
     from validation.gate import CurateResult
@@ -26,14 +26,16 @@ def gate_spec(r: Recipe) -> GateSpec:
         required=[n for n, f in r.fields.items() if f.required],
         dates={n: f.format for n, f in r.fields.items() if f.type == "date"},
         rules=[Rule(e.expect, e.column, e.min, e.max, e.format) for e in r.expectations],
+        batch=BatchSpec(**vars(r.batch)) if r.batch else None,
+        steps=r.steps,
     )
 
 
-def curate_source(config: Config, r: Recipe) -> CurateResult:
+def curate_source(config: Config, r: Recipe, accept_batch: str | None = None) -> CurateResult:
     # Great Expectations takes seconds to import: only the commands that curate pay for it
     from validation.gate import curate
 
-    return curate(Lake(config.lake), r.name, gate_spec(r), config.reports)
+    return curate(Lake(config.lake), r.name, gate_spec(r), config.reports, accept_batch)
 
 
 def project_title(source: str) -> str:

@@ -12,6 +12,9 @@ import yaml
 from parsel import Selector
 from parsel.csstranslator import HTMLTranslator
 
+from ingestion.schema import PROVENANCE_COLUMNS
+from ingestion.transforms import Step, StepError, check_columns, outputs, parse_steps
+
 TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "text": pa.string(),
@@ -38,6 +41,8 @@ TOP_KEYS = {
     "ban",
     "allow_private",
     "limits",
+    "batch",
+    "steps",
 }
 FIELD_KEYS = {"css", "xpath", "type", "format", "required"}
 FOLLOW_KEYS = {"allow", "restrict_css", "render"}
@@ -53,6 +58,8 @@ LIMIT_KEYS = {"depth", "pages", "bytes", "timeout", "give_up"}
 BAN_KEYS = {"statuses", "markers", "backoff_base", "backoff_max"}
 EXPECTATION_KINDS = {"not_null", "unique", "length_between", "date_parses", "between"}
 EXPECTATION_KEYS = {"expect", "column", "min", "max", "format"}
+BATCH_KEYS = {"min_rows_ratio", "max_null_rate_increase", "numeric_drift"}
+DRIFT_KEYS = {"fields", "max_mean_shift", "min_ks_pvalue"}
 
 
 class RecipeError(ValueError):
@@ -123,6 +130,18 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class BatchGates:
+    """Checks on a whole batch against the source's last good batch; a batch failing one is
+    held back whole. Text and list fields in ``drift_fields`` are compared by length."""
+
+    min_rows_ratio: float | None = None
+    max_null_rate_increase: float | None = None
+    drift_fields: tuple[str, ...] = ()
+    max_mean_shift: float | None = None
+    min_ks_pvalue: float | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     """Bounds on a crawl (depth and pages: 0 is no bound). Defaults in spiders/settings.py."""
 
@@ -163,6 +182,9 @@ class Recipe:
     # private, loopback and link-local addresses are refused unless a recipe allows them
     allow_private: bool = False
     limits: Limits = field(default_factory=Limits)
+    batch: BatchGates | None = None
+    # transforms run by the gate before it checks rows (ingestion/transforms)
+    steps: tuple[Step, ...] = ()
 
     @property
     def renders(self) -> bool:
@@ -231,14 +253,13 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     fields = {n: _field(path, n, spec) for n, spec in raw_fields.items()}
 
     text_field = raw.get("text_field", next(iter(fields)))
-    if text_field not in fields:
-        raise RecipeError(path, "text_field", f"{text_field!r} is not one of the fields")
+    steps = _steps(path, raw.get("steps"), fields, text_field)
 
     labels = raw.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise RecipeError(path, "labels", "a list of class names")
 
-    columns = set(fields) | {"url"}
+    columns = set(fields) | {"url"} | outputs(steps)
     expectations = [
         _expectation(path, i, e, columns) for i, e in enumerate(raw.get("expectations") or [])
     ]
@@ -259,6 +280,8 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     settings = {**limits.settings(), **settings}
 
     return Recipe(
+        batch=_batch(path, raw.get("batch"), fields),
+        steps=steps,
         allow_private=allow_private,
         limits=limits,
         render=render,
@@ -277,6 +300,27 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         expectations=expectations,
         settings=dict(settings),
     )
+
+
+def _steps(
+    path: str | Path, raw: Any, fields: dict[str, Field], text_field: Any
+) -> tuple[Step, ...]:
+    """The transform steps; the text field may be a field or a column a step writes."""
+    try:
+        steps = parse_steps(raw, text_field if isinstance(text_field, str) else "")
+    except StepError as exc:
+        raise RecipeError(path, f"steps{exc.key}", exc.problem) from exc
+    if not isinstance(text_field, str) or (
+        text_field not in fields and text_field not in outputs(steps)
+    ):
+        raise RecipeError(
+            path, "text_field", f"{text_field!r} is not one of the fields (or a step's output)"
+        )
+    try:
+        check_columns(steps, [*fields, *PROVENANCE_COLUMNS])
+    except StepError as exc:
+        raise RecipeError(path, f"steps{exc.key}", exc.problem) from exc
+    return steps
 
 
 def _no_unknown(path: str | Path, prefix: str, raw: dict[str, Any], known: set[str]) -> None:
@@ -468,3 +512,64 @@ def _expectation(path: str | Path, i: int, raw: Any, columns: set[str]) -> Expec
     return Expectation(
         expect=kind, column=column, min=raw.get("min"), max=raw.get("max"), format=raw.get("format")
     )
+
+
+def _batch(path: str | Path, raw: Any, fields: dict[str, Field]) -> BatchGates | None:
+    if raw is None:
+        return None
+    raw = _mapping(path, "batch", raw, BATCH_KEYS)
+    if not raw:
+        raise RecipeError(path, "batch", f"name at least one of {', '.join(sorted(BATCH_KEYS))}")
+    ratio = raw.get("min_rows_ratio")
+    if ratio is not None and not (_number(ratio) and 0 < ratio <= 1):
+        raise RecipeError(path, "batch.min_rows_ratio", f"a number in (0, 1], got {ratio!r}")
+    nulls = raw.get("max_null_rate_increase")
+    if nulls is not None and not (_number(nulls) and 0 <= nulls <= 1):
+        raise RecipeError(
+            path, "batch.max_null_rate_increase", f"a number in [0, 1], got {nulls!r}"
+        )
+    gates = BatchGates(min_rows_ratio=ratio, max_null_rate_increase=nulls)
+    if "numeric_drift" not in raw:
+        return gates
+    drift = _mapping(path, "batch.numeric_drift", raw["numeric_drift"], DRIFT_KEYS)
+    shift, pvalue = drift.get("max_mean_shift"), drift.get("min_ks_pvalue")
+    if shift is None and pvalue is None:
+        raise RecipeError(path, "batch.numeric_drift", "name max_mean_shift, min_ks_pvalue or both")
+    if shift is not None and not (_number(shift) and shift > 0):
+        raise RecipeError(
+            path, "batch.numeric_drift.max_mean_shift", f"a positive number, got {shift!r}"
+        )
+    if pvalue is not None and not (_number(pvalue) and 0 < pvalue < 1):
+        raise RecipeError(
+            path, "batch.numeric_drift.min_ks_pvalue", f"a number in (0, 1), got {pvalue!r}"
+        )
+    numeric = [n for n, f in fields.items() if f.type in ("int", "float")]
+    if "fields" not in drift and not numeric:
+        raise RecipeError(
+            path, "batch.numeric_drift.fields", "required: this recipe has no int or float fields"
+        )
+    names = drift.get("fields", numeric)
+    if not isinstance(names, list) or not names:
+        raise RecipeError(
+            path,
+            "batch.numeric_drift.fields",
+            "a non-empty list of fields (int and float ones; text and list ones by length)",
+        )
+    for i, name in enumerate(names):
+        if name not in fields or fields[name].type == "date":
+            raise RecipeError(
+                path,
+                f"batch.numeric_drift.fields[{i}]",
+                f"{name!r} is not a number, text or list field of this recipe",
+            )
+    return BatchGates(
+        min_rows_ratio=ratio,
+        max_null_rate_increase=nulls,
+        drift_fields=tuple(names),
+        max_mean_shift=shift,
+        min_ks_pvalue=pvalue,
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -64,7 +64,8 @@ def test_gate_drops_exact_duplicates(
     summary, lake, _ = crawled
     n_dup = len(site.planted_duplicates)
     assert summary["duplicates_dropped"] == n_dup
-    assert summary["curated"] == len(site.articles) - len(site.planted_invalid) - n_dup
+    n_near = len(site.planted_near_duplicates)
+    assert summary["curated"] == len(site.articles) - len(site.planted_invalid) - n_dup - n_near
     curated = lake.read("curated/demo")
     hashes = curated["content_sha256"].to_pylist()
     assert len(hashes) == len(set(hashes))

@@ -31,7 +31,10 @@ def test_demo_summary_adds_up(tmp_path: Path) -> None:
     assert s["site_articles"] == 150 == s["items_crawled"]
     assert s["planted_invalid"] == len(site.planted_invalid) == s["quarantined"]
     assert s["planted_duplicates"] == len(site.planted_duplicates) == s["duplicates_dropped"]
-    assert s["curated"] == s["site_articles"] - s["planted_invalid"] - s["planted_duplicates"]
+    near = s["planted_near_duplicates"]
+    assert near == len(site.planted_near_duplicates) == s["near_duplicates_dropped"]
+    planted = s["planted_invalid"] + s["planted_duplicates"] + near  # type: ignore[operator]
+    assert s["curated"] == s["site_articles"] - planted  # type: ignore[operator]
     assert s["labeled"] == s["curated"]
     assert 0.4 < s["test_macro_f1"] < 1.0  # type: ignore[operator]
     export = Path(str(s["export_dir"]))

@@ -82,7 +82,7 @@ def test_two_workers_crawl_every_article_once(
         assert worker["finish_reason"] == "finished"
         assert worker["requests"] > 0 and worker["items"] > 0, worker
     assert sum(w["items"] for w in workers) == len(site.articles)
-    n_dup = len(site.planted_duplicates)
+    n_dup = len(site.planted_duplicates) + len(site.planted_near_duplicates)
     assert summary["curated"] == len(site.articles) - len(site.planted_invalid) - n_dup
     # the frontier is gone once the crawl finished
     client = redis.Redis.from_url(redis_url)

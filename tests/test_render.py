@@ -183,7 +183,7 @@ def test_rendered_crawl_gets_every_article_with_its_body(
     assert summary["items"] == n
     assert summary["quarantined"] == len(invalid)
     assert summary["duplicates_dropped"] == len(dups)
-    assert summary["curated"] == n - len(invalid) - len(dups)
+    assert summary["curated"] == n - len(invalid) - len(dups) - len(site.planted_near_duplicates)
     curated = lake.read("curated/demo_js")
     assert curated["body"].null_count == curated["title"].null_count == 0
     reasons = {
@@ -247,7 +247,8 @@ def test_page_budget_restarts_the_browser(
     recipe = write(tmp_path, demo_js(wait_for="div.body", page_budget=10))
     summary, _, paths = crawl(recipe, small_site, browser_env)
     assert summary["items"] == n
-    assert summary["curated"] == n - len(site.planted_invalid) - len(site.planted_duplicates)
+    planted = site.planted_invalid + site.planted_duplicates + site.planted_near_duplicates
+    assert summary["curated"] == n - len(planted)
     assert len(api_hits(paths)) == n
     stats = summary["stats"]
     assert stats["harvest/browser/restarts"] == n // 10 - 1

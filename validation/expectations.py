@@ -25,27 +25,10 @@ class Outcome:
 
 def validate(df: pd.DataFrame, rules: list[Rule], name: str) -> list[Outcome]:
     """One outcome per rule; ``failed_rows`` are positions in ``df``."""
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = ctx.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(f"{name}-batch")
-    batch_def = asset.add_batch_definition_whole_dataframe(f"{name}-whole")
-    suite = gx.ExpectationSuite(name=f"{name}-suite")
     expectations = [to_expectation(rule) for rule in rules]
-    for expectation in expectations:
-        suite.add_expectation(expectation)
-    suite = ctx.suites.add(suite)
-    definition = ctx.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name}-validation", data=batch_def, suite=suite)
-    )
-    frame = df.reset_index(drop=True)
-    result = definition.run(
-        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
-    )
-    by_id = {r.expectation_config.id: r for r in result.results if r.expectation_config}
+    results = run_suite(df, expectations, name)
     outcomes = []
-    for rule, expectation in zip(rules, expectations, strict=True):
-        res = by_id[expectation.id]
+    for rule, res in zip(rules, results, strict=True):
         if res.exception_info and res.exception_info.get("raised_exception"):
             raise RuntimeError(
                 f"expectation {rule_name(rule)} could not run: "
@@ -62,6 +45,29 @@ def validate(df: pd.DataFrame, rules: list[Rule], name: str) -> list[Outcome]:
             )
         )
     return outcomes
+
+
+def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> list[Any]:
+    """Runs ``expectations`` as one Great Expectations suite over ``df``; one result each,
+    in order."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = ctx.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(f"{name}-batch")
+    batch_def = asset.add_batch_definition_whole_dataframe(f"{name}-whole")
+    suite = gx.ExpectationSuite(name=f"{name}-suite")
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    suite = ctx.suites.add(suite)
+    definition = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name}-validation", data=batch_def, suite=suite)
+    )
+    frame = df.reset_index(drop=True)
+    result = definition.run(
+        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
+    )
+    by_id = {r.expectation_config.id: r for r in result.results if r.expectation_config}
+    return [by_id[e.id] for e in expectations]
 
 
 def to_expectation(rule: Rule) -> Any:

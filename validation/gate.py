@@ -1,7 +1,9 @@
 """Splits the raw rows not yet curated into ``curated`` and ``quarantine``.
 
-Rows that pass every expectation, less exact duplicates by content hash (within the batch
-and against what is already curated), go to ``curated/<source>``; rows that fail go to
+The recipe's transform steps run first (``ingestion/transforms``). Rows that pass every
+expectation, less exact and near duplicates (``ingestion/dedup.py``: within the batch and
+against what is already curated), go to ``curated/<source>`` with their ``dup_group``;
+the duplicates go to ``duplicates/<source>`` with what they copy; rows that fail go to
 ``quarantine/<source>`` with the names of the expectations they failed.
 """
 
@@ -15,8 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingestion.dedup import Deduper
 from ingestion.lake import Lake
 from ingestion.runs import last_run, record_run
+from ingestion.transforms import apply_steps
+from validation import batch as batch_gate
 from validation.expectations import validate
 from validation.report import write_report
 from validation.suite import GateSpec
@@ -32,10 +37,14 @@ class CurateResult:
     curated: int = 0
     quarantined: int = 0
     duplicates_dropped: int = 0
+    near_duplicates_dropped: int = 0
     curated_version: int | None = None
     quarantine_version: int | None = None
+    duplicates_version: int | None = None
     report: str | None = None
     failures: dict[str, int] = field(default_factory=dict)
+    batch_status: str | None = None  # published, held or accepted
+    held_reasons: list[str] = field(default_factory=list)
 
 
 def new_raw_rows(lake: Lake, source: str) -> tuple[pa.Table | None, int | None]:
@@ -56,7 +65,14 @@ def new_raw_rows(lake: Lake, source: str) -> tuple[pa.Table | None, int | None]:
     return merged.select(columns), dt.version()
 
 
-def curate(lake: Lake, source: str, spec: GateSpec, report_dir: str | Path) -> CurateResult:
+def curate(
+    lake: Lake,
+    source: str,
+    spec: GateSpec,
+    report_dir: str | Path,
+    accept_batch: str | None = None,
+) -> CurateResult:
+    """``accept_batch``: a reason to publish the batch even if it fails a batch-level gate."""
     result = CurateResult(source=source)
     batch, raw_version = new_raw_rows(lake, source)
     result.raw_version = raw_version
@@ -65,6 +81,17 @@ def curate(lake: Lake, source: str, spec: GateSpec, report_dir: str | Path) -> C
     df = batch.to_pandas(types_mapper=pd.ArrowDtype).sort_values("url", kind="stable")
     df = df.reset_index(drop=True)
     result.rows_in = len(df)
+    df = apply_steps(df, spec.steps)
+
+    # a batch failing a batch-level gate is held back whole, and the raw pointer stays put
+    verdict = batch_gate.check_batch(lake, source, spec.batch, df)
+    result.held_reasons = verdict.reasons
+    if verdict.held and accept_batch is None:
+        result.batch_status = batch_gate.HELD
+        batch_gate.record(lake, source, verdict, raw_version, batch_gate.HELD)
+        result.report = str(write_report(report_dir, source, raw_version, [], result, verdict))
+        return result
+    result.batch_status = batch_gate.ACCEPTED if verdict.held else batch_gate.PUBLISHED
 
     rules = spec.all_rules()
     outcomes = validate(_for_validation(df), rules, name=source)
@@ -77,10 +104,9 @@ def curate(lake: Lake, source: str, spec: GateSpec, report_dir: str | Path) -> C
 
     bad = df.loc[sorted(failed)].copy()
     good = df.drop(index=list(failed))
-    seen = _curated_hashes(lake, source)
-    dup = good["content_sha256"].isin(seen) | good["content_sha256"].duplicated(keep="first")
-    result.duplicates_dropped = int(dup.sum())
-    good = good[~dup]
+    deduped = Deduper(lake, source, spec.text_field)(good)
+    result.duplicates_dropped, result.near_duplicates_dropped = deduped.exact, deduped.near
+    good = deduped.kept
 
     now = datetime.now(UTC)
     if len(good):
@@ -89,6 +115,13 @@ def curate(lake: Lake, source: str, spec: GateSpec, report_dir: str | Path) -> C
         result.curated_version = lake.append(
             f"curated/{source}",
             pa.Table.from_pandas(curated, preserve_index=False),
+            {"raw_version": raw_version},
+        )
+    if len(deduped.dropped):
+        dropped = deduped.dropped.assign(dropped_at=now)
+        result.duplicates_version = lake.append(
+            f"duplicates/{source}",
+            pa.Table.from_pandas(dropped, preserve_index=False),
             {"raw_version": raw_version},
         )
     if len(bad):
@@ -100,7 +133,8 @@ def curate(lake: Lake, source: str, spec: GateSpec, report_dir: str | Path) -> C
             {"raw_version": raw_version},
         )
     result.curated, result.quarantined = len(good), len(bad)
-    result.report = str(write_report(report_dir, source, raw_version, outcomes, result))
+    result.report = str(write_report(report_dir, source, raw_version, outcomes, result, verdict))
+    batch_gate.record(lake, source, verdict, raw_version, result.batch_status, accept_batch)
     record_run(lake, STAGE, source, asdict(result))
     return result
 
@@ -123,12 +157,3 @@ def _typed(df: pd.DataFrame, spec: GateSpec) -> pd.DataFrame:
         parsed = pd.to_datetime(out[col].astype(object), format=fmt, errors="raise")
         out[col] = parsed.dt.date
     return out
-
-
-def _curated_hashes(lake: Lake, source: str) -> set[str]:
-    table = f"curated/{source}"
-    if not lake.exists(table):
-        return set()
-    return set(
-        lake.table(table).to_pyarrow_table(columns=["content_sha256"])["content_sha256"].to_pylist()
-    )

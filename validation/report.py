@@ -17,12 +17,20 @@ STYLE = (
 
 
 def write_report(
-    report_dir: str | Path, source: str, raw_version: int | None, outcomes: list[Any], result: Any
+    report_dir: str | Path,
+    source: str,
+    raw_version: int | None,
+    outcomes: list[Any],
+    result: Any,
+    batch: Any = None,
 ) -> Path:
+    """``batch``: the batch-level verdict (validation/batch.py), if the gate ran one."""
     folder = Path(report_dir) / "validation" / source
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"raw-v{raw_version}"
-    summary = {k: v for k, v in asdict(result).items() if k not in {"report", "failures"}}
+    skip = {"report", "failures", "held_reasons"}
+    summary = {k: v for k, v in asdict(result).items() if k not in skip}
+    checks = list(batch.checks) if batch is not None else []
     data = {
         "source": source,
         "raw_version": raw_version,
@@ -32,6 +40,8 @@ def write_report(
             {"expectation": o.rule, "success": o.success, "unexpected": o.unexpected}
             for o in outcomes
         ],
+        "batch_expectations": [asdict(c) for c in checks],
+        "baseline_raw_version": batch.baseline_raw_to if batch is not None else None,
     }
     (folder / f"{stem}.json").write_text(json.dumps(data, indent=2))
     rows = "".join(
@@ -40,16 +50,71 @@ def write_report(
         f"<td>{o.unexpected}</td></tr>"
         for o in outcomes
     )
+    batch_rows = "".join(
+        f"<tr><td>{escape(c.check)}</td>"
+        f"<td class={'ok' if c.success else 'fail'}>{'pass' if c.success else 'fail'}</td>"
+        f"<td>{escape(str(c.observed))}</td><td>{escape(c.expected)}</td>"
+        f"<td>{escape(c.engine)}</td></tr>"
+        for c in checks
+    )
+    if checks:
+        baseline = data["baseline_raw_version"]
+        batch_section = (
+            f"<h2>Batch-level gates</h2><p>Against the last good batch (raw up to version "
+            f"{baseline}).</p><table><tr><th>check</th><th>result</th><th>observed</th>"
+            f"<th>expected</th><th>by</th></tr>{batch_rows}</table>"
+        )
+    else:
+        batch_section = "<h2>Batch-level gates</h2><p>None ran for this batch.</p>"
+    status = getattr(result, "batch_status", None)
+    verdict = (
+        f"<p class={'fail' if status == 'held' else 'ok'}>Batch {escape(str(status))}"
+        + (": held back whole, nothing curated or quarantined" if status == "held" else "")
+        + "</p>"
+    )
     figures = "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in summary.items())
     page = (
         f"<!doctype html><html><head><meta charset=utf-8><title>Validation: {escape(source)}"
         f"</title><style>{STYLE}</style></head><body>"
         f"<h1>Validation of raw/{escape(source)} up to version {raw_version}</h1>"
-        f"<p>Written {escape(str(data['written_at']))}.</p><h2>Batch</h2><table>{figures}</table>"
-        f"<h2>Expectations</h2><table><tr><th>expectation</th><th>result</th>"
+        f"<p>Written {escape(str(data['written_at']))}.</p>{verdict}"
+        f"<h2>Batch</h2><table>{figures}</table>{batch_section}"
+        f"<h2>Row-level expectations</h2><table><tr><th>expectation</th><th>result</th>"
         f"<th>rows failing</th></tr>{rows}</table></body></html>"
     )
     path = folder / f"{stem}.html"
     path.write_text(page, encoding="utf-8")
     (folder / "latest.html").write_text(page, encoding="utf-8")
+    write_index(folder, source)
+    return path
+
+
+def write_index(folder: Path, source: str) -> Path:
+    """One page listing every batch's result, row-level and batch-level, newest first."""
+    entries = []
+    for path in folder.glob("raw-v*.json"):
+        data = json.loads(path.read_text())
+        entries.append((str(data.get("written_at")), path.stem, data))
+    lines = []
+    for _, stem, data in sorted(entries, reverse=True):
+        s = data["summary"]
+        failed_rows = [e["expectation"] for e in data["expectations"] if not e["success"]]
+        failed_batch = [c["check"] for c in data.get("batch_expectations", []) if not c["success"]]
+        status = s.get("batch_status") or "published"
+        lines.append(
+            f"<tr><td><a href='{escape(stem)}.html'>{escape(stem)}</a></td>"
+            f"<td class={'fail' if status == 'held' else 'ok'}>{escape(status)}</td>"
+            f"<td>{s.get('rows_in')}</td><td>{s.get('curated')}</td><td>{s.get('quarantined')}</td>"
+            f"<td>{escape(', '.join(failed_rows)) or '-'}</td>"
+            f"<td>{escape(', '.join(failed_batch)) or '-'}</td></tr>"
+        )
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>Batches: {escape(source)}"
+        f"</title><style>{STYLE}</style></head><body><h1>Batches of {escape(source)}</h1>"
+        f"<table><tr><th>batch</th><th>result</th><th>rows</th><th>curated</th>"
+        f"<th>quarantined</th><th>row-level failing</th><th>batch-level failing</th></tr>"
+        f"{''.join(lines)}</table></body></html>"
+    )
+    path = folder / "index.html"
+    path.write_text(page, encoding="utf-8")
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ingestion.transforms import Step
+
 DEFAULT_MAX_TEXT = 100_000
 
 
@@ -19,6 +21,17 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class BatchSpec:
+    """Batch-level gates against the source's last good batch; None turns one off."""
+
+    min_rows_ratio: float | None = None
+    max_null_rate_increase: float | None = None
+    drift_fields: tuple[str, ...] = ()
+    max_mean_shift: float | None = None
+    min_ks_pvalue: float | None = None
+
+
+@dataclass(frozen=True)
 class GateSpec:
     """What the gate needs to know about a source, independent of how it was crawled."""
 
@@ -26,6 +39,8 @@ class GateSpec:
     required: list[str] = field(default_factory=list)
     dates: dict[str, str | None] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
+    batch: BatchSpec | None = None
+    steps: tuple[Step, ...] = ()  # transforms run on a batch before its rows are checked
 
     def all_rules(self) -> list[Rule]:
         rules = [

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
+COPIES = ("duplicate", "near_duplicate")  # planted kinds that copy another article
 
 TOPIC_WORDS = {
     "World": "government minister election parliament border troops embassy treaty protest "
@@ -179,8 +180,9 @@ class Article:
     author: str
     published: str
     tags: list[str]
-    planted: str = ""  # "", "empty_body", "bad_date", "too_long" or "duplicate"
-    original: str = ""  # for a duplicate, the slug it copies
+    # "", "empty_body", "bad_date", "too_long", "duplicate" or "near_duplicate"
+    planted: str = ""
+    original: str = ""  # for a duplicate or near duplicate, the slug it copies
 
     @property
     def path(self) -> str:
@@ -206,11 +208,15 @@ class Site:
 
     @property
     def planted_invalid(self) -> list[Article]:
-        return [a for a in self.articles if a.planted and a.planted != "duplicate"]
+        return [a for a in self.articles if a.planted and a.planted not in COPIES]
 
     @property
     def planted_duplicates(self) -> list[Article]:
         return [a for a in self.articles if a.planted == "duplicate"]
+
+    @property
+    def planted_near_duplicates(self) -> list[Article]:
+        return [a for a in self.articles if a.planted == "near_duplicate"]
 
     def truth(self, base_url: str, section: str = "") -> dict[str, object]:
         """Ground truth keyed by URL, for the section (``""``, ``/js``, ``/guarded``) given."""
@@ -222,6 +228,9 @@ class Site:
             "duplicates": {
                 base + a.path: f"{base}/article/{a.original}" for a in self.planted_duplicates
             },
+            "near_duplicates": {
+                base + a.path: f"{base}/article/{a.original}" for a in self.planted_near_duplicates
+            },
         }
 
 
@@ -230,12 +239,19 @@ def planted_counts(n: int) -> tuple[int, int]:
     return max(1, n // 100), max(1, n // 40)
 
 
+def near_duplicate_count(n: int) -> int:
+    """Near duplicates (an article again with small edits) planted in a site of n pages."""
+    return max(1, n // 40)
+
+
 def generate(n: int = 400, seed: int = 7, corpus: str | Path | None = None) -> Site:
     each_invalid, n_dup = planted_counts(n)
+    n_near = near_duplicate_count(n)
     n_invalid = 3 * each_invalid
-    n_base = n - n_dup
-    if n_base - n_invalid < 1:
-        raise ValueError(f"--articles {n} is too small: at least {n_invalid + n_dup + 1} needed")
+    n_base = n - n_dup - n_near
+    if n_base - n_invalid < n_dup + n_near:
+        least = n_invalid + 2 * (n_dup + n_near)
+        raise ValueError(f"--articles {n} is too small: at least {least} needed")
     rng = random.Random(seed)
     if corpus is not None:
         texts = corpus_articles(corpus, n_base, rng)
@@ -259,7 +275,8 @@ def generate(n: int = 400, seed: int = 7, corpus: str | Path | None = None) -> S
     for article, kind in zip(rng.sample(articles, n_invalid), kinds, strict=True):
         plant(article, kind)
     valid = [a for a in articles if not a.planted]
-    for original in rng.sample(valid, n_dup):
+    originals = rng.sample(valid, n_dup + n_near)
+    for original in originals[:n_dup]:
         articles.append(
             Article(
                 slug=f"{original.slug}-copy",
@@ -273,6 +290,8 @@ def generate(n: int = 400, seed: int = 7, corpus: str | Path | None = None) -> S
                 original=original.slug,
             )
         )
+    for original in originals[n_dup:]:
+        articles.append(near_copy(original, rng))
     rng.shuffle(articles)
     return Site(articles)
 
@@ -286,6 +305,36 @@ def plant(article: Article, kind: str) -> None:
     elif kind == "too_long":
         text = " ".join(article.paragraphs) or article.title
         article.paragraphs = [text] * (200_000 // max(1, len(text)) + 1)
+
+
+def near_copy(original: Article, rng: random.Random) -> Article:
+    """The article again as another outlet or a later edit has it: a few words replaced,
+    inserted or deleted (about one in twenty, one to four) and the title punctuated anew."""
+    paragraphs = [p.split() for p in original.paragraphs]
+    n_words = sum(len(p) for p in paragraphs)
+    for _ in range(min(4, max(1, n_words // 20))):
+        words = rng.choice([p for p in paragraphs if p])
+        i = rng.randrange(len(words))
+        edit = rng.choice(("replace", "insert", "delete"))
+        if edit == "replace":
+            words[i] = rng.choice(SHARED_WORDS)
+        elif edit == "insert" or len(words) < 5:
+            words.insert(i, rng.choice(SHARED_WORDS))
+        else:
+            del words[i]
+    title = original.title.rstrip(".!?")
+    title = rng.choice((f"{title}!", f"{title}.", f"Update: {title}", title.replace(" ", " - ", 1)))
+    return Article(
+        slug=f"{original.slug}-update",
+        label=original.label,
+        title=title,
+        paragraphs=[" ".join(p) for p in paragraphs],
+        author=original.author,
+        published=original.published,
+        tags=list(original.tags),
+        planted="near_duplicate",
+        original=original.slug,
+    )
 
 
 def synthetic_article(rng: random.Random) -> tuple[str, str, list[str]]:

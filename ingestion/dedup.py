@@ -1,0 +1,286 @@
+"""Duplicates: exact ones by content hash, near ones by MinHash LSH, within a batch and
+against what ``curated/<source>`` already holds.
+
+Every survivor gets a ``dup_group``: the ``content_sha256`` of the first row of its group
+to be curated, so splits can keep a group on one side. A dropped row is not lost: it comes
+back with the reason (``exact_duplicate`` or ``near_duplicate``), the URL of the row it
+copies, that row's group and the estimated Jaccard similarity, for the caller to write
+down (the gate writes them to ``duplicates/<source>``).
+
+Near duplicates are compared on their text's character 5-grams, after lower-casing and
+dropping punctuation, so a changed title mark or a few edited words keep most shingles.
+Each curated row stores its signature (``minhash``: 128 little-endian uint32, 512 bytes),
+so a later batch is compared against the table by streaming it in slices, never by
+holding it in memory. LSH over 21 bands of 6 rows makes a candidate of a pair with a
+Jaccard of 0.5 28% of the time, of 0.7 93%, of 0.8 99.9%; a candidate counts as a near
+duplicate only if its estimated Jaccard reaches ``threshold``.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasketch import MinHash
+
+from ingestion.lake import Lake
+
+EXACT, NEAR = "exact_duplicate", "near_duplicate"
+GROUP, SIGNATURE = "dup_group", "minhash"
+_WORDS = re.compile(r"[^\w]+")
+
+
+def shingles(text: str, k: int) -> list[bytes]:
+    """Character k-grams of the text, lower-cased and with punctuation as spaces."""
+    text = " ".join(_WORDS.sub(" ", text.lower()).split())
+    if not text:
+        return []
+    data = text.encode("utf-8")
+    return list({data[i : i + k] for i in range(max(1, len(data) - k + 1))})
+
+
+def _crc32(data: bytes) -> int:
+    # stable across processes (Python's hash() is not) and twice as fast as datasketch's sha1
+    return zlib.crc32(data)
+
+
+@dataclass(frozen=True)
+class NearDuplicates:
+    """How near is a near duplicate: MinHash and LSH parameters, fixed for a table's life
+    (signatures made with others cannot be compared)."""
+
+    threshold: float = 0.7
+    num_perm: int = 128
+    bands: int = 21
+    rows: int = 6
+    shingle: int = 5
+    seed: int = 1
+
+    def signatures(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, num_perm) uint32 signatures, and which texts had any (None or blank: not)."""
+        grams = [shingles(t, self.shingle) if isinstance(t, str) else [] for t in texts]
+        valid = np.array([bool(g) for g in grams], dtype=bool)
+        sigs = np.zeros((len(texts), self.num_perm), dtype=np.uint32)
+        todo = [g for g in grams if g]
+        if todo:
+            hashes = MinHash.bulk(todo, num_perm=self.num_perm, seed=self.seed, hashfunc=_crc32)
+            sigs[valid] = np.vstack([m.hashvalues for m in hashes]).astype(np.uint32)
+        return sigs, valid
+
+    def band_keys(self, sigs: np.ndarray) -> np.ndarray:
+        """(n, bands) uint64: one key per band, equal when the band's rows are equal."""
+        n = sigs.shape[0]
+        keys = np.zeros((n, self.bands), dtype=np.uint64)
+        prime = np.uint64(0x100000001B3)
+        for b in range(self.bands):
+            k = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
+            for j in range(b * self.rows, (b + 1) * self.rows):
+                k = (k ^ sigs[:, j].astype(np.uint64)) * prime
+            keys[:, b] = k
+        return keys
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.count_nonzero(a == b)) / self.num_perm
+
+
+@dataclass
+class Match:
+    url: str
+    group: str
+    similarity: float
+
+
+@dataclass
+class DedupResult:
+    kept: pd.DataFrame  # the survivors, with dup_group and minhash
+    dropped: pd.DataFrame  # the rest, with reason, duplicate_of, dup_group and similarity
+    exact: int = 0
+    near: int = 0
+
+
+class Deduper:
+    """Drops exact and near duplicates from a batch of rows passed by the gate."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        source: str,
+        text_field: str,
+        near: NearDuplicates | None = None,
+        scan_rows: int = 65_536,
+    ):
+        self.lake, self.table = lake, f"curated/{source}"
+        self.text_field = text_field
+        self.near = near or NearDuplicates()
+        self.scan_rows = scan_rows
+
+    def __call__(self, df: pd.DataFrame) -> DedupResult:
+        near = self.near
+        hashes = df["content_sha256"].astype(object).tolist()
+        urls = df["url"].astype(object).tolist()
+        texts = df[self.text_field].astype(object).where(df[self.text_field].notna(), None)
+        sigs, valid = near.signatures(texts.tolist())
+        keys = near.band_keys(sigs)
+        exact_in_table, near_in_table = self._against_table(set(hashes), sigs, valid, keys)
+
+        n = len(df)
+        groups: list[str] = list(hashes)
+        matches: dict[int, tuple[str, Match]] = {}
+        first_of: dict[str, int] = {}
+        # rows already kept, by band key: the candidates for rows later in the batch
+        kept_by_key: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(near.bands)]
+        for i in range(n):
+            h = hashes[i]
+            if h in exact_in_table:
+                matches[i] = (EXACT, exact_in_table[h])
+            elif h in first_of:
+                j = first_of[h]
+                matches[i] = (EXACT, Match(urls[j], groups[j], 1.0))
+            elif i in near_in_table:
+                matches[i] = (NEAR, near_in_table[i])
+            elif valid[i]:
+                best = self._best_kept(i, sigs, keys, kept_by_key)
+                if best is not None:
+                    j, sim = best
+                    matches[i] = (NEAR, Match(urls[j], groups[j], sim))
+            first_of.setdefault(h, i)
+            if i in matches:
+                groups[i] = matches[i][1].group
+                continue
+            if valid[i]:
+                for b in range(near.bands):
+                    kept_by_key[b][int(keys[i, b])].append(i)
+
+        drop = np.zeros(n, dtype=bool)
+        drop[list(matches)] = True
+        kept = df[~drop].copy()
+        kept[GROUP] = pd.array(
+            [g for g, d in zip(groups, drop, strict=True) if not d],
+            dtype=pd.ArrowDtype(pa.string()),
+        )
+        kept[SIGNATURE] = pd.array(
+            [
+                s.astype("<u4").tobytes() if v else None
+                for s, v, d in zip(sigs, valid, drop, strict=True)
+                if not d
+            ],
+            dtype=pd.ArrowDtype(pa.binary()),
+        )
+        dropped = df[drop].copy()
+        order = sorted(matches)
+        dropped["reason"] = pd.array(
+            [matches[i][0] for i in order], dtype=pd.ArrowDtype(pa.string())
+        )
+        dropped["duplicate_of"] = pd.array(
+            [matches[i][1].url for i in order], dtype=pd.ArrowDtype(pa.string())
+        )
+        dropped[GROUP] = pd.array(
+            [matches[i][1].group for i in order], dtype=pd.ArrowDtype(pa.string())
+        )
+        dropped["similarity"] = pd.array(
+            [round(matches[i][1].similarity, 4) for i in order], dtype=pd.ArrowDtype(pa.float64())
+        )
+        kinds = [m[0] for m in matches.values()]
+        return DedupResult(
+            kept=kept,
+            dropped=dropped,
+            exact=kinds.count(EXACT),
+            near=kinds.count(NEAR),
+        )
+
+    def _best_kept(
+        self,
+        i: int,
+        sigs: np.ndarray,
+        keys: np.ndarray,
+        kept_by_key: list[dict[int, list[int]]],
+    ) -> tuple[int, float] | None:
+        candidates = {
+            j for b in range(self.near.bands) for j in kept_by_key[b].get(int(keys[i, b]), ())
+        }
+        best: tuple[int, float] | None = None
+        for j in sorted(candidates):
+            sim = self.near.similarity(sigs[i], sigs[j])
+            if sim >= self.near.threshold and (best is None or sim > best[1]):
+                best = (j, sim)
+        return best
+
+    def _against_table(
+        self, hashes: set[str], sigs: np.ndarray, valid: np.ndarray, keys: np.ndarray
+    ) -> tuple[dict[str, Match], dict[int, Match]]:
+        """Rows of the batch the table already holds: exact ones by hash, near ones by index."""
+        near = self.near
+        exact: dict[str, Match] = {}
+        found: dict[int, Match] = {}
+        batch_by_key: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(near.bands)]
+        for i in np.flatnonzero(valid):
+            for b in range(near.bands):
+                batch_by_key[b][int(keys[i, b])].append(int(i))
+        band_sets = [np.fromiter(d.keys(), dtype=np.uint64) for d in batch_by_key]
+        for part in self._scan():
+            part_hashes = part["content_sha256"].to_pylist()
+            part_urls = part["url"].to_pylist()
+            part_groups = (
+                part[GROUP].to_pylist() if GROUP in part.column_names else [None] * part.num_rows
+            )
+            groups = [g or h for g, h in zip(part_groups, part_hashes, strict=True)]
+            for h, u, g in zip(part_hashes, part_urls, groups, strict=True):
+                if h in hashes and h not in exact:
+                    exact[h] = Match(u, g, 1.0)
+            if SIGNATURE not in part.column_names or not valid.any():
+                continue
+            stored, has = self._stored(part[SIGNATURE])
+            stored_keys = near.band_keys(stored)
+            hit = np.zeros(part.num_rows, dtype=bool)
+            for b in range(near.bands):
+                hit |= np.isin(stored_keys[:, b], band_sets[b])
+            for r in np.flatnonzero(hit & has):
+                batch_rows = {
+                    i
+                    for b in range(near.bands)
+                    for i in batch_by_key[b].get(int(stored_keys[r, b]), ())
+                }
+                for i in batch_rows:
+                    sim = near.similarity(sigs[i], stored[r])
+                    if sim >= near.threshold and (i not in found or sim > found[i].similarity):
+                        found[i] = Match(part_urls[r], groups[r], sim)
+        return exact, found
+
+    def _scan(self) -> Iterator[pa.Table]:
+        if not self.lake.exists(self.table):
+            return
+        dataset = self.lake.table(self.table).to_pyarrow_dataset()
+        columns = [
+            c for c in ("content_sha256", "url", GROUP, SIGNATURE) if c in dataset.schema.names
+        ]
+        for batch in dataset.to_batches(columns=columns, batch_size=self.scan_rows):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+
+    def _stored(self, column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """Stored signatures as (n, num_perm) uint32, and which rows have one."""
+        width = self.near.num_perm * 4
+        arr = column.combine_chunks()
+        if arr.type == pa.large_binary():
+            offsets_type: type[np.integer] = np.int64
+        elif arr.type == pa.binary():
+            offsets_type = np.int32
+        else:
+            raise ValueError(f"{self.table}: column {SIGNATURE} is {arr.type}, not binary")
+        n = len(arr)
+        _, offsets_buf, data_buf = arr.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=offsets_type)[arr.offset : arr.offset + n + 1]
+        has = pc.is_valid(arr).to_numpy(zero_copy_only=False) & (np.diff(offsets) == width)
+        sigs = np.zeros((n, self.near.num_perm), dtype=np.uint32)
+        if has.any() and data_buf is not None:
+            data = np.frombuffer(data_buf, dtype=np.uint8)
+            at = offsets[:-1][has, None] + np.arange(width)
+            sigs[has] = data[at].view("<u4").reshape(-1, self.near.num_perm)
+        return sigs, has

@@ -1,0 +1,166 @@
+"""Exact and near duplicates: measured on the demo site's planted copies, within a batch
+and against what ``curated`` already holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from harvest.demosite import Site, generate
+from harvest.stages import gate_spec
+from ingestion.dedup import EXACT, NEAR, Deduper, NearDuplicates, shingles
+from ingestion.lake import Lake
+from ingestion.schema import content_sha256
+from spiders.recipe import load_recipe
+from tests.conftest import ROOT
+
+BASE = "http://news.test"
+INVALID = {"empty_body", "bad_date", "too_long"}
+
+
+def rows(site: Site, kinds: set[str] | None = None) -> pd.DataFrame:
+    """The rows the gate would pass on to dedup: every article but the invalid ones."""
+    out = []
+    for a in site.articles:
+        if a.planted in INVALID or (kinds is not None and a.planted not in kinds):
+            continue
+        fields = {"title": a.title, "body": "\n".join(a.paragraphs), "author": a.author,
+                  "published": a.published, "tags": a.tags}  # fmt: skip
+        out.append({"url": BASE + a.path, **fields, "content_sha256": content_sha256(fields)})
+    df = pd.DataFrame(out).sort_values("url").reset_index(drop=True)
+    return pa.Table.from_pandas(df, preserve_index=False).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def near_pairs(dropped: pd.DataFrame) -> dict[str, str]:
+    near = dropped[dropped["reason"] == NEAR]
+    return dict(zip(near["url"], near["duplicate_of"], strict=True))
+
+
+def score(found: dict[str, str], planted: dict[str, str]) -> tuple[float, float, int]:
+    """Precision and recall against the planted pairs; a pair counts whichever side was kept."""
+    hits = sum(1 for c, o in found.items() if planted.get(c) == o or planted.get(o) == c)
+    recall = sum(1 for c, o in planted.items() if found.get(c) == o or found.get(o) == c)
+    return hits / max(1, len(found)), recall / len(planted), len(planted)
+
+
+def test_precision_and_recall_on_planted_near_duplicates(tmp_path: Path) -> None:
+    site = generate(2000, seed=5)
+    truth = site.truth(BASE)
+    result = Deduper(Lake(tmp_path), "demo", "body")(rows(site))
+    precision, recall, n = score(near_pairs(result.dropped), truth["near_duplicates"])  # type: ignore[arg-type]
+    print(f"\nsynthetic site, {n} planted near duplicates: precision {precision:.3f}, "
+          f"recall {recall:.3f}")  # fmt: skip
+    assert precision >= 0.95 and recall >= 0.9
+    assert result.exact == len(site.planted_duplicates)
+    exact = result.dropped[result.dropped["reason"] == EXACT]
+    assert dict(zip(exact["url"], exact["duplicate_of"], strict=True)) == truth["duplicates"]
+
+
+def test_recall_on_real_news_and_every_pair_found_is_near(tmp_path: Path, ag_news: Path) -> None:
+    """AG News holds near duplicates of its own (one story from two wires): precision is
+    measured against the true Jaccard of each pair found, recall against the planted ones."""
+    site = generate(3000, seed=5, corpus=ag_news)
+    truth = site.truth(BASE)
+    df = rows(site)
+    result = Deduper(Lake(tmp_path), "demo", "body")(df)
+    found = near_pairs(result.dropped)
+    planted_precision, recall, n = score(found, truth["near_duplicates"])  # type: ignore[arg-type]
+    body = dict(zip(df["url"], df["body"], strict=True))
+    near = NearDuplicates()
+
+    def jaccard(a: str, b: str) -> float:
+        x, y = set(shingles(body[a], near.shingle)), set(shingles(body[b], near.shingle))
+        return len(x & y) / len(x | y)
+
+    true_near = sum(1 for c, o in found.items() if jaccard(c, o) >= near.threshold - 0.1)
+    precision = true_near / len(found)
+    print(f"\nAG News site, {n} planted near duplicates: recall {recall:.3f}; {len(found)} "
+          f"pairs found, {len(found) - round(planted_precision * len(found))} of them the "
+          f"corpus's own; precision by true Jaccard {precision:.3f}")  # fmt: skip
+    assert recall >= 0.9 and precision >= 0.95
+
+
+def test_against_the_table_across_two_batches(tmp_path: Path) -> None:
+    site = generate(400, seed=2)
+    truth = site.truth(BASE)
+    lake = Lake(tmp_path)
+    first = Deduper(lake, "demo", "body")(rows(site, {""}))
+    assert first.exact == first.near == 0
+    assert (first.kept["dup_group"] == first.kept["content_sha256"]).all()
+    lake.append("curated/demo", pa.Table.from_pandas(first.kept, preserve_index=False))
+
+    # the copies arrive in a later batch, with one original crawled again under a new URL
+    later = rows(site, {"duplicate", "near_duplicate"})
+    again = rows(site, {""}).iloc[:1].assign(url=BASE + "/article/moved")
+    batch = pd.concat([later, again], ignore_index=True)
+    second = Deduper(lake, "demo", "body")(batch)
+    assert second.kept.empty
+    dropped = second.dropped.set_index("url")
+    group_of = dict(zip(first.kept["url"], first.kept["dup_group"], strict=True))
+    copies = {**truth["duplicates"], **truth["near_duplicates"]}  # type: ignore[dict-item]
+    copies[BASE + "/article/moved"] = first.kept["url"].iloc[0]
+    for copy, original in copies.items():
+        assert dropped.loc[copy, "duplicate_of"] == original
+        assert dropped.loc[copy, "dup_group"] == group_of[original]
+    assert second.near == len(site.planted_near_duplicates)
+    assert second.exact == len(site.planted_duplicates) + 1
+
+    # the table is read in slices, never whole: any slice size gives the same answer
+    sliced = Deduper(lake, "demo", "body", scan_rows=7)(batch)
+    pd.testing.assert_frame_equal(sliced.dropped, second.dropped)
+
+
+def test_blank_text_is_never_a_near_duplicate(tmp_path: Path) -> None:
+    df = rows(generate(80, seed=1), {""}).iloc[:3].copy()
+    df["body"] = pd.array([None, "", " ... "], dtype=pd.ArrowDtype(pa.string()))
+    result = Deduper(Lake(tmp_path), "demo", "body")(df)
+    assert len(result.kept) == 3 and result.kept["minhash"].isna().all()
+
+
+def test_gate_drops_near_duplicates_and_keeps_them_with_the_reason(tmp_path: Path) -> None:
+    """Two crawls through the real gate: the second brings near copies of the first's rows."""
+    from validation.gate import curate
+
+    site = generate(200, seed=9)
+    truth = site.truth(BASE)
+    spec = gate_spec(load_recipe("demo", ROOT / "sources"))
+    lake = Lake(tmp_path / "lake")
+    raw = rows(site).drop(columns=["content_sha256"])
+    originals = set(truth["near_duplicates"].values())  # type: ignore[union-attr]
+    late = raw["url"].isin(set(truth["near_duplicates"]))  # type: ignore[arg-type]
+    results = []
+    for part in (raw[~late], raw[late]):
+        lake.append("raw/demo", raw_table(part))
+        results.append(curate(lake, "demo", spec, tmp_path / "reports"))
+    first, second = results
+    assert first.near_duplicates_dropped == 0
+    assert second.near_duplicates_dropped == len(originals) and second.curated == 0
+    curated = lake.read("curated/demo").to_pandas()
+    assert curated["dup_group"].notna().all() and curated["language"].eq("en").all()
+    held = lake.read("duplicates/demo").to_pandas()
+    near = held[held["reason"] == NEAR].set_index("url")
+    group_of = dict(zip(curated["url"], curated["dup_group"], strict=True))
+    for copy, original in truth["near_duplicates"].items():  # type: ignore[union-attr]
+        assert near.loc[copy, "duplicate_of"] == original
+        assert near.loc[copy, "dup_group"] == group_of[original]
+        assert near.loc[copy, "similarity"] >= NearDuplicates().threshold
+
+
+def raw_table(df: pd.DataFrame) -> pa.Table:
+    """Rows as the crawler lands them in ``raw``: the fields plus provenance."""
+    out = []
+    for r in df.to_dict("records"):
+        fields = {k: r[k] for k in ("title", "body", "author", "published", "tags")}
+        fields["tags"] = list(fields["tags"])
+        out.append({**fields, "source": "demo", "url": r["url"], "crawl_id": "c1",
+                    "fetched_at": pd.Timestamp("2024-01-01", tz="UTC"), "http_status": 200,
+                    "content_sha256": content_sha256(fields)})  # fmt: skip
+    return pa.Table.from_pylist(out)
+
+
+@pytest.mark.parametrize("text", ["Hello, World!", "hello   world", "HELLO world."])
+def test_shingles_ignore_case_and_punctuation(text: str) -> None:
+    assert set(shingles(text, 5)) == set(shingles("hello world", 5))

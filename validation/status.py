@@ -1,0 +1,77 @@
+"""Where each source stands: its last crawl and curate run, held batches and why, quarantine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow.compute as pc
+
+from ingestion.lake import Lake
+from validation import batch, quarantine
+
+
+def source_status(lake: Lake, source: str) -> dict[str, Any]:
+    holds = batch.held(lake, source)
+    latest_hold = holds[0] if holds else None
+    good = batch.last_good(lake, source)
+    reviews = quarantine.reviews(lake, source)
+    counts = quarantine.counts(lake, source)
+    return {
+        "source": source,
+        "last_crawl": _last(lake, "crawl", source),
+        "last_curate": _last(lake, batch.CURATE_STAGE, source),
+        "last_good_batch": _batch(good) if good else None,
+        "held": _batch(latest_hold) | {"tries": len(holds)} if latest_hold else None,
+        "quarantine": {"rows": counts["rows"], "by_expectation": counts["by_expectation"]},
+        "last_review": reviews[-1] if reviews else None,
+    }
+
+
+def describe(status: dict[str, Any]) -> list[str]:
+    """The same, as lines for a person."""
+    lines = [f"{status['source']}:"]
+    crawl, curate = status["last_crawl"], status["last_curate"]
+    lines.append(
+        f"  last crawl: {crawl['at']:%Y-%m-%d %H:%M} {crawl.get('state')}, "
+        f"{crawl.get('rows', '?')} rows"
+        if crawl
+        else "  last crawl: never"
+    )
+    lines.append(
+        f"  last curate: {curate['at']:%Y-%m-%d %H:%M}, {curate.get('curated')} curated, "
+        f"{curate.get('quarantined')} quarantined"
+        if curate
+        else "  last curate: never"
+    )
+    held = status["held"]
+    if held:
+        lines.append(
+            f"  HELD: raw versions {held['raw_from']} to {held['raw_to']} ({held['rows']} rows, "
+            f"{held['tries']} tries); release with `harvest curate {status['source']} "
+            f"--accept-batch --reason ...`"
+        )
+        lines += [f"    - {r}" for r in held["reasons"]]
+    q = status["quarantine"]
+    lines.append(f"  quarantine: {q['rows']} rows")
+    lines += [f"    - {name}: {n}" for name, n in q["by_expectation"].items()]
+    return lines
+
+
+def _last(lake: Lake, stage: str, source: str) -> dict[str, Any] | None:
+    if not lake.exists("runs"):
+        return None
+    runs = lake.read("runs")
+    mine = runs.filter(pc.and_(pc.equal(runs["stage"], stage), pc.equal(runs["source"], source)))
+    if mine.num_rows == 0:
+        return None
+    row = mine.sort_by([("at", "descending")]).slice(0, 1).to_pylist()[0]
+    details = json.loads(row["details"])
+    keep = ("crawl_id", "state", "rows", "raw_version", "rows_in", "curated", "quarantined",
+            "batch_status", "report")  # fmt: skip
+    return {"at": row["at"], **{k: details[k] for k in keep if k in details}}
+
+
+def _batch(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("at", "raw_from", "raw_to", "rows", "status", "reasons", "by", "note")
+    return {k: row[k] for k in keep}
