@@ -12,6 +12,22 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from scrapy.exceptions import IgnoreRequest
+
+
+class GaveUp(IgnoreRequest):
+    """A page the crawl wanted and stopped trying to get; ``reason`` names why.
+
+    Raised where the page is dropped, which also counts it, so the spider's errback can
+    tell it from pages left out by policy (robots.txt, other sites).
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+BROKEN_CHAIN = "harvest/broken_chain/"  # + the URL of a listing page given up on
 # stats prefix -> how the account names the reason
 GIVE_UP = {
     "harvest/failed/": "",
@@ -30,23 +46,35 @@ def account(stats: dict[str, Any]) -> dict[str, Any]:
                 given_up[reason] = given_up.get(reason, 0) + int(value)
     if stats.get("harvest/proxy/gave_up"):
         given_up["banned"] = int(stats["harvest/proxy/gave_up"])
-    exits: dict[str, dict[str, int]] = defaultdict(dict)
+    exits: dict[str, dict[str, float]] = defaultdict(dict)
     for key, value in stats.items():
-        parts = key.split("/")
-        if len(parts) == 4 and parts[:2] == ["harvest", "proxy"]:
-            exits[parts[3]][parts[2]] = int(value)
+        parts = key.split("/", 3)
+        if len(parts) == 4 and parts[0] == "harvest" and parts[1] in ("proxy", "pace"):
+            exits[parts[3]][parts[2]] = value if parts[2] == "rate_per_s" else int(value)
+    throttled = sum(int(e.get("throttled", 0)) for e in exits.values())
+    broken = {
+        key[len(BROKEN_CHAIN) :]: int(value)
+        for key, value in stats.items()
+        if key.startswith(BROKEN_CHAIN)
+    }
     return {
         "scheduled": int(stats.get("scheduler/enqueued", 0)),
         "fetched": int(stats.get("response_received_count", 0)),
         "items": int(stats.get("item_scraped_count", 0)),
         "rows": int(stats.get("harvest/rows_committed", 0)),
-        "retries": int(stats.get("retry/count", 0)) + int(stats.get("harvest/proxy/retries", 0)),
-        "banned_responses": sum(e.get("bans", 0) for e in exits.values()),
+        "retries": int(stats.get("retry/count", 0))
+        + int(stats.get("harvest/proxy/retries", 0))
+        + int(stats.get("harvest/listing/retries", 0))
+        + throttled,
+        "throttled_responses": throttled,
+        "banned_responses": sum(int(e.get("bans", 0)) for e in exits.values()),
         "robots_disallowed": int(stats.get("robotstxt/forbidden", 0)),
         "offsite": int(stats.get("offsite/filtered", 0)),
         "unchanged": int(stats.get("harvest/incremental/unchanged", 0)),
         "given_up": dict(sorted(given_up.items())),
         "given_up_total": sum(given_up.values()),
+        # listing pages given up on, with about how many pages behind each were never seen
+        "broken_chains": dict(sorted(broken.items())),
         "exits": dict(sorted(exits.items())),
     }
 
@@ -56,7 +84,8 @@ def describe(acc: dict[str, Any]) -> list[str]:
     lines = [
         f"fetched {acc['fetched']} of {acc['scheduled']} scheduled requests, "
         f"{acc['items']} items, {acc['rows']} rows; {acc['retries']} retries, "
-        f"{acc['banned_responses']} banned responses, {acc['robots_disallowed']} disallowed "
+        f"{acc['throttled_responses']} throttled and {acc['banned_responses']} banned "
+        f"responses, {acc['robots_disallowed']} disallowed "
         f"by robots.txt, {acc['unchanged']} unchanged"
     ]
     if acc["given_up_total"]:
@@ -64,6 +93,11 @@ def describe(acc: dict[str, Any]) -> list[str]:
         lines.append(f"gave up on {acc['given_up_total']} pages: {reasons}")
     else:
         lines.append("gave up on no page")
+    for url, behind in acc["broken_chains"].items():
+        lines.append(
+            f"broken chain: listing page {url} lost, at least about {behind} pages behind it "
+            "never seen"
+        )
     for name, figures in acc["exits"].items():
         shown = ", ".join(f"{k} {v}" for k, v in sorted(figures.items()))
         lines.append(f"exit {name}: {shown}")

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import scrapy
+from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
+from spiders.account import BROKEN_CHAIN, GaveUp
+from spiders.middlewares.pacing import NOT_BEFORE_META
+from spiders.middlewares.proxypool import PROXY_META
+from spiders.pace import EXIT_META
 from spiders.recipe import Field, Recipe, load_recipe
 from spiders.render import render_meta
+
+LISTING_META = "harvest_listing"  # followed for its links, not an item
+LISTING_TRIES_META = "harvest_listing_tries"
 
 
 class RecipeSpider(scrapy.Spider):
@@ -43,10 +52,24 @@ class RecipeSpider(scrapy.Spider):
             LinkExtractor(allow=f.allow, restrict_css=f.restrict_css or ()) for f in recipe.follow
         ]
         self.follow_render = [f.render or recipe.render for f in recipe.follow]
+        self.listing_retries, self.listing_backoff = 6, 2.0  # set from the settings
+        self.listing_ok = self.listing_links = 0  # for what a lost listing page hid
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> RecipeSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.listing_retries = crawler.settings.getint("HARVEST_LISTING_RETRIES")
+        spider.listing_backoff = crawler.settings.getfloat("HARVEST_LISTING_BACKOFF")
+        return spider  # type: ignore[return-value]
 
     async def start(self) -> AsyncIterator[Any]:
         for url in self.start_urls:
-            yield scrapy.Request(url, callback=self.parse, **self.render(self.recipe.render))
+            yield self.follow_request(url, self.recipe.render)
+
+    def follow_request(self, url: str, mode: str) -> scrapy.Request:
+        request = scrapy.Request(url, callback=self.parse, **self.render(mode))
+        request.meta[LISTING_META] = not self.item_re.search(url)
+        return request
 
     def render(self, mode: str) -> dict[str, Any]:
         """Request arguments for a page fetched in ``mode``: http, or browser."""
@@ -54,33 +77,73 @@ class RecipeSpider(scrapy.Spider):
             return {"errback": self.failed}
         return {"meta": render_meta(self.recipe.browser), "errback": self.failed}
 
-    def failed(self, failure: Failure) -> None:
-        """A page given up on is counted by reason and logged in one line, never a crash."""
+    def failed(self, failure: Failure) -> list[scrapy.Request]:
+        """A page given up on is counted by reason and logged in one line, never a crash.
+
+        A listing page is tried again, later and later, before it is given up: what lies
+        behind it is lost with it, so the account names it as a broken chain.
+        """
         request = getattr(failure, "request", None)
-        assert self.crawler.stats is not None
+        stats = self.crawler.stats
+        assert stats is not None
         if failure.check(HttpError):
             # with an errback, Scrapy's HttpErrorMiddleware leaves the counting to us
             status = failure.value.response.status
-            self.crawler.stats.inc_value(f"harvest/failed/http_{status}")
-            self.logger.warning("gave up on %s: HTTP %d", getattr(request, "url", "?"), status)
-            return
-        if failure.check(IgnoreRequest):
-            return  # harvest's and Scrapy's middlewares count these where they drop them
-        self.crawler.stats.inc_value(f"harvest/failed/{failure.type.__name__}")
-        if request is not None and request.meta.get("playwright"):
-            self.crawler.stats.inc_value("harvest/browser/failed")
-        self.logger.warning(
-            "gave up on %s: %s", getattr(request, "url", "?"), failure.getErrorMessage()
-        )
+            reason, transient = f"http_{status}", status == 429 or status >= 500
+        elif failure.check(GaveUp):
+            reason, transient = failure.value.reason, True  # counted where it was dropped
+        elif failure.check(IgnoreRequest):
+            return []  # harvest's and Scrapy's middlewares count these where they drop them
+        else:
+            reason, transient = failure.type.__name__, True
+            if request is not None and request.meta.get("playwright"):
+                stats.inc_value("harvest/browser/failed")
+        if request is not None and request.meta.get(LISTING_META):
+            tries = request.meta.get(LISTING_TRIES_META, 0)
+            if transient and tries < self.listing_retries:
+                return [self.later(request, tries)]
+            behind = self.pages_behind()
+            stats.set_value(f"{BROKEN_CHAIN}{request.url}", behind)
+            self.logger.error(
+                "broken chain: gave up on listing page %s (%s); about %d pages behind it "
+                "were never seen",
+                request.url,
+                reason,
+                behind,
+            )
+        if not failure.check(GaveUp):
+            stats.inc_value(f"harvest/failed/{reason}")
+        message = failure.getErrorMessage()
+        self.logger.warning("gave up on %s: %s", getattr(request, "url", "?"), message)
+        return []
+
+    def later(self, request: scrapy.Request, tries: int) -> scrapy.Request:
+        delay = self.listing_backoff * 2**tries
+        self.logger.info("listing page %s failed: trying again in %.0fs", request.url, delay)
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value("harvest/listing/retries")
+        retry = request.replace(dont_filter=True)
+        for key in (EXIT_META, PROXY_META, "download_slot", "download_latency"):
+            retry.meta.pop(key, None)
+        retry.meta[LISTING_TRIES_META] = tries + 1
+        retry.meta[NOT_BEFORE_META] = time.monotonic() + delay
+        return retry
+
+    def pages_behind(self) -> int:
+        """What a listing page led to, on average, in this crawl: at least one page."""
+        return max(1, round(self.listing_links / self.listing_ok)) if self.listing_ok else 1
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
         if not isinstance(response, TextResponse):
             return
         if self.item_re.search(response.url):
             yield self.extract(response)
+        listing = response.meta.get(LISTING_META, False)
+        self.listing_ok += listing
         for extractor, mode in zip(self.extractors, self.follow_render, strict=True):
             for link in extractor.extract_links(response):
-                yield response.follow(link, callback=self.parse, **self.render(mode))
+                self.listing_links += listing
+                yield self.follow_request(response.urljoin(link.url), mode)
 
     def extract(self, response: Response) -> dict[str, Any]:
         item: dict[str, Any] = {

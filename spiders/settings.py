@@ -69,13 +69,18 @@ HARVEST_PROXY_MAX_FAILURES = 3
 # retries through other proxies after a ban or a failed connection, per request
 HARVEST_BAN_MAX_RETRIES = 10
 
-# learn a site's pace on the direct connection from its 429/503 answers (AIMD on the gap
-# between requests, Retry-After always honoured); see spiders/middlewares/pacing.py
+# learn each exit's pace to each site from its answers (429/503, Retry-After always
+# honoured, block pages, dropped connections); see spiders/pace.py. A throttle without a
+# Retry-After pauses the exit this long, doubled while throttles come in a row, up to the max
 HARVEST_PACING = True
-HARVEST_PACING_START_DELAY = 0.05
-HARVEST_PACING_STEP = 0.01
-HARVEST_PACING_MAX_DELAY = 60.0
+HARVEST_PACING_PAUSE = 1.0
+HARVEST_PACING_MAX_PAUSE = 60.0
+# sends of one request while it is throttled, before it is given up
 HARVEST_PACING_MAX_TRIES = 20
+# a listing page (one followed for its links, not an item) that fails is tried again this
+# many times, with a growing pause, before the account names it a broken chain
+HARVEST_LISTING_RETRIES = 6
+HARVEST_LISTING_BACKOFF = 2.0
 
 # a frontier in Redis shared by several crawl processes (spiders/frontier.py); set by
 # `harvest crawl --workers N`, which also sets SCHEDULER to spiders.frontier.RedisFrontier

@@ -109,24 +109,37 @@ class Guard:
     ban_seconds: float = 3600.0
     seen: dict[str, deque[float]] = field(default_factory=dict)
     banned_until: dict[str, float] = field(default_factory=dict)
+    # (time.monotonic(), client address, status) of every guarded request, in order
+    answers: list[tuple[float, str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check(self, address: str) -> tuple[int, dict[str, str], str] | None:
         now = time.monotonic()
         with self.lock:
-            if self.banned_until.get(address, 0.0) > now:
+            verdict = self._check(address, now)
+            self.answers.append((now, address, verdict[0] if verdict else 200))
+            return verdict
+
+    def _check(self, address: str, now: float) -> tuple[int, dict[str, str], str] | None:
+        if self.banned_until.get(address, 0.0) > now:
+            return 403, {}, BLOCK_PAGE
+        hits = self.seen.setdefault(address, deque())
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            if self.ban_seconds > 0:
+                self.banned_until[address] = now + self.ban_seconds
                 return 403, {}, BLOCK_PAGE
-            hits = self.seen.setdefault(address, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                if self.ban_seconds > 0:
-                    self.banned_until[address] = now + self.ban_seconds
-                    return 403, {}, BLOCK_PAGE
-                retry = max(1, int(hits[0] + self.window - now + 0.999))
-                return 429, {"Retry-After": str(retry)}, "Too many requests"
-            hits.append(now)
+            retry = max(1, int(hits[0] + self.window - now + 0.999))
+            return 429, {"Retry-After": str(retry)}, "Too many requests"
+        hits.append(now)
         return None
+
+    def minimum_seconds(self, requests: int, exits: int) -> float:
+        """The least time ``requests`` can take through ``exits`` client addresses: each
+        address may send ``limit`` at once, then ``limit`` a ``window``."""
+        per_window = self.limit * exits
+        return max(0, requests - per_window) / per_window * self.window
 
 
 class DemoSite:
@@ -144,7 +157,10 @@ class DemoSite:
         self.guard = guard or Guard()
         # every (client address, path) requested, in order: lets tests see what was fetched
         self.requests: list[tuple[str, str]] = []
+        # path -> how many more times it answers 500 (-1: always): a page that keeps failing
+        self.failing: dict[str, int] = {}
         attrs = {"site": site, "guard": self.guard, "log": self.requests, "etags": etags}
+        attrs["failing"] = self.failing
         handler = type("Handler", (_Handler,), attrs)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -193,6 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
     site: Site
     guard: Guard
     log: list[tuple[str, str]]
+    failing: dict[str, int]
     slow_seconds: float = 60.0
     etags: bool = True
     protocol_version = "HTTP/1.1"
@@ -203,6 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
         self.log.append((self.client_address[0], path))
+        if self.failing.get(path, 0):
+            self.failing[path] -= self.failing[path] > 0
+            return self._send(500, "Internal Server Error", "text/plain")
         if path == "/robots.txt":
             return self._send(200, "User-agent: *\nAllow: /\n", "text/plain")
         prefix = next((p for p in SECTIONS[1:] if path == p or path.startswith(p + "/")), "")

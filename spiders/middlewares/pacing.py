@@ -1,42 +1,44 @@
-"""Paces the direct connection to a site by what the site answers.
+"""Paces every exit to every site by what the site answers (the pace itself: spiders/pace.py).
 
-A 429 or 503 through the direct connection (proxied requests are the proxy pool's) doubles
-the gap between requests to that site, up to ``HARVEST_PACING_MAX_DELAY``, holds the
-site's download slot for at least the ``Retry-After``, and sends the request again; every
-good answer narrows the gap by ``HARVEST_PACING_STEP``. That is additive increase and
-multiplicative decrease of the request rate, so a crawl of a rate-limited site learns
-its pace instead of losing pages to retries fired straight back into the limit.
+A request through the direct connection waits here for its pace; one through a proxy has
+waited in the proxy pool, which picks the proxy that can send soonest. Every answer then
+teaches its exit's pace: a 429 or 503 slows it and pauses it for at least the
+``Retry-After``, a dropped connection slows it, a good answer speeds it up. A throttled
+request is sent again, through whichever exit is free first; one still throttled after
+``HARVEST_PACING_MAX_TRIES`` is given up and counted.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
-from scrapy import Request, Spider
+from scrapy import Request, signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.httpobj import urlparse_cached
 
-from spiders.middlewares.bans import parse_retry_after
+from spiders.account import GaveUp
+from spiders.middlewares.bans import BanDetector, parse_retry_after
 from spiders.middlewares.proxypool import PROXY_META
+from spiders.pace import DIRECT, EXIT_META, pacer_for
 
 logger = logging.getLogger(__name__)
 THROTTLED = (429, 503)
 TRIES_META = "harvest_pacing_tries"
+SENT_META = "harvest_sent_at"
+# a request that must not go before this time.monotonic(): a listing page's backoff
+NOT_BEFORE_META = "harvest_not_before"
 
 
 class PacingMiddleware:
     def __init__(self, crawler: Crawler):
-        settings = crawler.settings
         self.crawler = crawler
-        self.min_delay = settings.getfloat("DOWNLOAD_DELAY")
-        self.start = settings.getfloat("HARVEST_PACING_START_DELAY")
-        self.step = settings.getfloat("HARVEST_PACING_STEP")
-        self.max_delay = settings.getfloat("HARVEST_PACING_MAX_DELAY")
-        self.max_tries = settings.getint("HARVEST_PACING_MAX_TRIES")
-        self.last_backoff: dict[int, float] = {}
+        self.pacer = pacer_for(crawler)
+        self.max_tries = crawler.settings.getint("HARVEST_PACING_MAX_TRIES")
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> PacingMiddleware:
@@ -44,42 +46,60 @@ class PacingMiddleware:
             raise NotConfigured
         return cls(crawler)
 
-    def slot(self, request: Request) -> Any:
-        assert self.crawler.engine is not None
-        downloader = self.crawler.engine.downloader
-        return downloader.slots.get(downloader.get_slot_key(request))
+    async def process_request(self, request: Request) -> None:
+        if (wait := request.meta.get(NOT_BEFORE_META, 0.0) - time.monotonic()) > 0:
+            await sleep(wait)
+        if EXIT_META not in request.meta:  # not sent through a proxy
+            host = urlparse_cached(request).hostname or ""
+            request.meta[EXIT_META] = await self.pacer.acquire(host, lambda: (DIRECT,))
+        request.meta[SENT_META] = self.pacer.clock()
 
-    def process_response(
-        self, request: Request, response: Response, spider: Spider | None = None
-    ) -> Any:
-        if PROXY_META in request.meta:
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        exit_ = request.meta.get(EXIT_META)
+        if exit_ is None:
             return response
-        slot = self.slot(request)
-        if slot is None:
-            return response
+        pace = self.pacer.pace(exit_, urlparse_cached(request).hostname or "")
+        sent = request.meta.get(SENT_META, 0.0)
         if response.status not in THROTTLED:
-            if response.status < 400 and slot.delay > self.min_delay:
-                slot.delay = max(self.min_delay, slot.delay - self.step)
+            if response.status < 400:
+                pace.ok(sent, request.meta.get("download_latency"))
+            # a block page is a ban, not a pace: behind a proxy the pool backs that proxy
+            # off; on the direct connection retrying would only prolong it
             return response
-        # the answers to requests already in flight say nothing new: back off once per gap
-        now = time.monotonic()
-        key = id(slot)
-        if now - self.last_backoff.get(key, 0.0) > max(slot.delay, self.start):
-            slot.delay = min(self.max_delay, max(self.start, slot.delay * 2))
-            self.last_backoff[key] = now
-        wait = parse_retry_after(response)
-        # the slot sends its next request no sooner than lastseen + delay
-        slot.lastseen = max(slot.lastseen, now + wait - slot.delay)
-        assert self.crawler.stats is not None
-        self.crawler.stats.inc_value("harvest/pacing/throttled")
-        self.crawler.stats.max_value("harvest/pacing/max_delay_ms", int(slot.delay * 1000))
+        pause = pace.throttled(sent, parse_retry_after(response))
+        self._inc(f"throttled/{exit_}")
+        return self._again(request, response.status, pause)
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        exit_ = request.meta.get(EXIT_META)
+        if exit_ is not None and BanDetector.is_connection_failure(exception):
+            # dropped connections and timeouts are how some sites say "too fast"
+            pace = self.pacer.pace(exit_, urlparse_cached(request).hostname or "")
+            pace.failed(request.meta.get(SENT_META, 0.0))
+        # RetryMiddleware, or the proxy pool, sends it again
+
+    def _again(self, request: Request, status: int, pause: float) -> Request:
         tries = request.meta.get(TRIES_META, 0) + 1
         if tries > self.max_tries:
+            assert self.crawler.stats is not None
             self.crawler.stats.inc_value("harvest/failed/throttled")
-            raise IgnoreRequest(f"{request.url}: still throttled after {self.max_tries} tries")
-        logger.info("throttled (%d) on %s: %.2fs between requests, waiting %.1fs",
-                    response.status, request.url, slot.delay, wait)  # fmt: skip
+            raise GaveUp("throttled", f"{request.url}: still throttled after {tries - 1} tries")
+        logger.debug("throttled (%d) on %s: pausing %.1fs", status, request.url, pause)
         retry = request.copy()
         retry.meta[TRIES_META] = tries
+        for key in (EXIT_META, PROXY_META, "download_slot"):  # free to take another exit
+            retry.meta.pop(key, None)
         retry.dont_filter = True
         return retry
+
+    def spider_closed(self) -> None:
+        stats = self.crawler.stats
+        assert stats is not None
+        for name, figures in self.pacer.figures().items():
+            stats.set_value(f"harvest/pace/sent/{name}", figures["sent"])
+            if rates := figures.get("rate_per_s"):
+                stats.set_value(f"harvest/pace/rate_per_s/{name}", round(sum(rates.values()), 2))
+
+    def _inc(self, key: str) -> None:
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value(f"harvest/pace/{key}")

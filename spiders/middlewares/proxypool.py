@@ -27,8 +27,11 @@ from scrapy.http import Response
 from scrapy.settings import BaseSettings
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.httpobj import urlparse_cached
 
+from spiders.account import GaveUp
 from spiders.middlewares.bans import PROXY_AUTH_REQUIRED, BanDetector
+from spiders.pace import EXIT_META, pacer_for
 from spiders.recipe import BanPolicy, Recipe
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ class Proxy:
     bans: int = 0  # in a row, sets the next backoff
     failures: int = 0  # connection failures in a row
     ready_at: float = 0.0
+    exit: str = ""  # its name for pacing and the account
 
     @classmethod
     def parse(cls, index: int, url: str) -> Proxy:
@@ -93,9 +97,10 @@ class Proxy:
 
 
 class ProxyPool:
-    """Which proxy to use next, and what a ban or a failed connection does to a proxy.
+    """Which proxies may be used, and what a ban or a failed connection does to a proxy.
 
-    Proxies backing off are skipped; the ready ones take turns. A ban backs a proxy off for
+    Proxies backing off are skipped; which of the ready ones a request takes is the
+    pacer's choice (spiders/pace.py): the one that can send soonest. A ban backs a proxy off for
     ``base * 2**n`` seconds (n: bans in a row), capped at ``backoff_max`` and jittered down
     to half of that; ``max_failures`` connection failures in a row make it dead.
     """
@@ -110,11 +115,16 @@ class ProxyPool:
         rng: random.Random | None = None,
     ):
         self.proxies = [Proxy.parse(i, url) for i, url in enumerate(urls)]
+        # one exit a proxy; the same host:port twice (a provider that picks the address by
+        # user name, say) is told apart by its place in the list
+        names = [p.name for p in self.proxies]
+        for p in self.proxies:
+            p.exit = p.name if names.count(p.name) == 1 else f"{p.name}#{p.index}"
+        self.by_exit = {p.exit: p for p in self.proxies}
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.max_failures = max_failures
         self.clock = clock
         self.rng = rng or random.Random()
-        self._next = 0
 
     def __len__(self) -> int:
         return len(self.proxies)
@@ -123,15 +133,10 @@ class ProxyPool:
     def usable(self) -> list[Proxy]:
         return [p for p in self.proxies if p.health is not Health.DEAD]
 
-    def choose(self) -> Proxy | None:
-        """The next ready proxy, round-robin; None when all are backing off or dead."""
+    def ready(self) -> list[Proxy]:
+        """The proxies a request may go through now: neither dead nor backing off."""
         now = self.clock()
-        for step in range(len(self.proxies)):
-            proxy = self.proxies[(self._next + step) % len(self.proxies)]
-            if proxy.health is not Health.DEAD and proxy.ready_at <= now:
-                self._next = proxy.index + 1
-                return proxy
-        return None
+        return [p for p in self.proxies if p.health is not Health.DEAD and p.ready_at <= now]
 
     def wait_time(self) -> float | None:
         """Seconds until a proxy is ready again; None when every proxy is dead."""
@@ -202,6 +207,7 @@ class ProxyPoolMiddleware:
 
     def __init__(self, crawler: Crawler, pool: ProxyPool, detector: BanDetector, max_retries: int):
         self.crawler = crawler
+        self.pacer = pacer_for(crawler)
         self.pool = pool
         self.detector = detector
         self.max_retries = max_retries
@@ -226,11 +232,14 @@ class ProxyPoolMiddleware:
         return cls(crawler, pool, BanDetector(policy), max_retries)
 
     async def process_request(self, request: Request) -> None:
-        proxy = await self._choose()
+        proxy = await self._choose(urlparse_cached(request).hostname or "")
         if proxy is None:
             raise IgnoreRequest(f"{STOP_REASON}: all {len(self.pool)} proxies are dead")
         request.meta[PROXY_META] = proxy.index
-        self._inc(f"requests/{proxy.name}")
+        request.meta[EXIT_META] = proxy.exit
+        # a download slot per exit: each proxy gets its own concurrency to the site
+        request.meta["download_slot"] = f"{urlparse_cached(request).hostname}@{proxy.exit}"
+        self._inc(f"requests/{proxy.exit}")
         if request.meta.get("playwright"):
             # one browser context per proxy: the browser takes the credentials itself
             browser_proxy = {"server": proxy.server}
@@ -257,13 +266,13 @@ class ProxyPoolMiddleware:
         if ban is None:
             self.pool.succeed(proxy)
             return response
-        self._inc(f"bans/{proxy.name}")
+        self._inc(f"bans/{proxy.exit}")
         delay = self.pool.ban(proxy, ban.retry_after)
         if delay is not None:
             logger.info("proxy %s banned (%s): backing off %.1fs", proxy.name, ban.reason, delay)
         retry = self._retry(request, f"banned through {proxy.name} ({ban.reason})")
         if retry is None:  # a ban page must never reach the spider
-            raise IgnoreRequest(f"gave up on a banned page: {request.url}")
+            raise GaveUp("banned", f"gave up on a banned page: {request.url}")
         return retry
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
@@ -272,10 +281,11 @@ class ProxyPoolMiddleware:
             return None
         return self._failed(request, proxy, type(exception).__name__)
 
-    async def _choose(self) -> Proxy | None:
+    async def _choose(self, host: str) -> Proxy | None:
         while not self.stopping:
-            if (proxy := self.pool.choose()) is not None:
-                return proxy
+            ready = await self.pacer.acquire(host, lambda: [p.exit for p in self.pool.ready()])
+            if ready is not None:
+                return self.pool.by_exit[ready]
             wait = self.pool.wait_time()
             if wait is None:
                 self._stop()
@@ -285,9 +295,9 @@ class ProxyPoolMiddleware:
         return None
 
     def _failed(self, request: Request, proxy: Proxy, reason: str) -> Request | None:
-        self._inc(f"failures/{proxy.name}")
+        self._inc(f"failures/{proxy.exit}")
         if self.pool.fail(proxy):
-            self.crawler.stats.set_value(f"harvest/proxy/dead/{proxy.name}", 1)
+            self.crawler.stats.set_value(f"harvest/proxy/dead/{proxy.exit}", 1)
             logger.warning(
                 "proxy %s is dead after %d failures in a row (last: %s)",
                 proxy.name,
@@ -312,6 +322,8 @@ class ProxyPoolMiddleware:
         retry = request.copy()
         retry.meta[RETRIES_META] = retries
         retry.meta.pop(PROXY_META, None)
+        retry.meta.pop(EXIT_META, None)
+        retry.meta.pop("download_slot", None)
         retry.dont_filter = True
         return retry
 

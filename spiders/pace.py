@@ -1,0 +1,194 @@
+"""The pace of each exit to each site, learned from what the site answers.
+
+An exit is the direct connection or one proxy; each (exit, site) pair has its own ``Pace``.
+A pace starts unlimited. When the site first throttles (429/503, a block page, a dropped
+connection), the pace pauses for the site's ``Retry-After`` and sets its rate to what got
+through since it started, pause included: against a limit of so many requests per window,
+that is the limit itself, learned from one throttle. A later throttle takes the rate down
+to what got through since the one before, but never below half; the rate it happened at
+becomes the ceiling. Between throttles the rate climbs back, quickly up to near the
+ceiling, then slowly past it, so that throttles, and the pauses they cost, stay rare. A
+throttle straight after a pause means the pause was too short, not the rate too high: the
+next pause is the ``Retry-After`` or, without one, twice the last.
+
+``Pacer.acquire`` hands a request the exit that can take one soonest, and waits until it
+can; a pause that begins while a request waits is honoured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scrapy.utils.asyncio import sleep
+
+DIRECT = "direct"
+EXIT_META = "harvest_exit"  # the exit a request went through
+
+
+@dataclass
+class PaceSettings:
+    pause: float = 1.0  # when the site throttles without saying how long to wait
+    max_pause: float = 60.0
+    probe_fast: float = 0.1  # share of the rate gained a second, well under the ceiling
+    probe_slow: float = 0.005  # and near or past it
+    near: float = 0.97  # "well under" is below this share of the ceiling
+    slow_latency: float = 3.0  # no probing while latency is this many times its best
+
+
+@dataclass
+class Pace:
+    settings: PaceSettings = field(default_factory=PaceSettings)
+    clock: Callable[[], float] = time.monotonic
+    interval: float = 0.0  # seconds between requests; 0 until the site first throttles
+    next_at: float = 0.0  # the earliest the next request may go
+    ceiling: float = 0.0  # the rate (requests/s) the site last throttled at
+    throttles: int = 0
+    sent: int = 0
+    _cycle_start: float = 0.0  # when sending resumed after the last throttle
+    _cycle_ok: int = 0
+    _reacted_at: float = -math.inf  # answers to requests sent before this are old news
+    _in_a_row: int = 0  # throttles with nothing got through in between
+    _best_latency: float = math.inf
+    _latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._cycle_start = self.clock()
+
+    def take(self) -> None:
+        """One request goes now."""
+        now = self.clock()
+        self.next_at = max(self.next_at, now) + self.interval
+        self.sent += 1
+
+    def ok(self, sent_at: float, latency: float | None = None) -> None:
+        self._cycle_ok += 1
+        self._in_a_row = 0
+        if latency is not None:
+            self._best_latency = min(self._best_latency, latency)
+            self._latency = latency if not self._latency else 0.8 * self._latency + 0.2 * latency
+        if self.interval <= 0 or sent_at < self._reacted_at or self._slowing():
+            return
+        near = 1 / self.interval >= self.settings.near * self.ceiling
+        probe = self.settings.probe_slow if near else self.settings.probe_fast
+        # the same gain a second whatever the rate: a fast exit must not probe faster
+        self.interval *= 1 - min(0.5, probe * self.interval)
+
+    def failed(self, sent_at: float) -> None:
+        """A connection dropped or timed out: maybe "too fast", maybe a fluke of the network.
+
+        The rate comes down as for a throttle, and the climb starts over, but with no pause:
+        a reused connection that the other end had just closed costs nothing.
+        """
+        if self.interval and sent_at >= self._reacted_at:
+            self.interval /= 0.85
+            self._reacted_at = self.clock()
+
+    def throttled(self, sent_at: float, retry_after: float = 0.0) -> float:
+        """The site pushed back on a request sent at ``sent_at``; returns the pause."""
+        now = self.clock()
+        self.throttles += 1
+        if sent_at < self._reacted_at:
+            # sent before the last reaction: its answer was already taken into account
+            self.next_at = max(self.next_at, now + retry_after)
+            return retry_after
+        self._in_a_row += 1
+        if self._cycle_ok >= 2:
+            pause = retry_after or self.settings.pause
+            got = self._cycle_ok / (now - self._cycle_start + pause)
+            if self.interval:
+                self.ceiling = 1 / self.interval
+                # a short spell between throttles says little: at most halve the rate
+                self.interval = min(1 / got, 2 * self.interval)
+            else:
+                self.ceiling, self.interval = got, 1 / got
+        else:
+            backoff = self.settings.pause * 2 ** (self._in_a_row - 1)
+            pause = min(self.settings.max_pause, retry_after or backoff)
+        self.next_at = max(self.next_at, now + pause)
+        self._reacted_at = now
+        self._cycle_start, self._cycle_ok = now + pause, 0
+        return pause
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second this pace allows; None while unlimited."""
+        return 1 / self.interval if self.interval > 0 else None
+
+    def _slowing(self) -> bool:
+        best = self._best_latency
+        return best < math.inf and self._latency > self.settings.slow_latency * best + 0.05
+
+
+class Pacer:
+    """Every pace of one crawl, by (exit, host)."""
+
+    def __init__(
+        self, settings: PaceSettings | None = None, clock: Callable[[], float] = time.monotonic
+    ):
+        self.settings = settings or PaceSettings()
+        self.clock = clock
+        self.paces: dict[tuple[str, str], Pace] = {}
+
+    def pace(self, exit_: str, host: str) -> Pace:
+        key = (exit_, host)
+        if key not in self.paces:
+            self.paces[key] = Pace(self.settings, self.clock)
+        return self.paces[key]
+
+    def soonest(self, host: str, exits: Iterable[str]) -> tuple[str, float] | None:
+        """The exit whose next request to ``host`` may go first, and when."""
+        best: tuple[str, float] | None = None
+        for name in exits:
+            at = self.pace(name, host).next_at
+            if best is None or at < best[1]:
+                best = (name, at)
+        return best
+
+    async def acquire(self, host: str, exits: Callable[[], Iterable[str]]) -> str | None:
+        """Waits for the exit that can send to ``host`` soonest, and takes it.
+
+        ``exits`` is asked again after every wait, since exits come and go; None when it
+        offers none.
+        """
+        while True:
+            found = self.soonest(host, exits())
+            if found is None:
+                return None
+            name, at = found
+            wait = at - self.clock()
+            if wait <= 0:
+                self.pace(name, host).take()
+                return name
+            await sleep(wait)
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """Per exit: requests sent, throttles, and the rate learned per host."""
+        out: dict[str, dict[str, Any]] = {}
+        for (name, host), pace in sorted(self.paces.items()):
+            mine = out.setdefault(name, {"sent": 0, "throttled": 0})
+            mine["sent"] += pace.sent
+            mine["throttled"] += pace.throttles
+            if pace.rate is not None:
+                mine.setdefault("rate_per_s", {})[host] = round(pace.rate, 2)
+        return out
+
+
+_PACERS: weakref.WeakKeyDictionary[Any, Pacer] = weakref.WeakKeyDictionary()
+
+
+def pacer_for(crawler: Any) -> Pacer:
+    """The crawl's one pacer, shared by the proxy pool (which picks exits) and pacing."""
+    if crawler not in _PACERS:
+        s = crawler.settings
+        _PACERS[crawler] = Pacer(
+            PaceSettings(
+                pause=s.getfloat("HARVEST_PACING_PAUSE"),
+                max_pause=s.getfloat("HARVEST_PACING_MAX_PAUSE"),
+            )
+        )
+    return _PACERS[crawler]
