@@ -143,8 +143,13 @@ def crawl(
             curated=result.curated,
             quarantined=result.quarantined,
             duplicates_dropped=result.duplicates_dropped,
+            near_duplicates_dropped=result.near_duplicates_dropped,
+            batch_status=result.batch_status,
             report=result.report,
         )
+        if result.batch_status == "held":
+            summary["held_reasons"] = result.held_reasons
+            say_held(result.source, result.held_reasons)
     # every crawl ends with its account; pages given up past the recipe's limit fail it
     summary["account"] = acc = account(summary["stats"])
     for line in describe(acc):
@@ -208,10 +213,16 @@ def curate_cmd(
     note = (reason or "accepted by hand") if accept_batch else None
     result = stages.curate_source(cfg, stages.recipe(cfg, source), accept_batch=note)
     if result.batch_status == "held":
-        err.print(f"batch of {result.source} held back whole:", highlight=False)
-        for line in result.held_reasons:
-            err.print(f"  - {line}", highlight=False)
+        say_held(result.source, result.held_reasons)
     emit(asdict(result))
+
+
+def say_held(source: str, reasons: list[str]) -> None:
+    err.print(
+        f"batch of {source} held back whole (see `harvest status {source}`):", highlight=False
+    )
+    for line in reasons:
+        err.print(f"  - {line}", highlight=False)
 
 
 @app.command()

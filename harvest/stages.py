@@ -66,7 +66,7 @@ def push_source(config: Config, r: Recipe, sync: LabelSync | None = None) -> Pus
     table = f"curated/{r.name}"
     if not lake.exists(table):
         return PushResult(project_id, 0, 0)
-    rows = lake.table(table).to_pyarrow_table(columns=["content_sha256", "url", r.text_field])
+    rows = lake.read(table, columns=["content_sha256", "url", r.text_field])
     tasks = (
         {"row_id": h, "url": u, "text": t}
         for h, u, t in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)

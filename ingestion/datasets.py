@@ -88,7 +88,7 @@ def cut_dataset(
     if lake.exists(table):
         latest, stored = dataset_lineage(lake, name)
         if _inputs(stored) == lineage:
-            rows = lake.table(table).to_pyarrow_table(columns=["row_id"]).num_rows
+            rows = lake.read(table, columns=["row_id"]).num_rows
             return DatasetVersion(name, latest, rows, stored, reused=True)
 
     data = build_dataset(lake, name, lineage)

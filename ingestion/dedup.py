@@ -23,6 +23,8 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,11 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHash
 
-from ingestion.lake import Lake
+from ingestion.lake import Lake, LakeError
 
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
 GROUP, SIGNATURE = "dup_group", "minhash"
 _WORDS = re.compile(r"[^\w]+")
+SIGNATURE_SLICE = 2_000  # texts shingled at once
 
 
 def shingles(text: str, k: int) -> list[bytes]:
@@ -44,11 +47,6 @@ def shingles(text: str, k: int) -> list[bytes]:
         return []
     data = text.encode("utf-8")
     return list({data[i : i + k] for i in range(max(1, len(data) - k + 1))})
-
-
-def _crc32(data: bytes) -> int:
-    # stable across processes (Python's hash() is not) and twice as fast as datasketch's sha1
-    return zlib.crc32(data)
 
 
 @dataclass(frozen=True)
@@ -65,13 +63,23 @@ class NearDuplicates:
 
     def signatures(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
         """(n, num_perm) uint32 signatures, and which texts had any (None or blank: not)."""
-        grams = [shingles(t, self.shingle) if isinstance(t, str) else [] for t in texts]
-        valid = np.array([bool(g) for g in grams], dtype=bool)
+        valid = np.zeros(len(texts), dtype=bool)
         sigs = np.zeros((len(texts), self.num_perm), dtype=np.uint32)
-        todo = [g for g in grams if g]
-        if todo:
-            hashes = MinHash.bulk(todo, num_perm=self.num_perm, seed=self.seed, hashfunc=_crc32)
-            sigs[valid] = np.vstack([m.hashvalues for m in hashes]).astype(np.uint32)
+        # a slice at a time: a text's shingles take some forty times its size in memory
+        for start in range(0, len(texts), SIGNATURE_SLICE):
+            part = texts[start : start + SIGNATURE_SLICE]
+            grams = [shingles(t, self.shingle) if isinstance(t, str) else [] for t in part]
+            has = np.array([bool(g) for g in grams], dtype=bool)
+            todo = [g for g in grams if g]
+            if todo:
+                # crc32: stable across processes (Python's hash() is not), and twice as
+                # fast as datasketch's sha1
+                hashes = MinHash.bulk(
+                    todo, num_perm=self.num_perm, seed=self.seed, hashfunc=zlib.crc32
+                )
+                block = sigs[start : start + len(part)]
+                block[has] = np.vstack([m.hashvalues for m in hashes]).astype(np.uint32)
+            valid[start : start + len(part)] = has
         return sigs, valid
 
     def band_keys(self, sigs: np.ndarray) -> np.ndarray:
@@ -103,6 +111,25 @@ class DedupResult:
     dropped: pd.DataFrame  # the rest, with reason, duplicate_of, dup_group and similarity
     exact: int = 0
     near: int = 0
+
+
+def duplicates_table(source: str) -> str:
+    return f"duplicates/{source}"
+
+
+def keep_dropped(
+    lake: Lake,
+    source: str,
+    result: DedupResult,
+    at: datetime,
+    metadata: dict[str, Any] | None = None,
+) -> int | None:
+    """Appends the rows ``result`` dropped to ``duplicates/<source>``, each with its reason
+    and ``dropped_at``; returns the new version, or None when none was dropped."""
+    if not len(result.dropped):
+        return None
+    dropped = pa.Table.from_pandas(result.dropped.assign(dropped_at=at), preserve_index=False)
+    return lake.append(duplicates_table(source), dropped, metadata)
 
 
 class Deduper:
@@ -256,7 +283,7 @@ class Deduper:
     def _scan(self) -> Iterator[pa.Table]:
         if not self.lake.exists(self.table):
             return
-        dataset = self.lake.table(self.table).to_pyarrow_dataset()
+        dataset = self.lake.dataset(self.table)
         columns = [
             c for c in ("content_sha256", "url", GROUP, SIGNATURE) if c in dataset.schema.names
         ]
@@ -265,18 +292,27 @@ class Deduper:
                 yield pa.Table.from_batches([batch])
 
     def _stored(self, column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-        """Stored signatures as (n, num_perm) uint32, and which rows have one."""
+        """Stored signatures as (n, num_perm) uint32, and which rows have one.
+
+        Any binary type is accepted: Delta has no fixed-size binary, so signatures written
+        as ``fixed_size_binary`` read back as plain ``binary``; a value of another length
+        than ``num_perm * 4`` bytes counts as no signature.
+        """
         width = self.near.num_perm * 4
-        arr = column.combine_chunks()
-        if arr.type == pa.large_binary():
-            offsets_type: type[np.integer] = np.int64
-        elif arr.type == pa.binary():
-            offsets_type = np.int32
-        else:
-            raise ValueError(f"{self.table}: column {SIGNATURE} is {arr.type}, not binary")
+        kind = column.type
+        if not (
+            pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)
+            or pa.types.is_binary_view(kind)
+            or pa.types.is_fixed_size_binary(kind)
+        ):
+            raise LakeError(
+                f"{self.table}: column {SIGNATURE} is {kind}, not binary of {width} bytes a row"
+            )
+        arr = column.combine_chunks().cast(pa.large_binary())
         n = len(arr)
         _, offsets_buf, data_buf = arr.buffers()
-        offsets = np.frombuffer(offsets_buf, dtype=offsets_type)[arr.offset : arr.offset + n + 1]
+        offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
         has = pc.is_valid(arr).to_numpy(zero_copy_only=False) & (np.diff(offsets) == width)
         sigs = np.zeros((n, self.near.num_perm), dtype=np.uint32)
         if has.any() and data_buf is not None:

@@ -18,6 +18,12 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
+def table_filesystem(uri: str) -> pafs.FileSystem:
+    """Arrow's own filesystem rooted at a table, where the paths in its log start."""
+    filesystem, base = _filesystem(uri)
+    return pafs.SubTreeFileSystem(base, filesystem)
+
+
 def commit_actions(uri: str, version: int) -> list[dict[str, Any]]:
     """The actions of commit ``version``; FileNotFoundError if its log entry is gone."""
     filesystem, base = _filesystem(uri)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -33,6 +34,9 @@ class LakeError(RuntimeError):
 class Lake:
     def __init__(self, root: str | Path):
         self.root = str(root)
+        # tables this object appends to: opening a table replays its log, which costs more
+        # than a small append, so each append only reads the commits made since the last
+        self._writing: dict[str, DeltaTable] = {}
 
     def uri(self, table: str) -> str:
         if "://" in self.root:
@@ -51,7 +55,8 @@ class Lake:
         try:
             dt = DeltaTable(self.uri(table), version=version)
         except TableNotFoundError as exc:
-            raise LakeError(f"no table {table!r} in lake {self.root}") from exc
+            known = ", ".join(self.tables()) or "none yet"
+            raise LakeError(f"no table {table!r} in lake {self.root} (tables: {known})") from exc
         except (DeltaError, OSError, ValueError) as exc:
             if version is None:
                 raise
@@ -93,12 +98,22 @@ class Lake:
         """Rows of ``table`` at a pinned ``version`` or time ``as_of`` (default: latest)."""
         dt = self.table(table, version, as_of)
         try:
-            return dt.to_pyarrow_table(columns=columns)
+            return self.dataset(table, dt).to_table(columns=columns)
         except FileNotFoundError as exc:
             raise LakeError(
                 f"table {table!r} version {dt.version()} cannot be read: a data file it names "
                 f"is gone (vacuumed?): {str(exc).splitlines()[0]}"
             ) from exc
+
+    def dataset(self, table: str, dt: DeltaTable | None = None) -> ds.Dataset:
+        """``table`` (or the version of it ``dt`` holds) as a pyarrow dataset, to stream.
+
+        Read through Arrow's own filesystem: deltalake's default is one written in Python,
+        whose reader threads can outlive the interpreter and abort it as it exits
+        ("terminate called without an active exception").
+        """
+        dt = self.table(table) if dt is None else dt
+        return dt.to_pyarrow_dataset(filesystem=deltalog.table_filesystem(self.uri(table)))
 
     def append(self, table: str, data: pa.Table, metadata: dict[str, Any] | None = None) -> int:
         """Append ``data`` as one commit; returns the new table version."""
@@ -119,16 +134,36 @@ class Lake:
         else:
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 try:
+                    target = self._for_append(table)
+                    where = self.uri(table) if target is None else target
                     write_deltalake(
-                        self.uri(table), data, mode="append", schema_mode="merge",
+                        where, data, mode="append", schema_mode="merge",
                         commit_properties=props, post_commithook_properties=KEEP_LOG,
                     )  # fmt: skip
                     break
                 except CommitFailedError:
+                    self._writing.pop(table, None)
                     if attempt == COMMIT_ATTEMPTS:
                         raise
                     time.sleep(random.uniform(0.05, 0.2) * attempt)
+            if target is not None:
+                return target.version()  # the write moved it to the version it committed
+            self._writing[table] = self.table(table)
+            return self._writing[table].version()
+        self._writing.pop(table, None)
         return self.table(table).version()
+
+    def _for_append(self, table: str) -> DeltaTable | None:
+        """The open table brought up to date with other writers' commits; None if not open."""
+        dt = self._writing.get(table)
+        if dt is None:
+            return None
+        try:
+            dt.update_incremental()
+        except (DeltaError, OSError):
+            del self._writing[table]  # deleted or replaced under us: open it afresh
+            return None
+        return dt
 
     def metadata(self, table: str, version: int) -> dict[str, Any]:
         """The metadata written with commit ``version`` of ``table``."""
@@ -137,18 +172,21 @@ class Lake:
                 return dict(json.loads(entry[LINEAGE_KEY]))
         return {}
 
-    def new_files(self, table: str, since: int | None) -> list[str]:
-        """Data files holding the rows appended to ``table`` after version ``since``.
+    def new_files(self, table: str, since: int | None, until: int | None = None) -> list[str]:
+        """Data files holding the rows appended to ``table`` after version ``since`` (None:
+        from the start), up to version ``until`` (None: the latest).
 
         Read from the commit log rather than by diffing snapshots: a compaction rewrites old
         rows into new files, which a diff would take for new rows.
         """
         dt = self.table(table)
-        if since is None:
+        if since is None and until is None:
             return dt.file_uris()
         uri = self.uri(table)
         try:
-            files, retired = deltalog.data_added_since(uri, since, dt.version())
+            files, retired = deltalog.data_added_since(
+                uri, -1 if since is None else since, dt.version() if until is None else until
+            )
         except FileNotFoundError as exc:
             raise LakeError(
                 f"cannot tell what {table!r} gained since version {since}: its log from there "

@@ -12,6 +12,9 @@ import pyarrow.compute as pc
 from ingestion.lake import Lake
 
 TABLE = "runs"
+# the stages that record where they left off: a crawl its id and state, the gate the raw
+# version it has read up to
+CRAWL_STAGE, CURATE_STAGE = "crawl", "curate"
 SCHEMA = pa.schema(
     [
         ("stage", pa.string()),
@@ -32,13 +35,20 @@ def record_run(lake: Lake, stage: str, source: str, details: dict[str, Any]) -> 
     lake.append(TABLE, pa.Table.from_pylist([row], schema=SCHEMA))
 
 
+def runs_of(lake: Lake, stage: str, source: str) -> list[dict[str, Any]]:
+    """Every run of ``stage`` for ``source``, oldest first: when (``at``) and its details."""
+    return [{"at": row["at"], **json.loads(row["details"])} for row in _rows(lake, stage, source)]
+
+
 def last_run(lake: Lake, stage: str, source: str) -> dict[str, Any] | None:
+    """The details of the latest run of ``stage`` for ``source``."""
+    mine = _rows(lake, stage, source)
+    return dict(json.loads(mine[-1]["details"])) if mine else None
+
+
+def _rows(lake: Lake, stage: str, source: str) -> list[dict[str, Any]]:
     if not lake.exists(TABLE):
-        return None
+        return []
     runs = lake.read(TABLE)
     mask = pc.and_(pc.equal(runs["stage"], stage), pc.equal(runs["source"], source))
-    mine = runs.filter(mask)
-    if mine.num_rows == 0:
-        return None
-    latest = mine.sort_by([("at", "descending")]).slice(0, 1).to_pylist()[0]
-    return dict(json.loads(latest["details"]))
+    return list(runs.filter(mask).sort_by("at").to_pylist())

@@ -22,6 +22,10 @@ PROVENANCE = pa.schema(
     ]
 )
 PROVENANCE_COLUMNS = tuple(PROVENANCE.names)
+# what the stages add to a row after the crawl: the gate's columns and dedup's
+STAGE_COLUMNS = ("curated_at", "quarantined_at", "failed_expectations", "dup_group", "minhash")
+# the lake's own columns, as against what a site published
+LAKE_COLUMNS = frozenset(PROVENANCE_COLUMNS + STAGE_COLUMNS)
 
 
 def content_sha256(fields: dict[str, Any]) -> str:

@@ -10,12 +10,10 @@ from typing import Any
 from ingestion import deltalog
 from ingestion.datasets import dataset_versions
 from ingestion.lake import KEEP_LOG, LINEAGE_KEY, MOVES_NO_ROWS, Lake, LakeError
+from ingestion.runs import CURATE_STAGE, last_run
 from ingestion.runs import TABLE as RUNS
-from ingestion.runs import last_run
 
 DEFAULT_RETAIN_HOURS = 168  # Delta's own default, one week
-# the gate records in `runs` (stage "curate") the raw version it has read up to
-CURSOR_STAGE = "curate"
 
 
 @dataclass
@@ -103,7 +101,7 @@ def _uncurated(lake: Lake, source: str) -> list[Pin]:
     """Versions of ``raw/<source>`` that appended rows the gate has not read yet, where a
     compaction has since retired the files holding them."""
     table = f"raw/{source}"
-    run = last_run(lake, CURSOR_STAGE, source)
+    run = last_run(lake, CURATE_STAGE, source)  # the raw version the gate read up to
     if not lake.exists(table) or not run or run.get("raw_version") is None:
         return []  # the gate's first run reads the whole table, compacted or not
     since = int(run["raw_version"])

@@ -42,7 +42,7 @@ def previous_pages(lake: Lake, source: str) -> dict[str, dict[str, Any]]:
     wanted = ["url", "content_sha256", "fetched_at", "etag", "last_modified"]
     dt = lake.table(table)
     columns = [c for c in wanted if c in dt.schema().to_arrow().names]
-    rows = dt.to_pyarrow_table(columns=columns).sort_by("fetched_at").to_pylist()
+    rows = lake.dataset(table, dt).to_table(columns=columns).sort_by("fetched_at").to_pylist()
     return {row["url"]: row for row in rows}  # later rows win
 
 

@@ -11,7 +11,7 @@ from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 
 from ingestion.lake import Lake
-from ingestion.runs import record_run
+from ingestion.runs import CRAWL_STAGE, record_run
 from ingestion.schema import PROVENANCE_COLUMNS, content_sha256
 from ingestion.writer import BatchWriter
 from spiders.account import account
@@ -54,7 +54,7 @@ class LakePipeline:
         )
         self.crawler.stats.set_value("harvest/crawl_id", self.crawl_id)
         # an end never recorded marks the crawl for resuming (spiders/resume.py)
-        record_run(self.lake, "crawl", source, {"crawl_id": self.crawl_id, "state": "running"})
+        record_run(self.lake, CRAWL_STAGE, source, {"crawl_id": self.crawl_id, "state": "running"})
 
     def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         assert self.writer is not None
@@ -98,7 +98,7 @@ class LakePipeline:
         state = "interrupted" if reason == "shutdown" else "finished"
         record_run(
             self.lake,
-            "crawl",
+            CRAWL_STAGE,
             self.source,
             {"crawl_id": self.crawl_id, "state": state, "reason": reason,
              "rows": self.writer.rows_committed,

@@ -18,9 +18,9 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from ingestion.lake import Lake
-from ingestion.runs import last_run
+from ingestion.runs import CRAWL_STAGE, last_run
 
-STAGE = "crawl"
+STAGE = CRAWL_STAGE
 logger = logging.getLogger(__name__)
 
 
@@ -36,7 +36,7 @@ def committed_urls(lake: Lake, source: str, crawl_id: str) -> set[str]:
     table = f"raw/{source}"
     if not lake.exists(table):
         return set()
-    rows = lake.table(table).to_pyarrow_table(columns=["url", "crawl_id"])
+    rows = lake.read(table, columns=["url", "crawl_id"])
     mine = rows.filter(pc.equal(rows["crawl_id"], crawl_id))
     return set(mine["url"].to_pylist())
 

@@ -65,6 +65,8 @@ def test_gate_drops_exact_duplicates(
     n_dup = len(site.planted_duplicates)
     assert summary["duplicates_dropped"] == n_dup
     n_near = len(site.planted_near_duplicates)
+    assert summary["near_duplicates_dropped"] == n_near
+    assert summary["batch_status"] == "published"
     assert summary["curated"] == len(site.articles) - len(site.planted_invalid) - n_dup - n_near
     curated = lake.read("curated/demo")
     hashes = curated["content_sha256"].to_pylist()

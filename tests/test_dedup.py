@@ -113,6 +113,23 @@ def test_against_the_table_across_two_batches(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(sliced.dropped, second.dropped)
 
 
+def test_signatures_written_fixed_size_are_read_back_from_the_table(tmp_path: Path) -> None:
+    """Delta has no fixed-size binary: signatures written as one come back as plain binary."""
+    site = generate(120, seed=3)
+    lake = Lake(tmp_path)
+    first = Deduper(lake, "demo", "body")(rows(site, {""}))
+    table = pa.Table.from_pandas(first.kept, preserve_index=False)
+    width = NearDuplicates().num_perm * 4
+    at = table.schema.get_field_index("minhash")
+    table = table.set_column(at, "minhash", table["minhash"].cast(pa.binary(width)))
+    lake.append("curated/demo", table)
+    assert lake.read("curated/demo").schema.field("minhash").type == pa.binary()
+
+    later = rows(site, {"near_duplicate"})
+    second = Deduper(lake, "demo", "body")(later)
+    assert second.near == len(site.planted_near_duplicates) > 0 and second.kept.empty
+
+
 def test_blank_text_is_never_a_near_duplicate(tmp_path: Path) -> None:
     df = rows(generate(80, seed=1), {""}).iloc[:3].copy()
     df["body"] = pd.array([None, "", " ... "], dtype=pd.ArrowDtype(pa.string()))

@@ -160,3 +160,50 @@ def test_bad_reviews_are_refused_and_named(
     assert proc.returncode == 2, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert lake.version("quarantine/review") == version
+
+
+SPACED = """
+name: spaced
+start_urls: ["http://127.0.0.1:9/"]
+allow_private: true
+fields:
+  title: {css: "h1::text", type: str}
+  body: {css: "p::text", type: text}
+text_field: body
+expectations:
+  - {expect: length_between, column: title, min: 1, max: 20}
+"""
+
+
+def test_recheck_runs_the_recipe_s_current_steps(tmp_path: Path) -> None:
+    """Titles padded with white space fail until the recipe normalises them too."""
+    import pyarrow as pa
+    import yaml
+
+    from harvest.stages import gate_spec
+    from ingestion.schema import content_sha256
+    from spiders.recipe import parse_recipe
+    from validation import quarantine
+    from validation.gate import curate
+
+    lake = Lake(tmp_path / "lake")
+    rows = []
+    for i in range(6):
+        fields = {"title": f"item\u00a0\u00a0 \t {i}" + " " * 30 * (i % 2), "body": f"text {i}"}
+        rows.append({**fields, "source": "spaced", "url": f"http://shop/{i}", "crawl_id": "c",
+                     "http_status": 200, "content_sha256": content_sha256(fields)})  # fmt: skip
+    lake.append("raw/spaced", pa.Table.from_pylist(rows))
+    raw = yaml.safe_load(SPACED)
+    first = curate(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")), tmp_path / "r")
+    assert first.curated == 3 and first.quarantined == 3
+
+    unchanged = quarantine.recheck(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")))
+    assert unchanged.curated == 0 and unchanged.still_failing == 3
+
+    raw["steps"] = [{"normalize": {"columns": ["title", "body"]}}, "language"]
+    done = quarantine.recheck(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")))
+    assert done.curated == 3 and done.still_failing == 0
+    assert lake.read("quarantine/spaced").num_rows == 0
+    curated = lake.read("curated/spaced").to_pylist()
+    released = {r["url"]: r["title"] for r in curated if r["url"][-1] in "135"}
+    assert released == {f"http://shop/{i}": f"item {i}" for i in (1, 3, 5)}  # as normalised

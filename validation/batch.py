@@ -23,18 +23,15 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from ingestion.lake import Lake
-from ingestion.runs import last_run
-from ingestion.schema import PROVENANCE_COLUMNS
+from ingestion.runs import CURATE_STAGE, last_run
+from ingestion.schema import LAKE_COLUMNS
 from validation.suite import BatchSpec
 
 TABLE = "batches"
-CURATE_STAGE = "curate"
 PUBLISHED, HELD, ACCEPTED = "published", "held", "accepted"
 # values kept per field to compare distributions with: the whole batch up to this many,
 # evenly spaced quantiles beyond
 SAMPLE = 500
-# columns the gate itself adds, not what the site published
-SKIP = set(PROVENANCE_COLUMNS) | {"curated_at", "quarantined_at", "failed_expectations"}
 SCHEMA = pa.schema(
     [
         ("source", pa.string()),
@@ -88,7 +85,7 @@ def profile(table: pa.Table) -> dict[str, Any]:
     (numbers) or lengths (text and lists)."""
     out: dict[str, Any] = {"rows": table.num_rows, "fields": {}}
     for name in table.column_names:
-        if name in SKIP:
+        if name in LAKE_COLUMNS:
             continue
         column = table[name]
         kind, values = _values(column)
@@ -278,7 +275,7 @@ def _frame(table: pa.Table) -> pd.DataFrame:
     lengths, anything else as objects; a null stays null."""
     out = pd.DataFrame(index=range(table.num_rows))
     for name in table.column_names:
-        if name in SKIP:
+        if name in LAKE_COLUMNS:
             continue
         column = table[name]
         kind, _ = _values(column)

@@ -29,11 +29,10 @@ import pyarrow.compute as pc
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from ingestion import deltalog
 from ingestion.lake import Lake, LakeError
-from ingestion.schema import PROVENANCE_COLUMNS
+from ingestion.schema import LAKE_COLUMNS
 
-# columns the lake adds to every row: provenance and the gate's own
-SKIP = set(PROVENANCE_COLUMNS) | {"curated_at", "quarantined_at", "failed_expectations"}
 MAX_CATEGORIES = 50  # more distinct values than this (or than half the rows) is text
 TOP_TOKENS = 200
 TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -68,32 +67,40 @@ def load_version(lake: Lake, table: str, version: int) -> pa.Table:
     latest = lake.version(table)
     if version < 0 or latest is None or version > latest:
         raise DriftError(f"{table} has no version {version} (versions 0 to {latest})")
-    try:
-        return lake.table(table, version).to_pyarrow_table()
-    except Exception as exc:  # a version vacuumed away: delta-rs raises several types
-        raise DriftError(f"{table} version {version} cannot be read: {exc}") from exc
+    return lake.read(table, version)  # a version vacuumed away: a LakeError that says so
 
 
 def added_rows(lake: Lake, table: str, since: int, version: int) -> pa.Table:
-    """Rows in files that ``version`` holds and ``since`` did not: what was appended."""
+    """The rows appended after ``since`` up to ``version``, read from the commit log: a
+    compaction in between rewrites old rows into new files, which are not new rows."""
     load_version(lake, table, since)
     current = load_version(lake, table, version)
-    old = set(lake.table(table, since).file_uris())
-    files = [f for f in lake.table(table, version).file_uris() if f not in old]
+    try:
+        files, _ = deltalog.data_added_since(lake.uri(table), since, version)
+    except FileNotFoundError as exc:
+        raise DriftError(
+            f"cannot tell what {table} gained after version {since}: its log was cleaned up"
+        ) from exc
     if not files:
         return current.slice(0, 0)
     import pyarrow.dataset as ds
 
-    return ds.dataset(files, format="parquet").to_table().cast(current.schema, safe=False)
+    try:
+        # a file written before a column was added gets nulls for it
+        return ds.dataset(files, format="parquet", schema=current.schema).to_table()
+    except FileNotFoundError as exc:
+        raise DriftError(
+            f"rows {table} gained after version {since} cannot be read: a file was vacuumed"
+        ) from exc
 
 
 def compare(
     before: pa.Table, after: pa.Table, alpha: float = 0.01, min_effect: float = 0.1
 ) -> list[FieldDrift]:
-    """One result per field both tables hold (provenance and gate columns left out)."""
+    """One result per field both tables hold (the lake's own columns left out)."""
     out = []
     for name in before.column_names:
-        if name in SKIP or name not in after.column_names:
+        if name in LAKE_COLUMNS or name not in after.column_names:
             continue
         a, b = before[name], after[name]
         kind = _kind(a, b)

@@ -9,6 +9,7 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
+import pyarrow as pa
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from validation.suite import Rule, rule_name
@@ -45,6 +46,18 @@ def validate(df: pd.DataFrame, rules: list[Rule], name: str) -> list[Outcome]:
             )
         )
     return outcomes
+
+
+def plain_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """What the row-level suite sees: plain object columns, a null as None; list columns
+    are left out (no row-level expectation reads one)."""
+    out = pd.DataFrame(index=df.index)
+    for col in df.columns:
+        dtype = df[col].dtype
+        if isinstance(dtype, pd.ArrowDtype) and pa.types.is_list(dtype.pyarrow_dtype):
+            continue
+        out[col] = df[col].astype(object).where(df[col].notna(), None)
+    return out
 
 
 def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> list[Any]:

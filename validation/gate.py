@@ -17,16 +17,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.dedup import Deduper
-from ingestion.lake import Lake
-from ingestion.runs import last_run, record_run
+from ingestion.dedup import Deduper, keep_dropped
+from ingestion.lake import MOVES_NO_ROWS, Lake
+from ingestion.runs import CURATE_STAGE, last_run, record_run
 from ingestion.transforms import apply_steps
 from validation import batch as batch_gate
+from validation.expectations import plain_frame as _for_validation
 from validation.expectations import validate
 from validation.report import write_report
-from validation.suite import GateSpec
+from validation.suite import GateSpec, curated_rows
 
-STAGE = "curate"
+STAGE = CURATE_STAGE
+# More new raw rows than this are curated in runs of whole raw commits of about this many
+# rows, each one batch (gated, committed and recorded as if curate had run after it), so
+# the gate's memory stays bounded however far behind the crawler it is.
+CHUNK_ROWS = 50_000
 
 
 @dataclass
@@ -47,22 +52,48 @@ class CurateResult:
     held_reasons: list[str] = field(default_factory=list)
 
 
-def new_raw_rows(lake: Lake, source: str) -> tuple[pa.Table | None, int | None]:
-    """Raw rows appended since the last curate run, and the raw version they reach."""
+def new_raw_rows(
+    lake: Lake, source: str, until: int | None = None
+) -> tuple[pa.Table | None, int | None]:
+    """Raw rows appended since the last curate run up to version ``until`` (None: the
+    latest), and the raw version they reach."""
     table = f"raw/{source}"
     if not lake.exists(table):
         return None, None
     previous = last_run(lake, STAGE, source)
     since = previous["raw_version"] if previous else None
     dt = lake.table(table)
-    files = lake.new_files(table, since)
+    reach = dt.version() if until is None else until
+    files = lake.new_files(table, since, until)
     if not files:
-        return None, dt.version()
+        return None, reach
     schema = dt.schema().to_arrow()
     parts = [pq.read_table(f) for f in files]
     merged = pa.concat_tables(parts, promote_options="default")
     columns = [c for c in pa.schema(schema).names if c in merged.column_names]
-    return merged.select(columns), dt.version()
+    return merged.select(columns), reach
+
+
+def raw_chunks(lake: Lake, source: str, chunk_rows: int = CHUNK_ROWS) -> list[int | None]:
+    """The raw versions that end each run of about ``chunk_rows`` new rows, the last one
+    None (the latest version): ``[None]`` when the new rows fit in one."""
+    table = f"raw/{source}"
+    if not lake.exists(table):
+        return [None]
+    previous = last_run(lake, STAGE, source)
+    since = previous["raw_version"] if previous else -1
+    ends: list[int | None] = []
+    rows = 0
+    for entry in reversed(lake.table(table).history()):
+        if entry["version"] <= since or entry.get("operation") in MOVES_NO_ROWS:
+            continue
+        rows += int((entry.get("operationMetrics") or {}).get("num_added_rows") or 0)
+        if rows >= chunk_rows:
+            ends.append(int(entry["version"]))
+            rows = 0
+    if not ends or rows:
+        ends.append(None)
+    return ends
 
 
 def curate(
@@ -71,10 +102,61 @@ def curate(
     spec: GateSpec,
     report_dir: str | Path,
     accept_batch: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> CurateResult:
-    """``accept_batch``: a reason to publish the batch even if it fails a batch-level gate."""
+    """``accept_batch``: a reason to publish the batch even if it fails a batch-level gate.
+
+    New raw rows beyond ``chunk_rows`` are curated in several batches (see ``CHUNK_ROWS``);
+    the result adds theirs up, and the run stops at the first one held back.
+    """
+    total: CurateResult | None = None
+    for until in raw_chunks(lake, source, chunk_rows):
+        result = _curate_batch(lake, source, spec, report_dir, accept_batch, until)
+        accept_batch = None  # a hand's acceptance is for the held batch, which comes first
+        total = result if total is None else _added(total, result)
+        if result.batch_status == batch_gate.HELD:
+            break
+    assert total is not None
+    return total
+
+
+def _added(total: CurateResult, more: CurateResult) -> CurateResult:
+    """Two consecutive batches' results as one."""
+    failures = dict(total.failures)
+    for rule, n in more.failures.items():
+        failures[rule] = failures.get(rule, 0) + n
+    statuses = {total.batch_status, more.batch_status}
+    status = more.batch_status
+    if status != batch_gate.HELD and batch_gate.ACCEPTED in statuses:
+        status = batch_gate.ACCEPTED
+    return CurateResult(
+        source=total.source,
+        raw_version=more.raw_version,
+        rows_in=total.rows_in + more.rows_in,
+        curated=total.curated + more.curated,
+        quarantined=total.quarantined + more.quarantined,
+        duplicates_dropped=total.duplicates_dropped + more.duplicates_dropped,
+        near_duplicates_dropped=total.near_duplicates_dropped + more.near_duplicates_dropped,
+        curated_version=more.curated_version or total.curated_version,
+        quarantine_version=more.quarantine_version or total.quarantine_version,
+        duplicates_version=more.duplicates_version or total.duplicates_version,
+        report=more.report or total.report,
+        failures=failures,
+        batch_status=status,
+        held_reasons=more.held_reasons,
+    )
+
+
+def _curate_batch(
+    lake: Lake,
+    source: str,
+    spec: GateSpec,
+    report_dir: str | Path,
+    accept_batch: str | None,
+    until: int | None,
+) -> CurateResult:
     result = CurateResult(source=source)
-    batch, raw_version = new_raw_rows(lake, source)
+    batch, raw_version = new_raw_rows(lake, source, until)
     result.raw_version = raw_version
     if batch is None or batch.num_rows == 0:
         return result
@@ -110,20 +192,12 @@ def curate(
 
     now = datetime.now(UTC)
     if len(good):
-        curated = _typed(good, spec)
-        curated["curated_at"] = now
         result.curated_version = lake.append(
-            f"curated/{source}",
-            pa.Table.from_pandas(curated, preserve_index=False),
-            {"raw_version": raw_version},
+            f"curated/{source}", curated_rows(good, spec, now), {"raw_version": raw_version}
         )
-    if len(deduped.dropped):
-        dropped = deduped.dropped.assign(dropped_at=now)
-        result.duplicates_version = lake.append(
-            f"duplicates/{source}",
-            pa.Table.from_pandas(dropped, preserve_index=False),
-            {"raw_version": raw_version},
-        )
+    result.duplicates_version = keep_dropped(
+        lake, source, deduped, now, {"raw_version": raw_version}
+    )
     if len(bad):
         bad["failed_expectations"] = [failed[i] for i in bad.index]
         bad["quarantined_at"] = now
@@ -137,23 +211,3 @@ def curate(
     batch_gate.record(lake, source, verdict, raw_version, result.batch_status, accept_batch)
     record_run(lake, STAGE, source, asdict(result))
     return result
-
-
-def _for_validation(df: pd.DataFrame) -> pd.DataFrame:
-    """Great Expectations works on plain object columns; list columns become their length."""
-    out = pd.DataFrame(index=df.index)
-    for col in df.columns:
-        if isinstance(df[col].dtype, pd.ArrowDtype) and pa.types.is_list(
-            df[col].dtype.pyarrow_dtype
-        ):
-            continue
-        out[col] = df[col].astype(object).where(df[col].notna(), None)
-    return out
-
-
-def _typed(df: pd.DataFrame, spec: GateSpec) -> pd.DataFrame:
-    out = df.copy()
-    for col, fmt in spec.dates.items():
-        parsed = pd.to_datetime(out[col].astype(object), format=fmt, errors="raise")
-        out[col] = parsed.dt.date
-    return out

@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties
 
 from ingestion.lake import LINEAGE_KEY, Lake, LakeError
-from ingestion.runs import record_run
-from validation.suite import GateSpec
+from ingestion.runs import record_run, runs_of
+from ingestion.transforms import StepError, apply_steps, check_columns
+from validation.suite import GateSpec, curated_rows
 
 STAGE = "quarantine"
 KEY = ("url", "crawl_id", "content_sha256")
@@ -120,19 +121,30 @@ def recheck(
     urls: list[str] | None = None,
     expectation: str | None = None,
 ) -> Review:
-    """Runs the recipe's current expectations over quarantined rows: those that pass now
-    move to curated; the others stay, with what they fail now."""
+    """Runs the recipe's current steps and expectations over quarantined rows: those that
+    pass now move to curated, as the steps leave them; the others stay, with what they fail
+    now. Steps run again from what quarantine holds: ``normalize`` gives the same text twice,
+    ``extract`` reads the stored HTML again."""
     held = rows(lake, source)
     chosen = held
     if urls or expectation:
         chosen = held.filter(select(held, source, urls or [], expectation, False))
-    review = Review(source, "recheck", "the recipe's current expectations", getpass.getuser())
+    review = Review(
+        source, "recheck", "the recipe's current steps and expectations", getpass.getuser()
+    )
     if chosen.num_rows == 0:
         return review
-    from validation.expectations import validate  # Great Expectations: slow to import
+    from validation.expectations import plain_frame, validate  # Great Expectations: slow
 
-    frame = chosen.drop_columns(list(GATE_COLUMNS)).to_pandas(types_mapper=pd.ArrowDtype)
-    outcomes = validate(_plain(frame), spec.all_rules(), name=f"{source}-recheck")
+    frame = _frame(chosen)
+    try:
+        check_columns(spec.steps, frame.columns)  # a step reading a field added since
+    except StepError as exc:
+        raise QuarantineError(
+            f"the recipe's steps cannot run on quarantine/{source}: steps{exc}"
+        ) from exc
+    frame = apply_steps(frame, spec.steps)
+    outcomes = validate(plain_frame(frame), spec.all_rules(), name=f"{source}-recheck")
     failed: dict[int, list[str]] = {}
     for outcome in outcomes:
         for i in outcome.failed_rows:
@@ -140,6 +152,7 @@ def recheck(
         if outcome.unexpected:
             review.failures[outcome.rule] = outcome.unexpected
     passed = pa.array([i not in failed for i in range(chosen.num_rows)])
+    fresh = pa.Table.from_pandas(frame, preserve_index=False)
     still = chosen.filter(pc.invert(passed))
     still = still.set_column(
         still.schema.get_field_index("failed_expectations"),
@@ -147,7 +160,7 @@ def recheck(
         pa.array([failed[i] for i in sorted(failed)], pa.list_(pa.string())),
     )
     review.still_failing = still.num_rows
-    _move(lake, source, spec, chosen.filter(passed), still, review)
+    _move(lake, source, spec, fresh.filter(passed), still, review)
     return review
 
 
@@ -188,14 +201,7 @@ def drop(
 
 def reviews(lake: Lake, source: str) -> list[dict[str, Any]]:
     """Every review of ``source``'s quarantine, oldest first."""
-    if not lake.exists("runs"):
-        return []
-    runs = lake.read("runs")
-    mask = pc.and_(pc.equal(runs["stage"], STAGE), pc.equal(runs["source"], source))
-    out = []
-    for row in runs.filter(mask).sort_by("at").to_pylist():
-        out.append({"at": row["at"], **json.loads(row["details"])})
-    return out
+    return runs_of(lake, STAGE, source)
 
 
 def _chosen(
@@ -224,20 +230,17 @@ def _move(
     review.urls = passed["url"].to_pylist()
     meta = _meta(source, review)
     if passed.num_rows:
-        from ingestion.dedup import Deduper  # datasketch: only reviews that move rows need it
+        # datasketch: only reviews that move rows need it
+        from ingestion.dedup import Deduper, keep_dropped
 
-        frame = passed.drop_columns(list(GATE_COLUMNS)).to_pandas(types_mapper=pd.ArrowDtype)
-        deduped = Deduper(lake, source, spec.text_field)(frame)
+        now = datetime.now(UTC)
+        deduped = Deduper(lake, source, spec.text_field)(_frame(passed))
         review.duplicates_dropped = deduped.exact + deduped.near
-        if len(deduped.dropped):
-            dropped = deduped.dropped.assign(dropped_at=datetime.now(UTC))
-            lake.append(
-                f"duplicates/{source}", pa.Table.from_pandas(dropped, preserve_index=False), meta
-            )
-        fresh = pa.Table.from_pandas(deduped.kept, preserve_index=False)
-        review.curated = fresh.num_rows
-        if fresh.num_rows:
-            review.curated_version = lake.append(f"curated/{source}", _curated(fresh, spec), meta)
+        keep_dropped(lake, source, deduped, now, meta)
+        review.curated = len(deduped.kept)
+        if review.curated:
+            curated = curated_rows(deduped.kept, spec, now, coerce=True)
+            review.curated_version = lake.append(f"curated/{source}", curated, meta)
     if passed.num_rows or still.num_rows:
         review.quarantine_version = _remove(lake, source, passed, still, review)
     _record(lake, review)
@@ -282,31 +285,10 @@ def _remove(
     return int(lake.table(f"quarantine/{source}").version())
 
 
-def _curated(table: pa.Table, spec: GateSpec) -> pa.Table:
-    """Quarantined rows shaped like curated ones: dates parsed (those that do not parse
-    become null), the gate's own columns dropped, ``curated_at`` added."""
-    out = table.drop_columns([c for c in GATE_COLUMNS if c in table.column_names])
-    for col, fmt in spec.dates.items():
-        if col not in out.column_names:
-            continue
-        parsed = pd.to_datetime(
-            pd.Series(out[col].to_pylist(), dtype=object), format=fmt, errors="coerce"
-        )
-        dates = [None if pd.isna(x) else x.date() for x in parsed]
-        out = out.set_column(out.schema.get_field_index(col), col, pa.array(dates, pa.date32()))
-    now = pa.array([datetime.now(UTC)] * out.num_rows, pa.timestamp("us", tz="UTC"))
-    return out.append_column("curated_at", now)
-
-
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    """Great Expectations works on plain object columns; list columns are left out."""
-    out = pd.DataFrame(index=df.index)
-    for col in df.columns:
-        dtype = df[col].dtype
-        if isinstance(dtype, pd.ArrowDtype) and pa.types.is_list(dtype.pyarrow_dtype):
-            continue
-        out[col] = df[col].astype(object).where(df[col].notna(), None)
-    return out
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """Quarantined rows as the gate saw them: without the gate's own columns."""
+    ungated = table.drop_columns([c for c in GATE_COLUMNS if c in table.column_names])
+    return ungated.to_pandas(types_mapper=pd.ArrowDtype)
 
 
 def _meta(source: str, review: Review) -> dict[str, Any]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import pyarrow.compute as pc
-
 from ingestion.lake import Lake
+from ingestion.runs import CRAWL_STAGE, CURATE_STAGE, runs_of
 from validation import batch, quarantine
 
 
@@ -19,8 +17,8 @@ def source_status(lake: Lake, source: str) -> dict[str, Any]:
     counts = quarantine.counts(lake, source)
     return {
         "source": source,
-        "last_crawl": _last(lake, "crawl", source),
-        "last_curate": _last(lake, batch.CURATE_STAGE, source),
+        "last_crawl": _last(lake, CRAWL_STAGE, source),
+        "last_curate": _last(lake, CURATE_STAGE, source),
         "last_good_batch": _batch(good) if good else None,
         "held": _batch(latest_hold) | {"tries": len(holds)} if latest_hold else None,
         "quarantine": {"rows": counts["rows"], "by_expectation": counts["by_expectation"]},
@@ -59,17 +57,13 @@ def describe(status: dict[str, Any]) -> list[str]:
 
 
 def _last(lake: Lake, stage: str, source: str) -> dict[str, Any] | None:
-    if not lake.exists("runs"):
+    mine = runs_of(lake, stage, source)
+    if not mine:
         return None
-    runs = lake.read("runs")
-    mine = runs.filter(pc.and_(pc.equal(runs["stage"], stage), pc.equal(runs["source"], source)))
-    if mine.num_rows == 0:
-        return None
-    row = mine.sort_by([("at", "descending")]).slice(0, 1).to_pylist()[0]
-    details = json.loads(row["details"])
-    keep = ("crawl_id", "state", "rows", "raw_version", "rows_in", "curated", "quarantined",
-            "batch_status", "report")  # fmt: skip
-    return {"at": row["at"], **{k: details[k] for k in keep if k in details}}
+    keep = ("at", "crawl_id", "state", "rows", "raw_version", "rows_in", "curated",
+            "quarantined", "duplicates_dropped", "near_duplicates_dropped", "batch_status",
+            "report")  # fmt: skip
+    return {k: mine[-1][k] for k in keep if k in mine[-1]}
 
 
 def _batch(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+import pyarrow as pa
 
 from ingestion.transforms import Step
 
@@ -54,6 +58,26 @@ class GateSpec:
         rules += self.rules
         unique: dict[Rule, None] = dict.fromkeys(rules)
         return list(unique)
+
+
+def curated_rows(df: pd.DataFrame, spec: GateSpec, at: datetime, coerce: bool = False) -> pa.Table:
+    """Rows shaped as ``curated/<source>`` holds them: date fields parsed to dates and
+    ``curated_at`` added. A date that does not parse is an error, or with ``coerce`` (rows
+    released by hand) a null."""
+    out = df.copy()
+    for col, fmt in spec.dates.items():
+        if col not in out.columns:
+            continue
+        parsed = pd.to_datetime(
+            out[col].astype(object), format=fmt, errors="coerce" if coerce else "raise"
+        )
+        dates = pa.array(parsed.dt.date, from_pandas=True, type=pa.date32())
+        out[col] = pd.array(dates, dtype=pd.ArrowDtype(pa.date32()))
+    out["curated_at"] = pd.array(
+        pa.array([at] * len(out), pa.timestamp("us", tz="UTC")),
+        dtype=pd.ArrowDtype(pa.timestamp("us", tz="UTC")),
+    )
+    return pa.Table.from_pandas(out, preserve_index=False)
 
 
 def rule_name(rule: Rule) -> str:
