@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages the crawler and its tests start for real
 SYSTEM_PACKAGES := chromium tinyproxy redis-server
 
-.PHONY: setup system demo test lint bench bench-crawl clean
+.PHONY: setup system demo test lint bench bench-crawl bench-lake clean
 
 setup: system $(VENV)/.installed $(LSVENV)/.installed
 
@@ -50,10 +50,14 @@ lint: $(VENV)/.installed
 test: setup lint
 	$(VENV)/bin/pytest
 
-bench: bench-crawl
+bench: bench-crawl bench-lake
 
 bench-crawl: setup
 	$(PY) -m bench.crawl
+	$(PY) -m bench.ratelimit
+
+bench-lake: setup
+	$(PY) -m bench.lake
 
 clean:
 	rm -rf demo lake reports .labelstudio

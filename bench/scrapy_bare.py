@@ -2,8 +2,10 @@
 
 ``python bench/scrapy_bare.py URL`` crawls the plain section; ``--render`` crawls the
 JavaScript section (``URL/js/``), rendering article pages through scrapy-playwright.
-Run by path from an empty folder, so no project settings (scrapy.cfg) are picked up.
-Prints one JSON line: pages (responses) and items.
+``--path /guarded/`` starts from another section; ``--rotating-proxies URL ...`` adds
+scrapy-rotating-proxies with its defaults, as its README sets it up, and ``--autothrottle``
+turns AutoThrottle on. Run by path from an empty folder, so no project settings
+(scrapy.cfg) are picked up. Prints one JSON line: pages (responses) and items.
 """
 
 from __future__ import annotations
@@ -69,10 +71,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
     parser.add_argument("--render", action="store_true")
+    parser.add_argument("--path", default="/", help="where to start, e.g. /guarded/")
+    parser.add_argument("--rotating-proxies", nargs="+", metavar="URL", default=[])
+    parser.add_argument("--autothrottle", action="store_true")
     args = parser.parse_args()
     settings: dict[str, Any] = {}
     spider: type[NewsSpider] = NewsSpider
-    url = args.url.rstrip("/") + "/"
+    url = args.url.rstrip("/") + "/" + args.path.lstrip("/")
+    if args.rotating_proxies:
+        settings["ROTATING_PROXY_LIST"] = args.rotating_proxies
+        settings["DOWNLOADER_MIDDLEWARES"] = {
+            "rotating_proxies.middlewares.RotatingProxyMiddleware": 610,
+            "rotating_proxies.middlewares.BanDetectionMiddleware": 620,
+        }
+    if args.autothrottle:
+        settings["AUTOTHROTTLE_ENABLED"] = True
     if args.render:
         spider, url = RenderedNewsSpider, url + "js/"
         handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
@@ -94,6 +107,12 @@ def main() -> None:
         "items": stats.get("item_scraped_count", 0),
         "finish_reason": stats.get("finish_reason"),
     }
+    if args.path != "/" or args.rotating_proxies:
+        result["stats"] = {
+            key: value
+            for key, value in stats.items()
+            if key.startswith(("retry/", "bans/", "proxies/", "downloader/response_status"))
+        }
     print(json.dumps(result))
 
 

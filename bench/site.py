@@ -4,6 +4,12 @@
 line and serves until stdin closes. Besides the demo site's pages it answers
 ``/__bench__/stats``: the pages served since the last ``/__bench__/reset``, and when the
 first and last were asked for, so every crawler is counted the same way, by the server.
+
+``--guard-limit L --guard-window W`` makes ``/guarded/`` answer 429 with ``Retry-After`` to
+a client address past ``L`` requests in ``W`` seconds (without them: the demo site's own
+guard, which bans). ``/__bench__/guarded`` reports the guarded answers since the last
+reset: 200s and 429s per client address, unique article and listing pages answered 200,
+and when the first and last guarded requests came. The reset also clears the guard.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from harvest.demosite.generator import generate
-from harvest.demosite.server import DemoSite
+from harvest.demosite.server import DemoSite, Guard
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS = "/__bench__/stats"
 RESET = "/__bench__/reset"
+GUARDED = "/__bench__/guarded"
 
 
 class Counter:
@@ -65,10 +72,58 @@ class Counter:
             }
 
 
-def serve(articles: int, port: int = 0) -> DemoSite:
+class GuardedLog:
+    """Every answer under ``/guarded/``: (time.monotonic(), client address, path, status)."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.lock = threading.Lock()
+        self.answers: list[tuple[float, str, str, int]] = []
+
+    def reset(self) -> None:
+        with self.lock, self.guard.lock:
+            self.answers.clear()
+            self.guard.seen.clear()
+            self.guard.banned_until.clear()
+            self.guard.answers.clear()
+
+    def add(self, address: str, path: str, status: int) -> None:
+        with self.lock:
+            self.answers.append((time.monotonic(), address, path, status))
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            answers = list(self.answers)
+        addresses: dict[str, dict[str, int]] = {}
+        articles: set[str] = set()
+        listings: set[str] = set()
+        for _, address, path, status in answers:
+            counts = addresses.setdefault(address, {})
+            counts[str(status)] = counts.get(str(status), 0) + 1
+            if status == 200:
+                (articles if path.startswith("/guarded/article/") else listings).add(path)
+        first, last = (answers[0][0], answers[-1][0]) if answers else (0.0, 0.0)
+        return {
+            "requests": len(answers),
+            "addresses": addresses,
+            "articles_200": len(articles),
+            "listings_200": len(listings),
+            "first": first,
+            "last": last,
+            "seconds": last - first,
+            "limit": self.guard.limit,
+            "window": self.guard.window,
+        }
+
+
+def serve(
+    articles: int, port: int = 0, guard_limit: int | None = None, guard_window: float = 1.0
+) -> DemoSite:
     """The demo site's own server and pages, with a page counter."""
-    demo = DemoSite(generate(articles), port=port)
+    guard = Guard(guard_limit, guard_window, ban_seconds=0) if guard_limit else None
+    demo = DemoSite(generate(articles), port=port, guard=guard)
     counter = Counter()
+    guarded = GuardedLog(demo.guard)
     base = demo.httpd.RequestHandlerClass
 
     class Handler(base):  # type: ignore[valid-type, misc]
@@ -80,9 +135,18 @@ def serve(articles: int, port: int = 0) -> DemoSite:
                 return self._send(200, json.dumps(counter.snapshot()), "application/json")
             if path == RESET:
                 counter.reset()
+                guarded.reset()
                 return self._send(200, "{}", "application/json")
+            if path == GUARDED:
+                return self._send(200, json.dumps(guarded.snapshot()), "application/json")
             counter.hit(path)
             super().do_GET()
+
+        def _send_bytes(self, status: int, *args: Any, **kwargs: Any) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/guarded" or path.startswith("/guarded/"):
+                guarded.add(self.client_address[0], path, status)
+            super()._send_bytes(status, *args, **kwargs)
 
     demo.httpd.RequestHandlerClass = Handler
     return demo
@@ -98,12 +162,18 @@ class SiteProcess:
     """``with SiteProcess(300) as site: site.url``: the site in a child process."""
 
     articles: int
+    guard_limit: int | None = None  # 429 past this many requests per address and window
+    guard_window: float = 1.0
     url: str = ""
     process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> SiteProcess:
+        argv = [sys.executable, "-m", "bench.site", "--articles", str(self.articles)]
+        if self.guard_limit:
+            argv += ["--guard-limit", str(self.guard_limit)]
+            argv += ["--guard-window", str(self.guard_window)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.site", "--articles", str(self.articles)],
+            argv,
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -132,6 +202,9 @@ class SiteProcess:
     def stats(self) -> dict[str, Any]:
         return self._get(STATS)
 
+    def guarded(self) -> dict[str, Any]:
+        return self._get(GUARDED)
+
     def _get(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
             result: dict[str, Any] = json.load(response)
@@ -142,8 +215,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--articles", type=int, default=400)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--guard-limit", type=int, help="requests per address and window")
+    parser.add_argument("--guard-window", type=float, default=1.0, help="seconds")
     args = parser.parse_args()
-    demo = serve(args.articles, args.port).start()
+    demo = serve(args.articles, args.port, args.guard_limit, args.guard_window).start()
     print(demo.url, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin or exits
     demo.stop()
