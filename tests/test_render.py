@@ -142,13 +142,17 @@ def test_spider_renders_by_follow_pattern(site: Site) -> None:
     (start,) = start_requests(spider)
     assert not start.meta.get("playwright")  # listings are plain HTML
     url = "http://127.0.0.1:8765/js/"
-    listing = HtmlResponse(url, body=render_listing(site, 1, "/js").encode(), encoding="utf-8")
+    body = render_listing(site, 1, "/js").encode()
+    listing = HtmlResponse(url, body=body, encoding="utf-8", request=start)
     requests = [r for r in spider.parse(listing) if isinstance(r, Request)]
     articles = [r for r in requests if "/js/article/" in r.url]
     pages = [r for r in requests if "/js/page/" in r.url]
     assert len(articles) == site.per_page and pages
     assert all(r.meta["playwright"] and r.errback == spider.failed for r in articles)
     assert not any(r.meta.get("playwright") for r in pages)
+    # listings are retried before they are given up; articles are not
+    assert all(r.meta["harvest_listing"] for r in pages)
+    assert not any(r.meta["harvest_listing"] for r in articles)
 
     everything = parse_recipe({**demo_js(), "render": "browser"}, "demo_js.yaml")
     (start,) = start_requests(RecipeSpider(recipe=everything))
