@@ -126,7 +126,7 @@ class RecipeSpider(scrapy.Spider):
         for key in (EXIT_META, PROXY_META, "download_slot", "download_latency"):
             retry.meta.pop(key, None)
         retry.meta[LISTING_TRIES_META] = tries + 1
-        retry.meta[NOT_BEFORE_META] = time.monotonic() + delay
+        retry.meta[NOT_BEFORE_META] = time.time() + delay
         return retry
 
     def pages_behind(self) -> int:

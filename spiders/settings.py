@@ -78,7 +78,8 @@ HARVEST_PACING_MAX_PAUSE = 60.0
 # sends of one request while it is throttled, before it is given up
 HARVEST_PACING_MAX_TRIES = 20
 # a listing page (one followed for its links, not an item) that fails is tried again this
-# many times, with a growing pause, before the account names it a broken chain
+# many times, after pauses growing from HARVEST_LISTING_BACKOFF seconds (waited out by the
+# pacing middleware), before the account names it a broken chain
 HARVEST_LISTING_RETRIES = 6
 HARVEST_LISTING_BACKOFF = 2.0
 

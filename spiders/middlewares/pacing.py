@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 THROTTLED = (429, 503)
 TRIES_META = "harvest_pacing_tries"
 SENT_META = "harvest_sent_at"
-# a request that must not go before this time.monotonic(): a listing page's backoff
+# a request that must not go before this time.time() (wall clock: a request may travel to
+# another worker through the Redis frontier): a listing page's backoff
 NOT_BEFORE_META = "harvest_not_before"
 
 
@@ -47,7 +48,7 @@ class PacingMiddleware:
         return cls(crawler)
 
     async def process_request(self, request: Request) -> None:
-        if (wait := request.meta.get(NOT_BEFORE_META, 0.0) - time.monotonic()) > 0:
+        if (wait := request.meta.get(NOT_BEFORE_META, 0.0) - time.time()) > 0:
             await sleep(wait)
         if EXIT_META not in request.meta:  # not sent through a proxy
             host = urlparse_cached(request).hostname or ""
