@@ -246,11 +246,13 @@ class Deduper:
         near = self.near
         exact: dict[str, Match] = {}
         found: dict[int, Match] = {}
-        batch_by_key: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(near.bands)]
-        for i in np.flatnonzero(valid):
-            for b in range(near.bands):
-                batch_by_key[b][int(keys[i, b])].append(int(i))
-        band_sets = [np.fromiter(d.keys(), dtype=np.uint64) for d in batch_by_key]
+        if not self.lake.exists(self.table):
+            return exact, found
+        # the batch's rows by band key, as sorted arrays: a stored row's candidates are a
+        # binary search away, without a Python dict entry per row and band
+        rows = np.flatnonzero(valid)
+        order = [rows[np.argsort(keys[rows, b], kind="stable")] for b in range(near.bands)]
+        band_sorted = [keys[order[b], b] for b in range(near.bands)]
         for part in self._scan():
             part_hashes = part["content_sha256"].to_pylist()
             part_urls = part["url"].to_pylist()
@@ -265,14 +267,15 @@ class Deduper:
                 continue
             stored, has = self._stored(part[SIGNATURE])
             stored_keys = near.band_keys(stored)
-            hit = np.zeros(part.num_rows, dtype=bool)
+            lo = np.empty_like(stored_keys, dtype=np.int64)
+            hi = np.empty_like(stored_keys, dtype=np.int64)
             for b in range(near.bands):
-                hit |= np.isin(stored_keys[:, b], band_sets[b])
+                lo[:, b] = np.searchsorted(band_sorted[b], stored_keys[:, b], side="left")
+                hi[:, b] = np.searchsorted(band_sorted[b], stored_keys[:, b], side="right")
+            hit = (hi > lo).any(axis=1)
             for r in np.flatnonzero(hit & has):
                 batch_rows = {
-                    i
-                    for b in range(near.bands)
-                    for i in batch_by_key[b].get(int(stored_keys[r, b]), ())
+                    int(i) for b in range(near.bands) for i in order[b][lo[r, b] : hi[r, b]]
                 }
                 for i in batch_rows:
                     sim = near.similarity(sigs[i], stored[r])
@@ -287,7 +290,14 @@ class Deduper:
         columns = [
             c for c in ("content_sha256", "url", GROUP, SIGNATURE) if c in dataset.schema.names
         ]
-        for batch in dataset.to_batches(columns=columns, batch_size=self.scan_rows):
+        # little read-ahead: Arrow's default buffers up to 16 slices, a memory that grows
+        # with the table instead of staying at one slice
+        for batch in dataset.to_batches(
+            columns=columns,
+            batch_size=self.scan_rows,
+            batch_readahead=1,
+            fragment_readahead=1,
+        ):
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])
 
@@ -317,6 +327,10 @@ class Deduper:
         sigs = np.zeros((n, self.near.num_perm), dtype=np.uint32)
         if has.any() and data_buf is not None:
             data = np.frombuffer(data_buf, dtype=np.uint8)
-            at = offsets[:-1][has, None] + np.arange(width)
-            sigs[has] = data[at].view("<u4").reshape(-1, self.near.num_perm)
+            rows = np.flatnonzero(has)
+            # a byte index per signature byte takes 8 bytes each: gather a block at a time
+            for start in range(0, len(rows), SIGNATURE_SLICE):
+                block = rows[start : start + SIGNATURE_SLICE]
+                at = offsets[block, None] + np.arange(width)
+                sigs[block] = data[at].view("<u4").reshape(-1, self.near.num_perm)
         return sigs, has

@@ -112,6 +112,8 @@ def curate(
     total: CurateResult | None = None
     for until in raw_chunks(lake, source, chunk_rows):
         result = _curate_batch(lake, source, spec, report_dir, accept_batch, until)
+        # hand the batch's Arrow buffers back, so the next batch starts from a low mark
+        pa.default_memory_pool().release_unused()
         accept_batch = None  # a hand's acceptance is for the held batch, which comes first
         total = result if total is None else _added(total, result)
         if result.batch_status == batch_gate.HELD:
@@ -176,7 +178,7 @@ def _curate_batch(
     result.batch_status = batch_gate.ACCEPTED if verdict.held else batch_gate.PUBLISHED
 
     rules = spec.all_rules()
-    outcomes = validate(_for_validation(df), rules, name=source)
+    outcomes = validate(_for_validation(df, {r.column for r in rules}), rules, name=source)
     failed: dict[int, list[str]] = {}
     for outcome in outcomes:
         for i in outcome.failed_rows:
