@@ -111,7 +111,9 @@ def test_several_proxies_each_learn_their_own_pace_and_a_dead_one_is_dropped(
     server, limit = limited
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there, for good
     urls = [p.url for p in tinyproxies] + [dead]
-    code, summary, _ = crawl(recipe(tmp_path, proxies={"urls": urls}), server, lake_env)
+    # short backoffs, so the dead proxy fails its three times well within the crawl
+    path = recipe(tmp_path, proxies={"urls": urls}, ban={"backoff_base": 0.05})
+    code, summary, _ = crawl(path, server, lake_env)
     account = summary["account"]
     assert code == 0 and account["given_up_total"] == 0, account
     assert_every_article_once(lake_env, len(server.site.articles))
