@@ -96,9 +96,10 @@ def test_default_settings_get_every_page_through_the_direct_connection(
     assert_every_article_once(lake_env, len(server.site.articles))
     direct = account["exits"]["direct"]
     assert direct["throttled"] >= 1, f"limit {limit} was never reached"
-    # it learned a rate near the limit, and did not hammer the site to get there
+    # it learned a rate near the limit, and did not hammer the site to get there: past the
+    # first burst (16 requests at once, before anything is known), throttles are rare
     assert 0.5 * limit <= direct["rate_per_s"] <= 1.3 * limit, (direct, limit)
-    assert account["throttled_responses"] <= 0.15 * account["fetched"], account
+    assert account["throttled_responses"] <= 16 + 0.1 * account["fetched"], account
     assert_retry_after_waited(server.guard)
 
 

@@ -50,7 +50,9 @@ class PacingMiddleware:
     async def process_request(self, request: Request) -> None:
         if (wait := request.meta.get(NOT_BEFORE_META, 0.0) - time.time()) > 0:
             await sleep(wait)
-        if EXIT_META not in request.meta:  # not sent through a proxy
+        # the pool (before us) picks a proxy for every request; with none, the direct
+        # connection, whatever exit a retried request's meta still names
+        if PROXY_META not in request.meta:
             host = urlparse_cached(request).hostname or ""
             request.meta[EXIT_META] = await self.pacer.acquire(host, lambda: (DIRECT,))
         request.meta[SENT_META] = self.pacer.clock()
