@@ -267,7 +267,9 @@ def ceiling(articles: int, seconds: float) -> dict[str, Any]:
 # --- facts and the table
 
 
-def machine() -> dict[str, Any]:
+def machine(versions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Facts about this machine and checkout; ``versions`` default to the crawlers'."""
+
     def output(*argv: str) -> str:
         try:
             return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT).stdout.strip()
@@ -284,7 +286,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": output("git", "rev-parse", "HEAD"),
         "git_dirty": bool(output("git", "status", "--porcelain")),
-        "versions": {
+        "versions": versions
+        or {
             "scrapy": version("scrapy"),
             "scrapy-playwright": version("scrapy-playwright"),
             "playwright": version("playwright"),

@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,10 +27,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from bench.crawl import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "lake.json"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
+LAKE_PACKAGES = ("deltalake", "pyarrow", "pandas", "great-expectations", "datasketch")
 SAMPLE_SECONDS = 0.1
 SOURCE = "bench"
 CATEGORIES = ("world", "sports", "business", "science", "culture")
@@ -448,29 +450,6 @@ def child_main(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def machine() -> dict[str, Any]:
-    def output(*argv: str) -> str:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "memory_mib": round(os.sysconf("SC_PHYS_PAGES") * PAGE_SIZE / MIB),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "git_commit": output("git", "rev-parse", "HEAD"),
-        "git_dirty": bool(output("git", "status", "--porcelain")),
-        "versions": {
-            p: version(p)
-            for p in ("deltalake", "pyarrow", "pandas", "great-expectations", "datasketch")
-        },
-    }
-
-
 def rate(r: dict[str, Any], unit: str) -> float | None:
     return round(r[unit] / r["seconds"]) if r.get("status") == "ok" and r["seconds"] else None
 
@@ -507,7 +486,11 @@ def main() -> None:
     if args.quick:
         args.rows, args.docs = 50_000, 10_000
 
-    report: dict[str, Any] = {"machine": machine(), "rows": [], "batch_rows": args.batch_rows}
+    report: dict[str, Any] = {
+        "machine": machine({p: version(p) for p in LAKE_PACKAGES}),
+        "rows": [],
+        "batch_rows": args.batch_rows,
+    }
     report.update(raw_rows=args.rows, docs=args.docs)
     rows: list[dict[str, Any]] = report["rows"]
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
