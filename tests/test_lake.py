@@ -40,6 +40,25 @@ def test_a_bad_batch_commits_nothing(tmp_path: Path) -> None:
     assert len(writer.buffer) == 2  # kept, not lost
 
 
+def test_arrow_tables_coalesce_into_commits_of_the_batch_size(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    writer = BatchWriter(lake, "raw/t", batch_size=20, field_types={"body": pa.string()})
+    chunks = [pa.Table.from_pylist([row(i) for i in range(k, k + 10)]) for k in range(0, 50, 10)]
+    committed = [writer.add_table(chunk) for chunk in chunks]
+    assert committed == [False, True, False, True, False]  # at 20 and at 40 rows
+    writer.add(row(50))  # a row and a table in one batch
+    writer.add_table(pa.Table.from_pylist([{**row(51), "extra": 7}]))
+    writer.flush()
+    table = lake.read("raw/t")
+    assert sorted(table["url"].to_pylist()) == sorted(f"http://x/{i}" for i in range(52))
+    assert (writer.rows_committed, writer.batches_committed) == (52, 3)
+    assert lake.version("raw/t") == 2
+    assert [v for v in table["extra"].to_pylist() if v is not None] == [7]
+    assert lake.table("raw/t").get_add_actions(flatten=True).num_rows == 3
+    stats = pa.table(lake.table("raw/t").get_add_actions(flatten=True)).to_pylist()
+    assert all(s["min.url"] and s["null_count.body"] == 0 for s in stats)  # readers can skip
+
+
 def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LakeError, match="no table 'curated/none'"):
         Lake(tmp_path).read("curated/none")
