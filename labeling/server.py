@@ -12,6 +12,18 @@ from pathlib import Path
 
 import requests
 
+# Label Studio refuses webhooks (and imports) to reserved addresses; the webhook receiver
+# listens on loopback, so loopback is let through and every other reserved range stays
+# refused (Label Studio's own list, core/utils/io.py validate_ip, less 127.0.0.0/8, ::1)
+BANNED_SUBNETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4",
+    "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96",
+    "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32",
+    "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+)  # fmt: skip
+
 
 class LabelStudioError(RuntimeError):
     pass
@@ -57,6 +69,8 @@ class LabelStudioServer:
             LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
             SENTRY_DSN="",
             FRONTEND_SENTRY_DSN="",
+            LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS="false",
+            LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS=",".join(BANNED_SUBNETS),
         )
         return env
 

@@ -5,29 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
-import pyarrow as pa
 import requests
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from ingestion.lake import Lake
+from labeling.records import export_rows, label_rows
+from labeling.store import LabelStore
+from labeling.tasktypes import FROM_NAME as FROM_NAME
+from labeling.tasktypes import SINGLE, TaskType, task_type
+from labeling.tasktypes import TO_NAME as TO_NAME
 
-FROM_NAME = "label"
-TO_NAME = "text"
 IMPORT_CHUNK = 500
-LABELS_SCHEMA = pa.schema(
-    [
-        ("task_id", pa.int64()),
-        ("annotation_id", pa.int64()),
-        ("row_id", pa.string()),
-        ("url", pa.string()),
-        ("label", pa.string()),
-        ("annotator", pa.int64()),
-        ("updated_at", pa.string()),
-    ]
-)
+# labels/<source> of a single-label project; see labeling.tasktypes for the other types
+LABELS_SCHEMA = SINGLE.labels_schema
 
 
 class SyncError(RuntimeError):
@@ -35,23 +27,11 @@ class SyncError(RuntimeError):
 
 
 def label_config(classes: list[str]) -> str:
-    choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in classes)
-    return (
-        f'<View><Text name="{TO_NAME}" value="$text"/>'
-        f'<Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">'
-        f"{choices}</Choices></View>"
-    )
+    return SINGLE.label_config(classes)
 
 
 def choice_result(label: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "from_name": FROM_NAME,
-            "to_name": TO_NAME,
-            "type": "choices",
-            "value": {"choices": [label]},
-        }
-    ]
+    return SINGLE.result(label)
 
 
 @dataclass
@@ -94,10 +74,20 @@ class LabelSync:
         self.call("deleting a project", self.client.projects.delete, id=project_id)
         return True
 
-    def project(self, title: str, classes: list[str]) -> int:
-        """The id of the project called ``title``, created when missing."""
+    def project(self, title: str, classes: list[str], kind: str | TaskType = SINGLE) -> int:
+        """The id of the project called ``title``, created for task type ``kind`` when
+        missing; an existing project whose label config is of another type is an error, as
+        its annotations would not read back."""
+        kind = task_type(kind)
         existing = self.project_titles().get(title)
         if existing is not None:
+            found = self.call(f"reading project {existing}", self.client.projects.get, id=existing)
+            if not kind.matches(found.label_config or ""):
+                raise SyncError(
+                    f"project {title!r} (id {existing}) at {self.url} is not labelled as "
+                    f"{kind.name!r}, the recipe's label_type; give the recipe the project's "
+                    "type, or rename or delete the project"
+                )
             return existing
         if not classes:
             raise SyncError(f"cannot create project {title!r}: the recipe names no labels")
@@ -105,13 +95,18 @@ class LabelSync:
             "creating a project",
             self.client.projects.create,
             title=title,
-            label_config=label_config(classes),
+            label_config=kind.label_config(classes),
         )
         return int(created.id)
 
     def task_row_ids(self, project_id: int) -> dict[str, int]:
+        # only id and data, in big pages: with annotations and predictions, and 100 tasks a
+        # page, listing 10,000 tasks takes four times as long
         tasks = self.call(
-            "listing tasks", lambda: list(self.client.tasks.list(project=project_id, fields="all"))
+            "listing tasks",
+            lambda: list(
+                self.client.tasks.list(project=project_id, include="id,data", page_size=1000)
+            ),
         )
         return {t.data.get("row_id"): int(t.id) for t in tasks if t.data.get("row_id")}
 
@@ -137,51 +132,52 @@ class LabelSync:
         return PushResult(project_id, len(fresh), skipped)
 
     def export(self, project_id: int) -> list[dict[str, Any]]:
-        return list(
-            self.call("exporting annotations", self.client.projects.exports.as_json, project_id)
-        )
+        what = f"exporting the annotations of project {project_id}"
+        try:
+            tasks = self.call(what, self.client.projects.exports.as_json, project_id)
+        except ValueError as exc:  # a body cut short reads as broken JSON
+            raise SyncError(
+                f"Label Studio at {self.url} sent a broken export ({what}): {exc}"
+            ) from exc
+        if not isinstance(tasks, list):
+            raise SyncError(f"Label Studio at {self.url} sent an export that is not a task list")
+        return list(tasks)
 
-    def pull(self, project_id: int, table: str) -> tuple[int, int | None]:
-        """Writes the current annotations to ``table``; returns (rows, new version or None)."""
-        rows = annotations_to_rows(self.export(project_id))
-        data = pa.Table.from_pylist(rows, schema=LABELS_SCHEMA)
-        if self.lake.exists(table):
-            current = self.lake.read(table).select(LABELS_SCHEMA.names)
-            if current.sort_by("task_id").equals(data.sort_by("task_id")):
-                return len(rows), None
-        return len(rows), self.lake.overwrite(table, data, {"project_id": project_id})
+    def pull(
+        self,
+        project_id: int,
+        table: str,
+        kind: str | TaskType = SINGLE,
+        annotations_table: str | None = None,
+    ) -> tuple[int, int | None]:
+        """Writes the current annotations to ``table`` (one row per labelled task, its latest
+        live annotation) and every live annotation to ``annotations_table`` (default:
+        annotations/<source> for labels/<source>); returns (rows, new version of ``table``
+        or None when nothing changed).
+
+        The export is read whole before anything is written, and each table is replaced in
+        one commit, so a pull that fails at any point and is run again loses and duplicates
+        nothing; annotations deleted in Label Studio leave the tables.
+        """
+        kind = task_type(kind)
+        if annotations_table is None:
+            annotations_table = annotations_table_for(table)
+        store = LabelStore(self.lake, table, annotations_table, kind, {"project_id": project_id})
+        # held from export to write, so a webhook event recorded meanwhile is not undone
+        with store.locked():
+            return store.replace(export_rows(self.export(project_id), kind))
 
 
-def annotations_to_rows(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def annotations_table_for(labels_table: str) -> str:
+    """annotations/<source> for labels/<source>."""
+    if labels_table.startswith("labels/"):
+        return "annotations/" + labels_table.removeprefix("labels/")
+    return f"{labels_table}-annotations"
+
+
+def annotations_to_rows(
+    tasks: list[dict[str, Any]], kind: str | TaskType = SINGLE
+) -> list[dict[str, Any]]:
     """One row per labelled task: its latest annotation that was not cancelled."""
-    rows = []
-    for task in tasks:
-        live = [
-            a
-            for a in task.get("annotations", [])
-            if not a.get("was_cancelled") and _label(a) is not None
-        ]
-        if not live:
-            continue
-        latest = max(live, key=lambda a: (a.get("updated_at") or "", a["id"]))
-        rows.append(
-            {
-                "task_id": task["id"],
-                "annotation_id": latest["id"],
-                "row_id": task["data"].get("row_id"),
-                "url": task["data"].get("url"),
-                "label": _label(latest),
-                "annotator": latest.get("completed_by"),
-                "updated_at": latest.get("updated_at"),
-            }
-        )
-    return sorted(rows, key=lambda r: r["task_id"])
-
-
-def _label(annotation: dict[str, Any]) -> str | None:
-    for result in annotation.get("result", []):
-        if result.get("from_name") == FROM_NAME and result.get("type") == "choices":
-            choices = result.get("value", {}).get("choices", [])
-            if choices:
-                return str(choices[0])
-    return None
+    kind = task_type(kind)
+    return label_rows(export_rows(tasks, kind), kind)

@@ -33,6 +33,7 @@ TOP_KEYS = {
     "fields",
     "text_field",
     "labels",
+    "label_type",
     "expectations",
     "settings",
     "render",
@@ -44,6 +45,9 @@ TOP_KEYS = {
     "batch",
     "steps",
 }
+# how a task is labelled: one class, any number of classes, or spans of the text; the same
+# names as labeling.tasktypes, which spiders may not import
+LABEL_TYPES = ("single", "multi", "spans")
 FIELD_KEYS = {"css", "xpath", "type", "format", "required"}
 FOLLOW_KEYS = {"allow", "restrict_css", "render"}
 RENDER_MODES = {"http", "browser"}
@@ -173,6 +177,7 @@ class Recipe:
     fields: dict[str, Field]
     text_field: str
     labels: list[str] = field(default_factory=list)
+    label_type: str = "single"
     expectations: list[Expectation] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     render: str = "http"
@@ -258,6 +263,11 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     labels = raw.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise RecipeError(path, "labels", "a list of class names")
+    label_type = raw.get("label_type", "single")
+    if label_type not in LABEL_TYPES:
+        raise RecipeError(
+            path, "label_type", f"one of {', '.join(LABEL_TYPES)}, got {label_type!r}"
+        )
 
     columns = set(fields) | {"url"} | outputs(steps)
     expectations = [
@@ -297,6 +307,7 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         fields=fields,
         text_field=text_field,
         labels=list(labels),
+        label_type=label_type,
         expectations=expectations,
         settings=dict(settings),
     )

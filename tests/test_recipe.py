@@ -38,6 +38,14 @@ def test_demo_recipe_loads() -> None:
     assert recipe.text_field == "body"
     assert recipe.fields["published"].type == "date"
     assert recipe.labels == ["World", "Sports", "Business", "Sci/Tech"]
+    assert recipe.label_type == "single"  # the default
+
+
+@pytest.mark.parametrize("kind", ["single", "multi", "spans"])
+def test_label_type_chooses_the_task_type(kind: str) -> None:
+    from spiders.recipe import parse_recipe
+
+    assert parse_recipe(mutate(label_type=kind), "x.yaml").label_type == kind
 
 
 @pytest.mark.parametrize(
@@ -66,6 +74,8 @@ def test_demo_recipe_loads() -> None:
             "not a field",
         ),
         (mutate(text_field="nope"), "text_field", "not one of the fields"),
+        (mutate(label_type="tree"), "label_type", "one of single, multi, spans"),
+        (mutate(label_type=["multi"]), "label_type", "one of single, multi, spans"),
     ],
 )
 def test_broken_recipe_names_file_and_key(
