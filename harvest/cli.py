@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -41,6 +42,8 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from harvest.crawl import CrawlError
         from ingestion.lake import LakeError
+        from labeling.model import ModelError
+        from labeling.report import ReportError
         from labeling.server import LabelStudioError
         from labeling.sync import SyncError
         from spiders.recipe import RecipeError
@@ -52,6 +55,8 @@ def friendly(fn: F) -> F:
             RecipeError,
             LakeError,
             SyncError,
+            ModelError,
+            ReportError,
             LabelStudioError,
             CrawlError,
         ) as exc:
@@ -413,13 +418,41 @@ def label_stop() -> None:
 
 @label_app.command("push")
 @friendly
-def label_push(source: str) -> None:
-    """Import curated rows of SOURCE as tasks, never the same row twice."""
+def label_push(
+    source: str,
+    strategy: str | None = typer.Option(
+        None,
+        help="random, least_confidence, margin, entropy, kcenter, hybrid or coldstart "
+        "(default: least_confidence with a labelling model, coldstart without)",
+    ),
+    batch: int | None = typer.Option(
+        None, min=0, help="import this many rows (default: every row not yet a task)"
+    ),
+    seed: int = typer.Option(0, help="seed of the random and clustering strategies"),
+) -> None:
+    """Import curated rows of SOURCE as tasks, the most useful first, each with the labelling
+    model's prediction; never the same row twice."""
+    from harvest import stages
+    from labeling.strategies import STRATEGIES
+
+    if strategy is not None and strategy not in STRATEGIES:
+        raise typer.BadParameter(f"--strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+    cfg = config()
+    result = stages.push_source(cfg, stages.recipe(cfg, source), None, strategy, batch, seed)
+    emit({"source": source, **vars(result)})
+
+
+@label_app.command("retrain")
+@friendly
+def label_retrain(
+    source: str,
+    pull: bool = typer.Option(True, help="pull the annotations into labels/<source> first"),
+) -> None:
+    """Retrain the labelling model of SOURCE and replace the predictions of waiting tasks."""
     from harvest import stages
 
     cfg = config()
-    result = stages.push_source(cfg, stages.recipe(cfg, source))
-    emit({"source": source, **vars(result)})
+    emit(stages.retrain_and_refresh(cfg, stages.recipe(cfg, source), pull=pull))
 
 
 @label_app.command("pull")
@@ -438,6 +471,45 @@ def label_pull(sources: list[str] = typer.Argument(None, help="default: every re
             emit(stages.pull_source(cfg, r, sync))
 
 
+@label_app.command("webhook")
+@friendly
+def label_webhook(
+    port: int = typer.Option(8090, help="port on 127.0.0.1 (0 picks a free one)"),
+    k: int = typer.Option(50, "--k", help="retrain a source after this many new labels ..."),
+    minutes: float = typer.Option(10.0, help="... or this long after its first new label"),
+    url: str | None = typer.Option(None, help="where Label Studio reaches the receiver"),
+) -> None:
+    """Receive Label Studio's annotation webhooks into the lake until interrupted."""
+    import logging
+
+    from harvest import stages
+
+    # a long-running service: what it receives and each retrain go to stderr
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    for name in ("harvest", "labeling"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    cfg = config()
+    server, sources = stages.start_webhook(cfg, port, k, minutes, url)
+    for line in sources:
+        emit(line)
+    sys.stdout.flush()  # whoever started it learns at once that it listens
+    secret_file = Path(cfg.label_studio_data_dir) / ".webhook_secret"
+    err.print(
+        f"receiving webhooks on {server.url}; the secret is $HARVEST_WEBHOOK_SECRET or in "
+        f"{secret_file}",
+        highlight=False,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
 @label_app.command("simulate")
 @friendly
 def label_simulate(
@@ -452,9 +524,29 @@ def label_simulate(
     cfg = config()
     r = stages.recipe(cfg, source)
     sync = stages.label_sync(cfg)
-    project_id = sync.project(stages.project_title(r.name), r.labels)
+    project_id = sync.project(stages.project_title(r.name), r.labels, r.label_type)
     done = simulate(sync, project_id, load_truth(truth), n)
     emit({"source": source, "project_id": project_id, "labeled": done})
+
+
+@label_app.command("report")
+@friendly
+def label_report(
+    source: str,
+    folds: int = typer.Option(5, min=2, help="cross-validation folds for suspected errors"),
+    studio: bool = typer.Option(True, help="count the tasks in Label Studio if it answers"),
+) -> None:
+    """Progress, agreement between annotators and suspected label errors of SOURCE, written
+    as HTML and JSON under reports/labels/; prints the JSON summary."""
+    from harvest import stages
+    from labeling.report import describe
+
+    cfg = config()
+    summary = stages.report_labels(cfg, stages.recipe(cfg, source), folds, studio)
+    for line in describe(summary):
+        err.print(line, highlight=False)
+    err.print(f"report: {summary['report']}", highlight=False)
+    emit(summary)
 
 
 @app.command()

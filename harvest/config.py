@@ -1,7 +1,8 @@
 """Configuration: ``harvest.toml`` (every key optional), then ``HARVEST_*`` environment variables.
 
-Secrets (the Label Studio token and password) come from the environment only; when unset,
-one is generated on first use and kept, readable by the owner alone, in the data folder.
+Secrets (the Label Studio token and password, the webhook secret) come from the environment
+only; when unset, one is generated on first use and kept, readable by the owner alone, in the
+data folder.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class Config:
     lake: str = "lake"
     reports: str = "reports"
     sources: str = "sources"
+    # labelling models, one folder per source; empty: "models" beside a local lake
+    models: str = ""
     crawl_batch_size: int = 100
     # proxies for sources whose recipe lists none: a file of URLs, one a line; URLs with
     # passwords belong in the environment (HARVEST_CRAWL_PROXIES, comma-separated)
@@ -33,6 +36,14 @@ class Config:
     label_studio_data_dir: str = ".labelstudio"
     label_studio_username: str = "admin@harvest.local"
     label_studio_executable: str = ".venv-labelstudio/bin/label-studio"
+
+    @property
+    def models_dir(self) -> str:
+        if self.models:
+            return self.models
+        if "://" in self.lake:
+            return "models"
+        return str(Path(self.lake).parent / "models")
 
     @property
     def label_studio_url(self) -> str:
@@ -46,6 +57,13 @@ class Config:
     def label_studio_password(self) -> str:
         return _secret(
             "HARVEST_LABEL_STUDIO_PASSWORD", Path(self.label_studio_data_dir) / ".password"
+        )
+
+    @property
+    def webhook_secret(self) -> str:
+        """What Label Studio's webhooks must send (Authorization: Bearer SECRET)."""
+        return _secret(
+            "HARVEST_WEBHOOK_SECRET", Path(self.label_studio_data_dir) / ".webhook_secret"
         )
 
 
