@@ -44,6 +44,7 @@ TOP_KEYS = {
     "limits",
     "batch",
     "steps",
+    "licence",
 }
 # how a task is labelled: one class, any number of classes, or spans of the text; the same
 # names as labeling.tasktypes, which spiders may not import
@@ -190,6 +191,8 @@ class Recipe:
     batch: BatchGates | None = None
     # transforms run by the gate before it checks rows (ingestion/transforms)
     steps: tuple[Step, ...] = ()
+    # the terms the source's content is published under, for the dataset cards
+    licence: str | None = None
 
     @property
     def renders(self) -> bool:
@@ -285,11 +288,16 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     if not isinstance(allow_private, bool):
         raise RecipeError(path, "allow_private", "true or false")
 
+    licence = raw.get("licence")
+    if licence is not None and (not isinstance(licence, str) or not licence.strip()):
+        raise RecipeError(path, "licence", "a note of the terms the content is under")
+
     limits = _limits(path, raw.get("limits") or {})
     # limits are Scrapy settings; a setting the recipe names itself wins
     settings = {**limits.settings(), **settings}
 
     return Recipe(
+        licence=licence.strip() if licence else None,
         batch=_batch(path, raw.get("batch"), fields),
         steps=steps,
         allow_private=allow_private,

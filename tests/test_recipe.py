@@ -101,6 +101,15 @@ def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
         load_recipe(path)
 
 
+def test_licence_is_an_optional_note() -> None:
+    from spiders.recipe import parse_recipe
+
+    assert parse_recipe(mutate(), "x.yaml").licence is None
+    assert parse_recipe(mutate(licence=" CC BY 4.0 "), "x.yaml").licence == "CC BY 4.0"
+    with pytest.raises(RecipeError, match="x.yaml: licence: a note of the terms"):
+        parse_recipe(mutate(licence=["CC BY"]), "x.yaml")
+
+
 def test_broken_recipe_fails_before_any_request(
     tmp_path: Path, demo_site: DemoSite, lake_env: dict[str, str]
 ) -> None:
