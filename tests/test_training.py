@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +17,10 @@ from harvest.demosite import generate
 from ingestion.datasets import cut_dataset, stratified_split
 from ingestion.export import export_dataset
 from ingestion.lake import Lake, LakeError
+from tests.conftest import ROOT, last_json, run_harvest
 from training.evaluate import metrics
 from training.features import encode, ngram_ids
+from training.model import load_model
 from training.run import train_and_evaluate
 from training.trainer import TrainConfig, pick_device
 
@@ -55,23 +61,23 @@ def test_cuda_asked_for_without_cuda_is_an_error() -> None:
             pick_device("cuda")
 
 
-def lake_with_labels(tmp_path: Path, n: int = 240) -> Lake:
+def lake_with_labels(tmp_path: Path, n: int = 240, source: str = "s") -> Lake:
     """curated and labels tables as the gate and the sync write them, from synthetic articles."""
     site = generate(n + 20, seed=5)
     articles = [a for a in site.articles if not a.planted][:n]
     lake = Lake(tmp_path / "lake")
     lake.append(
-        "curated/s",
+        f"curated/{source}",
         pa.Table.from_pylist(
             [
-                {"content_sha256": f"h{i}", "source": "s", "url": f"u{i}",
+                {"content_sha256": f"h{i}", "source": source, "url": f"u{i}",
                  "body": " ".join(a.paragraphs)}
                 for i, a in enumerate(articles)
             ]
         ),
     )  # fmt: skip
     lake.overwrite(
-        "labels/s",
+        f"labels/{source}",
         pa.Table.from_pylist(
             [{"row_id": f"h{i}", "label": a.label} for i, a in enumerate(articles)]
         ),
@@ -109,9 +115,18 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     assert 0.5 < test["macro_f1"] <= 1.0  # chance is 0.25 with four classes
     assert int(np.trace(test["confusion"])) == round(test["accuracy"] * test["n"])
     folder = Path(result["report_dir"])
-    for name in ("confusion.png", "metrics.json", "report.md", "model.pt"):
+    for name in ("confusion.png", "metrics.json", "report.md", "model.pt", "report.html",
+                 "loss.png", "reliability.png", "roc.png", "confusion-baseline.png"):  # fmt: skip
         assert (folder / name).stat().st_size > 0
     assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["report_html"] == str(folder / "report.html")
+    assert 0 < test["roc_auc_macro"] <= 1 and 0 <= test["ece"] <= 1
+    # the baseline is scored on the same test rows
+    assert result["baseline"]["test"]["n"] == test["n"]
+    assert 0.25 < result["baseline"]["test"]["macro_f1"] <= 1.0
+    assert result["model"] == "ngram" and result["epochs_run"] == len(result["history"])
+    assert (Path(result["checkpoint_dir"]) / "last.pt").exists()
+    assert len(result["history"]) >= 1 and "val_loss" in result["history"][0]
 
     out = export_dataset(lake, "d", tmp_path / "export")
     parts = {s: pq.read_table(out / f"{s}.parquet") for s in ("train", "validation", "test")}
@@ -120,3 +135,54 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     assert f"version {version.version}" in card
     assert "`curated/s` version 0" in card and "`labels/s` version 0" in card
     assert f"| test | `test.parquet` | {parts['test'].num_rows} |" in card
+
+
+def test_embedding_model_through_the_lake(tmp_path: Path) -> None:
+    lake = lake_with_labels(tmp_path, 80)
+    version = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0)
+    config = TrainConfig(model="embedding", epochs=3, device="cpu", max_length=64)
+    result = train_and_evaluate(lake, "d", version.version, tmp_path / "reports", config)
+    assert result["model"] == "embedding" and not result["finetuned"]
+    assert result["test"]["n"] == result["rows"]["test"]
+    page = Path(result["report_html"]).read_text()
+    assert "all-MiniLM-L6-v2, frozen encoder" in page
+    back = load_model(result["model_path"])
+    assert back.kind == "embedding" and back.classes == tuple(result["test"]["classes"])
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    # the tracking store defaults to a folder beside the lake: inside tmp_path too
+    return {"HARVEST_LAKE": str(tmp_path / "lake"), "HARVEST_REPORTS": str(tmp_path / "reports")}
+
+
+def test_train_command_stops_and_resumes(tmp_path: Path) -> None:
+    lake_with_labels(tmp_path, 120, source="demo")
+    env = cli_env(tmp_path)
+    args = ["train", "--device", "cpu", "--epochs", "3", "--patience", "0"]
+    first = last_json(run_harvest([*args, "--stop-after", "1"], env).stdout)
+    assert first["epochs_run"] == 1
+    resumed = last_json(run_harvest([*args, "--resume"], env).stdout)
+    assert resumed["epochs_run"] == 3 and resumed["dataset_version"] == first["dataset_version"]
+    summary = json.loads((Path(str(resumed["report_dir"])) / "metrics.json").read_text())
+    assert summary["resumed_from"] == 1
+    bad = run_harvest([*args, "--model", "bogus"], env, check=False)
+    assert bad.returncode == 2 and "error: unknown model 'bogus'" in bad.stderr
+
+
+def test_torchrun_two_processes_one_result(tmp_path: Path) -> None:
+    lake_with_labels(tmp_path, 120, source="demo")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "harvest.cli", "train", "--device", "cpu",
+         "--epochs", "2", "--no-baseline"],
+        cwd=ROOT, env={**os.environ, **cli_env(tmp_path), "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 alone prints, records and writes
+    out = json.loads(lines[0])
+    summary = json.loads((Path(out["report_dir"]) / "metrics.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs_run"] == 2
+    assert len(list((tmp_path / "reports" / "training").iterdir())) == 1
+    assert Lake(tmp_path / "lake").version("datasets/demo") == 0  # one cut, by rank 0

@@ -1,12 +1,17 @@
-"""Test-split metrics, a confusion matrix drawn to PNG, and the report folder."""
+"""Test-split metrics and the plots of the report.
+
+Accuracy, per-class and macro precision, recall and F1, one-vs-rest ROC AUC, log loss,
+calibration and the confusion matrix, from true classes and predicted probabilities.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from training.calibration import reliability
 
 
 def confusion(y_true: list[int], y_pred: list[int], n: int) -> np.ndarray:
@@ -34,12 +39,43 @@ def macro_f1(y_true: list[int], y_pred: list[int], n: int) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
-def metrics(y_true: list[int], y_pred: list[int], classes: list[str]) -> dict[str, Any]:
+def roc_auc_ovr(
+    y_true: list[int], probs: np.ndarray, n: int
+) -> tuple[float | None, list[float | None]]:
+    """One-vs-rest ROC AUC per class and their mean; None for a class the split lacks or
+    holds alone (AUC needs rows on both sides)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true)
+    out: list[float | None] = []
+    for k in range(n):
+        positive = y == k
+        if positive.all() or not positive.any():
+            out.append(None)
+        else:
+            out.append(float(roc_auc_score(positive, probs[:, k])))
+    known = [a for a in out if a is not None]
+    return (float(np.mean(known)) if known else None), out
+
+
+def log_loss(y_true: list[int], probs: np.ndarray) -> float:
+    if not len(y_true):
+        return 0.0
+    p = np.clip(probs[np.arange(len(y_true)), np.asarray(y_true)], 1e-12, 1.0)
+    return float(-np.log(p).mean())
+
+
+def metrics(
+    y_true: list[int], y_pred: list[int], classes: list[str], probs: np.ndarray | None = None
+) -> dict[str, Any]:
     m = confusion(y_true, y_pred, len(classes))
     precision, recall, f1 = per_class(m)
-    return {
+    present = m.sum(axis=1) + m.sum(axis=0) > 0
+    out: dict[str, Any] = {
         "n": len(y_true),
         "accuracy": float(np.trace(m) / m.sum()) if m.sum() else 0.0,
+        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
         "macro_f1": macro_f1(y_true, y_pred, len(classes)),
         "per_class": {
             c: {
@@ -53,14 +89,36 @@ def metrics(y_true: list[int], y_pred: list[int], classes: list[str]) -> dict[st
         "confusion": m.tolist(),
         "classes": classes,
     }
+    if probs is not None:
+        auc, auc_per_class = roc_auc_ovr(y_true, probs, len(classes))
+        out["roc_auc_macro"] = auc
+        for c, a in zip(classes, auc_per_class, strict=True):
+            out["per_class"][c]["roc_auc"] = a
+        out["log_loss"] = log_loss(y_true, probs)
+        calibration = reliability(probs, y_true)
+        out["ece"] = calibration["ece"]
+        out["reliability"] = calibration["bins"]
+    return out
 
 
-def draw_confusion(m: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+def evaluate(probs: np.ndarray, labels: list[str], classes: list[str]) -> dict[str, Any]:
+    """``metrics`` from probabilities and label names."""
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = [index[label] for label in labels]
+    return metrics(y_true, np.asarray(probs).argmax(axis=1).tolist(), classes, np.asarray(probs))
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def draw_confusion(m: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.1 * len(classes) + 2))
     ax.imshow(m, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
@@ -78,27 +136,47 @@ def draw_confusion(m: np.ndarray, classes: list[str], path: Path, title: str) ->
     plt.close(fig)
 
 
-def write_report(folder: Path, result: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(result, indent=2))
-    test = result["test"]
-    lines = [
-        f"# Model report: dataset `{result['dataset']}` version {result['dataset_version']}",
-        "",
-        f"Device: {result['device']}. Best epoch {result['best_epoch']} of {result['epochs']} "
-        f"(validation macro F1 {result['best_val_macro_f1']:.3f}).",
-        "",
-        f"Test split: {test['n']} rows, accuracy {test['accuracy']:.3f}, "
-        f"macro F1 {test['macro_f1']:.3f}.",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "| --- | --- | --- | --- | --- |",
-        *(
-            f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
-            for c, v in test["per_class"].items()
-        ),
-        "",
-        "![confusion matrix](confusion.png)",
-        "",
-    ]
-    (folder / "report.md").write_text("\n".join(lines))
+def draw_loss_curves(history: list[dict[str, Any]], path: Path, best_epoch: int) -> None:
+    """Train and validation loss per epoch, and validation macro F1 on a second axis."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    other = ax.twinx()
+    other.plot(epochs, [h["val_macro_f1"] for h in history], color="tab:green", marker="s",
+               label="validation macro F1")  # fmt: skip
+    other.set_ylabel("macro F1")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1)
+    lines = ax.get_legend_handles_labels()
+    more = other.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="center right")
+    ax.set_title(f"loss curves (kept: epoch {best_epoch})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_roc(y_true: list[int], probs: np.ndarray, classes: list[str], path: Path) -> None:
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    y = np.asarray(y_true)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    for k, c in enumerate(classes):
+        positive = y == k
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, probs[:, k])
+        ax.plot(fpr, tpr, label=c)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, one class against the rest (test split)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 
 import torch
 
@@ -19,11 +20,15 @@ def ngram_ids(text: str, buckets: int, ngrams: int = 2) -> list[int]:
     return [1 + zlib.crc32(g.encode()) % (buckets - 1) for g in grams] or [0]
 
 
-def encode(texts: list[str], buckets: int, ngrams: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def pack(id_lists: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat ids and offsets, the input ``nn.EmbeddingBag`` takes."""
     ids: list[int] = []
     offsets: list[int] = []
-    for text in texts:
+    for row in id_lists:
         offsets.append(len(ids))
-        ids.extend(ngram_ids(text, buckets, ngrams))
+        ids.extend(row)
     return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
+
+
+def encode(texts: list[str], buckets: int, ngrams: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    return pack([ngram_ids(text, buckets, ngrams) for text in texts])

@@ -1,8 +1,13 @@
-"""Trains and evaluates a model on one dataset version and writes its report folder."""
+"""Trains and evaluates a model on one dataset version and writes its report folder.
+
+Beside the model, the same run fits the TF-IDF baseline on the same training rows and
+scores both on the same test rows; k-fold cross-validation runs when asked for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,8 +17,14 @@ import pyarrow.compute as pc
 
 from ingestion.datasets import read_dataset
 from ingestion.lake import Lake, LakeError
-from training.evaluate import draw_confusion, metrics, write_report
+from training import distributed
+from training.baseline import fit_baseline
+from training.calibration import draw_reliability
+from training.evaluate import draw_confusion, draw_loss_curves, draw_roc, evaluate
+from training.report import write_report
 from training.trainer import TrainConfig, fit, predict
+
+Split = tuple[list[str], list[str]]
 
 
 def train_and_evaluate(
@@ -23,10 +34,18 @@ def train_and_evaluate(
     report_root: str | Path,
     config: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    *,
+    baseline: bool | None = None,
+    folds: int | None = None,
 ) -> dict[str, Any]:
+    """Trains ``config.model`` on the version's train split (early stopping on validation)
+    and writes ``report_root/training/<dataset>-v<version>-<time>/``. Checkpoints go to
+    ``config.checkpoint_dir`` or, when that is None, to
+    ``report_root/checkpoints/<dataset>-v<version>-<model>/``, which ``config.resume``
+    continues from. ``baseline`` and ``folds`` default to the config's."""
     data, meta = read_dataset(lake, dataset, version)
 
-    def split(name: str) -> tuple[list[str], list[str]]:
+    def split(name: str) -> Split:
         part = data.filter(pc.equal(data["split"], name))
         return part["text"].to_pylist(), part["label"].to_pylist()
 
@@ -37,36 +56,100 @@ def train_and_evaluate(
                 f"dataset {dataset!r} version {meta['version']} has no {name} rows; label more"
             )
     classes = sorted(set(data["label"].to_pylist()))
-    result = fit(train, val, classes, config, on_epoch)
-    probs = predict(result.model, test[0])
-    index = {c: i for i, c in enumerate(classes)}
-    y_true = [index[label] for label in test[1]]
-    y_pred = np.asarray(probs.argmax(axis=1)).tolist()
-    test_metrics = metrics(y_true, y_pred, classes)
+    if config.checkpoint_dir is None:
+        where = Path(report_root) / "checkpoints" / f"{dataset}-v{meta['version']}-{config.model}"
+        config = replace(config, checkpoint_dir=str(where))
 
-    # one folder per run: retraining the same version with other settings keeps both
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    folder = Path(report_root) / "training" / f"{dataset}-v{meta['version']}-{stamp}"
-    folder.mkdir(parents=True, exist_ok=True)
-    draw_confusion(
-        np.asarray(test_metrics["confusion"]),
-        classes,
-        folder / "confusion.png",
-        f"{dataset} v{meta['version']}: test split",
-    )
-    result.model.save(str(folder / "model.pt"))
-    summary = {
+    def folder() -> Path:
+        # one folder per run: retraining the same version with other settings keeps both
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        return Path(report_root) / "training" / f"{dataset}-v{meta['version']}-{stamp}"
+
+    about = {
         "dataset": dataset,
         "dataset_version": meta["version"],
         "lineage": meta.get("tables", {}),
+    }
+    return train_on_splits(
+        train, val, test, classes, config, folder, about, on_epoch,
+        baseline=config.baseline if baseline is None else baseline,
+        folds=config.folds if folds is None else folds,
+    )  # fmt: skip
+
+
+def train_on_splits(
+    train: Split,
+    val: Split,
+    test: Split,
+    classes: list[str],
+    config: TrainConfig,
+    folder: Callable[[], Path] | Path,
+    about: dict[str, Any],
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    *,
+    baseline: bool = True,
+    folds: int = 0,
+) -> dict[str, Any]:
+    """Fit, evaluate, baseline, cross-validate and report; every process of a ``torchrun``
+    returns rank 0's summary, and only rank 0 writes."""
+    result = fit(train, val, classes, config, on_epoch)
+    cv = None
+    if folds:
+        from training.crossval import cross_validate
+
+        # every process takes part: each fold's fit is distributed too
+        cv = cross_validate(train[0] + val[0], train[1] + val[1], classes, config, folds, baseline)
+    if distributed.rank() != 0:
+        return dict(distributed.broadcast(None))
+
+    out = folder() if callable(folder) else folder
+    out.mkdir(parents=True, exist_ok=True)
+    probs = predict(result.model, test[0])
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = [index[label] for label in test[1]]
+    test_metrics = evaluate(probs, test[1], classes)
+    title = f"{about.get('dataset', '')} v{about.get('dataset_version', '')}: test split"
+    draw_confusion(np.asarray(test_metrics["confusion"]), classes, out / "confusion.png", title)
+    draw_loss_curves(result.history, out / "loss.png", result.best_epoch)
+    draw_roc(y_true, probs, classes, out / "roc.png")
+    curves = {"model": {"ece": test_metrics["ece"], "bins": test_metrics["reliability"]}}
+    base = None
+    if baseline:
+        b = fit_baseline(*train, classes, seed=config.seed)
+        base_metrics = evaluate(b.predict_proba(test[0]), test[1], classes)
+        base = {"name": "tfidf-logreg", "params": b.params, "seconds": b.seconds,
+                "test": base_metrics}  # fmt: skip
+        curves["baseline"] = {"ece": base_metrics["ece"], "bins": base_metrics["reliability"]}
+        draw_confusion(np.asarray(base_metrics["confusion"]), classes,
+                       out / "confusion-baseline.png", f"baseline, {title}")  # fmt: skip
+    draw_reliability(curves, out / "reliability.png")
+    result.model.save(str(out / "model.pt"))
+    summary = {
+        **about,
+        "model": config.model,
         "device": result.device,
+        "precision": result.precision,
+        "world_size": result.world_size,
+        "finetuned": result.finetuned,
         "epochs": config.epochs,
+        "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_val_macro_f1": result.best_val_f1,
+        "stopped_early": result.stopped_early,
+        "interrupted": result.interrupted,
+        "resumed_from": result.resumed_from,
+        "train_samples_per_s": result.samples_per_s,
+        "train_seconds": result.train_seconds,
         "history": result.history,
         "rows": {"train": len(train[0]), "validation": len(val[0]), "test": len(test[0])},
         "test": test_metrics,
-        "report_dir": str(folder),
+        "baseline": base,
+        "cv": cv,
+        "config": asdict(config),
+        "checkpoint_dir": result.checkpoint,
+        "model_path": str(out / "model.pt"),
+        "report_html": str(out / "report.html"),
+        "report_dir": str(out),
     }
-    write_report(folder, summary)
-    return summary
+    write_report(out, summary)
+    return dict(distributed.broadcast(summary))
