@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages the crawler and its tests start for real
 SYSTEM_PACKAGES := chromium tinyproxy redis-server
 
-.PHONY: setup system demo test lint bench bench-crawl bench-lake clean
+.PHONY: setup system demo test lint bench bench-crawl bench-lake bench-al bench-train gpu-check clean
 
 setup: system $(VENV)/.installed $(LSVENV)/.installed
 
@@ -50,7 +50,7 @@ lint: $(VENV)/.installed
 test: setup lint
 	$(VENV)/bin/pytest
 
-bench: bench-crawl bench-lake
+bench: bench-crawl bench-lake bench-train
 
 bench-crawl: setup
 	$(PY) -m bench.crawl
@@ -59,5 +59,17 @@ bench-crawl: setup
 bench-lake: setup
 	$(PY) -m bench.lake
 
+# not in `bench`: about 40 minutes of Label Studio round trips
+bench-al: setup
+	$(PY) -m bench.al
+
+# both models and the TF-IDF baseline on AG News (../shared/datasets), on the CPU
+bench-train: setup
+	$(PY) -m bench.train
+
+# on a machine with a CUDA GPU: both models on AG News, GPU against CPU, under 5 minutes
+gpu-check: $(VENV)/.installed
+	$(PY) -m bench.gpu_check
+
 clean:
-	rm -rf demo lake reports .labelstudio
+	rm -rf demo lake reports .labelstudio mlflow models

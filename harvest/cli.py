@@ -27,6 +27,10 @@ lake_app = typer.Typer(help="Lake tables: history, compact, vacuum.", no_args_is
 app.add_typer(lake_app, name="lake")
 dataset_app = typer.Typer(help="Dataset versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+model_app = typer.Typer(
+    help="Registered models in MLflow: list, promote, show.", no_args_is_help=True
+)
+app.add_typer(model_app, name="model")
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +51,7 @@ def friendly(fn: F) -> F:
         from labeling.server import LabelStudioError
         from labeling.sync import SyncError
         from spiders.recipe import RecipeError
+        from training.tracking import TrackingError
 
         try:
             return fn(*args, **kwargs)
@@ -59,6 +64,7 @@ def friendly(fn: F) -> F:
             ReportError,
             LabelStudioError,
             CrawlError,
+            TrackingError,
         ) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from exc
@@ -554,48 +560,96 @@ def label_report(
 def train(
     source: str = typer.Option("demo", help="curated and labels tables to cut from"),
     dataset: str | None = typer.Option(None, help="dataset name (default: the source)"),
-    epochs: int = typer.Option(20),
+    model: str = typer.Option(
+        "ngram", help="ngram (hashed n-gram bag) or embedding (all-MiniLM-L6-v2 and a head)"
+    ),
+    epochs: int = typer.Option(20, help="at most this many; early stopping may end sooner"),
     seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    device: str = typer.Option("auto", help="auto (CUDA when present, else CPU), cpu or cuda"),
+    batch_size: int = typer.Option(32),
+    lr: float | None = typer.Option(None, help="peak learning rate (default: the model's)"),
+    patience: int = typer.Option(5, help="epochs without a better validation macro F1; 0: off"),
+    schedule: str = typer.Option("linear", help="after warmup: linear, cosine or constant"),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="mixed precision on CUDA"),
+    finetune: bool | None = typer.Option(
+        None,
+        "--finetune/--frozen",
+        help="embedding model: train the encoder too (default: on CUDA)",
+    ),
+    checkpoint_dir: Path | None = typer.Option(
+        None, help="default: REPORTS/checkpoints/DATASET-vN-MODEL"
+    ),
+    resume: bool = typer.Option(False, help="continue from the checkpoint's last epoch"),
+    stop_after: int = typer.Option(0, help="end after this many epochs (resume later)"),
+    folds: int = typer.Option(0, help="stratified k-fold cross-validation as well (k >= 2)"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="TF-IDF baseline"),
 ) -> None:
-    """Cut a dataset version from curated rows and labels, train and evaluate a model."""
+    """Cut a dataset version from curated rows and labels, train and evaluate a model.
+
+    Several processes: torchrun --nproc_per_node N -m harvest.cli train ..."""
     from harvest import stages
     from ingestion.datasets import cut_dataset
     from ingestion.lake import Lake
+    from training import distributed
+    from training.embedding import EmbeddingError
     from training.run import train_and_evaluate
-    from training.trainer import TrainConfig
+    from training.trainer import TrainConfig, TrainError, pick_device
 
     cfg = config()
     r = stages.recipe(cfg, source)
     lake = Lake(cfg.lake)
     name = dataset or r.name
-    version = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
-    result = train_and_evaluate(
-        lake,
-        name,
-        version.version,
-        cfg.reports,
-        TrainConfig(epochs=epochs, seed=seed, device=device),
-    )
+    train_config = TrainConfig(
+        epochs=epochs, seed=seed, device=device, model=model, batch_size=batch_size, lr=lr,
+        patience=patience, schedule=schedule, amp=amp, finetune=finetune,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, resume=resume,
+        stop_after=stop_after, folds=folds, baseline=baseline,
+    )  # fmt: skip
+    try:
+        # under torchrun, rank 0 alone cuts (one dataset version) and records the run
+        distributed.init(pick_device(device).split(":")[0])
+        version = None
+        if distributed.rank() == 0:
+            version = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
+        cut = distributed.broadcast(version.version if version else None)
+        if distributed.rank() != 0:
+            train_and_evaluate(lake, name, cut, cfg.reports, train_config)
+            return
+        result = stages.train_dataset(cfg, lake, name, cut, train_config)
+    except (TrainError, EmbeddingError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    finally:
+        distributed.close()
     test = result["test"]
-    emit({"dataset": name, "dataset_version": version.version, "rows": result["rows"],
-          "device": result["device"], "test_accuracy": test["accuracy"],
-          "test_macro_f1": test["macro_f1"], "report_dir": result["report_dir"]})  # fmt: skip
+    base = (result.get("baseline") or {}).get("test") or {}
+    emit({"dataset": name, "dataset_version": cut, "rows": result["rows"],
+          "model": result["model"], "device": result["device"],
+          "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
+          "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+          "baseline_test_accuracy": base.get("accuracy"),
+          "baseline_test_macro_f1": base.get("macro_f1"),
+          "report_dir": result["report_dir"], "report_html": result["report_html"],
+          "checkpoint_dir": result["checkpoint_dir"], "cv": result["cv"],
+          "mlflow": result.get("mlflow")})  # fmt: skip
 
 
 @app.command()
 @friendly
 def export(
     dataset: str,
-    out: Path = typer.Option(..., help="folder to write Parquet and README.md into"),
+    out: Path = typer.Option(..., help="folder to write the files, card and manifest into"),
     version: int | None = typer.Option(None, help="dataset version (default: latest)"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
+    shards: int | None = typer.Option(
+        None, min=1, help="K files per split under data/ (default: one file per split)"
+    ),
 ) -> None:
-    """Write a dataset version as Parquet with a dataset card."""
-    from ingestion.export import export_dataset
-    from ingestion.lake import Lake
+    """Write a dataset version as Parquet or JSONL shards with a dataset card (README.md)
+    and a manifest of checksums; loads with Hugging Face `datasets` as it is."""
+    from harvest import stages
 
-    path = export_dataset(Lake(config().lake), dataset, out, version)
-    emit({"dataset": dataset, "export_dir": str(path)})
+    emit(stages.export_dataset(config(), dataset, out, version, fmt, shards))
 
 
 @app.command()
@@ -701,6 +755,40 @@ def lake_vacuum(
     emit({"dry_run": dry_run, "retain_hours": retain_hours, "vacuumed": results})
 
 
+@dataset_app.command("create")
+@friendly
+def dataset_create(
+    name: str,
+    sources: str = typer.Option(
+        ..., "--from", help="source(s) whose curated rows to cut, comma separated"
+    ),
+    labels: str = typer.Option(..., help="labels/<PROJECT> to join by row id, e.g. a source"),
+    split: str = typer.Option("0.8/0.1/0.1", help="train/validation/test fractions"),
+    stratify: bool = typer.Option(True, help="keep each label's share alike in every split"),
+    group: str = typer.Option(
+        "dup_group", help="column whose equal values stay on one side ('none': row by row)"
+    ),
+    time_split: str | None = typer.Option(
+        None, "--time-split", help="split by this column: oldest to train, newest to test"
+    ),
+    seed: int = typer.Option(0, help="seed of the split"),
+) -> None:
+    """Cut a version of datasets/NAME with a split column; fails, writing nothing, if
+    exact or near duplicates end up on two sides of the split."""
+    from harvest import stages
+    from ingestion.split import SplitError, SplitRules, parse_fractions
+
+    names = [s.strip() for s in sources.split(",") if s.strip()]
+    if not names:
+        raise typer.BadParameter(f"--from {sources!r}: name at least one source")
+    try:
+        fractions = parse_fractions(split)
+    except SplitError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    rules = SplitRules(stratify, None if group.lower() == "none" else group, time_split)
+    emit(stages.create_dataset(config(), name, names, labels, fractions, rules, seed))
+
+
 @dataset_app.command("rebuild")
 @friendly
 def dataset_rebuild(
@@ -726,6 +814,68 @@ def dataset_rebuild(
         err.print(f"[bold red]error:[/] dataset {name!r} version {r.version} rebuilt differently "
                   "from what was stored", highlight=False)  # fmt: skip
         raise typer.Exit(1)
+
+
+@model_app.command("list")
+@friendly
+def model_list() -> None:
+    """Every registered model with its versions and aliases."""
+    from harvest import stages
+    from training import registry
+    from training.tracking import safe_uri
+
+    store = stages.tracking_store(config())
+    models = registry.list_models(store) if store.exists() else []
+    for m in models:
+        held = {v: a for a, v in m["aliases"].items()}
+        versions = ", ".join(
+            f"v{v['version']}" + (f" ({held[v['version']]})" if v["version"] in held else "")
+            + (f" {v['dataset']} v{v['dataset_version']}" if v["dataset_version"] is not None
+               else "")
+            for v in m["versions"]
+        )  # fmt: skip
+        err.print(f"{m['model']}: {versions}", highlight=False)
+    if not models:
+        err.print(f"no registered models in {safe_uri(store.uri)}", highlight=False)
+    emit({"tracking_uri": safe_uri(store.uri), "models": models})
+
+
+@model_app.command("promote")
+@friendly
+def model_promote(
+    name: str = typer.Argument(..., help="registered model, e.g. harvest-demo"),
+    version: int = typer.Argument(..., help="the version to give the alias"),
+    alias: str = typer.Option("champion", help="champion, challenger or any other alias"),
+) -> None:
+    """Give VERSION of model NAME the alias (champion by default), taking it from the
+    version that held it."""
+    from harvest import stages
+    from training import registry
+
+    moved = registry.promote(stages.tracking_store(config()), name, version, alias)
+    was = f" (was v{moved['previous']})" if moved["previous"] is not None else ""
+    err.print(f"{name}: {alias} -> v{version}{was}", highlight=False)
+    emit(moved)
+
+
+@model_app.command("show")
+@friendly
+def model_show(
+    name: str = typer.Argument(..., help="registered model, e.g. harvest-demo"),
+    alias: str = typer.Option("champion", help="show the version holding this alias"),
+    version: int | None = typer.Option(None, help="show this version instead"),
+) -> None:
+    """A version of model NAME: its aliases, run, metrics and dataset version."""
+    from harvest import stages
+    from training import registry
+
+    shown = registry.show(stages.tracking_store(config()), name, version, alias)
+    aliases = f" ({', '.join(shown['aliases'])})" if shown["aliases"] else ""
+    err.print(f"{name} v{shown['version']}{aliases}: run {shown['run_id']}, dataset "
+              f"{shown['dataset']} v{shown['dataset_version']}", highlight=False)  # fmt: skip
+    for key, value in shown.get("metrics", {}).items():
+        err.print(f"  {key} = {value:.4g}", highlight=False)
+    emit(shown)
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ class Config:
     sources: str = "sources"
     # labelling models, one folder per source; empty: "models" beside a local lake
     models: str = ""
+    # MLflow tracking and model registry; empty: a SQLite file in "mlflow" beside a local lake
+    tracking_uri: str = ""
     crawl_batch_size: int = 100
     # proxies for sources whose recipe lists none: a file of URLs, one a line; URLs with
     # passwords belong in the environment (HARVEST_CRAWL_PROXIES, comma-separated)
@@ -44,6 +46,15 @@ class Config:
         if "://" in self.lake:
             return "models"
         return str(Path(self.lake).parent / "models")
+
+    @property
+    def tracking(self) -> str:
+        """The MLflow tracking (and registry) URI in force."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        base = Path("mlflow") if "://" in self.lake else Path(self.lake).parent / "mlflow"
+        # absolute, so a command run from another folder finds the same store
+        return f"sqlite:///{(base / 'mlflow.db').resolve()}"
 
     @property
     def label_studio_url(self) -> str:

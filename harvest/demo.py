@@ -18,7 +18,6 @@ from ingestion.datasets import cut_dataset
 from ingestion.export import export_dataset
 from ingestion.lake import Lake
 from labeling.simulate import simulate
-from training.run import train_and_evaluate
 from training.trainer import TrainConfig
 
 SOURCE = "demo"
@@ -79,11 +78,14 @@ def run_demo(
     lake = Lake(cfg.lake)
     version = cut_dataset(lake, SOURCE, SOURCE, f"labels/{SOURCE}", recipe.text_field, seed=0)
     say(f"dataset {SOURCE} version {version.version}: {version.rows} rows; training")
-    result = train_and_evaluate(
-        lake, SOURCE, version.version, cfg.reports, TrainConfig(epochs=epochs, seed=0)
+    result = stages.train_dataset(
+        cfg, lake, SOURCE, version.version, TrainConfig(epochs=epochs, seed=0)
     )
     export_dir = export_dataset(lake, SOURCE, workdir / "export" / f"{SOURCE}-v{version.version}")
     say(f"model report in {result['report_dir']}; dataset exported to {export_dir}")
+    tracked = result["mlflow"]
+    say(f"MLflow run {tracked['run_id']} in {tracked['tracking_uri']}; registered as "
+        f"{tracked['model']} version {tracked['model_version']}")  # fmt: skip
     return {
         "site_articles": len(site.articles),
         "planted_invalid": len(site.planted_invalid),
@@ -99,5 +101,6 @@ def run_demo(
         "test_accuracy": round(result["test"]["accuracy"], 4),
         "test_macro_f1": round(result["test"]["macro_f1"], 4),
         "export_dir": str(export_dir),
+        "registered_model": f"{tracked['model']} v{tracked['model_version']}",
         "seconds": round(time.monotonic() - started, 1),
     }

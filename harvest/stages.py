@@ -8,14 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 from harvest.config import Config
 from ingestion.lake import Lake
+from ingestion.split import SplitRules
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, PushResult, SyncError
 from spiders.recipe import Recipe, load_recipe
 from validation.suite import BatchSpec, GateSpec, Rule
 
 if TYPE_CHECKING:
-    from labeling.model import LabelModel
+    from collections.abc import Callable
+
+    from ingestion.export import SourceNotes
+    from labeling.model import Contest, Labelled, LabelModel
     from labeling.webhook import WebhookServer
+    from training.tracking import Store
+    from training.trainer import TrainConfig
     from validation.gate import CurateResult
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,51 @@ def model_dir(config: Config, source: str) -> Path:
     return Path(config.models_dir) / source
 
 
+def tracking_store(config: Config) -> Store:
+    from training.tracking import Store
+
+    return Store(config.tracking)
+
+
+def train_dataset(
+    config: Config,
+    lake: Lake,
+    dataset: str,
+    version: int | None,
+    train_config: TrainConfig,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Trains and evaluates one dataset version (``training.run``), recorded in MLflow with
+    its dataset version and registered as a new version of ``harvest-<dataset>``."""
+    from training.tracking import train_tracked
+
+    return train_tracked(tracking_store(config), lake, dataset, version, config.reports,
+                         train_config, on_epoch)  # fmt: skip
+
+
+def source_model(config: Config, source: str) -> LabelModel | None:
+    """The labelling model that predicts for ``source``: the champion of
+    ``labeling-<source>`` in MLflow, else the one in its model folder, else None."""
+    from labeling.model import ModelError, load
+    from training import registry
+
+    store = tracking_store(config)
+    # no SQLite store yet: nothing was ever recorded, and looking must not create one
+    champion = registry.find(store, registry.labeling_name(source)) if store.exists() else None
+    if champion is None:
+        return load(model_dir(config, source))
+    folder, tmp = registry.local_copy(store, champion)
+    try:
+        found = load(folder)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if found is None:
+        raise ModelError(f"{champion.name} version {champion.version} (the champion) holds no "
+                         f"labelling model at {champion.source}")  # fmt: skip
+    return found
+
+
 def push_source(
     config: Config,
     r: Recipe,
@@ -79,7 +130,7 @@ def push_source(
     """Imports ``batch`` (default: every) curated rows of ``r`` that are neither tasks nor
     labelled, chosen by ``strategy``, each with the labelling model's prediction when one
     was trained (see ``labeling.push``)."""
-    from labeling import model, push
+    from labeling import push
 
     sync = sync or label_sync(config)
     lake = Lake(config.lake)
@@ -97,22 +148,90 @@ def push_source(
         lake.read(labels, columns=["row_id"])["row_id"].to_pylist() if lake.exists(labels) else []
     )
     # the labelling model predicts one class a row: other task types get no pre-annotation
-    current = model.load(model_dir(config, r.name)) if r.label_type == "single" else None
+    current = source_model(config, r.name) if r.label_type == "single" else None
     return push.push(sync, project_id, tasks, current, strategy, batch, seed, labelled)
 
 
 def train_source_model(config: Config, r: Recipe) -> LabelModel:
-    """Fits the labelling model of ``r`` on its labels so far and saves it."""
-    from labeling.model import ModelError, train_from_lake
+    """Fits the labelling model of ``r`` on its labels so far (see ``retrain_source_model``)."""
+    return retrain_source_model(config, r)[0]
+
+
+def retrain_source_model(config: Config, r: Recipe) -> tuple[LabelModel, dict[str, Any]]:
+    """Fits the labelling model of ``r`` on its labels so far and records it in MLflow as a
+    new version of ``labeling-<source>``. It becomes the champion when there is none or when
+    it predicts the labels the champion never saw at least as well (``labeling.model.
+    contest``); the champion is also saved in the source's model folder. Returns the new
+    model and what was recorded, with ``serving``: the champion now."""
+    from labeling.model import ModelError, contest, fit_labelled, labelled_rows
 
     if r.label_type != "single":
         raise ModelError(
             f"the labelling model predicts one class a row; source {r.name!r} is labelled "
             f"as {r.label_type!r}"
         )
-    trained = train_from_lake(Lake(config.lake), r.name, r.text_field)
-    trained.save(model_dir(config, r.name))
-    return trained
+    lake = Lake(config.lake)
+    rows = labelled_rows(lake, r.name, r.text_field)
+    trained = fit_labelled(rows, r.name)
+    champion = source_model(config, r.name)
+    outcome = contest(rows, champion) if champion is not None else None
+    promote = outcome is None or outcome.promote
+    recorded = track_source_model(config, r.name, lake, rows, trained, outcome, promote)
+    if promote:
+        trained.save(model_dir(config, r.name))
+    return trained, {**recorded, "serving": trained if promote else champion}
+
+
+def track_source_model(
+    config: Config,
+    source: str,
+    lake: Lake,
+    rows: Labelled,
+    trained: LabelModel,
+    outcome: Contest | None,
+    promote: bool,
+) -> dict[str, Any]:
+    """Records one fit of the labelling model as a new version of ``labeling-<source>``,
+    made champion with ``promote``."""
+    from training import registry, tracking
+
+    store = tracking_store(config)
+    name = registry.labeling_name(source)
+    params = {
+        f"{step}.{k}": v
+        for step, est in trained.pipeline.steps
+        for k, v in est.get_params(deep=False).items()
+    }
+    metrics: dict[str, float | None] = {"labels": trained.labels, "classes": len(trained.classes)}
+    if outcome is not None:
+        metrics.update(contest_rows=outcome.rows, contest_candidate_accuracy=outcome.candidate,
+                       contest_champion_accuracy=outcome.champion)  # fmt: skip
+    labels = f"labels/{source}"
+    version = tracking.log_model(
+        store,
+        name,
+        trained.version,
+        trained.save,
+        {
+            "harvest.source": source,
+            "harvest.kind": "labeling",
+            "harvest.labels_version": trained.labels_version,
+            "harvest.model_version": trained.version,
+        },
+        {"model": "tfidf-logreg", **params},
+        metrics,
+        (f"{labels}@v{trained.labels_version}", rows.digest(), f"{lake.root}/{labels}"),
+    )
+    aliases = {a: int(version.version) for a in version.aliases}
+    if promote:
+        aliases = registry.promote(store, name, int(version.version))["aliases"]
+    return {
+        "registered_model": name,
+        "registered_version": int(version.version),
+        "aliases": aliases,
+        "promoted": promote,
+        "contest": vars(outcome) if outcome is not None else None,
+    }
 
 
 def retrain_and_refresh(
@@ -126,9 +245,11 @@ def retrain_and_refresh(
     sync = sync or label_sync(config)
     if pull:
         pull_source(config, r, sync)
-    trained = train_source_model(config, r)
+    trained, recorded = retrain_source_model(config, r)
+    serving = recorded.pop("serving")
     project_id = sync.project(project_title(r.name), r.labels, r.label_type)
-    refreshed = refresh(sync, project_id, trained)
+    # the waiting tasks carry the champion's guesses, the newer model's only once it wins
+    refreshed = refresh(sync, project_id, serving)
     return {
         "source": r.name,
         "project_id": project_id,
@@ -136,6 +257,8 @@ def retrain_and_refresh(
         "labels": trained.labels,
         "classes": trained.classes,
         "refreshed": refreshed.tasks,
+        "champion_version": serving.version,
+        **recorded,
         "model_dir": str(model_dir(config, r.name)),
     }
 
@@ -187,8 +310,10 @@ def retrain_source(config: Config, r: Recipe) -> dict[str, Any]:
                  result["labels"], r.label_type)  # fmt: skip
         return result
     result = retrain_and_refresh(config, r, pull=True)
-    log.info("retrain %s: model %s from %s labels, %s waiting tasks re-predicted", r.name,
-             result["model_version"], result["labels"], result["refreshed"])  # fmt: skip
+    log.info("retrain %s: model %s from %s labels, %s; %s waiting tasks re-predicted by %s",
+             r.name, result["model_version"], result["labels"],
+             "now the champion" if result["promoted"] else "the challenger",
+             result["refreshed"], result["champion_version"])  # fmt: skip
     return result
 
 
@@ -228,3 +353,72 @@ def start_webhook(
         server.httpd.server_close()
         raise
     return server.start(), lines
+
+
+def create_dataset(
+    config: Config,
+    name: str,
+    sources: list[str],
+    labels_project: str,
+    fractions: tuple[float, float, float],
+    rules: SplitRules,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Cuts a version of ``datasets/<name>`` from the curated rows of ``sources`` (each with
+    its recipe's text field) labelled in ``labels/<labels_project>``; see
+    ``ingestion.datasets.cut_dataset``."""
+    from ingestion.datasets import cut_dataset
+
+    recipes = [recipe(config, s) for s in sources]
+    v = cut_dataset(Lake(config.lake), name, [r.name for r in recipes],
+                    f"labels/{labels_project}", {r.name: r.text_field for r in recipes}, seed,
+                    fractions, rules)  # fmt: skip
+    lineage = v.lineage
+    return {"dataset": name, "version": v.version, "rows": v.rows, "reused": v.reused,
+            "splits": lineage.get("counts"), "tables": lineage["tables"],
+            "split_rules": lineage.get("split"), "groups": lineage.get("groups"),
+            "leakage": lineage.get("leakage"),
+            "content_sha256": lineage.get("content_sha256")}  # fmt: skip
+
+
+def source_notes(config: Config, sources: list[str]) -> dict[str, SourceNotes]:
+    """Licence and robots.txt notes of each source, from its recipe where there is one."""
+    from ingestion.export import NOT_RECORDED, SourceNotes
+    from spiders import settings as defaults
+    from spiders.recipe import RecipeError
+
+    notes = {}
+    for source in sources:
+        try:
+            r = recipe(config, source)
+        except RecipeError:
+            notes[source] = SourceNotes()
+            continue
+        obey = r.settings.get("ROBOTSTXT_OBEY", defaults.ROBOTSTXT_OBEY)
+        if not isinstance(obey, bool):
+            obey = str(obey).strip().lower() in ("1", "true")
+        robots = "obeyed (ROBOTSTXT_OBEY on)" if obey else "not obeyed (ROBOTSTXT_OBEY off)"
+        notes[source] = SourceNotes(licence=r.licence or NOT_RECORDED, robots=robots)
+    return notes
+
+
+def export_dataset(
+    config: Config,
+    name: str,
+    out: Path,
+    version: int | None = None,
+    fmt: str = "parquet",
+    shards: int | None = None,
+) -> dict[str, Any]:
+    """Writes a dataset version with its card and manifest (``ingestion.export``)."""
+    from ingestion.datasets import read_dataset
+    from ingestion.export import export_version
+
+    lake = Lake(config.lake)
+    data, _ = read_dataset(lake, name, version)
+    notes = source_notes(config, sorted(set(data["source"].to_pylist())))
+    done = export_version(lake, name, out, version, fmt, shards, notes)
+    m = done.manifest
+    return {"dataset": name, "version": m["version"], "export_dir": str(done.out),
+            "format": fmt, "rows": m["rows"], "splits": m["splits"], "files": len(done.files),
+            "manifest": str(done.out / "manifest.json")}  # fmt: skip

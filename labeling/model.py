@@ -48,6 +48,8 @@ class LabelModel:
     labels: int  # labelled rows it was trained on
     labels_version: int | None = None  # version of the labels table, when read from the lake
     trained_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # the labelled rows it saw, so a newer model can be judged on the rows this one did not
+    row_ids: list[str] = field(default_factory=list)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(rows, classes) probabilities, columns in the order of ``classes``."""
@@ -76,7 +78,7 @@ class LabelModel:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / MODEL_FILE
         tmp = folder / f".{MODEL_FILE}.{os.getpid()}"
-        joblib.dump({**self.meta(), "pipeline": self.pipeline}, tmp)
+        joblib.dump({**self.meta(), "row_ids": self.row_ids, "pipeline": self.pipeline}, tmp)
         os.replace(tmp, path)
         meta_tmp = folder / f".{META_FILE}.{os.getpid()}"
         meta_tmp.write_text(json.dumps(self.meta(), indent=1))
@@ -89,6 +91,7 @@ def fit(
     labels: Sequence[str],
     version: str | None = None,
     labels_version: int | None = None,
+    row_ids: Sequence[str] = (),
 ) -> LabelModel:
     """Fits the labelling model; needs labels of at least two classes."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -119,6 +122,7 @@ def fit(
         version=version or _content_version(texts, labels),
         labels=len(labels),
         labels_version=labels_version,
+        row_ids=list(row_ids),
     )
 
 
@@ -149,11 +153,40 @@ def load(folder: str | Path) -> LabelModel | None:
         labels=int(saved["labels"]),
         labels_version=saved["labels_version"],
         trained_at=saved["trained_at"],
+        row_ids=list(saved.get("row_ids", [])),  # models saved before it was kept have none
     )
+
+
+@dataclass
+class Labelled:
+    """Labelled rows with their text: what the labelling model is fitted on."""
+
+    row_ids: list[str]
+    texts: list[str]
+    labels: list[str]
+    labels_version: int | None = None
+
+    def digest(self) -> str:
+        """A hash of the rows and their labels, whatever order they were read in."""
+        h = hashlib.sha256()
+        for row_id, label in sorted(zip(self.row_ids, self.labels, strict=True)):
+            h.update(f"{row_id}\x1f{label}\x1e".encode())
+        return h.hexdigest()
 
 
 def train_from_lake(lake: Lake, source: str, text_field: str) -> LabelModel:
     """Fits on ``labels/<source>`` joined by row id with the text in ``curated/<source>``."""
+    return fit_labelled(labelled_rows(lake, source, text_field), source)
+
+
+def fit_labelled(rows: Labelled, source: str) -> LabelModel:
+    return fit(rows.texts, rows.labels,
+               f"{source}-labels-v{rows.labels_version}-n{len(rows.labels)}",
+               rows.labels_version, rows.row_ids)  # fmt: skip
+
+
+def labelled_rows(lake: Lake, source: str, text_field: str) -> Labelled:
+    """``labels/<source>`` joined by row id with the text in ``curated/<source>``."""
     table = f"labels/{source}"
     if not lake.exists(table):
         raise ModelError(f"no labels yet for {source!r} ({table} is missing): pull labels first")
@@ -162,18 +195,61 @@ def train_from_lake(lake: Lake, source: str, text_field: str) -> LabelModel:
     curated = lake.read(f"curated/{source}", columns=["content_sha256", text_field])
     text = dict(zip(*(curated[c].to_pylist() for c in curated.column_names), strict=True))
     # labels of rows no longer curated are left out: their text is gone
-    pairs = [
-        (text[r["row_id"]], r["label"])
-        for r in labelled
-        if r["row_id"] in text and r["label"] is not None
-    ]
-    if labelled and not pairs:
+    kept = [r for r in labelled if r["row_id"] in text and r["label"] is not None]
+    if labelled and not kept:
         raise ModelError(
             f"none of the {len(labelled)} labels in {table} match a row of curated/{source}"
         )
-    texts = [t for t, _ in pairs]
-    classes = [c for _, c in pairs]
-    return fit(texts, classes, f"{source}-labels-v{labels_version}-n{len(pairs)}", labels_version)
+    return Labelled(
+        row_ids=[r["row_id"] for r in kept],
+        texts=[text[r["row_id"]] for r in kept],
+        labels=[r["label"] for r in kept],
+        labels_version=labels_version,
+    )
+
+
+@dataclass
+class Contest:
+    """A newly fitted model against the champion, on the labelled rows the champion never
+    saw. ``rows`` 0: nothing to judge them on (no new rows, or a champion that does not
+    record its rows), and the newer model wins."""
+
+    rows: int
+    candidate: float | None = None  # accuracy of out-of-fold predictions on those rows
+    champion: float | None = None  # accuracy of the champion's predictions on them
+
+    @property
+    def promote(self) -> bool:
+        return self.candidate is None or self.champion is None or self.candidate >= self.champion
+
+
+def contest(rows: Labelled, champion: LabelModel, folds: int = 3) -> Contest:
+    """Judges a model fitted on ``rows`` against ``champion`` on the rows of ``rows`` the
+    champion was not fitted on. The newcomer was fitted on those rows too, so it is
+    cross-validated over them: each fold is predicted by a model fitted on every other
+    row. Both scores are out of sample, on the same rows."""
+    if not champion.row_ids:
+        return Contest(0)
+    seen = set(champion.row_ids)
+    unseen = [i for i, r in enumerate(rows.row_ids) if r not in seen]
+    if not unseen:
+        return Contest(0)
+    order = np.random.default_rng(0).permutation(unseen)
+    right = 0
+    for part in np.array_split(order, min(folds, len(unseen))):
+        held = set(part.tolist())
+        rest = [i for i in range(len(rows.texts)) if i not in held]
+        try:
+            fold = fit([rows.texts[i] for i in rest], [rows.labels[i] for i in rest], "fold")
+        except ModelError:  # the other rows hold one class: this fold's rows count as missed
+            continue
+        guesses = fold.predict([rows.texts[i] for i in part])
+        right += sum(g == rows.labels[i] for g, i in zip(guesses, part, strict=True))
+    held_out = [rows.texts[i] for i in unseen]
+    champion_right = sum(
+        g == rows.labels[i] for g, i in zip(champion.predict(held_out), unseen, strict=True)
+    )
+    return Contest(len(unseen), right / len(unseen), champion_right / len(unseen))
 
 
 def embed(texts: Sequence[str], dims: int = EMBED_DIMS, seed: int = 0) -> np.ndarray:
