@@ -159,8 +159,11 @@ def choose(
     if n == len(fresh):
         # every candidate goes: no choice to make, only an order (the most uncertain first)
         return fresh if scores is None else fresh[np.argsort(scores[fresh], kind="stable")]
-    emb = embed(texts, seed=seed) if name in NEEDS_EMBEDDINGS else None
     rng = np.random.default_rng(seed)
+    if name == "random":
+        # needs neither a model nor embeddings, so it works before the first model too
+        return np.asarray(rng.permutation(fresh)[:n], dtype=np.int64)
+    emb = embed(texts, seed=seed) if name in NEEDS_EMBEDDINGS else None
     return strategies.get(name)(probs, emb, n, rng, labelled=np.flatnonzero(covered))
 
 

@@ -147,6 +147,18 @@ def test_strategy_falls_back_to_the_cold_start_without_a_model() -> None:
         push.resolve_strategy("badge", some)
 
 
+def test_random_needs_no_model_and_picks_only_fresh_rows() -> None:
+    fresh = np.array([0, 2, 3, 5, 8, 9])
+    covered = np.ones(10, dtype=bool)
+    covered[fresh] = False
+    texts = [f"row {i}" for i in range(10)]
+    picked = push.choose("random", fresh, covered, 4, texts, None, None, seed=3)
+    assert len(set(picked.tolist())) == 4 and set(picked.tolist()) <= set(fresh.tolist())
+    again = push.choose("random", fresh, covered, 4, texts, None, None, seed=3)
+    assert picked.tolist() == again.tolist()  # the seed decides
+    assert push.resolve_strategy("random", None) == "random"
+
+
 def test_prediction_carries_version_score_and_the_top_class() -> None:
     p = push.prediction("v7", CLASSES, np.array([0.3, 0.7]), 0.4)
     assert p == {"model_version": "v7", "score": 0.4, "result": choice_result("B")}
