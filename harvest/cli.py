@@ -241,24 +241,28 @@ def say_held(source: str, reasons: list[str]) -> None:
 def status(
     sources: list[str] = typer.Argument(None, help="default: every recipe and lake source"),
 ) -> None:
-    """Per source: last crawl, last curate, held batches and why, quarantine counts."""
-    from ingestion.lake import Lake
-    from validation.status import describe, source_status
+    """What the dashboard shows: per source its schedule, last run, last crawl and curate,
+    held batches and why, quarantine, pass rates and labelling; recent runs; models.
+
+    Lines for a person on stderr; on stdout one JSON line: the whole summary, or with
+    SOURCE arguments each source's part."""
+    from harvest.service.summary import build, describe, known_sources, run_history
 
     cfg = config()
-    lake = Lake(cfg.lake)
-    in_lake = {t.split("/", 1)[1] for t in lake.tables() if t.startswith("raw/")}
-    recipes = {p.stem for p in Path(cfg.sources).glob("*.y*ml")}
+    known = known_sources(cfg)
     for name in sources or []:
-        if name not in in_lake and name not in recipes:
+        if name not in known:
             raise typer.BadParameter(
-                f"unknown source {name!r} (known: {', '.join(sorted(in_lake | recipes)) or 'none'})"
+                f"unknown source {name!r} (known: {', '.join(known) or 'none'})"
             )
-    for name in sources or sorted(in_lake | recipes):
-        state = source_status(lake, name)
-        for line in describe(state):
-            err.print(line, highlight=False)
-        emit(state)
+    summary = build(cfg, run_history(cfg), sources=sources or None)
+    for line in describe(summary):
+        err.print(line, highlight=False)
+    if sources:
+        for entry in summary["sources"]:
+            emit(entry)
+    else:
+        emit(summary)
 
 
 quarantine_app = typer.Typer(
@@ -876,6 +880,30 @@ def model_show(
     for key, value in shown.get("metrics", {}).items():
         err.print(f"  {key} = {value:.4g}", highlight=False)
     emit(shown)
+
+
+@app.command()
+@friendly
+def serve(
+    port: int = typer.Option(8600, min=1, max=65535, help="port to listen on"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
+    label_studio: bool = typer.Option(
+        True, help="start Label Studio unless one answers at the configured address"
+    ),
+    time_limit: float = typer.Option(
+        3600.0, min=1, help="seconds a run may take, for recipes whose schedule sets none"
+    ),
+    stop_grace: float = typer.Option(
+        30.0, min=0, help="on SIGTERM, seconds running crawls get to finish their batch"
+    ),
+) -> None:
+    """Serve the HTTP API, the dashboard and the recipes' schedules until SIGTERM.
+
+    Changes need Authorization: Bearer $HARVEST_API_TOKEN; the OpenAPI document is at
+    /openapi.json. Logs are JSON lines on stderr."""
+    from harvest.service.serve import serve as run_service
+
+    run_service(config(), host, port, label_studio, time_limit, stop_grace)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from parsel.csstranslator import HTMLTranslator
 
 from ingestion.schema import PROVENANCE_COLUMNS
 from ingestion.transforms import Step, StepError, check_columns, outputs, parse_steps
+from spiders.schedule import Schedule, ScheduleError, parse_schedule
 
 TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
@@ -45,6 +46,7 @@ TOP_KEYS = {
     "batch",
     "steps",
     "licence",
+    "schedule",
 }
 # how a task is labelled: one class, any number of classes, or spans of the text; the same
 # names as labeling.tasktypes, which spiders may not import
@@ -193,6 +195,8 @@ class Recipe:
     steps: tuple[Step, ...] = ()
     # the terms the source's content is published under, for the dataset cards
     licence: str | None = None
+    # when `harvest serve` crawls the source (spiders/schedule.py); None: on demand only
+    schedule: Schedule | None = None
 
     @property
     def renders(self) -> bool:
@@ -293,11 +297,18 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         raise RecipeError(path, "licence", "a note of the terms the content is under")
 
     limits = _limits(path, raw.get("limits") or {})
+    schedule = None
+    if raw.get("schedule") is not None:
+        try:
+            schedule = parse_schedule(raw["schedule"])
+        except ScheduleError as exc:
+            raise RecipeError(path, exc.key, exc.problem) from exc
     # limits are Scrapy settings; a setting the recipe names itself wins
     settings = {**limits.settings(), **settings}
 
     return Recipe(
         licence=licence.strip() if licence else None,
+        schedule=schedule,
         batch=_batch(path, raw.get("batch"), fields),
         steps=steps,
         allow_private=allow_private,

@@ -158,3 +158,66 @@ def test_broken_crawling_options_are_named(changes: dict[str, object], key: str)
         parse_recipe(mutate(**changes), "x.yaml")
     assert info.value.key == key
     assert "secret" not in str(info.value)
+
+
+def test_schedule_is_optional_and_parses() -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    from labeling.strategies import STRATEGIES
+    from spiders.recipe import parse_recipe
+    from spiders.schedule import STRATEGIES as NAMED
+
+    assert parse_recipe(mutate(), "x.yaml").schedule is None
+    raw = {"cron": "*/5 * * * 1-5", "timezone": "Europe/Paris",
+           "label": {"push": 200, "strategy": "entropy"}, "retrain": True}  # fmt: skip
+    s = parse_recipe(mutate(schedule=raw), "x.yaml").schedule
+    assert s is not None
+    assert (s.cron, s.timezone, s.push, s.strategy, s.retrain) == (
+        "*/5 * * * 1-5",
+        "Europe/Paris",
+        200,
+        "entropy",
+        True,
+    )
+    # crontab's 1-5 is Monday to Friday; the scheduler counts weekdays from Monday
+    assert s.fields() == {"second": "0", "minute": "*/5", "hour": "*", "day": "*",
+                          "month": "*", "day_of_week": "mon,tue,wed,thu,fri"}  # fmt: skip
+    trigger = CronTrigger(**s.fields(), timezone="UTC")
+    from datetime import UTC, datetime
+
+    # Saturday 2026-01-03 12:00 UTC: the next slot is Monday at midnight
+    assert trigger.get_next_fire_time(None, datetime(2026, 1, 3, 12, tzinfo=UTC)) == datetime(
+        2026, 1, 5, tzinfo=UTC
+    )
+    six = parse_recipe(mutate(schedule={"cron": "*/3 * * * * 0,7"}), "x.yaml").schedule
+    assert six is not None and six.fields()["second"] == "*/3"
+    assert six.fields()["day_of_week"] == "sun"
+    assert set(NAMED) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "key"),
+    [
+        ("hourly", "schedule"),
+        ({"cron": "* * *"}, "schedule.cron"),
+        ({"cron": "61 * * * *"}, "schedule.cron"),
+        ({"cron": "* * * * 8"}, "schedule.cron"),
+        ({"timezone": "Europe/Paris"}, "schedule.cron"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "schedule.timezone"),
+        ({"cron": "* * * * *", "label": {"push": 0}}, "schedule.label.push"),
+        (
+            {"cron": "* * * * *", "label": {"push": 5, "strategy": "guess"}},
+            "schedule.label.strategy",
+        ),
+        ({"cron": "* * * * *", "retrain": "yes"}, "schedule.retrain"),
+        ({"cron": "* * * * *", "time_limit": 0}, "schedule.time_limit"),
+        ({"cron": "* * * * *", "every": 5}, "schedule.every"),
+    ],
+)
+def test_broken_schedule_is_named(schedule: object, key: str) -> None:
+    from spiders.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(schedule=schedule), "x.yaml")
+    assert info.value.key == key
+    assert str(info.value).startswith("x.yaml: " + key)

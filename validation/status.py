@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ingestion.lake import Lake
@@ -31,13 +32,12 @@ def describe(status: dict[str, Any]) -> list[str]:
     lines = [f"{status['source']}:"]
     crawl, curate = status["last_crawl"], status["last_curate"]
     lines.append(
-        f"  last crawl: {crawl['at']:%Y-%m-%d %H:%M} {crawl.get('state')}, "
-        f"{crawl.get('rows', '?')} rows"
+        f"  last crawl: {_when(crawl['at'])} {crawl.get('state')}, {crawl.get('rows', '?')} rows"
         if crawl
         else "  last crawl: never"
     )
     lines.append(
-        f"  last curate: {curate['at']:%Y-%m-%d %H:%M}, {curate.get('curated')} curated, "
+        f"  last curate: {_when(curate['at'])}, {curate.get('curated')} curated, "
         f"{curate.get('quarantined')} quarantined"
         if curate
         else "  last curate: never"
@@ -54,6 +54,12 @@ def describe(status: dict[str, Any]) -> list[str]:
     lines.append(f"  quarantine: {q['rows']} rows")
     lines += [f"    - {name}: {n}" for name, n in q["by_expectation"].items()]
     return lines
+
+
+def _when(at: datetime | str) -> str:
+    # the status as read from the lake holds times; as JSON (the service's summary), text
+    when = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return f"{when:%Y-%m-%d %H:%M}"
 
 
 def _last(lake: Lake, stage: str, source: str) -> dict[str, Any] | None:

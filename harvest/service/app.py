@@ -1,0 +1,375 @@
+"""The service's HTTP API (FastAPI; the OpenAPI document is at /openapi.json).
+
+Reads are open to whoever reaches the address (loopback by default); every route that
+changes something needs ``Authorization: Bearer $HARVEST_API_TOKEN``. Bad input is a 4xx
+with a message: bodies are pydantic models, and the project's errors map to statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from harvest.config import Config
+from harvest.service.auth import bearer
+from harvest.service.runner import StoppingError
+from harvest.service.runs import STATUSES, RunStore, SourceBusyError
+from harvest.service.webhooks import Webhooks
+
+log = logging.getLogger(__name__)
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$"
+COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+MAX_WEBHOOK_BODY = 16 * 1024 * 1024
+Name = Annotated[str, Field(pattern=NAME, description="a source, dataset or model name")]
+RunId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+RunStatus = Literal["queued", "running", "finished", "failed", "interrupted", "timed_out"]
+assert set(RunStatus.__args__) == set(STATUSES)  # type: ignore[attr-defined]
+
+
+class Service(Protocol):
+    """What the API needs of the running service (harvest.service.serve.Service)."""
+
+    config: Config
+    store: RunStore
+    token: str
+    webhooks: Webhooks
+
+    def trigger(self, source: str) -> dict[str, Any]: ...
+    def next_runs(self) -> dict[str, str | None]: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class Message(BaseModel):
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(None, description="what failed validation")
+
+
+class CrawlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: Name
+
+
+class Counts(BaseModel):
+    requests: int | None = None
+    items: int | None = None
+    curated: int | None = None
+    quarantined: int | None = None
+    bans: int | None = None
+
+
+class Run(BaseModel):
+    id: int
+    source: str
+    trigger: Literal["schedule", "manual"]
+    status: RunStatus
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    counts: Counts
+    log_path: str | None
+    error: str | None
+    pid: int | None = None
+    progress: dict[str, int] | None = None
+
+
+class DatasetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    sources: list[Name] = Field(min_length=1, max_length=50)
+    labels: Name = Field(description="labels/<PROJECT> to join by row id, e.g. a source")
+    split: str = Field("0.8/0.1/0.1", pattern=r"^[0-9.]{1,10}(/[0-9.]{1,10}){2}$")
+    stratify: bool = True
+    group: str | None = Field("dup_group", pattern=COLUMN)
+    time_split: str | None = Field(None, pattern=COLUMN)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset: Name
+    version: int | None = Field(None, ge=0, le=2**31 - 1)
+    format: Literal["parquet", "jsonl"] = "parquet"
+    shards: int | None = Field(None, ge=1, le=1000)
+
+
+def create_app(service: Service) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="harvest",
+        summary="Scheduled crawls, run history, datasets, labelling progress and models.",
+        version="0.1.0",
+        lifespan=lifespan,
+        # every route's bad input is answered with a message (the handlers below)
+        responses={422: {"model": Message, "description": "invalid request"}},
+    )
+    cfg = service.config
+    auth = [Depends(bearer(service.token))]
+    errors: dict[int | str, dict[str, Any]] = {400: {"model": Message}, 401: {"model": Message}}
+    webhooks = service.webhooks
+    _handlers(app)
+
+    @app.post("/crawls", status_code=202, dependencies=auth, tags=["runs"],
+              responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
+    def start_crawl(body: CrawlRequest) -> Run:
+        """Starts a run of SOURCE now: its crawl, curation and the recipe's label steps."""
+        from spiders.recipe import find_recipe, load_recipe
+
+        find_recipe(body.source, cfg.sources)  # RecipeError: unknown, 404
+        load_recipe(body.source, cfg.sources)  # RecipeError: broken, 422
+        return Run(**service.trigger(body.source))
+
+    @app.get("/runs", tags=["runs"])
+    def list_runs(
+        source: Annotated[str | None, Query(pattern=NAME)] = None,
+        status: RunStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> list[Run]:
+        """Runs, newest first."""
+        return [Run(**r) for r in service.store.list(limit, source, status)]
+
+    @app.get("/runs/{run_id}", tags=["runs"], responses={404: {"model": Message}})
+    def get_run(run_id: RunId) -> Run:
+        run = service.store.get(run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        return Run(**run)
+
+    @app.get("/sources", tags=["sources"])
+    def list_sources() -> list[dict[str, Any]]:
+        """Every recipe with its schedule, next scheduled run and last run."""
+        from spiders.recipe import RecipeError, load_recipe
+
+        next_runs = service.next_runs()
+        out = []
+        for path in sorted(Path(cfg.sources).glob("*.y*ml")):
+            entry: dict[str, Any] = {"source": path.stem, "schedule": None, "error": None}
+            try:
+                r = load_recipe(path)
+                entry["name"] = r.name
+                entry["schedule"] = r.schedule.as_json() if r.schedule else None
+            except RecipeError as exc:
+                entry["error"] = str(exc)
+            entry["next_run"] = next_runs.get(path.stem)
+            last = service.store.list(1, path.stem)
+            entry["last_run"] = last[0] if last else None
+            out.append(entry)
+        return out
+
+    @app.get("/datasets", tags=["datasets"])
+    def list_datasets() -> list[dict[str, Any]]:
+        """Every dataset with its newest version."""
+        from ingestion.datasets import dataset_versions
+        from ingestion.lake import Lake
+
+        lake = Lake(cfg.lake)
+        out = []
+        for table in sorted(t for t in lake.tables() if t.startswith("datasets/")):
+            name = table.split("/", 1)[1]
+            versions = dataset_versions(lake, name)
+            latest = versions[-1] if versions else None
+            out.append({"dataset": name, "versions": len(versions),
+                        "latest": _version(*latest) if latest else None})  # fmt: skip
+        return out
+
+    @app.get("/datasets/{name}", tags=["datasets"], responses={404: {"model": Message}})
+    def get_dataset(name: Annotated[str, PathParam(pattern=NAME)]) -> dict[str, Any]:
+        """A dataset's versions, oldest first, each with its lineage."""
+        from ingestion.datasets import dataset_versions
+        from ingestion.lake import Lake
+
+        lake = Lake(cfg.lake)
+        if not lake.exists(f"datasets/{name}"):
+            raise HTTPException(404, f"no dataset {name!r}")
+        versions = [_version(v, lineage) for v, lineage in dataset_versions(lake, name)]
+        return {"dataset": name, "versions": versions}
+
+    @app.post("/datasets", status_code=201, dependencies=auth, tags=["datasets"],
+              responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
+    def create_dataset(body: DatasetRequest) -> dict[str, Any]:
+        """Cuts a new version of a dataset (as `harvest dataset create`)."""
+        from harvest import stages
+        from ingestion.split import SplitRules, parse_fractions
+        from spiders.recipe import find_recipe
+
+        for source in body.sources:
+            find_recipe(source, cfg.sources)
+        rules = SplitRules(body.stratify, body.group, body.time_split)
+        return stages.create_dataset(cfg, body.name, body.sources, body.labels,
+                                     parse_fractions(body.split), rules, body.seed)  # fmt: skip
+
+    @app.post("/exports", status_code=201, dependencies=auth, tags=["datasets"],
+              responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
+    def start_export(body: ExportRequest) -> dict[str, Any]:
+        """Writes a dataset version with its card and manifest under REPORTS/exports/."""
+        from harvest import stages
+        from ingestion.datasets import dataset_versions
+        from ingestion.lake import Lake
+
+        lake = Lake(cfg.lake)
+        if not lake.exists(f"datasets/{body.dataset}"):
+            raise HTTPException(404, f"no dataset {body.dataset!r}")
+        known = [v for v, _ in dataset_versions(lake, body.dataset)]
+        version = body.version if body.version is not None else (known[-1] if known else None)
+        if version is None or version not in known:
+            raise HTTPException(404, f"dataset {body.dataset!r} has no version {body.version} "
+                                     f"(versions: {known})")  # fmt: skip
+        out = Path(cfg.reports) / "exports" / body.dataset / f"v{version}-{body.format}"
+        return stages.export_dataset(cfg, body.dataset, out, version, body.format, body.shards)
+
+    @app.get("/labels/{source}", tags=["labels"], responses={404: {"model": Message}})
+    def labelling(source: Annotated[str, PathParam(pattern=NAME)]) -> dict[str, Any]:
+        """Labelling progress of SOURCE: labelled rows, per class, of its curated rows."""
+        from harvest import stages
+
+        return label_progress(cfg, stages.recipe(cfg, source).name)
+
+    @app.get("/models", tags=["models"])
+    def list_models() -> list[dict[str, Any]]:
+        """Registered models with their versions and aliases."""
+        from harvest import stages
+        from training import registry
+
+        store = stages.tracking_store(cfg)
+        return registry.list_models(store) if store.exists() else []
+
+    @app.get("/models/{name}", tags=["models"], responses={404: {"model": Message}})
+    def get_model(
+        name: Annotated[str, PathParam(pattern=NAME)],
+        version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    ) -> dict[str, Any]:
+        """The champion (or VERSION) of a registered model, with its run's metrics."""
+        from harvest import stages
+        from training import registry
+
+        store = stages.tracking_store(cfg)
+        if not store.exists():
+            raise HTTPException(404, f"no registered model {name!r}: nothing was tracked yet")
+        return registry.show(store, name, version)
+
+    # the body is read raw, so the secret is checked before anything parses it
+    event = {"content": {"application/json": {"schema": {"type": "object"}}}, "required": True}
+
+    @app.post("/webhooks/label-studio", tags=["labels"], openapi_extra={"requestBody": event},
+              responses={**errors, 404: {"model": Message}, 413: {"model": Message}})  # fmt: skip
+    async def label_studio_webhook(request: Request) -> JSONResponse:
+        """Label Studio's annotation events; needs the shared webhook secret
+        (Authorization: Bearer $HARVEST_WEBHOOK_SECRET), not the API token."""
+        body = await request.body()
+        if len(body) > MAX_WEBHOOK_BODY:
+            return JSONResponse({"detail": "body too large"}, status_code=413)
+        from starlette.concurrency import run_in_threadpool
+
+        status, answer = await run_in_threadpool(webhooks.handle, dict(request.headers), body)
+        if "error" in answer:
+            answer = {"detail": answer["error"]}
+        return JSONResponse(answer, status_code=status)
+
+    _dashboard(app, service)
+    return app
+
+
+def _version(version: int, lineage: dict[str, Any]) -> dict[str, Any]:
+    keep = ("rows", "counts", "tables", "split", "content_sha256", "created")
+    return {"version": version, **{k: lineage.get(k) for k in keep}}
+
+
+def label_progress(config: Config, source: str) -> dict[str, Any]:
+    from ingestion.lake import Lake
+
+    lake = Lake(config.lake)
+    curated = 0
+    if lake.exists(f"curated/{source}"):
+        curated = lake.read(f"curated/{source}", columns=["content_sha256"]).num_rows
+    per_class: dict[str, int] = {}
+    labelled = 0
+    if lake.exists(f"labels/{source}"):
+        labels = lake.read(f"labels/{source}", columns=["label"])["label"].to_pylist()
+        labelled = len(labels)
+        for label in labels:
+            key = str(label)
+            per_class[key] = per_class.get(key, 0) + 1
+    return {"source": source, "curated": curated, "labelled": labelled,
+            "fraction": labelled / curated if curated else None,
+            "per_class": dict(sorted(per_class.items()))}  # fmt: skip
+
+
+def _handlers(app: FastAPI) -> None:
+    """The project's errors as 4xx answers with their message."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    from ingestion.lake import LakeError
+    from ingestion.split import SplitError
+    from labeling.sync import SyncError
+    from spiders.recipe import RecipeError
+    from training.tracking import TrackingError
+
+    def answer(status: int | Callable[[Exception], int]) -> Any:
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            code = status(exc) if callable(status) else status
+            return JSONResponse({"detail": str(exc)}, status_code=code)
+
+        return handler
+
+    def recipe_status(exc: Exception) -> int:
+        # an unknown source is not found; a recipe that does not parse is unprocessable
+        return 404 if getattr(exc, "key", None) in ("name", "path") else 422
+
+    app.add_exception_handler(RecipeError, answer(recipe_status))
+    app.add_exception_handler(SourceBusyError, answer(409))
+    app.add_exception_handler(StoppingError, answer(503))
+    app.add_exception_handler(SplitError, answer(422))
+    app.add_exception_handler(LakeError, answer(409))
+    app.add_exception_handler(TrackingError, answer(404))
+    app.add_exception_handler(SyncError, answer(503))
+    app.add_exception_handler(RequestValidationError, _validation)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    from fastapi.encoders import jsonable_encoder
+
+    errors: list[dict[str, Any]] = list(getattr(exc, "errors", list)())
+    text = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
+    )
+    return JSONResponse(
+        {"detail": text or "invalid request", "errors": jsonable_encoder(errors)},
+        status_code=422,
+    )
+
+
+def _dashboard(app: FastAPI, service: Service) -> None:
+    """The dashboard at / and its data at /api/summary, where that module is installed."""
+    try:
+        from harvest.service import dashboard, summary
+    except ImportError:
+        log.info("no dashboard module: / and /api/summary are not served")
+        return
+
+    def build() -> dict[str, Any]:
+        return summary.build(service.config, service.store, service.next_runs())
+
+    @app.get("/api/summary", tags=["dashboard"])
+    def api_summary() -> dict[str, Any]:
+        """What the dashboard and `harvest status` show."""
+        return build()
+
+    @app.get("/", response_class=HTMLResponse, tags=["dashboard"])
+    def page() -> HTMLResponse:
+        return HTMLResponse(dashboard.page(build()))

@@ -1,0 +1,261 @@
+"""Runs a source's job: each step a ``harvest`` command in its own process group.
+
+A run is the crawl (which curates), then, when the recipe's schedule says so, a label push
+and a retrain. Every step writes to the run's log (``<reports>/runs/<id>.log``); the whole
+run has the schedule's time limit, past which its process group is killed. A crash of a
+step fails the run, never the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harvest.config import Config
+from harvest.service.runs import COUNTS, RunStore
+from spiders.recipe import Recipe, load_recipe
+from spiders.schedule import DEFAULT_TIME_LIMIT
+
+log = logging.getLogger(__name__)
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a run is out of time
+
+
+class StoppingError(RuntimeError):
+    pass
+
+
+class Runner:
+    def __init__(
+        self,
+        config: Config,
+        store: RunStore,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        stop_grace: float = 30.0,
+    ):
+        self.config = config
+        self.store = store
+        self.time_limit = time_limit  # for sources whose recipe has no schedule
+        self.stop_grace = stop_grace
+        self.stopping = threading.Event()
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._done: dict[int, threading.Event] = {}  # set once a run is recorded as ended
+        self._lock = threading.Lock()
+
+    def trigger(self, source: str, trigger: str = "manual") -> dict[str, Any]:
+        """Queues a run of ``source`` and starts it in a thread; SourceBusyError when one
+        is active."""
+        if self.stopping.is_set():
+            raise StoppingError("the service is stopping: no new runs")
+        run = self.store.claim(source, trigger)
+        with self._lock:
+            self._done[run["id"]] = threading.Event()
+        threading.Thread(
+            target=self.execute, args=(run["id"], source), name=f"run-{run['id']}", daemon=True
+        ).start()
+        return run
+
+    def run(self, source: str, trigger: str = "schedule") -> dict[str, Any] | None:
+        """Claims and runs ``source`` in this thread (the scheduler's); the finished run."""
+        if self.stopping.is_set():
+            return None
+        run = self.store.claim(source, trigger)
+        with self._lock:
+            self._done[run["id"]] = threading.Event()
+        self.execute(run["id"], source)
+        return self.store.get(run["id"])
+
+    def execute(self, run_id: int, source: str) -> None:
+        logs = Path(self.config.reports) / "runs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = (logs / f"{run_id}.log").resolve()
+        self.store.started(run_id, log_path)
+        counts: dict[str, int] = {}
+        try:
+            recipe = load_recipe(source, self.config.sources)
+            limit = recipe.schedule.time_limit if recipe.schedule else self.time_limit
+            deadline = time.monotonic() + limit
+            status, error = "finished", None
+            for step in steps(recipe, source):
+                if self.stopping.is_set():
+                    status, error = "interrupted", f"the service stopped before {step[0]}"
+                    break
+                status, error, summary = self._step(run_id, step, log_path, deadline, limit)
+                if step[0] == "crawl" and summary is not None:
+                    counts = crawl_counts(summary)
+                if status != "finished":
+                    break
+        except Exception as exc:  # an unreadable recipe, a log that cannot be written
+            log.exception("run %s of %s failed to run", run_id, source)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        try:
+            self.store.ended(run_id, status, counts, error)
+        finally:
+            with self._lock:
+                done = self._done.pop(run_id, None)
+            if done is not None:
+                done.set()
+        log.info(
+            "run %s of %s %s",
+            run_id,
+            source,
+            status,
+            extra={"run_id": run_id, "source": source, "status": status, "counts": counts},
+        )
+
+    def _step(
+        self, run_id: int, cmd: list[str], log_path: Path, deadline: float, limit: float
+    ) -> tuple[str, str | None, dict[str, Any] | None]:
+        """One command of a run: (status, error, the JSON summary it printed last)."""
+        with log_path.open("ab") as out:
+            start = out.tell()
+            out.write(f"$ harvest {' '.join(cmd)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harvest.cli", *cmd],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # its own process group, killed as one
+            )
+        with self._lock:
+            self._procs[run_id] = proc
+        self.store.set_pid(run_id, proc.pid)
+        status = "finished"
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.25)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if self.stopping.is_set():
+                    # Scrapy stops gracefully on the first SIGINT: the crawl stays resumable
+                    status = "interrupted"
+                    _signal(proc, signal.SIGINT)
+                    _wait_or_kill(proc, self.stop_grace)
+                    break
+                if time.monotonic() > deadline:
+                    status = "timed_out"
+                    _signal(proc, signal.SIGTERM)
+                    _wait_or_kill(proc, KILL_GRACE)
+                    break
+        finally:
+            with self._lock:
+                self._procs.pop(run_id, None)
+        text = _read_from(log_path, start)
+        summary = last_summary(text)
+        if status == "timed_out":
+            return (
+                status,
+                f"{cmd[0]} ran past the time limit of {limit:g} s and was killed",
+                summary,
+            )
+        if status == "interrupted":
+            return status, f"the service stopped during {cmd[0]}", summary
+        if proc.returncode != 0:
+            return "failed", f"{cmd[0]} exited with {proc.returncode}: {last_error(text)}", summary
+        return status, None, summary
+
+    def stop(self) -> None:
+        """Stops every run: each step gets SIGINT and ``stop_grace`` seconds to finish."""
+        self.stopping.set()
+        with self._lock:
+            waiting = list(self._done.values())
+        deadline = time.monotonic() + self.stop_grace + KILL_GRACE + 5
+        for done in waiting:
+            done.wait(max(0.0, deadline - time.monotonic()))
+
+
+def steps(recipe: Recipe, source: str) -> list[list[str]]:
+    """The commands of one run of ``source``."""
+    out = [["crawl", source]]
+    schedule = recipe.schedule
+    if schedule is not None and schedule.push:
+        push = ["label", "push", source, "--batch", str(schedule.push)]
+        out.append(push + (["--strategy", schedule.strategy] if schedule.strategy else []))
+    if schedule is not None and schedule.retrain:
+        out.append(["label", "retrain", source])
+    return out
+
+
+def crawl_counts(summary: dict[str, Any]) -> dict[str, int]:
+    """The run's counts out of the JSON line `harvest crawl` prints last."""
+    stats = summary.get("stats") or {}
+    account = summary.get("account") or {}
+    values = {
+        "requests": stats.get("downloader/request_count", summary.get("requests")),
+        "items": summary.get("items"),
+        "curated": summary.get("curated"),
+        "quarantined": summary.get("quarantined"),
+        "bans": account.get("banned_responses"),
+    }
+    return {k: int(v) for k, v in values.items() if k in COUNTS and isinstance(v, (int, float))}
+
+
+def last_summary(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(found, dict):
+                return found
+    return None
+
+
+def last_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith(("error", "traceback"))]
+    tail = [line for line in lines if not line.startswith("{")][-1:]
+    return (errors[-1] if errors else tail[0] if tail else "no output")[:500]
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode("utf-8", "replace")
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal(proc, signal.SIGKILL)
+        proc.wait()
+    # whatever the step left in its group (a browser, a worker) goes with it
+    _signal(proc, signal.SIGKILL)
+
+
+def kill_orphans(runs: list[dict[str, Any]]) -> list[int]:
+    """Kills the process groups of steps that a service killed outright left behind, so
+    they cannot crawl beside the next run of their source."""
+    killed = []
+    for run in runs:
+        pid = run.get("pid")
+        if not pid:
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"harvest.cli" in cmdline and os.getpgid(pid) == pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                killed.append(int(pid))
+    return killed

@@ -1,0 +1,97 @@
+"""Label Studio's annotation webhooks, received by the service (``labeling.webhook``).
+
+The receiver needs each source's Label Studio project id; they are looked up once Label
+Studio answers, so a webhook with a wrong secret is refused whether it answers or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from harvest.config import Config
+from labeling.webhook import Receiver, Route
+
+log = logging.getLogger(__name__)
+
+
+class Webhooks:
+    def __init__(self, config: Config):
+        self.config = config
+        self._routes: dict[int, Route] | None = None
+        self._lock = threading.Lock()
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        secret = self.config.webhook_secret
+        if not Receiver(secret, {}).authorized(headers):
+            return 401, {"error": "missing or wrong webhook secret (Authorization: Bearer ...)"}
+        return Receiver(secret, self.routes()).handle(headers, body)
+
+    def routes(self) -> dict[int, Route]:
+        with self._lock:
+            if self._routes is None and self._studio_answers():
+                self._routes = self._lookup()
+            return self._routes or {}
+
+    def _studio_answers(self) -> bool:
+        try:
+            socket.create_connection(
+                (self.config.label_studio_host, self.config.label_studio_port), timeout=2
+            ).close()
+            return True
+        except OSError:
+            return False
+
+    def _lookup(self) -> dict[int, Route] | None:
+        from harvest import stages
+        from ingestion.lake import Lake
+        from labeling.store import LabelStore
+        from labeling.sync import SyncError
+        from labeling.tasktypes import task_type
+        from spiders.recipe import RecipeError, load_recipe
+
+        routes: dict[int, Route] = {}
+        try:
+            sync = stages.label_sync(self.config)
+            titles = sync.project_titles()
+            for path in sorted(self.config_sources()):
+                try:
+                    r = load_recipe(path)
+                except RecipeError:
+                    continue
+                project_id = titles.get(stages.project_title(r.name))
+                if not r.labels or project_id is None:
+                    continue
+                store = LabelStore.for_source(
+                    Lake(self.config.lake), r.name, task_type(r.label_type),
+                    {"project_id": project_id},
+                )  # fmt: skip
+                routes[int(project_id)] = Route(r.name, store)
+        except SyncError as exc:
+            log.warning("Label Studio projects not read, webhooks wait: %s", exc)
+            return None
+        return routes
+
+    def config_sources(self) -> list[str]:
+        return [str(p) for p in Path(self.config.sources).glob("*.y*ml")]
+
+    def register(self, url: str) -> list[dict[str, Any]]:
+        """Makes each labelled source's project send its webhooks to ``url``."""
+        from harvest import stages
+        from labeling.webhook import register
+
+        with self._lock:
+            self._routes = None
+        sync = stages.label_sync(self.config)
+        for r in (stages.recipe(self.config, p) for p in self.config_sources()):
+            if r.labels:
+                sync.project(stages.project_title(r.name), r.labels, r.label_type)
+        done = []
+        for project_id, route in self.routes().items():
+            hook = register(sync, project_id, url, self.config.webhook_secret)
+            done.append({"source": route.source, "project_id": project_id, "webhook": hook})
+        return done
