@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -23,6 +23,9 @@ from harvest.service.auth import bearer
 from harvest.service.runner import StoppingError
 from harvest.service.runs import STATUSES, RunStore, SourceBusyError
 from harvest.service.webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from ingestion.lake import Lake
 
 log = logging.getLogger(__name__)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$"
@@ -174,30 +177,26 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/datasets", tags=["datasets"])
     def list_datasets() -> list[dict[str, Any]]:
         """Every dataset with its newest version."""
-        from ingestion.datasets import dataset_versions
         from ingestion.lake import Lake
 
         lake = Lake(cfg.lake)
         out = []
         for table in sorted(t for t in lake.tables() if t.startswith("datasets/")):
             name = table.split("/", 1)[1]
-            versions = dataset_versions(lake, name)
-            latest = versions[-1] if versions else None
+            versions = _versions(lake, name)
             out.append({"dataset": name, "versions": len(versions),
-                        "latest": _version(*latest) if latest else None})  # fmt: skip
+                        "latest": versions[-1] if versions else None})  # fmt: skip
         return out
 
     @app.get("/datasets/{name}", tags=["datasets"], responses={404: {"model": Message}})
     def get_dataset(name: Annotated[str, PathParam(pattern=NAME)]) -> dict[str, Any]:
         """A dataset's versions, oldest first, each with its lineage."""
-        from ingestion.datasets import dataset_versions
         from ingestion.lake import Lake
 
         lake = Lake(cfg.lake)
         if not lake.exists(f"datasets/{name}"):
             raise HTTPException(404, f"no dataset {name!r}")
-        versions = [_version(v, lineage) for v, lineage in dataset_versions(lake, name)]
-        return {"dataset": name, "versions": versions}
+        return {"dataset": name, "versions": _versions(lake, name)}
 
     @app.post("/datasets", status_code=201, dependencies=auth, tags=["datasets"],
               responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
@@ -284,9 +283,26 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-def _version(version: int, lineage: dict[str, Any]) -> dict[str, Any]:
-    keep = ("rows", "counts", "tables", "split", "content_sha256", "created")
-    return {"version": version, **{k: lineage.get(k) for k in keep}}
+def _versions(lake: Lake, name: str) -> list[dict[str, Any]]:
+    """The versions of ``datasets/<name>``, oldest first. A cut's lineage records its rows
+    per split, not their total nor when it was made: those come from the counts and from
+    the version's commit."""
+    from datetime import UTC, datetime
+
+    from ingestion.datasets import dataset_versions
+
+    when = {int(e["version"]): e.get("timestamp") for e in lake.table(f"datasets/{name}").history()}
+    out = []
+    for version, lineage in dataset_versions(lake, name):
+        keep = {k: lineage.get(k) for k in ("counts", "tables", "split", "content_sha256")}
+        counts = lineage.get("counts")
+        rows = lineage.get("rows", sum(counts.values()) if isinstance(counts, dict) else None)
+        stamp = when.get(version)
+        created = lineage.get("created") or (
+            datetime.fromtimestamp(stamp / 1000, UTC).isoformat() if stamp is not None else None
+        )
+        out.append({"version": version, "rows": rows, **keep, "created": created})
+    return out
 
 
 def label_progress(config: Config, source: str) -> dict[str, Any]:
