@@ -9,12 +9,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from harvest.demosite import DemoSite, Site, generate
 from harvest.workers import free_port as free_port  # the tests take it from here
 from labeling.server import LabelStudioServer
+
+if TYPE_CHECKING:
+    from tests.service import Live
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -95,3 +99,15 @@ def ag_news() -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the shared datasets are not on this machine")
     return path
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    """A `harvest serve` of the test's own, stopped (and its crawls killed) afterwards."""
+    from tests.service import Live
+
+    service = Live(tmp_path)
+    try:
+        yield service
+    finally:
+        service.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harvest.demosite import DemoSite
-from tests.test_service import Live, write_recipe
+from tests.service import Live, write_recipe
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -32,15 +31,6 @@ def test_document_names_the_token_on_every_change(tmp_path: Path) -> None:
             secured = "security" in operation
             # the webhook has its own secret; reads are open
             assert secured == (method == "post" and path != "/webhooks/label-studio"), path
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    service = Live(tmp_path)
-    try:
-        yield service
-    finally:
-        service.close()
 
 
 @pytest.mark.slow

@@ -4,26 +4,15 @@ itself; slots missed while the service was down make one run when it starts agai
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from harvest.demosite import DemoSite
 from harvest.service.runs import RunStore
-from tests.test_service import DONE, SLOW, Live, write_recipe
+from tests.service import DONE, SLOW, Live, write_recipe
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    service = Live(tmp_path)
-    try:
-        yield service
-    finally:
-        service.close()
 
 
 def test_schedule_fires_and_never_overlaps(live: Live, demo_site: DemoSite) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -17,19 +16,10 @@ import yaml
 from harvest.demosite import generate
 from ingestion.lake import Lake
 from tests.conftest import ROOT
-from tests.test_service import Live
+from tests.service import Live
 
 pytestmark = pytest.mark.slow
 PER_CLASS = 15
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    service = Live(tmp_path)
-    try:
-        yield service
-    finally:
-        service.close()
 
 
 def write_source(live: Live, name: str) -> dict[str, str]:
