@@ -74,6 +74,14 @@ def model_dir(config: Config, source: str) -> Path:
     return Path(config.models_dir) / source
 
 
+def keep_sentence_vectors(config: Config) -> None:
+    """Sentence vectors of the texts the labelling model reads are kept beside the models,
+    so each text is encoded once, not on every push and retrain."""
+    from labeling import features
+
+    features.use_cache(Path(config.models_dir) / "sentence-vectors")
+
+
 def tracking_store(config: Config) -> Store:
     from training.tracking import Store
 
@@ -102,6 +110,7 @@ def source_model(config: Config, source: str) -> LabelModel | None:
     from labeling.model import ModelError, load
     from training import registry
 
+    keep_sentence_vectors(config)
     store = tracking_store(config)
     # no SQLite store yet: nothing was ever recorded, and looking must not create one
     champion = registry.find(store, registry.labeling_name(source)) if store.exists() else None
@@ -170,11 +179,12 @@ def retrain_source_model(config: Config, r: Recipe) -> tuple[LabelModel, dict[st
             f"the labelling model predicts one class a row; source {r.name!r} is labelled "
             f"as {r.label_type!r}"
         )
+    keep_sentence_vectors(config)
     lake = Lake(config.lake)
     rows = labelled_rows(lake, r.name, r.text_field)
-    trained = fit_labelled(rows, r.name)
+    trained = fit_labelled(rows, r.name, r.label_features)
     champion = source_model(config, r.name)
-    outcome = contest(rows, champion) if champion is not None else None
+    outcome = contest(rows, champion, features=r.label_features) if champion is not None else None
     promote = outcome is None or outcome.promote
     recorded = track_source_model(config, r.name, lake, rows, trained, outcome, promote)
     if promote:

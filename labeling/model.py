@@ -1,9 +1,11 @@
 """The labelling model: a fast text classifier that scores unlabelled rows for active learning.
 
-It is not the model a dataset trains (that is ``training/``): it refits in a second from
+It is not the model a dataset trains (that is ``training/``): it refits in seconds from
 the labels so far, so every push and every few labels can rank the rows still waiting.
-TF-IDF word 1-2 grams and a logistic regression give calibrated enough probabilities for
-uncertainty sampling; ``embed`` gives the diversity strategies dense vectors.
+A logistic regression over TF-IDF word 1-2 grams and a sentence embedding
+(``labeling.features``) gives calibrated enough probabilities for uncertainty sampling;
+its sentence vectors, or ``embed`` for a model without them, give the diversity
+strategies dense vectors.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class LabelModel:
     classes: list[str]
     version: str  # the model_version Label Studio shows and filters predictions by
     labels: int  # labelled rows it was trained on
+    features: str = "tfidf"  # labeling.features kind; models saved before it was kept are tfidf
     labels_version: int | None = None  # version of the labels table, when read from the lake
     trained_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     # the labelled rows it saw, so a newer model can be judged on the rows this one did not
@@ -60,12 +63,20 @@ class LabelModel:
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
+    def vectors(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The sentence vectors the model reads for ``texts``; None when it reads none."""
+        from labeling import features
+
+        step = features.sentence_step(self.pipeline)
+        return None if step is None else step.transform(list(texts))
+
     def meta(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "version": self.version,
             "classes": self.classes,
             "labels": self.labels,
+            "features": self.features,
             "labels_version": self.labels_version,
             "trained_at": self.trained_at,
         }
@@ -92,11 +103,16 @@ def fit(
     version: str | None = None,
     labels_version: int | None = None,
     row_ids: Sequence[str] = (),
+    features: str | None = None,
 ) -> LabelModel:
-    """Fits the labelling model; needs labels of at least two classes."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    """Fits the labelling model on ``features`` (``labeling.features.KINDS``, default
+    TF-IDF with sentence embeddings); needs labels of at least two classes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+
+    from labeling import features as feats
+
+    kind = features or feats.DEFAULT
 
     if len(texts) != len(labels):
         raise ModelError(f"{len(texts)} texts but {len(labels)} labels")
@@ -108,7 +124,7 @@ def fit(
             "label a few rows of another class first"
         )
     pipeline = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        feats.vectorizer(kind),
         # saga: on sparse n-grams, ten times faster than the default lbfgs, as accurate
         LogisticRegression(C=4.0, solver="saga", max_iter=1000, random_state=0),
     )
@@ -121,6 +137,7 @@ def fit(
         classes=[str(c) for c in pipeline.classes_],
         version=version or _content_version(texts, labels),
         labels=len(labels),
+        features=kind,
         labels_version=labels_version,
         row_ids=list(row_ids),
     )
@@ -151,6 +168,7 @@ def load(folder: str | Path) -> LabelModel | None:
         classes=list(saved["classes"]),
         version=saved["version"],
         labels=int(saved["labels"]),
+        features=saved.get("features", "tfidf"),
         labels_version=saved["labels_version"],
         trained_at=saved["trained_at"],
         row_ids=list(saved.get("row_ids", [])),  # models saved before it was kept have none
@@ -179,10 +197,10 @@ def train_from_lake(lake: Lake, source: str, text_field: str) -> LabelModel:
     return fit_labelled(labelled_rows(lake, source, text_field), source)
 
 
-def fit_labelled(rows: Labelled, source: str) -> LabelModel:
+def fit_labelled(rows: Labelled, source: str, features: str | None = None) -> LabelModel:
     return fit(rows.texts, rows.labels,
                f"{source}-labels-v{rows.labels_version}-n{len(rows.labels)}",
-               rows.labels_version, rows.row_ids)  # fmt: skip
+               rows.labels_version, rows.row_ids, features)  # fmt: skip
 
 
 def labelled_rows(lake: Lake, source: str, text_field: str) -> Labelled:
@@ -223,7 +241,9 @@ class Contest:
         return self.candidate is None or self.champion is None or self.candidate >= self.champion
 
 
-def contest(rows: Labelled, champion: LabelModel, folds: int = 3) -> Contest:
+def contest(
+    rows: Labelled, champion: LabelModel, folds: int = 3, features: str | None = None
+) -> Contest:
     """Judges a model fitted on ``rows`` against ``champion`` on the rows of ``rows`` the
     champion was not fitted on. The newcomer was fitted on those rows too, so it is
     cross-validated over them: each fold is predicted by a model fitted on every other
@@ -240,7 +260,8 @@ def contest(rows: Labelled, champion: LabelModel, folds: int = 3) -> Contest:
         held = set(part.tolist())
         rest = [i for i in range(len(rows.texts)) if i not in held]
         try:
-            fold = fit([rows.texts[i] for i in rest], [rows.labels[i] for i in rest], "fold")
+            fold = fit([rows.texts[i] for i in rest], [rows.labels[i] for i in rest], "fold",
+                       features=features)  # fmt: skip
         except ModelError:  # the other rows hold one class: this fold's rows count as missed
             continue
         guesses = fold.predict([rows.texts[i] for i in part])

@@ -120,7 +120,7 @@ def push(
     texts = [r["text"] for r in pool]
     probs = model.predict_proba(texts) if model is not None and n else None
     scores = strategies.score(probs, MEASURE) if probs is not None else None
-    picked = choose(name, fresh, ~is_fresh, n, texts, probs, scores, seed)
+    picked = choose(name, fresh, ~is_fresh, n, texts, probs, scores, seed, model)
     tasks = []
     for i in picked:
         task: dict[str, Any] = {"data": pool[i]}
@@ -152,6 +152,7 @@ def choose(
     probs: np.ndarray | None,
     scores: np.ndarray | None,
     seed: int,
+    model: LabelModel | None = None,
 ) -> np.ndarray:
     """Pool indices of the ``n`` rows to import, most useful first."""
     if n == 0:
@@ -163,7 +164,12 @@ def choose(
     if name == "random":
         # needs neither a model nor embeddings, so it works before the first model too
         return np.asarray(rng.permutation(fresh)[:n], dtype=np.int64)
-    emb = embed(texts, seed=seed) if name in NEEDS_EMBEDDINGS else None
+    emb = None
+    if name in NEEDS_EMBEDDINGS:
+        # the sentence vectors the model reads where it reads them; they place rows by
+        # meaning, where TF-IDF's directions place them by shared words
+        emb = model.vectors(texts) if model is not None else None
+        emb = embed(texts, seed=seed) if emb is None else emb
     return strategies.get(name)(probs, emb, n, rng, labelled=np.flatnonzero(covered))
 
 

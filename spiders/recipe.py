@@ -35,6 +35,7 @@ TOP_KEYS = {
     "text_field",
     "labels",
     "label_type",
+    "label_features",
     "expectations",
     "settings",
     "render",
@@ -51,6 +52,8 @@ TOP_KEYS = {
 # how a task is labelled: one class, any number of classes, or spans of the text; the same
 # names as labeling.tasktypes, which spiders may not import
 LABEL_TYPES = ("single", "multi", "spans")
+# labeling.features.KINDS: spiders does not import labeling (a test keeps the two equal)
+LABEL_FEATURES = ("tfidf", "tfidf+minilm")
 FIELD_KEYS = {"css", "xpath", "type", "format", "required"}
 FOLLOW_KEYS = {"allow", "restrict_css", "render"}
 RENDER_MODES = {"http", "browser"}
@@ -181,6 +184,9 @@ class Recipe:
     text_field: str
     labels: list[str] = field(default_factory=list)
     label_type: str = "single"
+    # what the labelling model reads (labeling.features); tfidf alone for text the English
+    # sentence encoder does not know
+    label_features: str = "tfidf+minilm"
     expectations: list[Expectation] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     render: str = "http"
@@ -275,6 +281,11 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         raise RecipeError(
             path, "label_type", f"one of {', '.join(LABEL_TYPES)}, got {label_type!r}"
         )
+    label_features = raw.get("label_features", "tfidf+minilm")
+    if label_features not in LABEL_FEATURES:
+        raise RecipeError(
+            path, "label_features", f"one of {', '.join(LABEL_FEATURES)}, got {label_features!r}"
+        )
 
     columns = set(fields) | {"url"} | outputs(steps)
     expectations = [
@@ -327,6 +338,7 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         text_field=text_field,
         labels=list(labels),
         label_type=label_type,
+        label_features=label_features,
         expectations=expectations,
         settings=dict(settings),
     )

@@ -39,6 +39,7 @@ def test_demo_recipe_loads() -> None:
     assert recipe.fields["published"].type == "date"
     assert recipe.labels == ["World", "Sports", "Business", "Sci/Tech"]
     assert recipe.label_type == "single"  # the default
+    assert recipe.label_features == "tfidf+minilm"  # the default
 
 
 @pytest.mark.parametrize("kind", ["single", "multi", "spans"])
@@ -46,6 +47,15 @@ def test_label_type_chooses_the_task_type(kind: str) -> None:
     from spiders.recipe import parse_recipe
 
     assert parse_recipe(mutate(label_type=kind), "x.yaml").label_type == kind
+
+
+def test_label_features_are_those_the_labelling_model_knows() -> None:
+    from labeling.features import KINDS
+    from spiders.recipe import LABEL_FEATURES, parse_recipe
+
+    assert LABEL_FEATURES == KINDS
+    for kind in KINDS:
+        assert parse_recipe(mutate(label_features=kind), "x.yaml").label_features == kind
 
 
 @pytest.mark.parametrize(
@@ -76,6 +86,7 @@ def test_label_type_chooses_the_task_type(kind: str) -> None:
         (mutate(text_field="nope"), "text_field", "not one of the fields"),
         (mutate(label_type="tree"), "label_type", "one of single, multi, spans"),
         (mutate(label_type=["multi"]), "label_type", "one of single, multi, spans"),
+        (mutate(label_features="bert"), "label_features", "one of tfidf, tfidf+minilm"),
     ],
 )
 def test_broken_recipe_names_file_and_key(
