@@ -12,6 +12,8 @@ each seed, gets a fresh project in one Label Studio started for the run:
   and ``labeling.model.fit`` retrains on what was pulled; the held-out accuracy and macro
   F1 are recorded at every label count.
 
+The model is the labelling model harvest uses (``labeling.model``: TF-IDF and MiniLM
+sentence embeddings, a logistic regression); each text is encoded once for the whole run.
 The reference is the same model fitted on the whole pool with its true labels. Prints a
 table and writes ``bench/results/al.json`` and ``bench/results/al-curves.png``.
 
@@ -31,9 +33,8 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -46,8 +47,9 @@ from bench.push import label_studio_version
 from harvest.demosite import CLASSES, DemoSite, generate
 from harvest.workers import free_port
 from ingestion.lake import Lake
-from labeling import model, push
+from labeling import features, model, push
 from labeling.server import LabelStudioServer
+from labeling.strategies.hybrid import POOL_FACTOR
 from labeling.sync import LabelSync, choice_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,32 +216,6 @@ def annotate(sync: LabelSync, project_id: int, truth: dict[str, str]) -> int:
     with ThreadPoolExecutor(ANNOTATORS) as team:
         list(team.map(label, tasks))
     return len(tasks)
-
-
-@contextmanager
-def embedding_once() -> Iterator[None]:
-    """Computes each embedding of the pool once instead of on every push.
-
-    ``labeling.push`` embeds every row it is given on each push that needs embeddings
-    (hybrid), as a pool in production grows between pushes; here the pool and the seed stay
-    the same over a run's rounds, so the result is the same array every time, and
-    recomputing it would add seconds to each round of hybrid without changing a pick.
-    """
-    original = push.embed
-    cache: dict[tuple[tuple[str, ...], int, int], np.ndarray] = {}
-
-    def embed(texts: Sequence[str], dims: int = model.EMBED_DIMS, seed: int = 0) -> np.ndarray:
-        key = (tuple(texts), dims, seed)
-        if key not in cache:
-            cache.clear()
-            cache[key] = original(texts, dims=dims, seed=seed)
-        return cache[key]
-
-    push.embed = embed
-    try:
-        yield
-    finally:
-        push.embed = original
 
 
 def seed_rows(corpus: Corpus, seed: int, n: int) -> list[dict[str, str]]:
@@ -496,6 +472,8 @@ def main() -> None:
             "split_seed": SPLIT_SEED,
             "text_field": TEXT_FIELD,
             "target_share": TARGET,
+            "model_features": features.DEFAULT,
+            "hybrid_pool_factor": POOL_FACTOR,
             "annotators": ANNOTATORS,
             "scratch": SCRATCH or tempfile.gettempdir(),
         },
@@ -540,15 +518,14 @@ def main() -> None:
         try:
             sync = LabelSync(server.url, server.token, lake)
             # seed-major, so a cut-short run still has every strategy on the same seeds
-            with embedding_once():
-                for seed in range(args.seeds):
-                    for strategy in strategies:
-                        run = run_one(sync, corpus, strategy, seed, args)
-                        runs.append(run)
-                        took = sum(run.seconds.values())
-                        print(f"{strategy:>8} seed {seed}: {run.labels[-1]} labels, accuracy "
-                              f"{run.accuracy[0]:.4f} -> {run.accuracy[-1]:.4f} in {took:.0f} s",
-                              flush=True)  # fmt: skip
+            for seed in range(args.seeds):
+                for strategy in strategies:
+                    run = run_one(sync, corpus, strategy, seed, args)
+                    runs.append(run)
+                    took = sum(run.seconds.values())
+                    print(f"{strategy:>8} seed {seed}: {run.labels[-1]} labels, accuracy "
+                          f"{run.accuracy[0]:.4f} -> {run.accuracy[-1]:.4f} in {took:.0f} s",
+                          flush=True)  # fmt: skip
         finally:
             server.stop()
 

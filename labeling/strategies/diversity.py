@@ -1,4 +1,4 @@
-"""Diversity over embeddings: k-center greedy, and k-means for the cold start.
+"""Diversity over embeddings: k-center greedy, and k-means representatives.
 
 Distances are Euclidean; on unit-length sentence embeddings that orders pairs the same
 way as cosine distance.
@@ -107,12 +107,17 @@ def coldstart(
     k = min(n, len(candidates))
     if k == 0:
         return np.empty(0, dtype=np.int64)
-    xs = x[candidates]
-    centres, _ = kmeans(xs, k, rng)
-    d = sq_distances(xs, centres)
+    return candidates[representatives(x[candidates], k, rng)]
+
+
+def representatives(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of ``k`` rows of ``x``, one per k-means cluster, the row nearest its
+    centre, biggest cluster first."""
+    centres, _ = kmeans(x, k, rng)
+    d = sq_distances(x, centres)
     assign = d.argmin(axis=1)
     sizes = np.bincount(assign, minlength=k)
-    taken = np.zeros(len(xs), dtype=bool)
+    taken = np.zeros(len(x), dtype=bool)
     picked = []
     for j in np.lexsort((np.arange(k), -sizes)):
         # a cluster left empty by a duplicate centre takes the nearest row still free
@@ -122,4 +127,4 @@ def coldstart(
         i = members[d[members, j].argmin()]
         taken[i] = True
         picked.append(i)
-    return candidates[np.asarray(picked, dtype=np.int64)]
+    return np.asarray(picked, dtype=np.int64)

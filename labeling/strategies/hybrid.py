@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from labeling.strategies.base import check_embeddings, check_probs, pool, same_rows, top
-from labeling.strategies.diversity import greedy_kcenter
+from labeling.strategies.diversity import representatives
 from labeling.strategies.uncertainty import MEASURES
 
-POOL_FACTOR = 10
+POOL_FACTOR = 20
 
 
 def hybrid(
@@ -18,16 +18,21 @@ def hybrid(
     rng: np.random.Generator,
     labelled: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The ``n`` · POOL_FACTOR rows of smallest margin, then k-center greedy among them.
+    """The ``n`` · POOL_FACTOR rows of smallest margin, split by k-means into ``n``
+    clusters; from each, the row nearest its centre. Most uncertain first.
 
-    A batch of pure uncertainty picks near-duplicates from one confusing region; spreading
-    the batch over the uncertain rows makes each label teach something new. The walk
-    starts at the most uncertain row, and keeps away from rows already labelled.
+    Diverse mini-batch active learning (Zhdanov, 2019): a batch of pure uncertainty picks
+    near-duplicates from one confusing region, and a farthest-point walk over the
+    uncertain rows picks their outliers; one typical row of each uncertain region makes
+    each label teach something new.
     """
     p = check_probs("hybrid", probs)
     x = check_embeddings("hybrid", embeddings)
     same_rows("hybrid", p, x)
     candidates = pool("hybrid", len(p), n, labelled)
     uncertain = top(candidates, MEASURES["margin"](p), MEASURES["entropy"](p), n=n * POOL_FACTOR)
-    covered = np.setdiff1d(np.arange(len(x)), candidates)
-    return greedy_kcenter(x, uncertain, covered, n, first=0)
+    k = min(n, len(uncertain))
+    if k == 0:
+        return np.empty(0, dtype=np.int64)
+    # positions in ``uncertain`` sorted ascending: its order is most uncertain first
+    return uncertain[np.sort(representatives(x[uncertain], k, rng))]
