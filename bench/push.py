@@ -4,6 +4,8 @@ A Label Studio server is started for the run (its own data folder, loopback, a f
 port), as the tests start theirs. Rows, all against that server, one after the other:
 
 (a) peer: ``LabelSync.push``, the plain push: every row a task, no prediction, 500 a request
+(e) the sentence vectors of the pool, encoded once per row (``labeling.features``): the
+    model reads them; a push encodes the rows it has not seen, and keeps them
 (b) ``labeling.push.push``: the labelling model scores a pool of twice as many rows,
     least confidence picks the batch, each task imported with its prediction and score,
     1,000 a request
@@ -28,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from bench.crawl import machine
 from harvest.workers import free_port
 from ingestion.lake import Lake
-from labeling import model, push
+from labeling import features, model, push
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync
 
@@ -100,6 +103,7 @@ def main() -> None:
             peer_project = sync.project("bench plain push", CLASSES)
             peer, peer_s = timed(sync.push, peer_project, pool[:n])
             project = sync.project("bench push", CLASSES)
+            _, e_s = timed(features.vectors, [r["text"] for r in pool])
             b, b_s = timed(push.push, sync, project, pool, first, "least_confidence", n)
             c, c_s = timed(push.refresh, sync, project, second)
             d, d_s = timed(push.push, sync, project, pool, second, "least_confidence", n)
@@ -112,13 +116,15 @@ def main() -> None:
     figures = {
         "a_plain_push": {"tasks": peer.imported, "seconds": peer_s, "predictions": False,
                          "per_request": 500},
+        "e_encode_pool_once": {"tasks": len(pool), "seconds": e_s,
+                               "encoder": "all-MiniLM-L6-v2", "threads": torch.get_num_threads()},
         "b_push_with_predictions": {"tasks": b.imported, "pool": len(pool), "seconds": b_s,
                                     "strategy": b.strategy, "per_request": push.CHUNK},
         "c_refresh": {"tasks": c.tasks, "seconds": c_s},
         "d_next_batch": {"tasks": d.imported, "skipped": d.skipped, "seconds": d_s},
     }  # fmt: skip
     for name, row in figures.items():
-        print(f"{name:>24}: {row['tasks']:>6} tasks in {row['seconds']:6.2f} s  "
+        print(f"{name:>24}: {row['tasks']:>6} rows in {row['seconds']:6.2f} s  "
               f"({row['tasks'] / row['seconds']:,.0f}/s)")  # fmt: skip
     print(f"model fit on {TRAIN_ROWS} rows: {fit_s} s; Label Studio start: {start_s} s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +139,7 @@ def main() -> None:
                     }
                 ),
                 "tasks_per_push": n,
+                "model_features": first.features,
                 "model_fit_seconds": fit_s,
                 "label_studio_start_seconds": start_s,
                 "rows": figures,

@@ -139,7 +139,8 @@ class EmbeddingCache:
         if self.file is None or not self.vectors:
             return
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp.npz")
+        # a name of its own: processes sharing the folder never write the same temporary file
+        tmp = self.file.with_suffix(f".{os.getpid()}.tmp.npz")
         keys = np.array(list(self.vectors), dtype="U64")
         np.savez(tmp, keys=keys, vectors=np.stack(list(self.vectors.values())))
         os.replace(tmp, self.file)
