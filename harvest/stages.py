@@ -211,7 +211,10 @@ def track_source_model(
         f"{step}.{k}": v
         for step, est in trained.pipeline.steps
         for k, v in est.get_params(deep=False).items()
+        # settings only: a nested pipeline's steps are estimators, named by ``features``
+        if v is None or isinstance(v, str | int | float | bool | tuple)
     }
+    params["features"] = trained.features
     metrics: dict[str, float | None] = {"labels": trained.labels, "classes": len(trained.classes)}
     if outcome is not None:
         metrics.update(contest_rows=outcome.rows, contest_candidate_accuracy=outcome.candidate,

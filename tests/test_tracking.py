@@ -246,6 +246,7 @@ def test_labelling_models_are_registered_and_the_better_one_serves(config: Confi
     assert run.data.tags["harvest.labels_version"] == str(lake.version("labels/lm"))
     assert run.data.metrics["labels"] == 60
     assert run.data.params["logisticregression.C"] == "4.0"
+    assert run.data.params["features"] == "tfidf+minilm"
 
 
 def test_push_and_refresh_load_the_champion_not_the_newest_model(config: Config) -> None:
