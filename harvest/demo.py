@@ -15,7 +15,7 @@ from harvest.config import Config
 from harvest.crawl import run_crawl
 from harvest.demosite import DemoSite, generate
 from ingestion.datasets import cut_dataset
-from ingestion.export import export_dataset
+from ingestion.export import export_version
 from ingestion.lake import Lake
 from labeling.simulate import simulate
 from training.trainer import TrainConfig
@@ -81,7 +81,9 @@ def run_demo(
     result = stages.train_dataset(
         cfg, lake, SOURCE, version.version, TrainConfig(epochs=epochs, seed=0)
     )
-    export_dir = export_dataset(lake, SOURCE, workdir / "export" / f"{SOURCE}-v{version.version}")
+    export_dir = export_version(
+        lake, SOURCE, workdir / "export" / f"{SOURCE}-v{version.version}"
+    ).out
     say(f"model report in {result['report_dir']}; dataset exported to {export_dir}")
     tracked = result["mlflow"]
     say(f"MLflow run {tracked['run_id']} in {tracked['tracking_uri']}; registered as "

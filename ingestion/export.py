@@ -57,19 +57,6 @@ class Export:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def export_dataset(
-    lake: Lake,
-    name: str,
-    out: str | Path,
-    version: int | None = None,
-    fmt: str = "parquet",
-    shards: int | None = None,
-    notes: dict[str, SourceNotes] | None = None,
-) -> Path:
-    """Writes dataset ``name`` at ``version`` (default: latest) into folder ``out``."""
-    return export_version(lake, name, out, version, fmt, shards, notes).out
-
-
 def export_version(
     lake: Lake,
     name: str,
@@ -79,6 +66,7 @@ def export_version(
     shards: int | None = None,
     notes: dict[str, SourceNotes] | None = None,
 ) -> Export:
+    """Writes dataset ``name`` at ``version`` (default: latest) into folder ``out``."""
     if fmt not in FORMATS:
         raise LakeError(f"export of {name!r}: format {fmt!r} is not one of {', '.join(FORMATS)}")
     if shards is not None and shards < 1:

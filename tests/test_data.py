@@ -277,10 +277,10 @@ def test_reads_a_pinned_lake_version(tmp_path: Path) -> None:
 
 def test_reads_an_exported_folder(tmp_path: Path) -> None:
     from ingestion.datasets import SPLITS, read_dataset
-    from ingestion.export import export_dataset
+    from ingestion.export import export_version
 
     lake, v0, _ = cut_versions(tmp_path)
-    out = export_dataset(lake, "d", tmp_path / "export", version=v0)
+    out = export_version(lake, "d", tmp_path / "export", version=v0).out
     stored, _ = read_dataset(lake, "d", v0)
     for split in SPLITS:
         ds = StreamingDataset.from_folder(out, split, columns=["row_id", "text", "label"])

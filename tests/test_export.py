@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestion.datasets import cut_dataset, read_dataset
-from ingestion.export import SourceNotes, export_dataset, export_version
+from ingestion.export import SourceNotes, export_version
 from ingestion.lake import Lake, LakeError
 from ingestion.writer import BatchWriter
 from labeling.sync import LABELS_SCHEMA
@@ -103,7 +103,7 @@ def test_parquet_export_loads_with_hugging_face_datasets(
 ) -> None:
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    out = export_dataset(lake, "d", tmp_path / "out", shards=3)
+    out = export_version(lake, "d", tmp_path / "out", shards=3).out
     stored, _ = read_dataset(lake, "d")
     want = {s: stored.filter(pa.compute.equal(stored["split"], s)) for s in SPLITS}
 
@@ -122,7 +122,7 @@ def test_parquet_export_loads_with_hugging_face_datasets(
 
 
 def test_jsonl_export_and_one_file_per_split(lake: Lake, tmp_path: Path) -> None:
-    out = export_dataset(lake, "d", tmp_path / "out", fmt="jsonl")
+    out = export_version(lake, "d", tmp_path / "out", fmt="jsonl").out
     stored, _ = read_dataset(lake, "d")
     for split in SPLITS:
         rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
@@ -133,13 +133,13 @@ def test_jsonl_export_and_one_file_per_split(lake: Lake, tmp_path: Path) -> None
 
 
 def test_export_is_reproducible_and_replaces_only_exports(lake: Lake, tmp_path: Path) -> None:
-    first = json.loads((export_dataset(lake, "d", tmp_path / "a", shards=3) / "manifest.json")
-                       .read_text())  # fmt: skip
-    again = export_dataset(lake, "d", tmp_path / "b", shards=3)
+    out = export_version(lake, "d", tmp_path / "a", shards=3).out
+    first = json.loads((out / "manifest.json").read_text())
+    again = export_version(lake, "d", tmp_path / "b", shards=3).out
     assert json.loads((again / "manifest.json").read_text())["files"] == first["files"]
 
     # a second export into the same folder leaves no shard of the first behind
-    export_dataset(lake, "d", tmp_path / "a", shards=1)
+    export_version(lake, "d", tmp_path / "a", shards=1)
     left = sorted(p.name for p in (tmp_path / "a" / "data").iterdir())
     assert left == [f"{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")]
 
@@ -147,10 +147,10 @@ def test_export_is_reproducible_and_replaces_only_exports(lake: Lake, tmp_path: 
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(LakeError, match="holds .*notes.txt, which no export writes"):
-        export_dataset(lake, "d", foreign)
+        export_version(lake, "d", foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
     with pytest.raises(LakeError, match="format 'csv' is not one of parquet, jsonl"):
-        export_dataset(lake, "d", tmp_path / "c", fmt="csv")
+        export_version(lake, "d", tmp_path / "c", fmt="csv")
 
 
 def test_export_command(lake_env: dict[str, str], tmp_path: Path) -> None:

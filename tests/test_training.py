@@ -15,7 +15,7 @@ import torch
 
 from harvest.demosite import generate
 from ingestion.datasets import cut_dataset, stratified_split
-from ingestion.export import export_dataset
+from ingestion.export import export_version
 from ingestion.lake import Lake, LakeError
 from tests.conftest import ROOT, last_json, run_harvest
 from training.evaluate import metrics
@@ -128,7 +128,7 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     assert (Path(result["checkpoint_dir"]) / "last.pt").exists()
     assert len(result["history"]) >= 1 and "val_loss" in result["history"][0]
 
-    out = export_dataset(lake, "d", tmp_path / "export")
+    out = export_version(lake, "d", tmp_path / "export").out
     parts = {s: pq.read_table(out / f"{s}.parquet") for s in ("train", "validation", "test")}
     assert sum(t.num_rows for t in parts.values()) == 240
     card = (out / "README.md").read_text()
