@@ -249,14 +249,25 @@ def test_labelling_models_are_registered_and_the_better_one_serves(config: Confi
     assert run.data.params["features"] == "tfidf+minilm"
 
 
+def train_twice(
+    config: Config, source: str, rows: int, first: int, second: int
+) -> tuple[model.LabelModel, model.LabelModel]:
+    """Two labelling models of ``source``: on its first ``first`` labelled rows, then on
+    its first ``second``."""
+    truth = labelled_lake(config, source, rows)
+    lake = Lake(config.lake)
+    ids = [f"h{i}" for i in range(rows)]
+    trained = []
+    for n in (first, second):
+        lake.overwrite(f"labels/{source}", pa.table({"row_id": ids[:n], "label": truth[:n]}))
+        trained.append(stages.train_source_model(config, recipe(source)))
+    return trained[0], trained[1]
+
+
 def test_push_and_refresh_load_the_champion_not_the_newest_model(config: Config) -> None:
-    truth = labelled_lake(config, "ch", 60)
+    first, second = train_twice(config, "ch", 60, 20, 40)
     lake = Lake(config.lake)
     ids = [f"h{i}" for i in range(60)]
-    lake.overwrite("labels/ch", pa.table({"row_id": ids[:20], "label": truth[:20]}))
-    first = stages.train_source_model(config, recipe("ch"))
-    lake.overwrite("labels/ch", pa.table({"row_id": ids[:40], "label": truth[:40]}))
-    second = stages.train_source_model(config, recipe("ch"))
     assert second.version != first.version
     assert stages.source_model(config, "ch").version == second.version  # type: ignore[union-attr]
     # a person puts the first back: push and refresh follow the registry, not the folder
@@ -281,13 +292,7 @@ def test_a_push_carries_the_champions_predictions(
     (secrets / ".token").write_text(label_studio.token)
     cfg = dataclasses.replace(config, label_studio_port=label_studio.port,
                               label_studio_data_dir=str(secrets))  # fmt: skip
-    truth = labelled_lake(cfg, "chpush", 40)
-    lake = Lake(cfg.lake)
-    ids = [f"h{i}" for i in range(40)]
-    lake.overwrite("labels/chpush", pa.table({"row_id": ids[:12], "label": truth[:12]}))
-    first = stages.train_source_model(cfg, recipe("chpush"))
-    lake.overwrite("labels/chpush", pa.table({"row_id": ids[:24], "label": truth[:24]}))
-    stages.train_source_model(cfg, recipe("chpush"))
+    first, _ = train_twice(cfg, "chpush", 40, 12, 24)
     registry.promote(Store(cfg.tracking), "labeling-chpush", 1)
     sync = stages.label_sync(cfg)
     pushed = stages.push_source(cfg, recipe("chpush"), sync, batch=5)
