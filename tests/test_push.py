@@ -233,9 +233,10 @@ def test_rows_already_pushed_or_labelled_are_never_pushed_again(
 def test_cold_start_picks_one_row_per_cluster(
     sync: LabelSync, request: pytest.FixtureRequest
 ) -> None:
-    rng = np.random.default_rng(3)
-    vocab = [[f"c{c}w{w}" for w in range(10)] for c in range(4)]
-    texts = [" ".join(rng.choice(vocab[i % 4], 6)) for i in range(40)]
+    # row i is cluster i % 4: its 12 words and one word of the row's own. Rows of one
+    # cluster lie within 0.42 squared distance of each other, rows of two clusters 1.9
+    # apart, so rounding, which moves distances by 1e-12, cannot change the clustering.
+    texts = [" ".join([f"c{i % 4}w{w}" for w in range(12)] + [f"r{i}"]) for i in range(40)]
     project = sync.project(title(request), CLASSES)
     result = push.push(sync, project, rows_of(texts), None, batch=4)
     assert (result.imported, result.strategy, result.model_version) == (4, "coldstart", None)
