@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages the crawler and its tests start for real
 SYSTEM_PACKAGES := chromium tinyproxy redis-server
 
-.PHONY: setup system demo test lint bench bench-crawl bench-lake bench-al bench-train gpu-check clean
+.PHONY: setup system demo test test-kernels lint bench bench-crawl bench-lake bench-al bench-train gpu-check clean
 
 setup: system $(VENV)/.installed $(LSVENV)/.installed
 
@@ -49,6 +49,10 @@ lint: $(VENV)/.installed
 
 test: setup lint
 	$(VENV)/bin/pytest
+
+# the numeric tests under every OpenBLAS kernel this CPU runs (not part of `make test`)
+test-kernels: setup
+	tests/kernels.sh
 
 bench: bench-crawl bench-lake bench-train
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from harvest.demosite import DemoSite, Site, generate
 from harvest.workers import free_port as free_port  # the tests take it from here
 from labeling.server import LabelStudioServer
+from spiders.render import CHROMIUM
 
 if TYPE_CHECKING:
     from tests.service import Live
@@ -24,6 +26,52 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 LABEL_STUDIO = ROOT / ".venv-labelstudio" / "bin" / "label-studio"
 SITE_ARTICLES = 120
+
+# A hung server or crawl fails its own test with a traceback instead of eating CI's time.
+# pyproject.toml gives every test 300 s; a slow one gets this, which also covers the
+# servers its fixtures start, Label Studio's first start (migrations) included.
+SLOW_TIMEOUT = 1200
+
+# The real servers, found as `make setup` installs them: marker -> (present?, remedy).
+SERVERS = {
+    "requires_label_studio": (
+        lambda: LABEL_STUDIO.exists(),
+        f"Label Studio is not installed at {LABEL_STUDIO}",
+    ),
+    "requires_chromium": (lambda: Path(CHROMIUM).exists(), f"{CHROMIUM} is absent"),
+    "requires_redis": (lambda: shutil.which("redis-server") is not None, "no redis-server"),
+    "requires_tinyproxy": (lambda: shutil.which("tinyproxy") is not None, "no tinyproxy"),
+}
+# Fixtures that start a server give their tests its marker, so none can be forgotten.
+STARTED_BY = {
+    "label_studio": "requires_label_studio",
+    "browser_env": "requires_chromium",
+    "rendered": "requires_chromium",
+    "served": "requires_chromium",
+    "redis_url": "requires_redis",
+    "tinyproxies": "requires_tinyproxy",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in STARTED_BY.items():
+            if fixture in names:
+                item.add_marker(marker)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture starts a server
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, (present, missing) in SERVERS.items():
+        if item.get_closest_marker(marker) and not present():
+            if os.environ.get("CI"):
+                # CI installs every server: a skip there would hide a broken install step
+                pytest.fail(f"{missing}: `make setup` should have installed it", pytrace=False)
+            pytest.skip(f"{missing}: run `make setup`, or deselect with -m 'not {marker}'")
 
 
 def run_harvest(
@@ -76,8 +124,6 @@ def lake_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-    if not LABEL_STUDIO.exists():
-        pytest.skip(f"Label Studio is not installed at {LABEL_STUDIO}; run `make setup`")
     server = LabelStudioServer(
         executable=str(LABEL_STUDIO),
         data_dir=tmp_path_factory.mktemp("labelstudio"),

@@ -375,8 +375,6 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def served(state: Config) -> Iterator[Dashboard]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package")
     server = Dashboard(state, history(), refresh_ms=300)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -434,6 +432,7 @@ def test_dashboard_in_chromium_shows_a_new_run_without_console_errors(
 
 
 @pytest.mark.slow
+@pytest.mark.requires_chromium
 def test_real_service_dashboard_shows_a_triggered_crawl(
     tmp_path: Path, demo_site: Any, lake_env: dict[str, str]
 ) -> None:
@@ -446,8 +445,6 @@ def test_real_service_dashboard_shows_a_triggered_crawl(
 
     from harvest.workers import free_port, stop
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package")
     recipe = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
     recipe.update(name=SOURCE, start_urls=[demo_site.url + "/"], limits={"pages": 15})
     (tmp_path / "sources").mkdir()

@@ -8,14 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvest.demosite import generate
-from tests.conftest import LABEL_STUDIO, free_port, last_json, run_harvest
+from tests.conftest import free_port, last_json, run_harvest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.requires_label_studio]
 
 
 def test_demo_summary_adds_up(tmp_path: Path) -> None:
-    if not LABEL_STUDIO.exists():
-        pytest.skip(f"Label Studio is not installed at {LABEL_STUDIO}; run `make setup`")
     env = {
         "HARVEST_LABEL_STUDIO_PORT": str(free_port()),
         "HARVEST_LABEL_STUDIO_DATA_DIR": str(tmp_path / "labelstudio"),

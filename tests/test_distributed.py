@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,8 +27,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, stopped by its process id."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed: apt-get install redis-server")
     with private_redis() as url:
         yield url
 
@@ -89,11 +86,10 @@ def test_two_workers_crawl_every_article_once(
     assert client.keys(f"harvest:demo:{crawl_id}:*") == []
 
 
+@pytest.mark.requires_redis
 def test_workers_without_redis_start_their_own(
     demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed: apt-get install redis-server")
     since = len(demo_site.requests)
     args = ["crawl", "demo", "--workers", "2", "--no-curate", "--start-url", demo_site.url + "/"]
     summary = last_json(run_harvest(args, env).stdout)

@@ -77,8 +77,6 @@ def limited() -> Iterator[tuple[DemoSite, int]]:
 
 @pytest.fixture(scope="module")
 def tinyproxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[proxies.TinyProxy]]:
-    if not proxies.available():
-        pytest.skip(proxies.MISSING)
     started = proxies.start(3, tmp_path_factory.mktemp("tinyproxy"))
     try:
         yield started

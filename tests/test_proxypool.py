@@ -287,8 +287,6 @@ def test_mock_refusals_kill_every_proxy_and_stop_the_pool(
 
 @pytest.fixture(scope="module")
 def tinyproxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[proxies.TinyProxy]]:
-    if not proxies.available():
-        pytest.skip(proxies.MISSING)
     started = proxies.start(4, tmp_path_factory.mktemp("tinyproxy"), {0: (USER, SECRET)})
     try:
         yield started

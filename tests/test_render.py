@@ -21,7 +21,7 @@ from harvest.demosite.server import render_listing
 from ingestion.lake import Lake
 from spiders.recipe import BrowserOptions, load_recipe, parse_recipe
 from spiders.recipe_spider import RecipeSpider
-from spiders.render import CHROMIUM, BlockResources, render_meta, render_settings
+from spiders.render import BlockResources, render_meta, render_settings
 from tests.conftest import ROOT, last_json, run_harvest
 
 DEMO_JS = yaml.safe_load((ROOT / "sources" / "demo_js.yaml").read_text())
@@ -59,8 +59,6 @@ def api_hits(paths: list[str]) -> Counter[str]:
 
 @pytest.fixture
 def browser_env(tmp_path: Path) -> dict[str, str]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package")
     return {
         "HARVEST_LAKE": str(tmp_path / "lake"),
         "HARVEST_REPORTS": str(tmp_path / "reports"),
@@ -166,8 +164,6 @@ def test_spider_renders_by_follow_pattern(site: Site) -> None:
 def rendered(
     demo_site: DemoSite, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], Lake, list[str]]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package")
     base = tmp_path_factory.mktemp("rendered")
     env = {
         "HARVEST_LAKE": str(base / "lake"),

@@ -52,8 +52,9 @@ def test_schedule_fires_and_never_overlaps(live: Live, demo_site: DemoSite) -> N
 
 
 def test_missed_slots_run_once_after_a_restart(live: Live, demo_site: DemoSite) -> None:
-    # three slots two seconds apart, in one minute, after the first service has stopped
-    first = (datetime.now(UTC) + timedelta(seconds=20)).replace(microsecond=0)
+    # three slots two seconds apart, in one minute, after the first service has stopped:
+    # 40 s leaves a loaded 2-core machine time to start and stop it
+    first = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
     if first.second > 55:
         first = first.replace(second=0) + timedelta(minutes=1)
     slots = [first + timedelta(seconds=2 * i) for i in range(3)]
