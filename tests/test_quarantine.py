@@ -207,3 +207,95 @@ def test_recheck_runs_the_recipe_s_current_steps(tmp_path: Path) -> None:
     curated = lake.read("curated/spaced").to_pylist()
     released = {r["url"]: r["title"] for r in curated if r["url"][-1] in "135"}
     assert released == {f"http://shop/{i}": f"item {i}" for i in (1, 3, 5)}  # as normalised
+
+
+def spaced_lake(tmp_path: Path) -> tuple[Lake, dict[str, object]]:
+    """quarantine/spaced holding three rows, from a real curate of six raw rows; and the
+    recipe (whose titles, padded with white space, fail until it normalises them)."""
+    import pyarrow as pa
+    import yaml
+
+    from harvest.stages import gate_spec
+    from ingestion.schema import content_sha256
+    from spiders.recipe import parse_recipe
+    from validation.gate import curate
+
+    lake = Lake(tmp_path / "lake")
+    rows = []
+    for i in range(6):
+        fields = {"title": f"item\u00a0\u00a0 \t {i}" + " " * 30 * (i % 2), "body": f"text {i}"}
+        rows.append({**fields, "source": "spaced", "url": f"http://shop/{i}", "crawl_id": "c",
+                     "http_status": 200, "content_sha256": content_sha256(fields)})  # fmt: skip
+    lake.append("raw/spaced", pa.Table.from_pylist(rows))
+    raw = yaml.safe_load(SPACED)
+    first = curate(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")), tmp_path / "r")
+    assert first.quarantined == 3
+    return lake, raw
+
+
+def quarantine_again(lake: Lake, later_by: int = 0) -> None:
+    """What a raw table holding every row twice left behind: each quarantined row twice,
+    the copy quarantined ``later_by`` seconds after the first."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+
+    held = lake.read("quarantine/spaced")
+    at = held.schema.get_field_index("quarantined_at")
+    shifted = [t + timedelta(seconds=later_by) for t in held["quarantined_at"].to_pylist()]
+    lake.append("quarantine/spaced", held.set_column(at, held.field(at), pa.array(shifted)))
+
+
+def test_recheck_of_rows_quarantined_twice_moves_each_once(tmp_path: Path) -> None:
+    lake, raw = spaced_lake(tmp_path)
+    quarantine_again(lake)
+    assert lake.read("quarantine/spaced").num_rows == 6
+    raw["steps"] = [{"normalize": {"columns": ["title", "body"]}}, "language"]
+    (tmp_path / "spaced.yaml").write_text(yaml_text(raw))
+    env = {"HARVEST_LAKE": str(tmp_path / "lake"), "HARVEST_REPORTS": str(tmp_path / "r")}
+
+    argv = ["quarantine", "release", str(tmp_path / "spaced.yaml"), "--recheck"]
+    done = last_json(run_harvest(argv, env).stdout)
+    assert done["reviewed"] == done["curated"] == 3
+    assert done["duplicates_dropped"] == 0  # one row per key moved, not two
+    assert lake.read("quarantine/spaced").num_rows == 0
+    urls = lake.read("curated/spaced")["url"].to_pylist()
+    assert sorted(urls) == [f"http://shop/{i}" for i in range(6)]
+    assert not lake.exists("duplicates/spaced")
+
+
+def test_reviews_of_rows_quarantined_twice_keep_one_row_per_key(tmp_path: Path) -> None:
+    from harvest.stages import gate_spec
+    from spiders.recipe import parse_recipe
+    from validation import quarantine
+
+    lake, raw = spaced_lake(tmp_path)
+    spec = gate_spec(parse_recipe(raw, "spaced.yaml"))
+    first_at = set(lake.read("quarantine/spaced")["quarantined_at"].to_pylist())
+    quarantine_again(lake, later_by=60)
+
+    # still failing: the copies collapse into the latest quarantined, with its new failures
+    still = quarantine.recheck(lake, "spaced", spec)
+    assert still.reviewed == still.still_failing == 3 and still.curated == 0
+    held = lake.read("quarantine/spaced").to_pylist()
+    assert sorted(r["url"] for r in held) == ["http://shop/1", "http://shop/3", "http://shop/5"]
+    assert not {r["quarantined_at"] for r in held} & first_at
+    assert all(r["failed_expectations"] == ["length_between(title)[1,20]"] for r in held)
+
+    quarantine_again(lake)
+    dropped = quarantine.drop(lake, "spaced", "a bad page", urls=["http://shop/1"])
+    assert dropped.dropped == 1 and dropped.urls == ["http://shop/1"]
+    left = sorted(lake.read("quarantine/spaced")["url"].to_pylist())
+    assert left == ["http://shop/3", "http://shop/3", "http://shop/5", "http://shop/5"]
+
+    released = quarantine.release(lake, "spaced", spec, "long titles are fine", everything=True)
+    assert released.reviewed == released.curated == 2 and released.duplicates_dropped == 0
+    assert lake.read("quarantine/spaced").num_rows == 0
+    curated = lake.read("curated/spaced")["url"].to_pylist()
+    assert sorted(curated) == [f"http://shop/{i}" for i in (0, 2, 3, 4, 5)]
+
+
+def yaml_text(raw: dict[str, object]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(raw))

@@ -5,6 +5,10 @@ removed from ``quarantine/<source>`` by a merge that touches only the rows revie
 curate run writing to quarantine at the same time loses nothing, and the table's history
 keeps every row it ever held. Each review is recorded in ``runs`` (stage ``quarantine``)
 with who, when, why and which rows.
+
+A review acts on one row per key (``KEY``): where quarantine holds several, as after a raw
+table got the same rows twice, the latest quarantined stands for them all, and the review
+leaves at most that one behind.
 """
 
 from __future__ import annotations
@@ -57,6 +61,22 @@ def rows(lake: Lake, source: str) -> pa.Table:
     if not lake.exists(table):
         return pa.table({"url": pa.array([], pa.string())})
     return lake.read(table)
+
+
+def latest_per_key(held: pa.Table) -> pa.Table:
+    """One row per ``KEY``: the latest quarantined (the later in the table on a tie)."""
+    if held.num_rows < 2:
+        return held
+    order: list[int] = list(range(held.num_rows))
+    if "quarantined_at" in held.column_names:
+        # a stable sort: on a tie the later in the table comes last, and wins
+        at = held["quarantined_at"]
+        order = pc.array_sort_indices(at, null_placement="at_start").to_pylist()
+    columns = [held[k].to_pylist() for k in KEY]
+    latest = {tuple(c[i] for c in columns): i for i in order}
+    if len(latest) == held.num_rows:
+        return held
+    return held.take(sorted(latest.values()))
 
 
 def counts(lake: Lake, source: str) -> dict[str, Any]:
@@ -125,7 +145,7 @@ def recheck(
     pass now move to curated, as the steps leave them; the others stay, with what they fail
     now. Steps run again from what quarantine holds: ``normalize`` gives the same text twice,
     ``extract`` reads the stored HTML again."""
-    held = rows(lake, source)
+    held = latest_per_key(rows(lake, source))
     chosen = held
     if urls or expectation:
         chosen = held.filter(select(held, source, urls or [], expectation, False))
@@ -214,7 +234,7 @@ def _chosen(
 ) -> pa.Table:
     if not reason or not reason.strip():
         raise QuarantineError("give a --reason: it is recorded with the rows")
-    held = rows(lake, source)
+    held = latest_per_key(rows(lake, source))
     if held.num_rows == 0:
         raise QuarantineError(f"quarantine/{source} holds no rows")
     return held.filter(select(held, source, urls or [], expectation, everything))
@@ -249,40 +269,39 @@ def _move(
 def _remove(
     lake: Lake, source: str, gone: pa.Table, updated: pa.Table | None, review: Review
 ) -> int | None:
-    """One merge commit: delete ``gone`` and rewrite the failures of ``updated``."""
+    """One merge commit: delete every copy of ``gone``'s keys, and replace every copy of
+    ``updated``'s by its one row with what it fails now.
+
+    Replaced (deleted and inserted) rather than updated in place: an update would leave
+    every copy, and two source rows matching one target row under two WHEN MATCHED clauses
+    fail the whole merge.
+    """
     keys = list(KEY)
-    failures = pa.list_(pa.string())
-    parts = [
-        gone.select(keys)
-        .append_column("_keep", pa.array([False] * gone.num_rows, pa.bool_()))
-        .append_column("failed_expectations", pa.nulls(gone.num_rows, failures))
-    ]
+    plain = pa.schema([(k, pa.string()) for k in keys])
+    doomed, back = [gone.select(keys).cast(plain)], []
     if updated is not None and updated.num_rows:
-        part = updated.select(keys).append_column(
-            "_keep", pa.array([True] * updated.num_rows, pa.bool_())
-        )
-        parts.append(
-            part.append_column("failed_expectations", updated["failed_expectations"].cast(failures))
-        )
-    source_rows = pa.concat_tables(parts)
-    if source_rows.num_rows == 0:
+        doomed.append(updated.select(keys).cast(plain))
+        back.append(_tagged(updated, "insert"))
+    deletes = pa.concat_tables(doomed)
+    if deletes.num_rows == 0:
         return None
-    dt = lake.table(f"quarantine/{source}")
-    merger = dt.merge(
+    source_rows = pa.concat_tables([_tagged(deletes, "delete"), *back], promote_options="default")
+    # null-safe: a key with a null (a row without a crawl id) must still find its copies
+    same = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
+    lake.table(f"quarantine/{source}").merge(
         source_rows,
-        predicate=" AND ".join(f"t.{k} = s.{k}" for k in keys),
+        predicate=f"{same} AND s._op = 'delete'",  # rows to insert match nothing
         source_alias="s",
         target_alias="t",
         commit_properties=CommitProperties(
             custom_metadata={LINEAGE_KEY: json.dumps(_meta(source, review))}
         ),
-    ).when_matched_delete(predicate="s._keep = false")
-    if len(parts) > 1:
-        merger = merger.when_matched_update(
-            {"failed_expectations": "s.failed_expectations"}, predicate="s._keep = true"
-        )
-    merger.execute()
+    ).when_matched_delete().when_not_matched_insert_all(predicate="s._op = 'insert'").execute()
     return int(lake.table(f"quarantine/{source}").version())
+
+
+def _tagged(table: pa.Table, op: str) -> pa.Table:
+    return table.append_column("_op", pa.array([op] * table.num_rows, pa.string()))
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:
