@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,6 +40,10 @@ def config() -> Config:
     return load_config()
 
 
+# sysexits' EX_TEMPFAIL: another run holds the source's lock, so a scheduler retries later
+BUSY_EXIT = 75
+
+
 def friendly(fn: F) -> F:
     """Known failures print one clear line and exit 2 instead of a traceback."""
 
@@ -46,6 +51,7 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from harvest.crawl import CrawlError
         from ingestion.lake import LakeError
+        from ingestion.locks import BusyError
         from labeling.model import ModelError
         from labeling.report import ReportError
         from labeling.server import LabelStudioError
@@ -55,6 +61,9 @@ def friendly(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
+        except BusyError as exc:
+            err.print(f"[bold red]busy:[/] {exc}", highlight=False)
+            raise typer.Exit(BUSY_EXIT) from exc
         except (
             ConfigError,
             RecipeError,
@@ -140,14 +149,19 @@ def crawl(
         return
     if crawl_id and not redis_url:
         raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
-    if workers > 1 or redis_url:
-        from harvest.workers import run_workers
+    # one crawl of a source at a time; joining a shared crawl by id adds workers to it
+    lock = stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name)
+    with contextlib.nullcontext() if crawl_id else lock:
+        if workers > 1 or redis_url:
+            from harvest.workers import run_workers
 
-        merged = run_workers(cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id)
-        summary: dict[str, Any] = {"source": recipe.name, **merged}
-    else:
-        stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
-        summary = {"source": recipe.name, **crawl_summary(stats)}
+            merged = run_workers(
+                cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id
+            )
+            summary: dict[str, Any] = {"source": recipe.name, **merged}
+        else:
+            stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
+            summary = {"source": recipe.name, **crawl_summary(stats)}
     if curate:
         result = stages.curate_source(cfg, recipe)
         summary.update(
@@ -325,15 +339,16 @@ def quarantine_release(
     cfg = config()
     r = stages.recipe(cfg, source)
     lake = Lake(cfg.lake)
-    if recheck:
-        if reason or all_rows:
-            raise typer.BadParameter("--recheck takes no --reason or --all: the recipe decides")
-        review = quarantine.recheck(lake, r.name, stages.gate_spec(r), url, expectation)
-    else:
-        if not reason:
-            raise typer.BadParameter("release by hand needs a --reason (or use --recheck)")
-        spec = stages.gate_spec(r)
-        review = quarantine.release(lake, r.name, spec, reason, url, expectation, all_rows)
+    if recheck and (reason or all_rows):
+        raise typer.BadParameter("--recheck takes no --reason or --all: the recipe decides")
+    if not recheck and not reason:
+        raise typer.BadParameter("release by hand needs a --reason (or use --recheck)")
+    spec = stages.gate_spec(r)
+    with stages.source_lock(cfg, stages.CURATE_STAGE, r.name):
+        if recheck or reason is None:
+            review = quarantine.recheck(lake, r.name, spec, url, expectation)
+        else:
+            review = quarantine.release(lake, r.name, spec, reason, url, expectation, all_rows)
     emit(asdict(review))
 
 
@@ -355,7 +370,9 @@ def quarantine_drop(
 
     cfg = config()
     name = stages.recipe(cfg, source).name
-    emit(asdict(quarantine.drop(Lake(cfg.lake), name, reason, url, expectation, all_rows)))
+    with stages.source_lock(cfg, stages.CURATE_STAGE, name):
+        review = quarantine.drop(Lake(cfg.lake), name, reason, url, expectation, all_rows)
+    emit(asdict(review))
 
 
 @app.command()

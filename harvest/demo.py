@@ -56,7 +56,8 @@ def run_demo(
             server.start()
         try:
             say("crawling")
-            stats = run_crawl(cfg, recipe, start_url=demo_site.url + "/")
+            with stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name):
+                stats = run_crawl(cfg, recipe, start_url=demo_site.url + "/")
             say(f"crawled {stats.get('item_scraped_count', 0)} items; curating")
             gate = stages.curate_source(cfg, recipe)
             say(f"curated {gate.curated}, quarantined {gate.quarantined}, dropped "

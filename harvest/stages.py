@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from harvest.config import Config
 from ingestion.lake import Lake
+from ingestion.locks import SourceLock
+from ingestion.runs import CRAWL_STAGE as CRAWL_STAGE  # callers lock by these names
+from ingestion.runs import CURATE_STAGE
 from ingestion.split import SplitRules
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, PushResult, SyncError
@@ -42,11 +45,19 @@ def gate_spec(r: Recipe) -> GateSpec:
     )
 
 
+def source_lock(config: Config, stage: str, source: str) -> SourceLock:
+    """The lock every writer of ``stage`` of ``source`` holds: CLI, service and demo alike
+    (the service's runs are CLI commands). Quarantine reviews write curated and
+    quarantine, so they take the curate lock."""
+    return SourceLock(config.lake, stage, source)
+
+
 def curate_source(config: Config, r: Recipe, accept_batch: str | None = None) -> CurateResult:
     # Great Expectations takes seconds to import: only the commands that curate pay for it
     from validation.gate import curate
 
-    return curate(Lake(config.lake), r.name, gate_spec(r), config.reports, accept_batch)
+    with source_lock(config, CURATE_STAGE, r.name):
+        return curate(Lake(config.lake), r.name, gate_spec(r), config.reports, accept_batch)
 
 
 def project_title(source: str) -> str:

@@ -142,8 +142,12 @@ class Deduper:
         text_field: str,
         near: NearDuplicates | None = None,
         scan_rows: int = 65_536,
+        version: int | None = None,
     ):
+        """``version``: compare with the table as it was at that version (-1: before it
+        existed), for a batch finished after a kill, whose own rows it may already hold."""
         self.lake, self.table = lake, f"curated/{source}"
+        self.version = version
         self.text_field = text_field
         self.near = near or NearDuplicates()
         self.scan_rows = scan_rows
@@ -246,7 +250,7 @@ class Deduper:
         near = self.near
         exact: dict[str, Match] = {}
         found: dict[int, Match] = {}
-        if not self.lake.exists(self.table):
+        if not self._exists():
             return exact, found
         # the batch's rows by band key, as sorted arrays: a stored row's candidates are a
         # binary search away, without a Python dict entry per row and band
@@ -283,10 +287,13 @@ class Deduper:
                         found[i] = Match(part_urls[r], groups[r], sim)
         return exact, found
 
+    def _exists(self) -> bool:
+        return (self.version is None or self.version >= 0) and self.lake.exists(self.table)
+
     def _scan(self) -> Iterator[pa.Table]:
-        if not self.lake.exists(self.table):
+        if not self._exists():
             return
-        dataset = self.lake.dataset(self.table)
+        dataset = self.lake.dataset(self.table, self.lake.table(self.table, self.version))
         columns = [
             c for c in ("content_sha256", "url", GROUP, SIGNATURE) if c in dataset.schema.names
         ]

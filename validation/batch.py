@@ -115,7 +115,9 @@ def summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def check_batch(lake: Lake, source: str, spec: BatchSpec | None, df: pd.DataFrame) -> BatchVerdict:
+def check_batch(
+    lake: Lake, source: str, spec: BatchSpec | None, df: pd.DataFrame, since: int | None = None
+) -> BatchVerdict:
     """Profiles ``df`` and, when the recipe declares batch gates and the source has a good
     batch to compare with, runs them: Great Expectations where an expectation maps, a
     Kolmogorov-Smirnov test (scipy) for a distribution's shape."""
@@ -126,7 +128,9 @@ def check_batch(lake: Lake, source: str, spec: BatchSpec | None, df: pd.DataFram
 
     table = pa.Table.from_pandas(df, preserve_index=False)
     verdict = BatchVerdict(profile=profile(table))
-    baseline = last_good(lake, source)
+    # the last good batch up to the watermark: never this batch's own record, left by a
+    # run killed after writing it
+    baseline = good_upto(lake, source, since)
     if spec is None or baseline is None:
         return verdict
     verdict.baseline_raw_to = baseline["raw_to"]
@@ -246,6 +250,28 @@ def history(lake: Lake, source: str) -> list[dict[str, Any]]:
 def last_good(lake: Lake, source: str) -> dict[str, Any] | None:
     good = [b for b in history(lake, source) if b["status"] in (PUBLISHED, ACCEPTED)]
     return good[-1] if good else None
+
+
+def good_upto(lake: Lake, source: str, since: int | None) -> dict[str, Any] | None:
+    """The latest good batch that read no further than raw version ``since``."""
+    if since is None:
+        return None
+    good = [
+        b
+        for b in history(lake, source)
+        if b["status"] in (PUBLISHED, ACCEPTED) and b["raw_to"] is not None and b["raw_to"] <= since
+    ]
+    return good[-1] if good else None
+
+
+def recorded(
+    lake: Lake, source: str, raw_from: int | None, raw_to: int | None
+) -> dict[str, Any] | None:
+    """The good record of batch ``raw_from``..``raw_to``, if one was written."""
+    for b in reversed(history(lake, source)):
+        if b["raw_from"] == raw_from and b["raw_to"] == raw_to and b["status"] != HELD:
+            return b
+    return None
 
 
 def held(lake: Lake, source: str) -> list[dict[str, Any]]:

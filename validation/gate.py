@@ -5,20 +5,31 @@ expectation, less exact and near duplicates (``ingestion/dedup.py``: within the 
 against what is already curated), go to ``curated/<source>`` with their ``dup_group``;
 the duplicates go to ``duplicates/<source>`` with what they copy; rows that fail go to
 ``quarantine/<source>`` with the names of the expectations they failed.
+
+A batch is the raw rows after the last recorded run's raw version up to ``raw_version``;
+every commit it makes carries both (``raw_from``, ``raw_version``), and its run record,
+written last, moves the watermark. A run killed between its commits leaves some of them
+landed and no run record: the next run finds that batch first and finishes it, computing
+the same rows again (dedup against ``curated`` as it was before the batch) and committing
+only what had not landed, so nothing is lost or doubled.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.dedup import Deduper, keep_dropped
-from ingestion.lake import MOVES_NO_ROWS, Lake
+from ingestion.dedup import Deduper, duplicates_table, keep_dropped
+from ingestion.faults import pause_point
+from ingestion.lake import LINEAGE_KEY, MOVES_NO_ROWS, Lake
 from ingestion.runs import CURATE_STAGE, last_run, record_run
 from ingestion.transforms import apply_steps
 from validation import batch as batch_gate
@@ -32,6 +43,9 @@ STAGE = CURATE_STAGE
 # rows, each one batch (gated, committed and recorded as if curate had run after it), so
 # the gate's memory stays bounded however far behind the crawler it is.
 CHUNK_ROWS = 50_000
+# commits of each table looked through for a killed run's batch: reviews of the quarantine
+# may have committed since, but not many
+HISTORY_SCAN = 50
 
 
 @dataclass
@@ -110,8 +124,8 @@ def curate(
     the result adds theirs up, and the run stops at the first one held back.
     """
     total: CurateResult | None = None
-    for until in raw_chunks(lake, source, chunk_rows):
-        result = _curate_batch(lake, source, spec, report_dir, accept_batch, until)
+    for until, resume in _batches(lake, source, chunk_rows):
+        result = _curate_batch(lake, source, spec, report_dir, accept_batch, until, resume)
         # hand the batch's Arrow buffers back, so the next batch starts from a low mark
         pa.default_memory_pool().release_unused()
         accept_batch = None  # a hand's acceptance is for the held batch, which comes first
@@ -120,6 +134,58 @@ def curate(
             break
     assert total is not None
     return total
+
+
+def _batches(lake: Lake, source: str, chunk_rows: int) -> Iterator[tuple[int | None, bool]]:
+    """(raw version to read up to, whether a killed run began it): a killed run's batch
+    first, then the chunks of what is new, planned once that batch is recorded."""
+    pending = in_flight(lake, source)
+    if pending is not None:
+        yield pending, True
+    for until in raw_chunks(lake, source, chunk_rows):
+        yield until, False
+
+
+def batch_tables(source: str) -> tuple[str, str, str]:
+    return f"curated/{source}", duplicates_table(source), f"quarantine/{source}"
+
+
+def _watermark(lake: Lake, source: str) -> int | None:
+    previous = last_run(lake, STAGE, source)
+    return previous["raw_version"] if previous else None
+
+
+def in_flight(lake: Lake, source: str) -> int | None:
+    """The raw version a killed run was curating up to: some of its batch's commits landed,
+    or its batch was recorded, but its run never was."""
+    since = _watermark(lake, source)
+    for table in batch_tables(source):
+        for meta in _commits(lake, table).values():
+            if meta.get("raw_from", -2) == since and meta.get("raw_version") is not None:
+                return int(meta["raw_version"])
+    for b in batch_gate.history(lake, source):
+        if b["raw_from"] == since and b["raw_to"] is not None and b["status"] != batch_gate.HELD:
+            return int(b["raw_to"])
+    return None
+
+
+def landed(lake: Lake, table: str, raw_from: int | None, raw_to: int | None) -> int | None:
+    """The version at which batch ``raw_from``..``raw_to`` committed to ``table``, if it did."""
+    for version, meta in _commits(lake, table).items():
+        if meta.get("raw_from", -2) == raw_from and meta.get("raw_version") == raw_to:
+            return version
+    return None
+
+
+def _commits(lake: Lake, table: str) -> dict[int, dict[str, Any]]:
+    """The recent commits of ``table`` that carry metadata, by version."""
+    if not lake.exists(table):
+        return {}
+    out = {}
+    for entry in lake.table(table).history(limit=HISTORY_SCAN):
+        if LINEAGE_KEY in entry:
+            out[int(entry["version"])] = dict(json.loads(entry[LINEAGE_KEY]))
+    return out
 
 
 def _added(total: CurateResult, more: CurateResult) -> CurateResult:
@@ -156,20 +222,32 @@ def _curate_batch(
     report_dir: str | Path,
     accept_batch: str | None,
     until: int | None,
+    resume: bool = False,
 ) -> CurateResult:
+    """One batch; ``resume``: a killed run began it, so some of its commits may have
+    landed already (found by the batch's identity in their metadata) and are not redone."""
     result = CurateResult(source=source)
+    since = _watermark(lake, source)
     batch, raw_version = new_raw_rows(lake, source, until)
     result.raw_version = raw_version
     if batch is None or batch.num_rows == 0:
         return result
+    identity = {"raw_from": since, "raw_version": raw_version}
+    curated_t, duplicates_t, quarantine_t = tables = batch_tables(source)
+    done = {t: landed(lake, t, since, raw_version) if resume else None for t in tables}
     df = batch.to_pandas(types_mapper=pd.ArrowDtype).sort_values("url", kind="stable")
     df = df.reset_index(drop=True)
     result.rows_in = len(df)
     df = apply_steps(df, spec.steps)
 
     # a batch failing a batch-level gate is held back whole, and the raw pointer stays put
-    verdict = batch_gate.check_batch(lake, source, spec.batch, df)
+    verdict = batch_gate.check_batch(lake, source, spec.batch, df, since)
     result.held_reasons = verdict.reasons
+    recorded = batch_gate.recorded(lake, source, since, raw_version) if resume else None
+    began = recorded is not None or any(v is not None for v in done.values())
+    if verdict.held and accept_batch is None and began:
+        # the killed run had published it, by hand or by the gate: finish, do not hold
+        accept_batch = (recorded or {}).get("note") or "published by a run killed before it ended"
     if verdict.held and accept_batch is None:
         result.batch_status = batch_gate.HELD
         batch_gate.record(lake, source, verdict, raw_version, batch_gate.HELD)
@@ -188,28 +266,36 @@ def _curate_batch(
 
     bad = df.loc[sorted(failed)].copy()
     good = df.drop(index=list(failed))
-    deduped = Deduper(lake, source, spec.text_field)(good)
+    # a batch whose curated rows landed before a kill is compared with curated without them
+    landed_at = done[curated_t]
+    before = None if landed_at is None else landed_at - 1
+    deduped = Deduper(lake, source, spec.text_field, version=before)(good)
     result.duplicates_dropped, result.near_duplicates_dropped = deduped.exact, deduped.near
     good = deduped.kept
 
     now = datetime.now(UTC)
     if len(good):
-        result.curated_version = lake.append(
-            f"curated/{source}", curated_rows(good, spec, now), {"raw_version": raw_version}
-        )
-    result.duplicates_version = keep_dropped(
-        lake, source, deduped, now, {"raw_version": raw_version}
-    )
+        result.curated_version = done[curated_t]
+        if result.curated_version is None:
+            rows = curated_rows(good, spec, now)
+            result.curated_version = lake.append(curated_t, rows, identity)
+    pause_point("curate:curated")
+    result.duplicates_version = done[duplicates_t]
+    if result.duplicates_version is None:
+        result.duplicates_version = keep_dropped(lake, source, deduped, now, identity)
+    pause_point("curate:duplicates")
     if len(bad):
         bad["failed_expectations"] = [failed[i] for i in bad.index]
         bad["quarantined_at"] = now
-        result.quarantine_version = lake.append(
-            f"quarantine/{source}",
-            pa.Table.from_pandas(bad, preserve_index=False),
-            {"raw_version": raw_version},
-        )
+        result.quarantine_version = done[quarantine_t]
+        if result.quarantine_version is None:
+            rows = pa.Table.from_pandas(bad, preserve_index=False)
+            result.quarantine_version = lake.append(quarantine_t, rows, identity)
+    pause_point("curate:quarantine")
     result.curated, result.quarantined = len(good), len(bad)
     result.report = str(write_report(report_dir, source, raw_version, outcomes, result, verdict))
-    batch_gate.record(lake, source, verdict, raw_version, result.batch_status, accept_batch)
+    if recorded is None:
+        batch_gate.record(lake, source, verdict, raw_version, result.batch_status, accept_batch)
+    pause_point("curate:batch")
     record_run(lake, STAGE, source, asdict(result))
     return result

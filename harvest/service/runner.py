@@ -22,6 +22,8 @@ from typing import Any
 
 from harvest.config import Config
 from harvest.service.runs import COUNTS, RunStore
+from ingestion.locks import BusyError, holder
+from ingestion.runs import CRAWL_STAGE
 from spiders.recipe import Recipe, load_recipe
 from spiders.schedule import DEFAULT_TIME_LIMIT
 
@@ -52,9 +54,10 @@ class Runner:
 
     def trigger(self, source: str, trigger: str = "manual") -> dict[str, Any]:
         """Queues a run of ``source`` and starts it in a thread; SourceBusyError when one
-        is active."""
+        is active, BusyError when a crawl outside the service holds the source's lock."""
         if self.stopping.is_set():
             raise StoppingError("the service is stopping: no new runs")
+        self.check_lock(source)
         run = self.store.claim(source, trigger)
         with self._lock:
             self._done[run["id"]] = threading.Event()
@@ -67,11 +70,21 @@ class Runner:
         """Claims and runs ``source`` in this thread (the scheduler's); the finished run."""
         if self.stopping.is_set():
             return None
+        self.check_lock(source)
         run = self.store.claim(source, trigger)
         with self._lock:
             self._done[run["id"]] = threading.Event()
         self.execute(run["id"], source)
         return self.store.get(run["id"])
+
+    def check_lock(self, source: str) -> None:
+        """Refuses at once when a crawl started elsewhere (the CLI) holds the lock; one
+        that takes it between this look and the run's own crawl fails the run as busy."""
+        held = holder(self.config.lake, CRAWL_STAGE, source)
+        with self._lock:
+            ours = {proc.pid for proc in self._procs.values()}
+        if held is not None and held.pid not in ours:  # our own runs: the store says busy
+            raise BusyError(CRAWL_STAGE, source, held)
 
     def execute(self, run_id: int, source: str) -> None:
         logs = Path(self.config.reports) / "runs"

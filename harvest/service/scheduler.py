@@ -22,6 +22,7 @@ from apscheduler.triggers.cron import CronTrigger
 from harvest.config import Config
 from harvest.service.runner import Runner
 from harvest.service.runs import SourceBusyError
+from ingestion.locks import BusyError
 from spiders.recipe import RecipeError, load_recipe
 from spiders.schedule import Schedule
 
@@ -111,6 +112,9 @@ class SourceScheduler:
         except SourceBusyError as exc:
             log.info("scheduled run of %s skipped: %s", source, exc,
                      extra={"source": source, "busy_run": exc.run["id"]})  # fmt: skip
+            return
+        except BusyError as exc:  # a crawl started outside the service holds the lock
+            log.info("scheduled run of %s skipped: %s", source, exc, extra={"source": source})
             return
         if run is not None:
             log.info("scheduled run %s of %s ended %s", run["id"], source, run["status"])
