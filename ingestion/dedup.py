@@ -297,14 +297,7 @@ class Deduper:
         columns = [
             c for c in ("content_sha256", "url", GROUP, SIGNATURE) if c in dataset.schema.names
         ]
-        # little read-ahead: Arrow's default buffers up to 16 slices, a memory that grows
-        # with the table instead of staying at one slice
-        for batch in dataset.to_batches(
-            columns=columns,
-            batch_size=self.scan_rows,
-            batch_readahead=1,
-            fragment_readahead=1,
-        ):
+        for batch in self.lake.batches(self.table, dataset, columns, self.scan_rows):
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])
 

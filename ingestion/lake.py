@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,12 +110,38 @@ class Lake:
     ) -> pa.Table:
         """Rows of ``table`` at a pinned ``version`` or time ``as_of`` (default: latest)."""
         dt = self.table(table, version, as_of)
-        try:
+        with self.readable(table, dt.version()):
             return self.dataset(table, dt).to_table(columns=columns)
+
+    def batches(
+        self,
+        table: str,
+        dataset: ds.Dataset | None = None,
+        columns: list[str] | None = None,
+        batch_size: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Streams ``table`` (or ``dataset``, a version of it from ``dataset()``) in batches
+        of up to ``batch_size`` rows."""
+        dataset = self.dataset(table) if dataset is None else dataset
+        with self.readable(table):
+            # little read-ahead: Arrow's default buffers up to 16 batches, a memory that
+            # grows with the table instead of staying at one batch
+            yield from dataset.to_batches(
+                columns=columns, batch_size=batch_size, batch_readahead=1, fragment_readahead=1
+            )
+
+    @contextmanager
+    def readable(self, table: str, version: int | None = None) -> Iterator[None]:
+        """Reads of ``table`` inside this block that find a data file gone (a file the log
+        names, deleted or vacuumed) fail with a LakeError naming the table, not deep in
+        Arrow."""
+        try:
+            yield
         except FileNotFoundError as exc:
+            at = "" if version is None else f" version {version}"
             raise LakeError(
-                f"table {table!r} version {dt.version()} cannot be read: a data file it names "
-                f"is gone (vacuumed?): {str(exc).splitlines()[0]}"
+                f"table {table!r}{at} cannot be read: a data file it names is gone "
+                f"(vacuumed? see `harvest lake check`): {str(exc).splitlines()[0]}"
             ) from exc
 
     def dataset(self, table: str, dt: DeltaTable | None = None) -> ds.Dataset:

@@ -12,7 +12,7 @@ import pytest
 from harvest.demosite import Site, generate
 from harvest.stages import gate_spec
 from ingestion.dedup import EXACT, NEAR, Deduper, NearDuplicates, shingles
-from ingestion.lake import Lake
+from ingestion.lake import Lake, LakeError
 from ingestion.schema import content_sha256
 from spiders.recipe import load_recipe
 from tests.conftest import ROOT
@@ -181,3 +181,49 @@ def raw_table(df: pd.DataFrame) -> pa.Table:
 @pytest.mark.parametrize("text", ["Hello, World!", "hello   world", "HELLO world."])
 def test_shingles_ignore_case_and_punctuation(text: str) -> None:
     assert set(shingles(text, 5)) == set(shingles("hello world", 5))
+
+
+SHOP = """
+name: shop
+start_urls: ["http://127.0.0.1:9/"]
+allow_private: true
+fields:
+  title: {css: "h1::text", type: str}
+  body: {css: "p::text", type: text}
+text_field: body
+"""
+
+
+def test_a_curated_file_gone_is_a_clear_error(tmp_path: Path, lake_env: dict[str, str]) -> None:
+    """The gate streams curated/<source> to find duplicates: a data file deleted from under
+    it ends the run with one line naming the table and the file, exit 2."""
+    import os
+
+    from tests.conftest import run_harvest
+
+    lake = Lake(lake_env["HARVEST_LAKE"])
+    (tmp_path / "shop.yaml").write_text(SHOP)
+    recipe = str(tmp_path / "shop.yaml")
+
+    def land(start: int) -> None:
+        out = []
+        for i in range(start, start + 5):
+            fields = {"title": f"item {i}", "body": f"a page about item number {i} " * 5}
+            out.append({**fields, "source": "shop", "url": f"http://shop/{i}", "crawl_id": "c",
+                        "http_status": 200, "content_sha256": content_sha256(fields)})  # fmt: skip
+        lake.append("raw/shop", pa.Table.from_pylist(out))
+
+    land(0)
+    run_harvest(["curate", recipe], lake_env)
+    gone = lake.table("curated/shop").file_uris()[0]
+    os.remove(gone)
+    with pytest.raises(LakeError, match=r"'curated/shop' cannot be read"):
+        Deduper(lake, "shop", "body")(rows(generate(20, seed=4), {""}))
+
+    land(5)
+    proc = run_harvest(["curate", recipe], lake_env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "'curated/shop' cannot be read" in line and Path(gone).name in line
+    assert lake.read("raw/shop").num_rows == 10  # nothing lost: the next run tries again

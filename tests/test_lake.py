@@ -82,3 +82,21 @@ def test_commit_metadata_round_trips(tmp_path: Path) -> None:
 def test_content_hash_ignores_key_order_and_sees_changes() -> None:
     assert content_sha256({"a": 1, "b": "x"}) == content_sha256({"b": "x", "a": 1})
     assert content_sha256({"a": 1}) != content_sha256({"a": 2})
+
+
+def test_a_data_file_gone_is_a_clear_error_however_the_table_is_read(tmp_path: Path) -> None:
+    import os
+
+    lake = Lake(tmp_path)
+    lake.append("raw/t", pa.Table.from_pylist([row(i) for i in range(3)]))
+    lake.append("raw/t", pa.Table.from_pylist([row(i) for i in range(3, 6)]))
+    assert sum(b.num_rows for b in lake.batches("raw/t", batch_size=2)) == 6
+    (gone,) = set(lake.table("raw/t").file_uris()) - set(lake.table("raw/t", 0).file_uris())
+    os.remove(gone)
+    name = Path(gone).name
+    with pytest.raises(LakeError, match=rf"'raw/t' version 1 cannot be read: .*{name}"):
+        lake.read("raw/t")
+    with pytest.raises(LakeError, match=rf"'raw/t' cannot be read: .*{name}"):
+        list(lake.batches("raw/t"))
+    # a version from before the file was written still reads
+    assert lake.read("raw/t", version=0).num_rows == 3
