@@ -99,6 +99,17 @@ def test_a_silent_holder_is_called_possibly_hung() -> None:
     assert "if it is hung, kill it" in describe(hung)
 
 
+def test_curate_and_reviews_refuse_while_another_curate_holds_the_source(
+    lake_env: dict[str, str],
+) -> None:
+    with SourceLock(lake_env["HARVEST_LAKE"], "curate", "demo", command="harvest curate demo"):
+        for args in (["curate", "demo"], ["quarantine", "release", "demo", "--recheck"]):
+            proc = run_harvest(args, lake_env, check=False)
+            assert proc.returncode == BUSY, proc.stderr
+            assert f"curate of demo is already running (pid {os.getpid()}" in proc.stderr
+            assert "Traceback" not in proc.stderr
+
+
 # --- two crawls, a crawl and the service
 
 
