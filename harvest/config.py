@@ -38,6 +38,9 @@ class Config:
     label_studio_data_dir: str = ".labelstudio"
     label_studio_username: str = "admin@harvest.local"
     label_studio_executable: str = ".venv-labelstudio/bin/label-studio"
+    # names `harvest serve` answers to (Host header) besides loopback and the address it
+    # listens on, comma-separated; "*" for any, only behind a proxy that checks the name
+    allowed_hosts: str = ""
 
     @property
     def models_dir(self) -> str:

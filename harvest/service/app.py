@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -19,10 +20,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from harvest.config import Config
-from harvest.service.auth import bearer
+from harvest.service.auth import HostGuard, allowed_hosts, bearer
 from harvest.service.runner import StoppingError
 from harvest.service.runs import STATUSES, RunStore, SourceBusyError
-from harvest.service.webhooks import Webhooks
+from harvest.service.webhooks import UNAUTHORIZED, BodyTooLargeError, Webhooks, read_body
 
 if TYPE_CHECKING:
     from ingestion.lake import Lake
@@ -41,6 +42,7 @@ class Service(Protocol):
     """What the API needs of the running service (harvest.service.serve.Service)."""
 
     config: Config
+    url: str
     store: RunStore
     token: str
     webhooks: Webhooks
@@ -51,9 +53,16 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query or path, then the field")
+    msg: str
+    type: str
+
+
 class Message(BaseModel):
     detail: str
-    errors: list[dict[str, Any]] | None = Field(None, description="what failed validation")
+    # never the input itself: an answer must not hand back what a client sent
+    errors: list[FieldError] | None = Field(None, description="what failed validation")
 
 
 class CrawlRequest(BaseModel):
@@ -126,6 +135,9 @@ def create_app(service: Service) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Message}, 401: {"model": Message}}
     webhooks = service.webhooks
     _handlers(app)
+    app.add_middleware(
+        HostGuard, hosts=allowed_hosts(cfg.allowed_hosts, urlsplit(service.url).hostname)
+    )
 
     @app.post("/crawls", status_code=202, dependencies=auth, tags=["runs"],
               responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
@@ -261,17 +273,21 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(404, f"no registered model {name!r}: nothing was tracked yet")
         return registry.show(store, name, version)
 
-    # the body is read raw, so the secret is checked before anything parses it
+    # the body is read raw, after the secret and within the limit (webhooks.read_body)
     event = {"content": {"application/json": {"schema": {"type": "object"}}}, "required": True}
 
     @app.post("/webhooks/label-studio", tags=["labels"], openapi_extra={"requestBody": event},
               responses={**errors, 404: {"model": Message}, 413: {"model": Message}})  # fmt: skip
     async def label_studio_webhook(request: Request) -> JSONResponse:
         """Label Studio's annotation events; needs the shared webhook secret
-        (Authorization: Bearer $HARVEST_WEBHOOK_SECRET), not the API token."""
-        body = await request.body()
-        if len(body) > MAX_WEBHOOK_BODY:
-            return JSONResponse({"detail": "body too large"}, status_code=413)
+        (Authorization: Bearer $HARVEST_WEBHOOK_SECRET), not the API token. Bodies over
+        16 MiB are refused (413)."""
+        if not webhooks.authorized(request.headers):
+            return JSONResponse({"detail": UNAUTHORIZED}, status_code=401)
+        try:
+            body = await read_body(request, MAX_WEBHOOK_BODY)
+        except BodyTooLargeError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=413)
         from starlette.concurrency import run_in_threadpool
 
         status, answer = await run_in_threadpool(webhooks.handle, dict(request.headers), body)
@@ -358,14 +374,13 @@ def _handlers(app: FastAPI) -> None:
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
-    from fastapi.encoders import jsonable_encoder
-
-    errors: list[dict[str, Any]] = list(getattr(exc, "errors", list)())
-    text = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
-    )
+    errors = [
+        FieldError(loc=list(e.get("loc", ())), msg=str(e.get("msg")), type=str(e.get("type")))
+        for e in getattr(exc, "errors", list)()
+    ]
+    text = "; ".join(f"{'.'.join(str(p) for p in e.loc)}: {e.msg}" for e in errors)
     return JSONResponse(
-        {"detail": text or "invalid request", "errors": jsonable_encoder(errors)},
+        {"detail": text or "invalid request", "errors": [e.model_dump() for e in errors]},
         status_code=422,
     )
 

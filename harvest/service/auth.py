@@ -1,17 +1,28 @@
-"""The API's bearer token: ``$HARVEST_API_TOKEN``, else one generated once and kept, readable
-by the owner alone, beside the run history."""
+"""Who may use the API.
+
+- The bearer token, for every change: ``$HARVEST_API_TOKEN``, else one generated once and
+  kept, readable by the owner alone, beside the run history.
+- The ``Host`` header, for every request: loopback, the address the service listens on, or
+  a name in ``allowed_hosts``. A web page elsewhere can point a name of its own at
+  127.0.0.1 (DNS rebinding) and read the open routes from a browser on this machine; the
+  browser still sends that name, so refusing unknown names closes the path.
+"""
 
 import hmac
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 TOKEN_ENV = "HARVEST_API_TOKEN"
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def api_token(folder: Path) -> str:
@@ -46,3 +57,45 @@ def bearer(token: str) -> Callable[..., None]:
             )
 
     return check
+
+
+def host_name(value: str) -> str:
+    """The name in a Host header or an address, lower case, without port or final dot;
+    IPv6 addresses in brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1] if "]" in value else value
+    if value.count(":") > 1:  # a bare IPv6 address, as given to --host
+        return f"[{value}]"
+    return value.split(":", 1)[0].rstrip(".")
+
+
+def allowed_hosts(configured: str, bind: str | None) -> frozenset[str]:
+    """Loopback, the address bound (``bind``) and the comma-separated ``configured`` names."""
+    names = [*LOOPBACK, bind or "", *configured.split(",")]
+    return frozenset(host_name(n) for n in names if n.strip())
+
+
+class HostGuard:
+    """ASGI middleware: 400 for a request whose Host header names none of ``hosts``
+    (``*`` among them lets every name through)."""
+
+    def __init__(self, app: ASGIApp, hosts: Iterable[str]) -> None:
+        self.app = app
+        self.hosts = frozenset(hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or "*" in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        if host_name(Headers(scope=scope).get("host", "")) in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        detail = (
+            "this service does not answer to the Host header given: use 127.0.0.1 or "
+            "localhost, or add the name to allowed_hosts (HARVEST_ALLOWED_HOSTS)"
+        )
+        await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)

@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from harvest.config import Config
-from harvest.service.auth import api_token
+from harvest.service.auth import api_token, host_name
 from harvest.service.runner import Runner, kill_orphans
 from harvest.service.runs import RunStore, store_path
 from harvest.service.scheduler import SourceScheduler
@@ -110,7 +110,8 @@ def serve(
     from harvest.service.app import create_app
 
     logs.setup()
-    service = Service(config, f"http://{host}:{port}", label_studio, time_limit, stop_grace)
+    url = f"http://{host_name(host)}:{port}"  # an IPv6 address in brackets
+    service = Service(config, url, label_studio, time_limit, stop_grace)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(service),
@@ -125,7 +126,7 @@ def serve(
     # again with these handlers back in place: a requested stop is a clean exit
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
-    log.info("serving on http://%s:%s (API token: $HARVEST_API_TOKEN or %s)", host, port,
+    log.info("serving on %s (API token: $HARVEST_API_TOKEN or %s)", url,
              store_path(config).parent / ".api_token")  # fmt: skip
     server.run()
     if not server.started:

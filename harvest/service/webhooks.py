@@ -2,6 +2,10 @@
 
 The receiver needs each source's Label Studio project id; they are looked up once Label
 Studio answers, so a webhook with a wrong secret is refused whether it answers or not.
+
+The secret is checked from the headers before a byte of the body is read, and the body is
+read as it arrives up to a limit: whoever can reach the port cannot make the service hold
+more than that limit in memory, with the secret or without it.
 """
 
 from __future__ import annotations
@@ -13,10 +17,31 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import Request
+
 from harvest.config import Config
 from labeling.webhook import Receiver, Route
 
 log = logging.getLogger(__name__)
+UNAUTHORIZED = "missing or wrong webhook secret (Authorization: Bearer ...)"
+
+
+class BodyTooLargeError(ValueError):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body; BodyTooLargeError from its Content-Length when that says too much,
+    else as soon as the bytes received pass ``limit`` (a chunked body declares no length)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"the body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLargeError(f"the body passed the limit of {limit} bytes")
+    return bytes(body)
 
 
 class Webhooks:
@@ -25,11 +50,14 @@ class Webhooks:
         self._routes: dict[int, Route] | None = None
         self._lock = threading.Lock()
 
+    def authorized(self, headers: Mapping[str, str]) -> bool:
+        return Receiver(self.config.webhook_secret, {}).authorized(headers)
+
     def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        secret = self.config.webhook_secret
-        if not Receiver(secret, {}).authorized(headers):
-            return 401, {"error": "missing or wrong webhook secret (Authorization: Bearer ...)"}
-        return Receiver(secret, self.routes()).handle(headers, body)
+        # checked before routes(), which may wait on Label Studio
+        if not self.authorized(headers):
+            return 401, {"error": UNAUTHORIZED}
+        return Receiver(self.config.webhook_secret, self.routes()).handle(headers, body)
 
     def routes(self) -> dict[int, Route]:
         with self._lock:
