@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from ingestion.datasets import SPLITS, read_dataset
 from ingestion.lake import Lake, LakeError
+from ingestion.markdown import md_code, md_escape
 from ingestion.runs import CURATE_STAGE, runs_of
 
 FORMATS = ("parquet", "jsonl")
@@ -221,7 +222,7 @@ def card(
     data_files = {s: g[0] if len(g) == 1 else g for s, g in globs.items() if g}
     lines = [
         *_front_matter(name, files),
-        f"# Dataset `{name}`, version {meta['version']}",
+        f"# Dataset {md_code(name)}, version {meta['version']}",
         "",
         f"{data.num_rows} labelled rows of text for classification into {len(classes)} classes.",
         "",
@@ -250,7 +251,7 @@ def card(
     pair = Counter(zip(labels, splits, strict=True))
     for label in classes:
         cells = " | ".join(str(pair[(label, s)]) for s in SPLITS)
-        lines.append(f"| {label} | {cells} | {by_label[label]} |")
+        lines.append(f"| {md_escape(label)} | {cells} | {by_label[label]} |")
     lines.append("| total | " + " | ".join(str(counts[s]) for s in SPLITS) + f" | {len(labels)} |")
     lines += [
         "",
@@ -261,18 +262,20 @@ def card(
     ]
     for src, n in sorted(Counter(data["source"].to_pylist()).items()):
         note = (notes or {}).get(src, SourceNotes())
-        lines.append(f"| `{src}` | {n} | {_cell(note.licence)} | {_cell(note.robots)} |")
+        lines.append(
+            f"| {md_code(src)} | {n} | {md_escape(note.licence)} | {md_escape(note.robots)} |"
+        )
     lines += [
         "",
         "## Lineage",
         "",
         "Cut from these Delta table versions of the harvest lake:",
         "",
-        *(f"- `{t}` version {v}" for t, v in sorted(meta.get("tables", {}).items())),
+        *(f"- {md_code(t)} version {v}" for t, v in sorted(meta.get("tables", {}).items())),
         "",
         _split_line(meta),
         "",
-        f"Content SHA-256 of the version: `{meta.get('content_sha256', NOT_RECORDED)}`.",
+        f"Content SHA-256 of the version: {md_code(meta.get('content_sha256', NOT_RECORDED))}.",
         "",
         "## Leak check",
         "",
@@ -286,24 +289,20 @@ def card(
     return "\n".join(lines)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _split_line(meta: dict[str, Any]) -> str:
     split = meta.get("split")
     base = f"fractions {meta.get('fractions')}, seed {meta.get('seed')}"
     if split is None:
         return f"Split: stratified by label, row by row, {base}."
     if split.get("time_field"):
-        how = f"by time: oldest `{split['time_field']}` to train, newest to test"
+        how = f"by time: oldest {md_code(split['time_field'])} to train, newest to test"
     elif split.get("stratify"):
         how = "stratified by label"
     else:
         how = "at random, not stratified"
     if split.get("group"):
         how += (
-            f"; rows sharing `{split['group']}`, exact duplicates and near duplicates "
+            f"; rows sharing {md_code(split['group'])}, exact duplicates and near duplicates "
             f"(MinHash similarity >= {split.get('near_threshold')}) kept on one side"
         )
     groups = meta.get("groups")
@@ -314,7 +313,9 @@ def _split_line(meta: dict[str, Any]) -> str:
         )
     ranges = meta.get("time_ranges")
     if ranges:
-        how += "; " + ", ".join(f"{s} {lo} to {hi}" for s, (lo, hi) in ranges.items())
+        how += "; " + ", ".join(
+            f"{s} {md_escape(lo)} to {md_escape(hi)}" for s, (lo, hi) in ranges.items()
+        )
     repeats = meta.get("repeats_dropped")
     tail = f" {repeats} rows left out: an earlier source holds the same content." if repeats else ""
     return f"Split: {how}; {base}.{tail}"
@@ -332,12 +333,13 @@ def _leak_line(meta: dict[str, Any]) -> str:
 
 def _validation_lines(source: str, v: dict[str, Any] | None) -> list[str]:
     if v is None:
-        return [f"- `{source}`: {NOT_RECORDED} (no curate run in the lake's `runs` table)", ""]
-    failures = ", ".join(f"`{k}` {n}" for k, n in v["failures"].items()) or "none"
+        missing = f"{NOT_RECORDED} (no curate run in the lake's `runs` table)"
+        return [f"- {md_code(source)}: {missing}", ""]
+    failures = ", ".join(f"{md_code(k)} {n}" for k, n in v["failures"].items()) or "none"
     # the report's name only: its folder is the reports root of the machine that curated
-    report = f"`{Path(v['last_report']).name}`" if v["last_report"] else NOT_RECORDED
+    report = md_code(Path(v["last_report"]).name) if v["last_report"] else NOT_RECORDED
     return [
-        f"- `{source}`: {v['runs']} curate run(s) checked {v['rows_checked']} rows: "
+        f"- {md_code(source)}: {v['runs']} curate run(s) checked {v['rows_checked']} rows: "
         f"{v['curated']} curated, {v['quarantined']} quarantined, {v['duplicates_dropped']} "
         f"exact and {v['near_duplicates_dropped']} near duplicates dropped; batches held "
         f"{v['held']}, accepted by hand {v['accepted']}; failed expectations: {failures}; "

@@ -11,6 +11,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ingestion.markdown import md_code, md_escape
+
 PLOTS = [
     ("loss.png", "Loss curves"),
     ("confusion.png", "Confusion matrix: model"),
@@ -51,10 +53,11 @@ def model_line(summary: dict[str, Any]) -> str:
 def markdown(summary: dict[str, Any]) -> str:
     test = summary["test"]
     lines = [
-        f"# Model report: dataset `{summary['dataset']}` version {summary['dataset_version']}",
+        f"# Model report: dataset {md_code(summary['dataset'])} "
+        f"version {summary['dataset_version']}",
         "",
-        f"Model: {model_line(summary)}. Device: {summary['device']}. Best epoch "
-        f"{summary['best_epoch']} of {summary.get('epochs_run', summary['epochs'])} run "
+        f"Model: {md_escape(model_line(summary))}. Device: {md_escape(summary['device'])}. "
+        f"Best epoch {summary['best_epoch']} of {summary.get('epochs_run', summary['epochs'])} run "
         f"(validation macro F1 {summary['best_val_macro_f1']:.3f}).",
         "",
         f"Test split: {test['n']} rows, accuracy {test['accuracy']:.3f}, "
@@ -69,7 +72,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "| class | precision | recall | F1 | support |",
         "| --- | --- | --- | --- | --- |",
         *(
-            f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+            f"| {md_escape(c)} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} "
+            f"| {v['support']} |"
             for c, v in test["per_class"].items()
         ),
         "",
