@@ -24,6 +24,7 @@ from harvest.service.auth import HostGuard, allowed_hosts, bearer
 from harvest.service.runner import StoppingError
 from harvest.service.runs import STATUSES, RunStore, SourceBusyError
 from harvest.service.webhooks import UNAUTHORIZED, BodyTooLargeError, Webhooks, read_body
+from ingestion.locks import BusyError
 
 if TYPE_CHECKING:
     from ingestion.lake import Lake
@@ -365,6 +366,7 @@ def _handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RecipeError, answer(recipe_status))
     app.add_exception_handler(SourceBusyError, answer(409))
+    app.add_exception_handler(BusyError, answer(409))  # a crawl the CLI started holds the lock
     app.add_exception_handler(StoppingError, answer(503))
     app.add_exception_handler(SplitError, answer(422))
     app.add_exception_handler(LakeError, answer(409))
