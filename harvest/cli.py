@@ -256,11 +256,12 @@ def status(
     sources: list[str] = typer.Argument(None, help="default: every recipe and lake source"),
 ) -> None:
     """What the dashboard shows: per source its schedule, last run, last crawl and curate,
-    held batches and why, quarantine, pass rates and labelling; recent runs; models.
+    held batches and why, quarantine, pass rates and labelling; recent runs; models; damaged
+    lake tables (data files gone, curate watermarks past a raw table's end).
 
     Lines for a person on stderr; on stdout one JSON line: the whole summary, or with
-    SOURCE arguments each source's part."""
-    from harvest.service.summary import build, describe, known_sources, run_history
+    SOURCE arguments each source's part. Exit 1 when a table is damaged."""
+    from harvest.service.summary import build, damaged, describe, known_sources, run_history
 
     cfg = config()
     known = known_sources(cfg)
@@ -277,6 +278,8 @@ def status(
             emit(entry)
     else:
         emit(summary)
+    if damaged(summary):
+        raise typer.Exit(1)
 
 
 quarantine_app = typer.Typer(
@@ -774,6 +777,28 @@ def lake_vacuum(
                       highlight=False)  # fmt: skip
         results.append(r.as_json())
     emit({"dry_run": dry_run, "retain_hours": retain_hours, "vacuumed": results})
+
+
+@lake_app.command("check")
+@friendly
+def lake_check(
+    table: str | None = typer.Argument(None, help="default: every table"),
+) -> None:
+    """Look for damage: data files the log names that are gone, keys held by more than one
+    row, a source's curate watermark past its raw table's end or over commits gone from the
+    log. One line per problem on stderr, a JSON report on stdout; exit 1 when damaged."""
+    from ingestion.check import LakeCheck, check_lake, check_table
+    from ingestion.lake import Lake
+
+    lake = Lake(config().lake)
+    result = LakeCheck(lake.root, [check_table(lake, table)]) if table else check_lake(lake)
+    for problem in result.problems:
+        err.print(problem.text(), highlight=False)
+    if not result.damaged:
+        err.print(f"{len(result.tables)} table(s) checked, no damage found", highlight=False)
+    emit(result.as_json())
+    if result.damaged:
+        raise typer.Exit(1)
 
 
 @dataset_app.command("create")

@@ -3,8 +3,10 @@
 Each part comes from where it is kept: sources from the recipes and the lake, runs from the
 service's run history, validation pass rates from the gate's curate runs in the lake's
 ``runs`` table, labelling progress from ``labels/<source>``, model metrics from the MLflow
-registry. A part with nothing to show yet is empty (or carries a ``note``); a part that
-cannot be read carries an ``error`` instead of failing the whole summary.
+registry, damage to the lake's tables from ``ingestion.check`` (the cheap checks: data
+files gone, curate watermarks). A part with nothing to show yet is empty (or carries a
+``note``); a part that cannot be read carries an ``error`` instead of failing the whole
+summary.
 """
 
 from __future__ import annotations
@@ -46,10 +48,17 @@ def build(
     recipes = _recipes(config)
     names = sorted(set(recipes) | _lake_sources(lake)) if sources is None else list(sources)
     runs, runs_error = _runs(store)
+    health = lake_health(lake, None if sources is None else names)
+    entries = [_source(lake, name, recipes.get(name), store, next_runs) for name in names]
+    for entry in entries:
+        entry["damage"] = [
+            p for p in health["problems"] if _source_of(p["table"]) == entry["source"]
+        ]
     summary: dict[str, Any] = {
         "generated_at": datetime.now(UTC),
         "lake": config.lake,
-        "sources": [_source(lake, name, recipes.get(name), store, next_runs) for name in names],
+        "lake_check": health,
+        "sources": entries,
         "runs": runs,
         "running": [r for r in runs if r.get("status") in ("queued", "running")],
         "history": "recorded" if store is not None else "no run history (the service keeps it)",
@@ -186,6 +195,35 @@ def _runs(store: RunHistory | None) -> tuple[list[dict[str, Any]], str | None]:
         return [], _text(exc)
 
 
+# -- lake damage ---------------------------------------------------------------------------
+
+
+def lake_health(lake: Lake, sources: list[str] | None = None) -> dict[str, Any]:
+    """Damage to the tables of ``sources`` (None: every table): ``healthy`` (None when the
+    lake cannot be listed), the tables checked and one entry per problem. Duplicate keys
+    are left to ``harvest lake check``: finding them reads every row."""
+    from ingestion.check import as_json, check_lake
+
+    try:
+        tables = lake.tables()
+    except Exception as exc:  # an object store that cannot be listed
+        return {"healthy": None, "tables": 0, "problems": [], "error": _text(exc)}
+    if sources is not None:
+        tables = [t for t in tables if _source_of(t) in sources]
+    result = check_lake(lake, tables, keys=False)
+    problems = [as_json(p) for p in result.problems]
+    return {"healthy": not result.damaged, "tables": len(tables), "problems": problems}
+
+
+def damaged(summary: Mapping[str, Any]) -> bool:
+    return (summary.get("lake_check") or {}).get("healthy") is False
+
+
+def _source_of(table: str) -> str | None:
+    _, _, source = table.partition("/")
+    return source or None
+
+
 # -- validation ----------------------------------------------------------------------------
 
 
@@ -234,7 +272,10 @@ def labelling(lake: Lake, source: str, recipe: Any = None) -> dict[str, Any] | N
         else None
     )
     curated_table = f"curated/{source}"
-    curated = lake.dataset(curated_table).count_rows() if lake.exists(curated_table) else 0
+    curated = 0
+    if lake.exists(curated_table):
+        with lake.readable(curated_table):
+            curated = lake.dataset(curated_table).count_rows()
     classes = list(getattr(recipe, "labels", []) or [])
     out = progress(kind, labels.to_pylist(), annotations, curated, classes)
     out["label_type"] = kind.name
@@ -412,6 +453,10 @@ def describe(summary: Mapping[str, Any]) -> list[str]:
     from validation.status import describe as describe_source
 
     lines: list[str] = []
+    health = summary.get("lake_check") or {}
+    lines += [f"lake: {p['text']}" for p in health.get("problems") or []]
+    if health.get("error"):
+        lines.append(f"lake: cannot be checked: {health['error']}")
     for s in summary.get("sources", []):
         if "status_error" in s:
             lines.append(f"{s['source']}: cannot read its status: {s['status_error']}")
