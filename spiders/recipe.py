@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import yaml
 from parsel import Selector
 from parsel.csstranslator import HTMLTranslator
+from w3lib.url import safe_url_string
 
-from ingestion.schema import PROVENANCE_COLUMNS
+from ingestion.schema import LAKE_COLUMNS, PROVENANCE_COLUMNS
 from ingestion.transforms import Step, StepError, check_columns, outputs, parse_steps
 from spiders.schedule import Schedule, ScheduleError, parse_schedule
 
@@ -72,12 +77,51 @@ BATCH_KEYS = {"min_rows_ratio", "max_null_rate_increase", "numeric_drift"}
 DRIFT_KEYS = {"fields", "max_mean_shift", "min_ks_pvalue"}
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message names the file and the key."""
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+# Scrapy reads these with getfloat though their defaults are whole numbers
+FLOAT_SETTINGS = {"DNS_TIMEOUT", "DOWNLOAD_DELAY", "DOWNLOAD_TIMEOUT"}
+# settings of harvest's own and of scrapy-playwright: not in Scrapy's defaults
+SETTING_PREFIXES = ("HARVEST_", "PLAYWRIGHT_")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+T = TypeVar("T")
 
-    def __init__(self, path: str | Path, key: str, problem: str):
-        self.path, self.key = str(path), key
-        super().__init__(f"{path}: {key}: {problem}")
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the file, then each problem by its key.
+
+    ``key`` and ``problem`` are the first problem found, ``problems`` all of them.
+    """
+
+    def __init__(
+        self, path: str | Path, key: str, problem: str, more: Sequence[tuple[str, str]] = ()
+    ):
+        self.path, self.key, self.problem = str(path), key, problem
+        self.problems = [(key, problem), *more]
+        super().__init__(f"{path}: " + "; ".join(f"{k}: {p}" for k, p in self.problems))
+
+
+class _Problems:
+    """Problems found so far in one recipe: one check names them all, not only the first."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        self.found: list[tuple[str, str]] = []
+
+    def check(self, default: T, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``; ``default`` when it raised a RecipeError, whose problems are kept."""
+        try:
+            return fn(*args)
+        except RecipeError as exc:
+            self.found += exc.problems
+            return default
+
+    def add(self, key: str, problem: str) -> None:
+        self.found.append((key, problem))
+
+    def raise_any(self) -> None:
+        if self.found:
+            (key, problem), *more = self.found
+            raise RecipeError(self.path, key, problem, more)
 
 
 @dataclass(frozen=True)
@@ -242,97 +286,83 @@ def load_recipe(name_or_path: str | Path, sources_dir: str | Path = "sources") -
 
 
 def parse_recipe(raw: Any, path: str | Path) -> Recipe:
+    """The recipe in ``raw``, or a RecipeError naming every problem found in it.
+
+    Each part is checked on its own; a part that depends on another (the text field and
+    the expectations on the fields, say) only once that one is sound, so that one mistake
+    is not reported again as several.
+    """
     if not isinstance(raw, dict):
         raise RecipeError(path, "(top)", "a recipe is a mapping of keys")
-    _no_unknown(path, "", raw, TOP_KEYS)
-
-    name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_\-]+", name):
-        raise RecipeError(path, "name", "required, lower-case letters, digits, - and _")
-
-    start_urls = raw.get("start_urls")
-    if not start_urls or not isinstance(start_urls, list):
-        raise RecipeError(path, "start_urls", "required: a non-empty list of URLs")
-    for i, url in enumerate(start_urls):
-        if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
-            raise RecipeError(path, f"start_urls[{i}]", f"not an http(s) URL: {url!r}")
-
-    allowed = raw.get("allowed_domains", [])
-    if not isinstance(allowed, list) or not all(isinstance(d, str) for d in allowed):
-        raise RecipeError(path, "allowed_domains", "a list of host names")
-
-    follow = [_follow(path, i, f) for i, f in enumerate(raw.get("follow") or [])]
+    found = _Problems(path)
+    for key in raw:
+        found.check(None, _no_unknown, path, "", {key: None}, TOP_KEYS)
+    name = found.check("", _name, path, raw.get("name"))
+    start_urls: list[str] = found.check([], _start_urls, path, raw.get("start_urls"))
+    allowed: list[str] = found.check([], _allowed, path, raw.get("allowed_domains", []))
+    follow = [found.check(None, _follow, path, i, f) for i, f in enumerate(raw.get("follow") or [])]
     item_urls = raw.get("item_urls", ".*")
-    _regex(path, "item_urls", item_urls)
+    found.check(None, _regex, path, "item_urls", item_urls)
 
-    raw_fields = raw.get("fields")
-    if not raw_fields or not isinstance(raw_fields, dict):
-        raise RecipeError(path, "fields", "required: a mapping of field name to selector")
-    fields = {n: _field(path, n, spec) for n, spec in raw_fields.items()}
+    fields = found.check(None, _fields, path, raw.get("fields"))
+    text_field = raw.get("text_field", next(iter(fields)) if fields else None)
+    steps = None
+    if fields is not None:
+        steps = found.check(None, _steps, path, raw.get("steps"), fields, text_field)
 
-    text_field = raw.get("text_field", next(iter(fields)))
-    steps = _steps(path, raw.get("steps"), fields, text_field)
-
-    labels = raw.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise RecipeError(path, "labels", "a list of class names")
+    labels: list[str] = found.check([], _labels, path, raw.get("labels", []))
     label_type = raw.get("label_type", "single")
-    if label_type not in LABEL_TYPES:
-        raise RecipeError(
-            path, "label_type", f"one of {', '.join(LABEL_TYPES)}, got {label_type!r}"
-        )
+    found.check(None, _one_of, path, "label_type", label_type, LABEL_TYPES)
     label_features = raw.get("label_features", "tfidf+minilm")
-    if label_features not in LABEL_FEATURES:
-        raise RecipeError(
-            path, "label_features", f"one of {', '.join(LABEL_FEATURES)}, got {label_features!r}"
-        )
+    found.check(None, _one_of, path, "label_features", label_features, LABEL_FEATURES)
 
-    columns = set(fields) | {"url"} | outputs(steps)
-    expectations = [
-        _expectation(path, i, e, columns) for i, e in enumerate(raw.get("expectations") or [])
-    ]
-    settings = raw.get("settings", {})
-    if not isinstance(settings, dict):
-        raise RecipeError(path, "settings", "a mapping of Scrapy setting to value")
-
+    expectations: list[Expectation] = []
+    if fields is not None and steps is not None:
+        columns = set(fields) | {"url"} | outputs(steps)
+        checked = [
+            found.check(None, _expectation, path, i, e, columns)
+            for i, e in enumerate(raw.get("expectations") or [])
+        ]
+        expectations = [e for e in checked if e is not None]
+    settings: dict[str, Any] = found.check({}, _settings, path, raw.get("settings", {}))
     render = raw.get("render", "http")
-    if render not in RENDER_MODES:
-        raise RecipeError(path, "render", f"one of {', '.join(sorted(RENDER_MODES))}")
+    found.check(None, _one_of, path, "render", render, tuple(sorted(RENDER_MODES)))
 
     allow_private = raw.get("allow_private", False)
     if not isinstance(allow_private, bool):
-        raise RecipeError(path, "allow_private", "true or false")
+        found.add("allow_private", "true or false")
 
     licence = raw.get("licence")
     if licence is not None and (not isinstance(licence, str) or not licence.strip()):
-        raise RecipeError(path, "licence", "a note of the terms the content is under")
+        found.add("licence", "a note of the terms the content is under")
 
-    limits = _limits(path, raw.get("limits") or {})
-    schedule = None
-    if raw.get("schedule") is not None:
-        try:
-            schedule = parse_schedule(raw["schedule"])
-        except ScheduleError as exc:
-            raise RecipeError(path, exc.key, exc.problem) from exc
-    # limits are Scrapy settings; a setting the recipe names itself wins
-    settings = {**limits.settings(), **settings}
-
+    limits = found.check(Limits(), _limits, path, raw.get("limits") or {})
+    schedule = found.check(None, _schedule, path, raw.get("schedule"))
+    batch = None
+    if fields is not None:
+        batch = found.check(None, _batch, path, raw.get("batch"), fields)
+    browser = found.check(BrowserOptions(), _browser, path, raw.get("browser") or {})
+    proxies = found.check(ProxyOptions(), _proxies, path, raw.get("proxies"))
+    ban = found.check(BanPolicy(), _ban, path, raw.get("ban") or {})
+    found.raise_any()
+    # each is sound, or a problem was raised above
+    assert fields is not None and steps is not None and isinstance(text_field, str)
     return Recipe(
         licence=licence.strip() if licence else None,
         schedule=schedule,
-        batch=_batch(path, raw.get("batch"), fields),
+        batch=batch,
         steps=steps,
         allow_private=allow_private,
         limits=limits,
         render=render,
-        browser=_browser(path, raw.get("browser") or {}),
-        proxies=_proxies(path, raw.get("proxies")),
-        ban=_ban(path, raw.get("ban") or {}),
+        browser=browser,
+        proxies=proxies,
+        ban=ban,
         name=name,
         path=str(path),
         start_urls=list(start_urls),
         allowed_domains=list(allowed),
-        follow=follow,
+        follow=[f for f in follow if f is not None],
         item_urls=item_urls,
         fields=fields,
         text_field=text_field,
@@ -340,8 +370,172 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         label_type=label_type,
         label_features=label_features,
         expectations=expectations,
-        settings=dict(settings),
+        # limits are Scrapy settings; a setting the recipe names itself wins
+        settings={**limits.settings(), **settings},
     )
+
+
+def _name(path: str | Path, name: Any) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_\-]+", name):
+        raise RecipeError(path, "name", "required, lower-case letters, digits, - and _")
+    return name
+
+
+def _start_urls(path: str | Path, raw: Any) -> list[str]:
+    if not raw or not isinstance(raw, list):
+        raise RecipeError(path, "start_urls", "required: a non-empty list of URLs")
+    found = _Problems(path)
+    for i, url in enumerate(raw):
+        if (problem := url_problem(url)) is not None:
+            found.add(f"start_urls[{i}]", problem)
+    found.raise_any()
+    return list(raw)
+
+
+def url_problem(url: Any) -> str | None:
+    """Why ``url`` cannot start a crawl, or None.
+
+    Parsed in full, as Scrapy does when it makes the request: a port past 65535 or an
+    unclosed bracket would otherwise pass here and fail only once the crawl had started.
+    """
+    if not isinstance(url, str):
+        return f"not an http(s) URL: {url!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        safe_url_string(url)
+    except ValueError as exc:
+        return f"not a valid URL ({exc}): {url!r}"
+    if parts.scheme not in ("http", "https"):
+        return f"not an http(s) URL: {url!r}"
+    if not parts.hostname or re.search(r"\s", parts.hostname):
+        return f"no host name in {url!r}"
+    if port == 0:
+        return f"port out of range 1-65535: {url!r}"
+    return None
+
+
+def proxy_url_problem(url: Any) -> str | None:
+    """Why ``url`` is not a proxy URL like ``http://user:pass@host:port``, or None.
+
+    Never quotes the URL, nor urllib's message about it: either may hold the password.
+    """
+    if not isinstance(url, str):
+        return "not a string"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        if "out of range" in str(exc):
+            return "port out of range 1-65535"
+        if "IPv" in str(exc):
+            return "not an IP address between [ and ], or no ]"
+        return "the port is not a number"
+    if "://" not in url:
+        return "no scheme"
+    if parts.scheme not in PROXY_SCHEMES:
+        return f"the scheme is not one of {', '.join(PROXY_SCHEMES)}"
+    if not parts.hostname:
+        return "no host"
+    if port is None:
+        return "no port"
+    if port == 0:
+        return "port out of range 1-65535"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "a path after the port"
+    return None
+
+
+def _allowed(path: str | Path, allowed: Any) -> list[str]:
+    if not isinstance(allowed, list) or not all(isinstance(d, str) for d in allowed):
+        raise RecipeError(path, "allowed_domains", "a list of host names")
+    return allowed
+
+
+def _fields(path: str | Path, raw: Any) -> dict[str, Field]:
+    if not raw or not isinstance(raw, dict):
+        raise RecipeError(path, "fields", "required: a mapping of field name to selector")
+    found = _Problems(path)
+    fields = {n: found.check(None, _field, path, n, spec) for n, spec in raw.items()}
+    found.raise_any()
+    return {n: f for n, f in fields.items() if f is not None}
+
+
+def _labels(path: str | Path, labels: Any) -> list[str]:
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise RecipeError(path, "labels", "a list of class names")
+    return labels
+
+
+def _one_of(path: str | Path, key: str, value: Any, options: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in options:
+        raise RecipeError(path, key, f"one of {', '.join(options)}, got {value!r}")
+
+
+def _schedule(path: str | Path, raw: Any) -> Schedule | None:
+    if raw is None:
+        return None
+    try:
+        return parse_schedule(raw)
+    except ScheduleError as exc:
+        raise RecipeError(path, exc.key, exc.problem) from exc
+
+
+def _settings(path: str | Path, raw: Any) -> dict[str, Any]:
+    """Scrapy settings, each of the type of Scrapy's default for it.
+
+    Scrapy reads a setting only when a component needs it, with ``getint`` and the like:
+    ``CONCURRENT_REQUESTS: many`` would pass here and stop the crawl once it had started.
+    """
+    if not isinstance(raw, dict):
+        raise RecipeError(path, "settings", "a mapping of Scrapy setting to value")
+    found = _Problems(path)
+    for name, value in raw.items():
+        if (problem := _setting_problem(str(name), value)) is not None:
+            found.add(f"settings.{name}", problem)
+    found.raise_any()
+    return raw
+
+
+def _setting_problem(name: str, value: Any) -> str | None:
+    if name.startswith(SETTING_PREFIXES):
+        return None
+    defaults = _setting_defaults()
+    if name not in defaults:
+        near = difflib.get_close_matches(name, defaults, n=1)
+        return "not a Scrapy setting" + (f" (did you mean {near[0]}?)" if near else "")
+    if name == "LOG_LEVEL" and value not in LOG_LEVELS:  # the crawl's log file is kept at it
+        return f"one of {', '.join(LOG_LEVELS)}, got {value!r}"
+    default = defaults[name]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool) or name == "TELNETCONSOLE_ENABLED":  # 1, read as a bool
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int) and name not in FLOAT_SETTINGS:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, (int, float)):
+        ok, want = number, "a number"
+    elif isinstance(default, dict):
+        ok, want = isinstance(value, dict), "a mapping"
+    elif isinstance(default, list):
+        ok, want = isinstance(value, list), "a list"
+    else:
+        return None  # strings, and settings whose default is None, take several types
+    return None if ok else f"{want}, got {value!r}"
+
+
+@cache
+def _setting_defaults() -> dict[str, Any]:
+    """Scrapy's settings with their defaults; imported only for a recipe that sets any."""
+    from scrapy.settings import default_settings
+
+    import spiders.settings
+
+    return {
+        name: getattr(module, name)
+        for module in (default_settings, spiders.settings)
+        for name in dir(module)
+        if name.isupper()
+    }
 
 
 def _steps(
@@ -465,9 +659,11 @@ def _proxies(path: str | Path, raw: Any) -> ProxyOptions:
     if not isinstance(urls, list):
         raise RecipeError(path, "proxies.urls", "a list of proxy URLs")
     for i, url in enumerate(urls):
-        if not isinstance(url, str) or not re.fullmatch(r"(https?|socks5h?)://[^\s/]+:\d+/?", url):
+        if (problem := proxy_url_problem(url)) is not None:
             # never echo the value: it may carry a password
-            raise RecipeError(path, f"proxies.urls[{i}]", "not a proxy URL like http://host:port")
+            raise RecipeError(
+                path, f"proxies.urls[{i}]", f"not a proxy URL like http://host:port ({problem})"
+            )
     file = raw.get("file")
     if file is not None and not isinstance(file, str):
         raise RecipeError(path, "proxies.file", "a path to a file with one proxy URL a line")
@@ -509,6 +705,11 @@ def _ban(path: str | Path, raw: Any) -> BanPolicy:
 
 def _field(path: str | Path, name: str, raw: Any) -> Field:
     key = f"fields.{name}"
+    if name in LAKE_COLUMNS:
+        # the pipeline and the stages write these to every row: a field would be overwritten
+        raise RecipeError(
+            path, key, f"{name!r} is a column the lake adds to every row: name the field otherwise"
+        )
     if not isinstance(raw, dict):
         raise RecipeError(path, key, "a mapping with css or xpath, and type")
     _no_unknown(path, f"{key}.", raw, FIELD_KEYS)
@@ -519,10 +720,14 @@ def _field(path: str | Path, name: str, raw: Any) -> Field:
     else:
         _xpath(path, f"{key}.xpath", raw["xpath"])
     ftype = raw.get("type", "str")
-    if ftype not in TYPES:
+    if not isinstance(ftype, str) or ftype not in TYPES:
         raise RecipeError(
             path, f"{key}.type", f"unknown type {ftype!r} (known: {', '.join(TYPES)})"
         )
+    if "format" in raw:
+        if ftype != "date":
+            raise RecipeError(path, f"{key}.format", "only a date field takes a format")
+        _date_format(path, f"{key}.format", raw["format"])
     return Field(
         name=name,
         type=ftype,
@@ -531,6 +736,12 @@ def _field(path: str | Path, name: str, raw: Any) -> Field:
         format=raw.get("format"),
         required=bool(raw.get("required", True)),
     )
+
+
+def _date_format(path: str | Path, key: str, fmt: Any) -> None:
+    # a format with no directive matches no date: every row would go to quarantine
+    if not isinstance(fmt, str) or "%" not in fmt:
+        raise RecipeError(path, key, f"a strptime format such as '%Y-%m-%d', got {fmt!r}")
 
 
 def _expectation(path: str | Path, i: int, raw: Any, columns: set[str]) -> Expectation:
@@ -551,6 +762,8 @@ def _expectation(path: str | Path, i: int, raw: Any, columns: set[str]) -> Expec
     for bound in ("min", "max"):
         if bound in raw and not isinstance(raw[bound], (int, float)):
             raise RecipeError(path, f"{key}.{bound}", "a number")
+    if "format" in raw:
+        _date_format(path, f"{key}.format", raw["format"])
     return Expectation(
         expect=kind, column=column, min=raw.get("min"), max=raw.get("max"), format=raw.get("format")
     )

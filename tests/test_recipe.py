@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from harvest.demosite import DemoSite
+from ingestion.schema import LAKE_COLUMNS
 from spiders.recipe import RecipeError, load_recipe
 from tests.conftest import ROOT, run_harvest
 
@@ -232,3 +233,142 @@ def test_broken_schedule_is_named(schedule: object, key: str) -> None:
         parse_recipe(mutate(schedule=schedule), "x.yaml")
     assert info.value.key == key
     assert str(info.value).startswith("x.yaml: " + key)
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://127.0.0.1:99999/", "Port out of range"),
+        ("http://[::1/", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:0/", "port out of range 1-65535"),
+        ("http://host:eighty/", "not a valid URL"),
+        ("http:///path", "no host name"),
+        ("http://exa mple.com/", "no host name"),
+        ("mailto:someone@example.com", "not an http(s) URL"),
+    ],
+)
+def test_start_urls_are_parsed_in_full(url: str, words: str) -> None:
+    from spiders.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(start_urls=["http://example.com/", url]), "x.yaml")
+    assert info.value.key == "start_urls[1]"
+    assert words in str(info.value) and repr(url) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"CONCURRENT_REQUESTS": "many"}, "a whole number, got 'many'"),
+        ({"CONCURRENT_REQUESTS": 2.5}, "a whole number"),
+        ({"CONCURRENT_REQUESTS": True}, "a whole number"),
+        ({"DOWNLOAD_DELAY": "slow"}, "a number"),
+        ({"AUTOTHROTTLE_TARGET_CONCURRENCY": None}, "a number"),
+        ({"ROBOTSTXT_OBEY": "yes"}, "true or false"),
+        ({"DEFAULT_REQUEST_HEADERS": ["Accept: */*"]}, "a mapping"),
+        ({"RETRY_HTTP_CODES": 500}, "a list"),
+        ({"LOG_LEVEL": "LOUD"}, "one of DEBUG, INFO"),
+        ({"CONCURENT_REQUESTS": 4}, "not a Scrapy setting (did you mean CONCURRENT_REQUESTS?)"),
+        ({"ZZZZ": 1}, "not a Scrapy setting"),
+    ],
+)
+def test_settings_take_the_type_of_scrapys_default(settings: dict[str, object], words: str) -> None:
+    from spiders.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(settings=settings), "x.yaml")
+    assert info.value.key == f"settings.{next(iter(settings))}"
+    assert words in str(info.value)
+
+
+def test_settings_of_the_right_type_and_harvests_own_pass() -> None:
+    from spiders.recipe import parse_recipe
+
+    settings = {
+        "CONCURRENT_REQUESTS": 4,
+        "DOWNLOAD_DELAY": 0.25,  # a whole-number default that Scrapy reads as a float
+        "DOWNLOAD_TIMEOUT": 10,
+        "AUTOTHROTTLE_TARGET_CONCURRENCY": 2,  # an int where a float is due is a number
+        "ROBOTSTXT_OBEY": False,
+        "TELNETCONSOLE_ENABLED": False,
+        "DEFAULT_REQUEST_HEADERS": {"Accept-Language": "en"},
+        "RETRY_HTTP_CODES": [500, 503],
+        "USER_AGENT": "harvest-test",
+        "LOG_LEVEL": "DEBUG",
+        "HARVEST_LISTING_BACKOFF": 0.5,
+        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": 2,
+    }
+    assert parse_recipe(mutate(settings=settings), "x.yaml").settings == settings
+
+
+@pytest.mark.parametrize("column", sorted(LAKE_COLUMNS))
+def test_a_field_may_not_take_a_column_the_lake_writes(column: str) -> None:
+    from spiders.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(**{f"fields__{column}": {"css": "a::attr(href)"}}), "x.yaml")
+    assert info.value.key == f"fields.{column}"
+    assert "a column the lake adds to every row" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"fields__published__format": 123}, "fields.published.format"),
+        ({"fields__published__format": "Y-m-d"}, "fields.published.format"),
+        ({"fields__title__format": "%Y"}, "fields.title.format"),
+        (
+            {"expectations": [{"expect": "date_parses", "column": "published", "format": 5}]},
+            "expectations[0].format",
+        ),
+    ],
+)
+def test_a_date_format_is_a_strptime_string(changes: dict[str, object], key: str) -> None:
+    from spiders.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(**changes), "x.yaml")
+    assert info.value.key == key
+
+
+def test_every_problem_is_named_in_one_line() -> None:
+    from spiders.recipe import parse_recipe
+
+    recipe = mutate(
+        start_urls=["http://127.0.0.1:99999/"],
+        settings={"CONCURRENT_REQUESTS": "many"},
+        fields__url={"css": "a::attr(href)"},
+        fields__published__format=123,
+        label_type="tree",
+    )
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(recipe, "x.yaml")
+    keys = [key for key, _ in info.value.problems]
+    assert keys == [
+        "start_urls[0]",
+        "fields.published.format",
+        "fields.url",
+        "label_type",
+        "settings.CONCURRENT_REQUESTS",
+    ]
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("x.yaml: start_urls[0]: ")
+    assert all(f"; {key}: " in message for key in keys[1:])
+
+
+def test_a_problem_is_not_named_again_by_what_depends_on_it() -> None:
+    from spiders.recipe import parse_recipe
+
+    # without fields, the text field, expectations and batch gates cannot be checked
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(fields=None, batch={"min_rows_ratio": 0.5}), "x.yaml")
+    assert info.value.problems == [("fields", "required: a mapping of field name to selector")]
+
+
+def test_a_proxy_url_with_a_bad_port_is_refused_without_its_password() -> None:
+    from spiders.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(proxies=["http://user:secret@127.0.0.2:99999"]), "x.yaml")
+    assert info.value.key == "proxies.urls[0]"
+    assert "port out of range" in str(info.value) and "secret" not in str(info.value)
