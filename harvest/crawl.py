@@ -1,21 +1,42 @@
-"""Runs a recipe crawl in this process with Scrapy's CrawlerProcess."""
+"""Runs a recipe crawl in this process with Scrapy's CrawlerProcess.
+
+What the user sees of a crawl is one line a warning or error on stderr, and one ``error:``
+line naming the cause when it fails; the crawl's log file keeps everything, tracebacks
+included: ``<reports>/crawls/<source>-<crawl_id>.log`` (a worker's ends in its pid).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from scrapy.crawler import CrawlerProcess
 from scrapy.settings import Settings
+from twisted.python.failure import Failure
 
 from harvest.config import Config
 from ingestion.lake import Lake
-from spiders.middlewares.proxypool import STOP_REASON
+from spiders.middlewares.privateaddress import is_private
+from spiders.middlewares.proxypool import STOP_REASON, ProxyListError, proxy_urls
 from spiders.pipelines import new_crawl_id
-from spiders.recipe import Recipe
-from spiders.recipe_spider import RecipeSpider
+from spiders.recipe import Recipe, url_problem
+from spiders.recipe_spider import FIRST_FAILURE, RecipeSpider
 from spiders.render import render_settings
 from spiders.resume import unfinished_crawl
+
+logger = logging.getLogger(__name__)
+
+# how long a start URL's host may take to accept a connection before the crawl starts
+PROBE_TIMEOUT = 5.0
+LOG_FORMAT = "%(asctime)s [%(name)s] %(levelname)s: %(message)s"
 
 
 class CrawlError(RuntimeError):
@@ -58,7 +79,8 @@ def crawl_settings(
         settings.set("HARVEST_PROXY_FILE", config.crawl_proxy_file, priority="cmdline")
     settings.set("HARVEST_CRAWL_ID", crawl_id, priority="cmdline")
     settings.set("HARVEST_PROGRESS", progress, priority="cmdline")
-    settings.set("LOG_LEVEL", "WARNING", priority="cmdline")
+    # run_crawl logs to stderr and the crawl's file itself (crawl_log), at LOG_LEVEL
+    settings.set("LOG_INSTALL_ROOT_HANDLER", False, priority="cmdline")
     return settings
 
 
@@ -74,7 +96,11 @@ def run_crawl(
 
     A crawl of the source that never finished is resumed unless ``fresh`` is set. A
     ``worker`` takes its crawl id and whether it resumes from the process that started it.
+    What would stop the crawl once started (a bad start URL or proxy list, a site that
+    refuses connections) is raised as a CrawlError before it starts.
     """
+    if start_url is not None and (problem := url_problem(start_url)) is not None:
+        raise CrawlError(f"crawl of {recipe.name}: start URL: {problem}")
     if worker is not None:
         resumed = worker.crawl_id if worker.resumed else None
         crawl_id = worker.crawl_id
@@ -85,29 +111,184 @@ def run_crawl(
     if worker is not None:
         worker_settings(settings, worker)
     settings.set("HARVEST_RESUME", resumed is not None, priority="cmdline")
-    process = CrawlerProcess(settings)
-    crawler = process.create_crawler(RecipeSpider)
-    process.crawl(crawler, recipe=recipe, start_url=start_url)
-    process.start()
-    assert crawler.stats is not None
-    stats = dict(crawler.stats.get_stats())
+    if not check_proxies(config, recipe, settings):
+        # through proxies the site is never reached directly: the pool finds dead ones
+        allow_private = recipe.allow_private or settings.getbool("HARVEST_ALLOW_PRIVATE")
+        for url in [start_url] if start_url else recipe.start_urls:
+            if (refused := refusal(url, allow_private)) is not None:
+                raise no_response(recipe, url, f"{refused}, before the crawl started")
+    suffix = f"-{os.getpid()}" if worker is not None else ""
+    log = Path(config.reports) / "crawls" / f"{recipe.name}-{crawl_id}{suffix}.log"
+    with crawl_log(log, settings.get("LOG_LEVEL")) as first_error:
+        stats = _crawl(recipe, settings, start_url, log)
     stats["harvest/crawl_id"] = crawl_id
     stats["harvest/resumed"] = resumed is not None
     if stats.get("finish_reason") == STOP_REASON:
         raise CrawlError(
             f"crawl of {recipe.name} stopped: every proxy is banned or dead "
-            f"({stats.get('harvest/rows_committed', 0)} rows committed before it stopped)"
+            f"({stats.get('harvest/rows_committed', 0)} rows committed before it stopped; "
+            f"log: {log})"
         )
     # a worker may find that the others took every page: the caller checks them all
     if not stats.get("response_received_count") and worker is None:
-        reason = stats.get("finish_reason", "unknown")
-        errors = {k: v for k, v in stats.items() if k.startswith("downloader/exception_type_count")}
-        raise no_response(
-            recipe, start_url, f"finish reason {reason}; {errors or 'no download errors recorded'}"
-        )
+        urls = [start_url] if start_url else recipe.start_urls
+        raise no_response(recipe, start_url, cause(first_error.cause, stats, urls), log)
     return stats
 
 
-def no_response(recipe: Recipe, start_url: str | None, detail: str) -> CrawlError:
+def cause(first_error: str | None, stats: dict[str, Any], urls: list[str]) -> str:
+    """Why a crawl got no response: the first error logged, else the first page given up
+    on, else the download errors counted, else how the crawl finished."""
+    failure = str(stats.get(FIRST_FAILURE, ""))
+    if len(urls) == 1:  # the error line names the URL already
+        failure = failure.removeprefix(f"{urls[0]}: ")
+    errors = {
+        k.rpartition("/")[2]: v
+        for k, v in stats.items()
+        if k.startswith("downloader/exception_type_count")
+    }
+    return (
+        first_error
+        or failure
+        or (f"download errors {errors}" if errors else "")
+        or f"finish reason {stats.get('finish_reason', 'unknown')}"
+    )
+
+
+def _crawl(recipe: Recipe, settings: Settings, start_url: str | None, log: Path) -> dict[str, Any]:
+    """Scrapy's stats of the crawl; an error raised inside Scrapy, named in one line."""
+    failures: list[Failure] = []
+    try:
+        process = CrawlerProcess(settings)
+        crawler = process.create_crawler(RecipeSpider)
+        # a component that fails to start fails this deferred, and the crawl never runs
+        process.crawl(crawler, recipe=recipe, start_url=start_url).addErrback(failures.append)
+        process.start()
+    except Exception:
+        failures.append(Failure())
+    if failures:
+        failure = failures[0]
+        logger.error("crawl of %s failed:\n%s", recipe.name, failure.getTraceback())
+        raise CrawlError(
+            f"crawl of {recipe.name} failed: {failure.type.__name__}: "
+            f"{failure.getErrorMessage()} (log: {log})"
+        )
+    return dict(crawler.stats.get_stats()) if crawler.stats is not None else {}
+
+
+def check_proxies(config: Config, recipe: Recipe, settings: Settings) -> list[str]:
+    """The proxies the crawl will use, checked before it starts; [] for none."""
+    origins = {}
+    if config.crawl_proxies:
+        origins["HARVEST_PROXIES"] = "HARVEST_CRAWL_PROXIES or crawl.proxies"
+    if config.crawl_proxy_file:
+        # no [crawl]: the command line prints errors with rich, which takes it for markup
+        origins["HARVEST_PROXY_FILE"] = "HARVEST_CRAWL_PROXY_FILE or crawl.proxy_file"
+    try:
+        return proxy_urls(recipe, settings, origins)
+    except ProxyListError as exc:
+        raise CrawlError(f"crawl of {recipe.name}: {exc}") from exc
+
+
+def refusal(url: str, allow_private: bool, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Why ``url``'s host takes no connection, or None if it does or cannot tell in time.
+
+    Scrapy retries a refused connection, and a listing page is tried again after growing
+    pauses (spiders/recipe_spider.py): a crawl of a site that is down would take minutes
+    to fail. One TCP connect to each start URL's host finds that out in a moment. A slow
+    host is left to the crawl's own timeouts, and a private address the crawl may not
+    visit is left to PrivateAddressMiddleware, which refuses it with its own reason.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return None if exc.errno == socket.EAI_AGAIN else f"{host} not found ({exc.strerror})"
+    if not allow_private and any(is_private(str(a[4][0])) for a in addresses):
+        return None
+    error: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+                return None
+            except TimeoutError:
+                return None
+            except OSError as exc:
+                error = exc
+    if isinstance(error, ConnectionRefusedError):
+        return f"{host}:{port} refused the connection"
+    return f"cannot connect to {host}:{port} ({error.strerror if error else 'no address'})"
+
+
+class OneLine(logging.Formatter):
+    """A record's first line, without its traceback: the crawl's log file keeps the rest."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kept = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return super().format(record).split("\n", 1)[0]
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = kept
+
+
+class FirstError(logging.Handler):
+    """The first error logged in the crawl, as one line naming its cause."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.cause: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.cause is not None:
+            return
+        try:
+            cause = record.getMessage().split("\n", 1)[0].rstrip(". ")
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None and str(exc) not in cause:
+                cause += f": {type(exc).__name__}: {exc}"
+            self.cause = cause
+        except Exception:  # a record that cannot be formatted is Python logging's to report
+            self.handleError(record)
+
+
+@contextmanager
+def crawl_log(path: Path, level: str) -> Iterator[FirstError]:
+    """Logs to ``path`` at ``level`` in full, and to stderr a line a warning or error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setLevel(level)
+    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.WARNING)
+    to_stderr.setFormatter(OneLine(LOG_FORMAT))
+    # what this module logs is raised as the CrawlError the user sees: not twice
+    to_stderr.addFilter(lambda record: record.name != __name__)
+    first = FirstError()
+    root = logging.getLogger()
+    was = root.level
+    root.setLevel(min(to_file.level, logging.WARNING))
+    handlers = (to_file, to_stderr, first)
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield first
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(was)
+
+
+def no_response(
+    recipe: Recipe, start_url: str | None, detail: str, log: Path | None = None
+) -> CrawlError:
     urls = [start_url] if start_url else recipe.start_urls
-    return CrawlError(f"crawl of {recipe.name} got no response from {', '.join(urls)} ({detail})")
+    where = f" (log: {log})" if log is not None else ""
+    return CrawlError(
+        f"crawl of {recipe.name} got no response from {', '.join(urls)}: {detail}{where}"
+    )

@@ -25,6 +25,8 @@ from spiders.render import render_meta
 
 LISTING_META = "harvest_listing"  # followed for its links, not an item
 LISTING_TRIES_META = "harvest_listing_tries"
+# the first page given up on and why: what a crawl that got no response names as its cause
+FIRST_FAILURE = "harvest/first_failure"
 
 
 class RecipeSpider(scrapy.Spider):
@@ -86,6 +88,8 @@ class RecipeSpider(scrapy.Spider):
         request = getattr(failure, "request", None)
         stats = self.crawler.stats
         assert stats is not None
+        if stats.get_value(FIRST_FAILURE) is None:
+            stats.set_value(FIRST_FAILURE, f"{getattr(request, 'url', '?')}: {why(failure)}")
         if failure.check(HttpError):
             # with an errback, Scrapy's HttpErrorMiddleware leaves the counting to us
             status = failure.value.response.status
@@ -154,6 +158,12 @@ class RecipeSpider(scrapy.Spider):
         item["http_status"] = response.status
         item["fetched_at"] = datetime.now(UTC)
         return item
+
+
+def why(failure: Failure) -> str:
+    if failure.check(HttpError):
+        return f"HTTP status {failure.value.response.status}"
+    return failure.getErrorMessage() or failure.type.__name__
 
 
 def select(response: Response, field: Field) -> list[str]:

@@ -11,6 +11,8 @@ CONCURRENT_REQUESTS_PER_DOMAIN = 8
 DOWNLOAD_TIMEOUT = 30
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
+# what `harvest crawl` keeps in the crawl's log file, <reports>/crawls/<source>-<crawl_id>.log;
+# stderr gets warnings and errors, a line each (harvest/crawl.py)
 LOG_LEVEL = "INFO"
 REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 FEED_EXPORT_ENCODING = "utf-8"

@@ -15,7 +15,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -32,14 +32,34 @@ from scrapy.utils.httpobj import urlparse_cached
 from spiders.account import GaveUp
 from spiders.middlewares.bans import PROXY_AUTH_REQUIRED, BanDetector
 from spiders.pace import EXIT_META, pacer_for
-from spiders.recipe import BanPolicy, Recipe
+from spiders.recipe import BanPolicy, Recipe, proxy_url_problem
 
 logger = logging.getLogger(__name__)
 
 PROXY_META = "harvest_proxy"  # index of the proxy a request went through
 RETRIES_META = "harvest_ban_retries"
 STOP_REASON = "no_usable_proxy"
-_URL = re.compile(r"(https?|socks5h?)://[^\s/]+:\d+/?")
+
+
+class ProxyListError(ValueError):
+    """A proxy list that cannot be used: names where it came from, never a password."""
+
+
+def shown(url: str) -> str:
+    """As much of a proxy URL, well-formed or not, as may be shown: no user name or password.
+
+    Without an ``@`` a password may still sit where the port belongs (``http://user:pass``):
+    then only the scheme is shown.
+    """
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        scheme, rest = "", url.strip()
+    credentials, at, host_port = rest.split("/", 1)[0].rpartition("@")
+    port = host_port.rpartition("]")[2].rpartition(":")[2] if ":" in host_port else ""
+    prefix = f"{scheme}://" if scheme else ""
+    if port and not port.isdigit():
+        return f"{prefix}***"
+    return f"{prefix}{'***@' if at else ''}{host_port}"
 
 
 def redact(url: str) -> str:
@@ -73,7 +93,7 @@ class Proxy:
 
     @classmethod
     def parse(cls, index: int, url: str) -> Proxy:
-        if not _URL.fullmatch(url):
+        if proxy_url_problem(url) is not None:
             # never echo the value: it may carry a password
             raise ValueError(f"proxy {index}: not a proxy URL like http://user:pass@host:port")
         parts = urlsplit(url)
@@ -179,27 +199,57 @@ class ProxyPool:
         return proxy.health is Health.BANNED and proxy.ready_at > self.clock()
 
 
-def read_proxy_file(path: str | Path) -> list[str]:
-    """One proxy URL a line; blank lines and ``#`` comments are skipped."""
+def checked(urls: Iterable[str], origin: str) -> list[str]:
+    """``urls`` without blanks, each a proxy URL, or a ProxyListError naming ``origin``."""
+    urls = [u.strip() for u in urls if u.strip()]
+    return [_check(url, f"{origin}: proxy {n}") for n, url in enumerate(urls, 1)]
+
+
+def _check(url: str, where: str) -> str:
+    if (problem := proxy_url_problem(url)) is not None:
+        raise ProxyListError(
+            f"{where} ({shown(url)}) is not a proxy URL like http://user:pass@host:port: {problem}"
+        )
+    return url
+
+
+def read_proxy_file(path: str | Path, origin: str = "") -> list[str]:
+    """One proxy URL a line; blank lines and ``#`` comments are skipped. ``origin`` says
+    where the file was named, for the ProxyListError a missing or bad file raises."""
     file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"proxy file {file} does not exist")
-    lines = (re.sub(r"(^|\s)#.*$", "", line).strip() for line in file.read_text().splitlines())
-    return [line for line in lines if line]
+    named = f"proxy file {file}" + (f" ({origin})" if origin else "")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProxyListError(f"{named} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ProxyListError(f"{named} cannot be read: {reason}") from None
+    lines = (re.sub(r"(^|\s)#.*$", "", line).strip() for line in text.splitlines())
+    return [_check(url, f"{named}, line {n}") for n, url in enumerate(lines, 1) if url]
 
 
-def proxy_urls(recipe: Recipe | None, settings: BaseSettings) -> list[str]:
-    """The recipe's proxies; the settings' when the spider has no recipe or it lists none."""
+def proxy_urls(
+    recipe: Recipe | None, settings: BaseSettings, origins: Mapping[str, str] | None = None
+) -> list[str]:
+    """The recipe's proxies; the settings' when the spider has no recipe or it lists none.
+
+    A missing file or a malformed URL raises a ProxyListError naming where it came from:
+    ``origins`` names the settings HARVEST_PROXIES and HARVEST_PROXY_FILE in the user's
+    terms (by default, by the settings' own names).
+    """
+    names = {"HARVEST_PROXIES": "HARVEST_PROXIES", "HARVEST_PROXY_FILE": "HARVEST_PROXY_FILE"}
+    names.update(origins or {})
     if recipe is not None:
         urls = list(recipe.proxies.urls)
         if recipe.proxies.file:
-            urls += read_proxy_file(recipe.proxies.file)
+            urls += read_proxy_file(recipe.proxies.file, f"{recipe.path}: proxies.file")
         if urls:
             return urls
-    urls = settings.getlist("HARVEST_PROXIES")
+    urls = checked(settings.getlist("HARVEST_PROXIES"), names["HARVEST_PROXIES"])
     if file := settings.get("HARVEST_PROXY_FILE"):
-        urls += read_proxy_file(file)
-    return [u.strip() for u in urls if u.strip()]
+        urls += read_proxy_file(file, names["HARVEST_PROXY_FILE"])
+    return urls
 
 
 class ProxyPoolMiddleware:
@@ -219,7 +269,7 @@ class ProxyPoolMiddleware:
         recipe: Recipe | None = getattr(crawler.spider, "recipe", None)
         urls = proxy_urls(recipe, settings)
         if not urls:
-            raise NotConfigured("no proxies in the recipe or in HARVEST_PROXIES")
+            raise NotConfigured  # a direct crawl, the usual one: nothing to warn about
         policy = recipe.ban if recipe is not None else BanPolicy()
         pool = ProxyPool(
             urls,
