@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # a URL such as http://[::1/ is not markup
 
 from harvest.config import Config, ConfigError, load_config
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Crawl, curate, label and train.", no_args_is_help=True)
 label_app = typer.Typer(help="Label Studio: serve, push, pull, simulate.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
-lake_app = typer.Typer(help="Lake tables: history, compact, vacuum.", no_args_is_help=True)
+lake_app = typer.Typer(help="Lake tables: history, compact, vacuum, check.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 dataset_app = typer.Typer(help="Dataset versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -62,7 +63,7 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BusyError as exc:
-            err.print(f"[bold red]busy:[/] {exc}", highlight=False)
+            err.print(f"[bold red]busy:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(BUSY_EXIT) from exc
         except (
             ConfigError,
@@ -75,7 +76,7 @@ def friendly(fn: F) -> F:
             CrawlError,
             TrackingError,
         ) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -641,7 +642,7 @@ def train(
             return
         result = stages.train_dataset(cfg, lake, name, cut, train_config)
     except (TrainError, EmbeddingError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     finally:
         distributed.close()

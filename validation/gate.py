@@ -82,7 +82,8 @@ def new_raw_rows(
     if not files:
         return None, reach
     schema = dt.schema().to_arrow()
-    parts = [pq.read_table(f) for f in files]
+    with lake.readable(table):  # a raw file deleted by hand: a LakeError naming the table
+        parts = [pq.read_table(f) for f in files]
     merged = pa.concat_tables(parts, promote_options="default")
     columns = [c for c in pa.schema(schema).names if c in merged.column_names]
     return merged.select(columns), reach
