@@ -163,7 +163,8 @@ def crawl(
         else:
             stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
             summary = {"source": recipe.name, **crawl_summary(stats)}
-    if curate:
+    # stopped by a signal: the user wants it to end, not to start curating
+    if curate and summary.get("finish_reason") != "shutdown":
         result = stages.curate_source(cfg, recipe)
         summary.update(
             curated=result.curated,
@@ -181,6 +182,13 @@ def crawl(
     for line in describe(acc):
         err.print(f"account: {line}", highlight=False)
     emit(summary)
+    if acc["stalled_for"]:
+        err.print(
+            f"[bold red]error:[/] crawl of {recipe.name} stalled: nothing came back for "
+            f"{acc['stalled_for']} s (HARVEST_STALL_TIMEOUT); it resumes on the next crawl",
+            highlight=False,
+        )
+        raise typer.Exit(3)
     if acc["given_up_total"] > recipe.limits.give_up:
         err.print(
             f"[bold red]error:[/] crawl of {recipe.name} gave up on {acc['given_up_total']} "

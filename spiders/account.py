@@ -76,6 +76,10 @@ def account(stats: dict[str, Any]) -> dict[str, Any]:
         # listing pages given up on, with about how many pages behind each were never seen
         "broken_chains": dict(sorted(broken.items())),
         "exits": dict(sorted(exits.items())),
+        # ended by the watchdog after this many seconds without progress (0: it was not)
+        "stalled_for": int(stats.get("harvest/stalled_for", 0)),
+        # requests still in flight when a stop ran out of time and was forced
+        "forced_stop": int(stats.get("harvest/forced_stop", 0)),
     }
 
 
@@ -97,6 +101,13 @@ def describe(acc: dict[str, Any]) -> list[str]:
         lines.append(
             f"broken chain: listing page {url} lost, at least about {behind} pages behind it "
             "never seen"
+        )
+    if acc.get("stalled_for"):
+        lines.append(f"stalled: no response, error or item for {acc['stalled_for']} s; ended")
+    if acc.get("forced_stop"):
+        lines.append(
+            f"stop forced with {acc['forced_stop']} request(s) still in flight: their pages "
+            "are fetched again when the next crawl resumes this one"
         )
     for name, figures in acc["exits"].items():
         shown = ", ".join(f"{k} {v}" for k, v in sorted(figures.items()))

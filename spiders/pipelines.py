@@ -94,8 +94,9 @@ class LakePipeline:
     def spider_closed(self, spider: Spider, reason: str) -> None:
         if self.writer is None:
             return
-        # a crawl stopped by a signal is unfinished: the next crawl of the source resumes it
-        state = "interrupted" if reason == "shutdown" else "finished"
+        # a crawl stopped by a signal or the watchdog is unfinished: the next crawl of the
+        # source resumes it
+        state = "interrupted" if reason in ("shutdown", "stalled") else "finished"
         record_run(
             self.lake,
             CRAWL_STAGE,

@@ -35,7 +35,12 @@ DOWNLOADER_MIDDLEWARES = {
     # like the pool, ahead of RetryMiddleware (550), for the direct connection
     "spiders.middlewares.pacing.PacingMiddleware": 565,
 }
-EXTENSIONS = {"spiders.progress.CrawlProgress": 500}
+EXTENSIONS = {"spiders.progress.CrawlProgress": 500, "spiders.watchdog.Watchdog": 510}
+# nothing waits for ever (spiders/watchdog.py): a crawl with no response, download error
+# or item for this long ends as stalled (exit 3); long enough for a site's Retry-After and
+# the pace's pauses, far shorter than a hang. A stop not done within the grace is forced.
+HARVEST_STALL_TIMEOUT = 600
+HARVEST_SHUTDOWN_GRACE = 20
 
 # the lake the pipeline writes to, and how many rows make one commit
 HARVEST_LAKE = "lake"
