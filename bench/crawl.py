@@ -1,6 +1,10 @@
 """Crawl benchmark: harvest against bare Scrapy, crawlee and scrapy-playwright, one run.
 
-``python -m bench.crawl [--articles N] [--js-articles M] [--quick] [--rows abcdef]``
+``python -m bench.crawl [--articles N] [--js-articles M] [--quick] [--rows abcdefghi]``
+
+Rows g, h and i crawl a third site whose every answer waits 50-200 ms, as a site across a
+network does, with 1, 2 and 4 workers: there a crawl waits on the network, not the CPU,
+which is where more workers should pay.
 
 Every crawler runs in its own child process against the same demo site, itself served
 from another process. Pages are counted by the site server, memory is the summed RSS
@@ -36,6 +40,7 @@ HARVEST = ROOT / ".venv" / "bin" / "harvest"
 CRAWLEE_VENV = BENCH / ".venv-crawlee"
 CRAWLEE = "crawlee[parsel]==1.11.0"
 PER_PAGE = 20  # the demo site's listing size
+LATENCY_MS = (50.0, 200.0)  # each answer of the latency site waits this long
 SAMPLE_SECONDS = 0.25
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
@@ -46,7 +51,7 @@ class Row:
     key: str
     name: str
     argv: list[str]
-    section: str  # "static" or "js": which site it crawls
+    section: str  # "static", "js" or "latency": which site it crawls
     env: dict[str, str] = field(default_factory=dict)
     in_repo: bool = False  # run from the project root (harvest needs sources/), else a temp dir
     unavailable: str = ""  # why it cannot run here, if it cannot
@@ -149,6 +154,16 @@ def rows(workers: bool) -> list[Row]:
             [str(HARVEST), "crawl", "demo_js", "--start-url", "{url}/js/", "--no-curate"],
             "js",
             in_repo=True,
+        ),
+        *(
+            Row(
+                key,
+                f"harvest, {n} worker{'s' * (n > 1)}, 50-200 ms site",
+                [*harvest_static, "--workers", str(n)] if n > 1 else harvest_static,
+                "latency",
+                in_repo=True,
+            )  # fmt: skip
+            for key, n in (("g", 1), ("h", 2), ("i", 4))
         ),
     ]
 
@@ -331,7 +346,7 @@ def main() -> None:
         "--js-articles", type=int, help="for the rendered rows (default: --articles)"
     )
     parser.add_argument("--quick", action="store_true", help="300 articles, 60 rendered: a check")
-    parser.add_argument("--rows", default="abcdef", help="which rows to run, e.g. ace")
+    parser.add_argument("--rows", default="abcdefghi", help="which rows to run, e.g. ace")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
@@ -350,9 +365,11 @@ def main() -> None:
             row.unavailable = row.unavailable or (missing if row.key == "b" else "")
 
     results = []
-    with SiteProcess(args.articles) as static, SiteProcess(js_articles) as js:
+    slow_site = SiteProcess(args.articles, latency_ms=LATENCY_MS)
+    with SiteProcess(args.articles) as static, SiteProcess(js_articles) as js, slow_site as slow:
         for row in todo:
-            site, n = (js, js_articles) if row.section == "js" else (static, args.articles)
+            site = {"js": js, "latency": slow}.get(row.section, static)
+            n = js_articles if row.section == "js" else args.articles
             expected = n + -(-n // PER_PAGE)
             timeout = 180 + (2.0 if row.section == "js" else 0.2) * expected
             print(f"({row.key}) {row.name}: {expected} pages ...", file=sys.stderr)
@@ -374,6 +391,11 @@ def main() -> None:
         for n, m in at.items():
             if m:
                 print(f"(f) memory at page {n}: RSS {m['rss_mib']} MiB, PSS {m['pss_mib']} MiB")
+    one = next((r for r in results if r["row"] == "g" and r.get("pages_per_s")), None)
+    for r in results:
+        if one and r["row"] in "hi" and r.get("pages_per_s"):
+            r["speedup_over_one_worker"] = round(r["pages_per_s"] / one["pages_per_s"], 2)
+            print(f"({r['row']}) {r['speedup_over_one_worker']}x one worker on the 50-200 ms site")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwritten to {args.out}")

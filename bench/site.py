@@ -117,11 +117,15 @@ class GuardedLog:
 
 
 def serve(
-    articles: int, port: int = 0, guard_limit: int | None = None, guard_window: float = 1.0
+    articles: int,
+    port: int = 0,
+    guard_limit: int | None = None,
+    guard_window: float = 1.0,
+    latency: tuple[float, float] = (0.0, 0.0),
 ) -> DemoSite:
     """The demo site's own server and pages, with a page counter."""
     guard = Guard(guard_limit, guard_window, ban_seconds=0) if guard_limit else None
-    demo = DemoSite(generate(articles), port=port, guard=guard)
+    demo = DemoSite(generate(articles), port=port, guard=guard, latency=latency)
     counter = Counter()
     guarded = GuardedLog(demo.guard)
     base = demo.httpd.RequestHandlerClass
@@ -164,6 +168,7 @@ class SiteProcess:
     articles: int
     guard_limit: int | None = None  # 429 past this many requests per address and window
     guard_window: float = 1.0
+    latency_ms: tuple[float, float] = (0.0, 0.0)  # each answer waits LO-HI ms
     url: str = ""
     process: subprocess.Popen[str] | None = None
 
@@ -172,6 +177,8 @@ class SiteProcess:
         if self.guard_limit:
             argv += ["--guard-limit", str(self.guard_limit)]
             argv += ["--guard-window", str(self.guard_window)]
+        if self.latency_ms[1] > 0:
+            argv += ["--latency-ms", *map(str, self.latency_ms)]
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -217,8 +224,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--guard-limit", type=int, help="requests per address and window")
     parser.add_argument("--guard-window", type=float, default=1.0, help="seconds")
+    parser.add_argument("--latency-ms", type=float, nargs=2, default=(0.0, 0.0),
+                        metavar=("LO", "HI"), help="each answer waits LO-HI ms")  # fmt: skip
     args = parser.parse_args()
-    demo = serve(args.articles, args.port, args.guard_limit, args.guard_window).start()
+    latency = (args.latency_ms[0] / 1000, args.latency_ms[1] / 1000)
+    demo = serve(args.articles, args.port, args.guard_limit, args.guard_window, latency)
+    demo.start()
     print(demo.url, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin or exits
     demo.stop()

@@ -97,15 +97,23 @@ def demo_site(
     guard_limit: int = typer.Option(30, help="/guarded/: requests allowed per address..."),
     guard_window: float = typer.Option(10.0, help="... within this many seconds"),
     guard_ban: float = typer.Option(3600.0, help="ban seconds (0: answer 429 instead)"),
+    latency_ms: str = typer.Option(
+        "0", help="each answer waits LO-HI ms (e.g. 50-200), like a site across a network"
+    ),
 ) -> None:
     """Serve the deterministic demo news site until interrupted."""
     from harvest.demosite import DemoSite, Guard, generate
 
     try:
         site = generate(articles, seed, corpus)
+        lo, _, hi = latency_ms.partition("-")
+        latency = (float(lo) / 1000, float(hi or lo) / 1000)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    server = DemoSite(site, port=port, guard=Guard(guard_limit, guard_window, guard_ban))
+    if not 0 <= latency[0] <= latency[1]:
+        raise typer.BadParameter(f"--latency-ms {latency_ms!r}: LO-HI with 0 <= LO <= HI")
+    guard = Guard(guard_limit, guard_window, guard_ban)
+    server = DemoSite(site, port=port, guard=guard, latency=latency)
     if truth:
         truth.parent.mkdir(parents=True, exist_ok=True)
         truth.write_text(json.dumps(site.truth(server.url), indent=1))

@@ -13,6 +13,7 @@ import functools
 import gzip
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -152,7 +153,10 @@ class DemoSite:
         port: int = 0,
         guard: Guard | None = None,
         etags: bool = True,
+        latency: tuple[float, float] = (0.0, 0.0),
     ):
+        """``latency``: each answer waits a time drawn uniformly from this range (seconds),
+        as a site across a network does, so that crawlers are measured waiting on it."""
         self.site = site
         self.guard = guard or Guard()
         # every (client address, path) requested, in order: lets tests see what was fetched
@@ -161,6 +165,7 @@ class DemoSite:
         self.failing: dict[str, int] = {}
         attrs = {"site": site, "guard": self.guard, "log": self.requests, "etags": etags}
         attrs["failing"] = self.failing
+        attrs["latency"] = latency
         handler = type("Handler", (_Handler,), attrs)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -212,6 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
     failing: dict[str, int]
     slow_seconds: float = 60.0
     etags: bool = True
+    latency: tuple[float, float] = (0.0, 0.0)
     protocol_version = "HTTP/1.1"
     # headers and body go out in two writes; with Nagle's algorithm each response would
     # wait for the client's delayed ACK, capping the site near 300 requests/s
@@ -220,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
         self.log.append((self.client_address[0], path))
+        if self.latency[1] > 0:
+            time.sleep(random.uniform(*self.latency))
         if self.failing.get(path, 0):
             self.failing[path] -= self.failing[path] > 0
             return self._send(500, "Internal Server Error", "text/plain")
