@@ -17,12 +17,11 @@ import random
 import re
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harvest.demosite.generator import Article, Site
+from harvest.demosite.guard import Guard
 
 SECTIONS = ("", "/js", "/guarded", "/hostile")
 # /hostile/: pages that break naive crawlers, each linked from /hostile/
@@ -31,10 +30,6 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - Harvest Daily</title></head>
 <body><header><a href="/">Harvest Daily</a></header>
 <main>{main}</main></body></html>"""
-BLOCK_PAGE = PAGE.format(
-    title="Access denied",
-    main='<h1>Access denied</h1><div class="captcha">Prove you are human to continue.</div>',
-)
 JS_LOADER = """<script>
 fetch({api}).then(r => r.json()).then(a => {{
   const el = (tag, cls, text) => {{ const e = document.createElement(tag);
@@ -95,52 +90,6 @@ def article_json(article: Article) -> str:
             "tags": article.tags,
         }
     )
-
-
-@dataclass
-class Guard:
-    """Bans a client address that makes more than ``limit`` requests within ``window`` seconds.
-
-    A banned address gets a 403 block page with a captcha marker for ``ban_seconds``; with
-    ``ban_seconds == 0`` it gets 429 with ``Retry-After`` until its rate falls under the limit.
-    """
-
-    limit: int = 30
-    window: float = 10.0
-    ban_seconds: float = 3600.0
-    seen: dict[str, deque[float]] = field(default_factory=dict)
-    banned_until: dict[str, float] = field(default_factory=dict)
-    # (time.monotonic(), client address, status) of every guarded request, in order
-    answers: list[tuple[float, str, int]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def check(self, address: str) -> tuple[int, dict[str, str], str] | None:
-        now = time.monotonic()
-        with self.lock:
-            verdict = self._check(address, now)
-            self.answers.append((now, address, verdict[0] if verdict else 200))
-            return verdict
-
-    def _check(self, address: str, now: float) -> tuple[int, dict[str, str], str] | None:
-        if self.banned_until.get(address, 0.0) > now:
-            return 403, {}, BLOCK_PAGE
-        hits = self.seen.setdefault(address, deque())
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            if self.ban_seconds > 0:
-                self.banned_until[address] = now + self.ban_seconds
-                return 403, {}, BLOCK_PAGE
-            retry = max(1, int(hits[0] + self.window - now + 0.999))
-            return 429, {"Retry-After": str(retry)}, "Too many requests"
-        hits.append(now)
-        return None
-
-    def minimum_seconds(self, requests: int, exits: int) -> float:
-        """The least time ``requests`` can take through ``exits`` client addresses: each
-        address may send ``limit`` at once, then ``limit`` a ``window``."""
-        per_window = self.limit * exits
-        return max(0, requests - per_window) / per_window * self.window
 
 
 class DemoSite:
@@ -216,6 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
     log: list[tuple[str, str]]
     failing: dict[str, int]
     slow_seconds: float = 60.0
+    set_cookie: str | None = None  # a session for a client of a guard that limits by cookie
     etags: bool = True
     latency: tuple[float, float] = (0.0, 0.0)
     protocol_version = "HTTP/1.1"
@@ -236,7 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = next((p for p in SECTIONS[1:] if path == p or path.startswith(p + "/")), "")
         rest = path[len(prefix) :] or "/"
         if prefix == "/guarded":
-            blocked = self.guard.check(self.client_address[0])
+            # a new client's first request already counts against the session it is given
+            cookie = self.set_cookie = self.guard.set_cookie(self.headers.get("Cookie"))
+            blocked = self.guard.check(
+                self.client_address[0], rest, cookie or self.headers.get("Cookie")
+            )
             if blocked:
                 status, headers, body = blocked
                 return self._send(status, body, headers=headers)
@@ -308,6 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self.set_cookie:
+            self.send_header("Set-Cookie", self.set_cookie)
+            self.set_cookie = None
         self.end_headers()
         self.wfile.write(data)
 
