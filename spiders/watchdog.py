@@ -46,6 +46,7 @@ class Watchdog:
         self.loop: task.LoopingCall | None = None
         self.closing: str | None = None
         self.closed = False
+        self.started = False  # the engine has been seen running
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Watchdog:
@@ -72,9 +73,11 @@ class Watchdog:
         engine = self.crawler.engine
         if engine is None or self.closing is not None:
             return
-        slot = engine._slot
-        if not engine.running or (slot is not None and slot.closing is not None):
-            # a stop began elsewhere: a signal, a CLOSESPIDER limit, the spider itself
+        if engine.running:
+            self.started = True
+        # a signal stopped the engine (a spider that finishes or a CLOSESPIDER limit
+        # closes it running, and the stall check below bounds that close)
+        if getattr(engine, "_stopping", False) or (self.started and not engine.running):
             self.deadline("shutdown")
             return
         now = self.clock.monotonic()
