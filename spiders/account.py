@@ -28,6 +28,9 @@ class GaveUp(IgnoreRequest):
 
 
 BROKEN_CHAIN = "harvest/broken_chain/"  # + the URL of a listing page given up on
+# + the URL of a suspected block kept as it came after its retries (spiders/middlewares/suspect.py)
+SUSPECT_KEPT = "harvest/suspect/kept/"
+SHOWN = 10  # pages named on an account line; the JSON account names them all
 # stats prefix -> how the account names the reason
 GIVE_UP = {
     "harvest/failed/": "",
@@ -65,6 +68,7 @@ def account(stats: dict[str, Any]) -> dict[str, Any]:
         "retries": int(stats.get("retry/count", 0))
         + int(stats.get("harvest/proxy/retries", 0))
         + int(stats.get("harvest/listing/retries", 0))
+        + int(stats.get("harvest/suspect/retries", 0))
         + throttled,
         "throttled_responses": throttled,
         "banned_responses": sum(int(e.get("bans", 0)) for e in exits.values()),
@@ -75,6 +79,12 @@ def account(stats: dict[str, Any]) -> dict[str, Any]:
         "given_up_total": sum(given_up.values()),
         # listing pages given up on, with about how many pages behind each were never seen
         "broken_chains": dict(sorted(broken.items())),
+        # 200 pages lacking what their pattern's pages had, each time one came back so
+        "suspected_blocks": int(stats.get("harvest/suspect/blocks", 0)),
+        # those that never came back whole: kept as they came, and counted as given up
+        "suspects_kept": sorted(
+            k[len(SUSPECT_KEPT) :] for k in stats if k.startswith(SUSPECT_KEPT)
+        ),
         "exits": dict(sorted(exits.items())),
         # ended by the watchdog after this many seconds without progress (0: it was not)
         "stalled_for": int(stats.get("harvest/stalled_for", 0)),
@@ -101,6 +111,15 @@ def describe(acc: dict[str, Any]) -> list[str]:
         lines.append(
             f"broken chain: listing page {url} lost, at least about {behind} pages behind it "
             "never seen"
+        )
+    if acc.get("suspected_blocks"):
+        kept = acc.get("suspects_kept", [])
+        lines.append(
+            f"suspected blocks: {acc['suspected_blocks']} responses lacked what their "
+            f"pattern's pages had; {len(kept)} pages still did after their retries and were "
+            "kept as they came (an item page goes to the gate)"
+            + (": " + ", ".join(kept[:SHOWN]) if kept else "")
+            + (f" and {len(kept) - SHOWN} more" if len(kept) > SHOWN else "")
         )
     if acc.get("stalled_for"):
         lines.append(f"stalled: no response, error or item for {acc['stalled_for']} s; ended")

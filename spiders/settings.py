@@ -34,6 +34,10 @@ DOWNLOADER_MIDDLEWARES = {
     "spiders.middlewares.proxypool.ProxyPoolMiddleware": 560,
     # like the pool, ahead of RetryMiddleware (550), for the direct connection
     "spiders.middlewares.pacing.PacingMiddleware": 565,
+    # suspected blocks (200 look-alikes): after the page checks (580) have dropped what cannot
+    # be read, before pacing (565) and the pool (560), which takes the flag put on a suspect
+    # answer through a proxy for a ban of that proxy
+    "spiders.middlewares.suspect.SuspectMiddleware": 570,
 }
 EXTENSIONS = {"spiders.progress.CrawlProgress": 500, "spiders.watchdog.Watchdog": 510}
 # nothing waits for ever (spiders/watchdog.py): a crawl with no response, download error
@@ -89,6 +93,25 @@ HARVEST_PACING_MAX_TRIES = 20
 # pacing middleware), before the account names it a broken chain
 HARVEST_LISTING_RETRIES = 6
 HARVEST_LISTING_BACKOFF = 2.0
+
+# suspected blocks (spiders/middlewares/suspect.py): a 200 page that lacks what the pages
+# of its pattern had (links, required fields, size), learned once LEARN pages of it came
+# back, SHARE of them with links or fields; far smaller than SIZE_RATIO of its pattern's
+# median; or a challenge phrase (MARKERS, regexes) on a page that yields nothing. It is sent
+# again up to RETRIES times, after a pause from PAUSE seconds doubling each try, then kept
+# as it came and counted as given up (a listing page as a broken chain)
+HARVEST_SUSPECT = True
+HARVEST_SUSPECT_LEARN = 3
+HARVEST_SUSPECT_SHARE = 0.8
+HARVEST_SUSPECT_SIZE_RATIO = 0.25
+HARVEST_SUSPECT_RETRIES = 3
+HARVEST_SUSPECT_PAUSE = 1.0
+HARVEST_SUSPECT_MARKERS = [
+    r"(?i)checking (if the site connection is secure|your browser)",
+    r"(?i)verify (that )?you are (a )?human",
+    r"(?i)enable javascript and cookies",
+    r"(?i)just a moment\.\.\.",
+]
 
 # a frontier in Redis shared by several crawl processes (spiders/frontier.py); set by
 # `harvest crawl --workers N`, which also sets SCHEDULER to spiders.frontier.RedisFrontier

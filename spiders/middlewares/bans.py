@@ -36,6 +36,8 @@ CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
 )
 # the proxy refused us (bad credentials): a proxy fault, not a ban by the site
 PROXY_AUTH_REQUIRED = 407
+# the flag spiders/middlewares/suspect.py puts on a 200 page it takes for a look-alike
+SUSPECT_FLAG = "suspected block"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class BanDetector:
         retry_after = parse_retry_after(response) if response.status in {429, 503} else 0.0
         if response.status in self.statuses:
             return Ban(f"status {response.status}", retry_after)
+        if suspect := next((f for f in response.flags if f.startswith(SUSPECT_FLAG)), None):
+            return Ban(suspect)
         if isinstance(response, TextResponse):
             for marker in self.markers:
                 if marker.search(response.text):

@@ -1,0 +1,416 @@
+"""Suspected blocks: 200 look-alike pages are told by what they lack, sent again, and
+never end a crawl quietly; a page that is empty for real still reaches the gate."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from scrapy.http import HtmlResponse
+
+from ingestion.lake import Lake
+from spiders import settings as defaults
+from spiders.account import account, describe
+from spiders.middlewares.bans import SUSPECT_FLAG, BanDetector
+from spiders.middlewares.suspect import Page, PageReader, PatternModel
+from spiders.recipe import BanPolicy, Field, Follow, Recipe
+from tests.conftest import last_json, run_harvest
+
+LAYOUT = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title} - Loopback Ledger</title></head>
+<body><header><a href="/page/1">Loopback Ledger</a></header>
+<main>{main}</main><footer>All the news that fits.</footer></body></html>"""
+PHRASES = (
+    None,
+    "Checking your browser before you reach the site.",
+    "Please verify you are human to continue.",
+    "Enable JavaScript and cookies to continue.",
+)
+# pages of each kind a new client gets whole: the crawl's learning, with room for answers
+# that arrive out of order
+WARM = defaults.HARVEST_SUSPECT_LEARN + 2
+RETRIES = defaults.HARVEST_SUSPECT_RETRIES
+
+
+def listing(page: int, pages: int, articles: list[str]) -> str:
+    items = "".join(f'<li><a href="/article/{a}">Story {escape(a)}</a></li>' for a in articles)
+    nav = f'<a class="next" href="/page/{page + 1}">Next</a>' if page < pages else ""
+    main = (
+        f'<h1>Page {page}</h1><ul class="articles">{items}</ul><nav class="pagination">{nav}</nav>'
+    )
+    return LAYOUT.format(title=f"Page {page}", main=main)
+
+
+def article(slug: str, words: int) -> str:
+    body = " ".join(f"word{n % 37}" for n in range(words))
+    main = (
+        f'<article><h1 class="title">Story {slug}</h1><p class="byline">By '
+        f'<span class="author">Ada Lovelace</span></p><div class="body"><p>{body}</p></div>'
+        "</article>"
+    )
+    return LAYOUT.format(title=f"Story {slug}", main=main)
+
+
+def lookalike(phrase: str | None, filler: int) -> str:
+    """The site's frame with a notice and none of the content: no links, no fields."""
+    notice = f"<p>{phrase}</p>" if phrase else ""
+    return LAYOUT.format(title="One moment", main=f"<h1>One moment</h1>{notice}" + " " * filler)
+
+
+def empty_article() -> str:
+    return LAYOUT.format(title="Story", main="<article></article>")
+
+
+@dataclass
+class Plan:
+    """The site, drawn from a seed: its shape, its look-alike and which pages it doubts."""
+
+    seed: int
+    pages: int
+    per_page: int
+    rate: float
+    phrase: str | None
+    filler: int
+    # path -> look-alikes it answers before the page itself (-1: for ever)
+    blocks: dict[str, int] = field(default_factory=dict)
+    empty: set[str] = field(default_factory=set)  # article pages empty for real
+
+    @classmethod
+    def draw(cls, seed: int) -> Plan:
+        rng = random.Random(seed)
+        plan = cls(seed, rng.randint(7, 8), rng.randint(3, 4), rng.uniform(0.15, 0.4),
+                   rng.choice(PHRASES), rng.randint(0, 600))  # fmt: skip
+        for path in plan.paths():
+            plan.blocks[path] = rng.randint(1, RETRIES) if rng.random() < plan.rate else 0
+        plan.blocks[f"/page/{plan.pages}"] = 1  # at least one, whatever the draw
+        return plan
+
+    def slugs(self, page: int) -> list[str]:
+        return [f"p{page}-{n}" for n in range(self.per_page)]
+
+    def paths(self) -> list[str]:
+        out = []
+        for page in range(1, self.pages + 1):
+            out += [f"/page/{page}"] + [f"/article/{s}" for s in self.slugs(page)]
+        return out
+
+    def __str__(self) -> str:
+        return (
+            f"seed {self.seed}: {self.pages} pages of {self.per_page}, soft-block rate "
+            f"{self.rate:.2f}, phrase {self.phrase!r}, filler {self.filler}"
+        )
+
+
+class DoubtingSite:
+    """A small news site on loopback that answers some requests of a client it has seen for
+    a while with a 200 look-alike page; what it answered is kept for the tests to check."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.lock = threading.Lock()
+        self.first_seen: dict[str, int] = Counter()  # per kind, pages requested so far
+        self.left: dict[str, int] = {}  # path -> look-alikes still to answer
+        self.lookalikes = 0
+        self.hits: Counter[str] = Counter()
+        handler = type("Handler", (_Handler,), {"site": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def answer(self, path: str) -> tuple[int, str]:
+        plan = self.plan
+        kind = "page" if path.startswith("/page/") else "article"
+        with self.lock:
+            self.hits[path] += 1
+            if path not in self.left:
+                # a new client is not doubted at once: its first pages of a kind come whole
+                doubted = self.first_seen[kind] >= WARM or plan.blocks.get(path, 0) < 0
+                self.first_seen[kind] += 1
+                self.left[path] = plan.blocks.get(path, 0) if doubted else 0
+            if self.left[path]:
+                self.left[path] -= self.left[path] > 0
+                self.lookalikes += 1
+                return 200, lookalike(plan.phrase, plan.filler)
+        if path.startswith("/page/"):
+            page = int(path.rsplit("/", 1)[1])
+            if 1 <= page <= plan.pages:
+                return 200, listing(page, plan.pages, plan.slugs(page))
+        slug = path.rsplit("/", 1)[1]
+        if path.startswith("/article/") and slug in {
+            s for p in range(plan.pages + 1) for s in plan.slugs(p)
+        }:
+            if path in plan.empty:
+                return 200, empty_article()
+            return 200, article(slug, 40 + sum(map(ord, slug)) % 120)
+        return 404, LAYOUT.format(title="Not found", main="<h1>Not found</h1>")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    site: DoubtingSite
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/robots.txt":
+            status, body = 200, "User-agent: *\nAllow: /\n"
+        else:
+            status, body = self.site.answer(self.path)
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(plan: Plan) -> Iterator[DoubtingSite]:
+    site = DoubtingSite(plan)
+    site.thread.start()
+    try:
+        yield site
+    finally:
+        site.httpd.shutdown()
+        site.httpd.server_close()
+
+
+RECIPE: dict[str, Any] = {
+    "allowed_domains": ["127.0.0.1"],
+    "allow_private": True,
+    "follow": [
+        {"allow": r"/page/\d+$", "restrict_css": "nav.pagination"},
+        {"allow": "/article/", "restrict_css": "ul.articles"},
+    ],
+    "item_urls": "/article/",
+    "fields": {
+        "title": {"css": "h1.title::text", "type": "str"},
+        "body": {"css": "div.body p::text", "type": "text"},
+        "author": {"css": "span.author::text", "type": "str"},
+    },
+    "text_field": "body",
+    # a short pause keeps the crawl small; how long it is does not change what is judged
+    "settings": {"HARVEST_SUSPECT_PAUSE": 0.05, "CONCURRENT_REQUESTS": 4},
+}
+
+
+def write_recipe(tmp_path: Path, name: str, site: DoubtingSite, **extra: Any) -> Path:
+    data = {**RECIPE, "name": name, "start_urls": [f"{site.url}/page/1"], **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def crawl(path: Path, env: dict[str, str], *extra: str) -> tuple[int, dict[str, Any], str]:
+    proc = run_harvest(["crawl", str(path), *extra], env, check=False, timeout=240)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, last_json(proc.stdout), proc.stderr
+
+
+def seed() -> int:
+    return random.randrange(1_000_000)
+
+
+# the pattern model, on pages built here
+
+
+def reader() -> PageReader:
+    recipe = Recipe(
+        name="t",
+        path="t.yaml",
+        start_urls=["http://site.test/page/1"],
+        allowed_domains=["site.test"],
+        follow=[Follow(r"/page/\d+$", "nav.pagination"), Follow("/article/", "ul.articles")],
+        item_urls="/article/",
+        fields={
+            "title": Field("title", "str", css="h1.title::text"),
+            "author": Field("author", "str", css="span.author::text"),
+            "tags": Field("tags", "list", css="li.tag::text", required=False),
+        },
+        text_field="title",
+    )
+    return PageReader(recipe, defaults.HARVEST_SUSPECT_MARKERS)
+
+
+def page_of(url: str, html: str) -> tuple[str, Page]:
+    r = reader()
+    return r.pattern(url), r.read(HtmlResponse(url, body=html.encode(), encoding="utf-8"))
+
+
+def taught(model: PatternModel, n: int, kind: str = "page") -> PatternModel:
+    for i in range(1, n + 1):
+        if kind == "page":
+            model.good(*page_of(f"http://site.test/page/{i}", listing(i, 99, [f"a{i}", "b"])))
+        else:
+            model.good(*page_of(f"http://site.test/article/a{i}", article(f"a{i}", 60)))
+    return model
+
+
+def test_a_listing_page_without_the_links_its_siblings_had_is_suspected() -> None:
+    model = taught(PatternModel(learn=3), 3)
+    key, lookalike_page = page_of("http://site.test/page/9", lookalike(None, 0))
+    assert key == "follow[0]"
+    reason = model.judge(key, lookalike_page)
+    assert reason is not None and "none of the links 3 of its 3 pages had" in reason
+    assert model.judge(*page_of("http://site.test/page/9", listing(9, 99, ["z"]))) is None
+    # the last page of a chain has article links, if no next link: not suspected
+    assert model.judge(*page_of("http://site.test/page/99", listing(99, 99, ["z"]))) is None
+
+
+def test_an_item_page_missing_every_required_field_is_suspected_and_one_missing_is_not() -> None:
+    model = taught(PatternModel(learn=3), 4, kind="article")
+    assert model.judge(*page_of("http://site.test/article/x", empty_article())) is not None
+    no_author = article("x", 60).replace('<span class="author">Ada Lovelace</span>', "")
+    assert model.judge(*page_of("http://site.test/article/x", no_author)) is None
+
+
+def test_nothing_is_suspected_before_a_pattern_is_learned_but_a_challenge_phrase() -> None:
+    model = taught(PatternModel(learn=3), 2)
+    plain = page_of("http://site.test/page/9", lookalike(None, 0))
+    assert model.judge(*plain) is None
+    phrased = page_of("http://site.test/page/9", lookalike(PHRASES[1], 0))
+    reason = model.judge(*phrased)
+    assert reason is not None and "challenge phrase" in reason
+    # a phrase on a page with everything its pattern has is no evidence at all
+    full = listing(9, 99, ["z"]).replace("<footer>", f"<footer>{PHRASES[3]}")
+    assert model.judge(*page_of("http://site.test/page/9", full)) is None
+
+
+def test_a_body_far_smaller_than_its_patterns_usual_is_suspected() -> None:
+    model = taught(PatternModel(learn=3, size_ratio=0.25), 3, kind="article")
+    key, page = page_of("http://site.test/article/x", article("x", 60))
+    small = Page(links=0, fields=2, size=page.size // 20)
+    reason = model.judge(key, small)
+    assert reason is not None and "bytes where its pattern's pages have about" in reason
+    assert model.judge(key, Page(0, 2, page.size // 2)) is None
+
+
+def test_a_pattern_whose_pages_are_often_empty_stops_expecting_what_they_lack() -> None:
+    model = taught(PatternModel(learn=3, share=0.8), 4, kind="article")
+    key, empty = page_of("http://site.test/article/x", empty_article())
+    kept = 0
+    while model.judge(key, empty) is not None:
+        model.kept(key, empty)
+        kept += 1
+    # fields on 4 pages of 5 are still the rule (share 0.8), on 4 of 6 no longer
+    assert kept == 2
+
+
+def test_the_pool_takes_a_flagged_response_for_a_ban() -> None:
+    response = HtmlResponse("http://site.test/page/2", body=b"<html></html>")
+    assert BanDetector(BanPolicy()).check(response) is None
+    flagged = response.replace(flags=[f"{SUSPECT_FLAG}: none of the links"])
+    ban = BanDetector(BanPolicy()).check(flagged)
+    assert ban is not None and ban.reason.startswith(SUSPECT_FLAG)
+
+
+def test_the_account_counts_suspects_and_names_those_kept() -> None:
+    url = "http://site.test/article/x"
+    stats = {
+        "harvest/suspect/blocks": 5,
+        "harvest/suspect/retries": 4,
+        "harvest/failed/suspected_block": 1,
+        f"harvest/suspect/kept/{url}": 4,
+    }
+    acc = account(stats)
+    assert acc["suspected_blocks"] == 5 and acc["suspects_kept"] == [url]
+    assert acc["given_up"] == {"suspected_block": 1} and acc["retries"] == 4
+    lines = describe(acc)
+    assert "gave up on 1 pages: 1 suspected_block" in lines
+    assert any(line.startswith("suspected blocks: 5 responses") and url in line for line in lines)
+    assert "suspected blocks" not in " ".join(describe(account({})))
+
+
+# crawls of a real site on loopback
+
+
+@pytest.mark.slow
+def test_transient_soft_blocks_are_sent_again_and_every_item_lands(
+    tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    plan = Plan.draw(seed())
+    with serving(plan) as site:
+        path = write_recipe(tmp_path, "doubted", site)
+        code, summary, stderr = crawl(path, lake_env, "--no-curate")
+        acc = summary["account"]
+        assert code == 0, f"{plan}\n{stderr}"
+        rows = Lake(lake_env["HARVEST_LAKE"]).read("raw/doubted").to_pylist()
+        assert len(rows) == plan.pages * plan.per_page, f"{plan}\n{stderr}"
+        assert all(r["title"] for r in rows), plan
+        # every look-alike served was taken for one, and sent again
+        assert acc["suspected_blocks"] == site.lookalikes >= 1, f"{plan}\n{stderr}"
+        assert acc["given_up_total"] == 0 and not acc["broken_chains"], plan
+        assert "account: gave up on no page" in stderr
+        assert f"account: suspected blocks: {site.lookalikes} responses" in stderr, plan
+
+
+@pytest.mark.slow
+def test_soft_blocks_that_never_lift_fail_the_crawl_and_name_what_was_lost(
+    tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    plan = Plan.draw(s := seed())
+    rng = random.Random(s + 1)
+    lost_page = rng.randint(WARM + 1, plan.pages)  # its articles and all behind it unseen
+    plan.blocks[f"/page/{lost_page}"] = -1
+    doomed = rng.sample([s for p in range(4, lost_page) for s in plan.slugs(p)], 2)
+    for slug in doomed:
+        plan.blocks[f"/article/{slug}"] = -1
+    with serving(plan) as site:
+        path = write_recipe(tmp_path, "doubted", site)
+        code, summary, stderr = crawl(path, lake_env, "--no-curate")
+        acc = summary["account"]
+        why = f"{plan}, lost page {lost_page}, doomed {doomed}\n{stderr}"
+        assert code == 3, why
+        assert "gave up on no page" not in stderr, why
+        assert acc["given_up"] == {"suspected_block": 3}, why
+        lost_url = f"{site.url}/page/{lost_page}"
+        assert list(acc["broken_chains"]) == [lost_url], why
+        assert f"account: broken chain: listing page {lost_url} lost" in stderr, why
+        kept = {f"{site.url}/article/{slug}" for slug in doomed}
+        assert set(acc["suspects_kept"]) == kept | {lost_url}, why
+        for url in kept:
+            assert url in stderr, why
+        # sent again until its retries ran out, then no more: no loop
+        assert site.hits[f"/page/{lost_page}"] == RETRIES + 1, why
+        rows = Lake(lake_env["HARVEST_LAKE"]).read("raw/doubted").to_pylist()
+        assert len(rows) == (lost_page - 1) * plan.per_page, why
+        assert {r["url"] for r in rows if r["title"] is None} == kept, why
+
+
+@pytest.mark.slow
+def test_a_page_empty_for_real_goes_to_the_gate_after_its_retries(
+    tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    plan = Plan.draw(seed())
+    plan.blocks.clear()  # a site that doubts no one
+    empty = f"/article/{plan.slugs(plan.pages)[-1]}"
+    plan.empty.add(empty)
+    with serving(plan) as site:
+        path = write_recipe(tmp_path, "empty", site, limits={"give_up": 1})
+        code, summary, stderr = crawl(path, lake_env)
+        acc = summary["account"]
+        why = f"{plan}\n{stderr}"
+        assert code == 0, why
+        assert site.hits[empty] == RETRIES + 1, why
+        assert acc["suspected_blocks"] == RETRIES + 1, why
+        assert acc["suspects_kept"] == [site.url + empty], why
+        assert acc["given_up"] == {"suspected_block": 1} and not acc["broken_chains"], why
+        assert f"kept as they came (an item page goes to the gate): {site.url + empty}" in stderr
+        lake = Lake(lake_env["HARVEST_LAKE"])
+        assert lake.read("raw/empty").num_rows == plan.pages * plan.per_page, why
+        assert site.url + empty in lake.read("quarantine/empty")["url"].to_pylist(), why
+        assert summary["quarantined"] >= 1, why
