@@ -11,6 +11,12 @@ ceiling, then slowly past it, so that throttles, and the pauses they cost, stay 
 throttle straight after a pause means the pause was too short, not the rate too high: the
 next pause is the ``Retry-After`` or, without one, twice the last.
 
+A block that outlasts that pause by far (nothing but throttles or block pages for
+``block_factor`` times the first pause) is a cost to learn from, not a pause to sit out:
+the rate goes down to what got through since the last such block, block included, and the
+request counts per window that led to it are capped from then on (spiders/windows.py), so
+neither the rate nor the burst that caused it comes back soon.
+
 ``Pacer.acquire`` hands a request the exit that can take one soonest, and waits until it
 can; a pause that begins while a request waits is honoured.
 """
@@ -26,6 +32,8 @@ from typing import Any
 
 from scrapy.utils.asyncio import sleep
 
+from spiders.windows import WindowCaps
+
 DIRECT = "direct"
 EXIT_META = "harvest_exit"  # the exit a request went through
 
@@ -38,6 +46,7 @@ class PaceSettings:
     probe_slow: float = 0.005  # and near or past it
     near: float = 0.97  # "well under" is below this share of the ceiling
     slow_latency: float = 3.0  # no probing while latency is this many times its best
+    block_factor: float = 3.0  # a block this many times its first pause is a long block
 
 
 @dataclass
@@ -55,17 +64,33 @@ class Pace:
     _in_a_row: int = 0  # throttles with nothing got through in between
     _best_latency: float = math.inf
     _latency: float = 0.0
+    windows: WindowCaps = field(default_factory=WindowCaps)
+    long_blocks: int = 0
+    _onset: float | None = None  # when the request that met the current block was sent
+    _onset_pause: float = 0.0  # and the pause it got
+    _streak_start: float = 0.0  # since the last long block
+    _streak_ok: int = 0
 
     def __post_init__(self) -> None:
-        self._cycle_start = self.clock()
+        self._cycle_start = self._streak_start = self.clock()
 
     def take(self) -> None:
         """One request goes now."""
         now = self.clock()
+        self.windows.sent(now)
+        if self.windows.caps:
+            # spread evenly under the caps rather than in bursts up to them, and no climb
+            # past them that would burst the moment one lapses
+            self.interval = max(self.interval, 1 / self.windows.rate(now))
         self.next_at = max(self.next_at, now) + self.interval
+        if self.windows.caps:
+            self.next_at = self.windows.earliest(self.next_at)
         self.sent += 1
 
     def ok(self, sent_at: float, latency: float | None = None) -> None:
+        if self._onset is not None and sent_at > self._onset:
+            self._block_over(sent_at)
+        self._streak_ok += 1
         self._cycle_ok += 1
         self._in_a_row = 0
         if latency is not None:
@@ -88,10 +113,26 @@ class Pace:
             self.interval /= 0.85
             self._reacted_at = self.clock()
 
+    def banned(self, sent_at: float) -> None:
+        """A block page. The proxy pool backs the exit off, so no pause here; but the rate
+        comes down as for a throttle, so that requests waiting for the exit do not all
+        rush it, and each be blocked, the moment it is back."""
+        if sent_at < self._reacted_at:
+            return
+        now = self.clock()
+        if self._onset is None:
+            self._onset, self._onset_pause = sent_at, self.settings.pause
+        if self._cycle_ok >= 2:
+            self._slow_down(now, self.settings.pause)
+        self._reacted_at = now
+        self._cycle_start, self._cycle_ok = now, 0
+
     def throttled(self, sent_at: float, retry_after: float = 0.0) -> float:
         """The site pushed back on a request sent at ``sent_at``; returns the pause."""
         now = self.clock()
         self.throttles += 1
+        if self._onset is None and sent_at >= self._reacted_at:
+            self._onset, self._onset_pause = sent_at, retry_after or self.settings.pause
         if sent_at < self._reacted_at:
             # sent before the last reaction: its answer was already taken into account
             self.next_at = max(self.next_at, now + retry_after)
@@ -99,13 +140,7 @@ class Pace:
         self._in_a_row += 1
         if self._cycle_ok >= 2:
             pause = retry_after or self.settings.pause
-            got = self._cycle_ok / (now - self._cycle_start + pause)
-            if self.interval:
-                self.ceiling = 1 / self.interval
-                # a short spell between throttles says little: at most halve the rate
-                self.interval = min(1 / got, 2 * self.interval)
-            else:
-                self.ceiling, self.interval = got, 1 / got
+            self._slow_down(now, pause)
         else:
             backoff = self.settings.pause * 2 ** (self._in_a_row - 1)
             pause = min(self.settings.max_pause, retry_after or backoff)
@@ -113,6 +148,35 @@ class Pace:
         self._reacted_at = now
         self._cycle_start, self._cycle_ok = now + pause, 0
         return pause
+
+    def _slow_down(self, now: float, pause: float) -> None:
+        """The rate becomes what got through since the last reaction, ``pause`` included."""
+        got = self._cycle_ok / (now - self._cycle_start + pause)
+        if self.interval:
+            self.ceiling = 1 / self.interval
+            # a short spell between throttles says little: at most halve the rate
+            self.interval = min(1 / got, 2 * self.interval)
+        else:
+            self.ceiling, self.interval = got, 1 / got
+
+    def _block_over(self, sent_at: float) -> None:
+        """The first answer to get through since the block began, sent at ``sent_at``."""
+        assert self._onset is not None
+        onset, self._onset = self._onset, None
+        length = sent_at - onset
+        if length < self.settings.block_factor * max(self._onset_pause, self.settings.pause):
+            return  # a pause sat out, as the site asked
+        self.long_blocks += 1
+        now = self.clock()
+        onset_rate = self.windows.learn(onset, self._streak_start, now, length)
+        if self._streak_ok:
+            # what got through, the block included, is all that rate was worth
+            got = self._streak_ok / max(sent_at - self._streak_start, 1e-3)
+            self.interval = max(self.interval, 1 / got)
+        self.ceiling = max(onset_rate, self.rate or 0.0)
+        self._streak_start, self._streak_ok = sent_at, 0
+        self._reacted_at = max(self._reacted_at, sent_at)
+        self.next_at = self.windows.earliest(max(self.next_at, now))
 
     @property
     def rate(self) -> float | None:
@@ -173,6 +237,8 @@ class Pacer:
             mine = out.setdefault(name, {"sent": 0, "throttled": 0})
             mine["sent"] += pace.sent
             mine["throttled"] += pace.throttles
+            if pace.long_blocks:
+                mine["long_blocks"] = mine.get("long_blocks", 0) + pace.long_blocks
             if pace.rate is not None:
                 mine.setdefault("rate_per_s", {})[host] = round(pace.rate, 2)
         return out

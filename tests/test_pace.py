@@ -183,3 +183,136 @@ def test_figures_name_every_exit() -> None:
     figures = pacer.figures()
     assert figures["direct"] == {"sent": 1, "throttled": 0, "rate_per_s": {"site": 2.0}}
     assert figures["127.0.0.1:3128"] == {"sent": 0, "throttled": 1}
+
+
+class BlockingSite:
+    """``limit`` requests a client in any ``window`` seconds; past it, blocked for ``block``
+    seconds with no Retry-After (a 429 or a block page, whichever: the pace sees a block)."""
+
+    def __init__(self, limit: int, window: float, block: float):
+        self.limit, self.window, self.block = limit, window, block
+        self.hits: deque[float] = deque()
+        self.blocked_until = -math.inf
+        self.blocks = 0
+
+    def answer(self, now: float) -> bool:
+        if now < self.blocked_until:
+            return False
+        while self.hits and self.hits[0] <= now - self.window:
+            self.hits.popleft()
+        if len(self.hits) >= self.limit:
+            self.blocked_until, self.blocks = now + self.block, self.blocks + 1
+            return False
+        self.hits.append(now)
+        return True
+
+
+def send_steadily(p: Pace, clock: Clock, rate: float, seconds: float) -> None:
+    """The pace set to ``rate``; a request as soon as it allows, each served."""
+    p.interval = 1 / rate
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now = max(clock.now, p.next_at)
+        p.take()
+        p.ok(clock.now, latency=0.005)
+
+
+def sit_out_block(p: Pace, clock: Clock, block: float, banned: bool = False) -> float:
+    """Every request throttled (or answered with a block page) for ``block`` seconds; then
+    one gets through. Returns when the block began."""
+    began = clock.now = max(clock.now, p.next_at)
+    while True:
+        clock.now = max(clock.now, p.next_at)
+        p.take()
+        if clock.now >= began + block:
+            p.ok(clock.now, latency=0.005)
+            return began
+        if banned:
+            p.banned(clock.now)
+            clock.now += 1.0  # the proxy pool's backoff
+        else:
+            p.throttled(clock.now)
+
+
+def max_in_window(sends: list[float], span: float, start: float, end: float) -> int:
+    inside = [t for t in sends if start <= t < end]
+    return max((sum(1 for u in inside if t - span < u <= t) for t in inside), default=0)
+
+
+@pytest.mark.parametrize("banned", [False, True])
+def test_a_long_block_caps_every_window_below_the_count_that_caused_it(banned: bool) -> None:
+    clock = Clock()
+    p = pace(clock)
+    send_steadily(p, clock, rate=20.0, seconds=12.0)  # 20 a second, then blocked
+    before = {span: p.windows.count(span, clock.now) for span in (1.0, 2.0, 5.0, 10.0)}
+    sit_out_block(p, clock, block=20.0, banned=banned)
+    assert p.long_blocks == 1
+    assert p.rate is not None and p.rate < 20.0 * 12 / (12 + 20) + 0.5  # the block's cost
+    cooldown = p.windows.caps[1.0].cooldown
+    assert cooldown >= 6 * 20.0
+    # as fast as the pace allows for the whole cooldown: no window reaches its blocking count
+    sends: list[float] = []
+    start = clock.now
+    while clock.now < start + cooldown:
+        clock.now = max(clock.now, p.next_at)
+        p.take()
+        p.ok(clock.now, latency=0.005)
+        sends.append(clock.now)
+    for span, blocked in before.items():
+        assert abs(p.windows.caps[span].blocked - blocked) <= 1  # counted when it began
+        first = max_in_window(sends, span, start, start + span * 3)
+        last = max_in_window(sends, span, start + cooldown - 3 * span, start + cooldown)
+        # well below it at first, climbing back slowly, never to it
+        assert first <= math.floor(0.8 * blocked) + 1, (span, first, blocked)
+        assert first < last < blocked, (span, first, last, blocked)
+
+
+def test_a_short_pause_sat_out_as_asked_is_no_long_block() -> None:
+    clock = Clock()
+    p = pace(clock)
+    send_steadily(p, clock, rate=20.0, seconds=3.0)
+    p.throttled(clock.now, retry_after=2.0)
+    clock.now = p.next_at
+    p.take()
+    p.ok(clock.now)
+    assert p.long_blocks == 0 and not p.windows.caps
+
+
+def test_a_block_after_the_first_burst_caps_only_the_shortest_window() -> None:
+    clock = Clock()
+    p = pace(clock)
+    for _ in range(30):  # unlimited: thirty at once
+        p.take()
+        clock.now += 0.003
+    sit_out_block(p, clock, block=15.0)
+    # a burst says nothing of a minute: only the shortest span is capped
+    assert list(p.windows.caps) == [1.0] and p.windows.caps[1.0].blocked == 31
+
+
+@pytest.mark.parametrize(
+    ("limit", "window", "block"), [(20, 2.0, 10.0), (10, 1.0, 8.0), (40, 5.0, 30.0), (6, 1.0, 5.0)]
+)
+def test_a_window_limit_with_long_blocks_is_learned_in_few_blocks(
+    limit: int, window: float, block: float
+) -> None:
+    """Always a request ready, answers 5 ms later, against N per W then a block of B."""
+    clock = Clock()
+    p, site = pace(clock), BlockingSite(limit, window, block)
+    start, served, late_served = clock.now, 0, 0
+    end = start + 600.0
+    while clock.now < end:
+        clock.now = max(clock.now, p.next_at)
+        p.take()
+        sent = clock.now
+        ok = site.answer(sent)
+        clock.now += 0.005
+        if ok:
+            served += 1
+            late_served += sent > start + 300.0
+            p.ok(sent, latency=0.005)
+        else:
+            p.throttled(sent)
+    allowed = limit / window
+    assert site.blocks <= 3, site.blocks  # a block costs B: few, then none
+    assert late_served / 300.0 >= 0.6 * allowed, (late_served / 300.0, allowed)
+    assert served / 600.0 >= 0.5 * allowed, (served / 600.0, allowed)

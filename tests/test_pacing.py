@@ -7,6 +7,7 @@ tests never assert a duration.
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from harvest.demosite import DemoSite, Guard, generate
+from harvest.demosite.guard import REGIMES
 from harvest.workers import free_port
 from ingestion.lake import Lake
 from tests import proxies
@@ -195,3 +197,37 @@ def test_a_listing_page_that_fails_for_a_while_is_waited_for(
     assert code == 0 and summary["account"]["broken_chains"] == {}
     assert summary["stats"]["harvest/listing/retries"] == 3
     assert_every_article_once(lake_env, len(open_site.site.articles))
+
+
+def draw_guard(rng: random.Random) -> tuple[Guard, str]:
+    """A limit regime of the family the demo site serves, with its parameters, and what it
+    is, in words. Soft blocks (200 look-alikes) are the page checks' concern: not drawn."""
+    limit, window = rng.randint(5, 12), rng.choice([1.0, 2.0])
+    regime, status = rng.choice(REGIMES), rng.choice([0, 429, 403])
+    block = round(rng.uniform(3, 5) * window, 1) if status else 0.0
+    listing = rng.choice([None, rng.randint(2, 4)])
+    key = rng.choice(["address", "cookie"])
+    guard = Guard(limit, window, block, regime, status or 403, listing, key)
+    words = f"{regime} {limit}/{window:g}s per {key}, listings {listing or 'alike'}, "
+    words += f"then blocked {block:g}s with {status}" if status else "then 429 + Retry-After"
+    return guard, words
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_regime_drawn_at_random_is_crawled_whole_through_proxies(
+    draw: int, tmp_path: Path, tinyproxies: list[proxies.TinyProxy], lake_env: dict[str, str]
+) -> None:
+    """The crawler is told nothing of the regime; HARVEST_TEST_SEED replays a draw."""
+    seed = int(os.environ.get("HARVEST_TEST_SEED") or random.randrange(2**32)) + draw
+    guard, words = draw_guard(random.Random(seed))
+    said = f"seed {seed}: {words}"
+    with DemoSite(generate(60, seed=seed % 1000), guard=guard) as server:
+        path = recipe(tmp_path, proxies={"urls": [p.url for p in tinyproxies]})
+        code, summary, stderr = crawl(path, server, lake_env)
+        articles = len(server.site.articles)
+    account = summary.get("account", {})
+    assert code == 0 and account.get("given_up_total") == 0, f"{said}: {account or stderr[-2000:]}"
+    urls = Counter(Lake(lake_env["HARVEST_LAKE"]).read("raw/paced")["url"].to_pylist())
+    assert len(urls) == articles and set(urls.values()) == {1}, said
+    clients = {address for _, address, _ in guard.answers}
+    assert clients <= {p.bind for p in tinyproxies}, said

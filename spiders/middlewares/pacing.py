@@ -5,7 +5,12 @@ waited in the proxy pool, which picks the proxy that can send soonest. Every ans
 teaches its exit's pace: a 429 or 503 slows it and pauses it for at least the
 ``Retry-After``, a dropped connection slows it, a good answer speeds it up. A throttled
 request is sent again, through whichever exit is free first; one still throttled after
-``HARVEST_PACING_MAX_TRIES`` is given up and counted.
+``HARVEST_PACING_MAX_TRIES`` is given up and counted. A block page (the recipe's ``ban``
+policy) is the proxy pool's to retry, but its pace notes it: a block that lasts far longer
+than a pause caps the exit's requests per window (spiders/windows.py).
+
+Each exit keeps its own cookies: a site that limits per session cookie would otherwise see
+one session spread over every proxy, and block them all at once.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from spiders.account import GaveUp
 from spiders.middlewares.bans import BanDetector, parse_retry_after
 from spiders.middlewares.proxypool import PROXY_META
 from spiders.pace import DIRECT, EXIT_META, pacer_for
+from spiders.recipe import BanPolicy, Recipe
 
 logger = logging.getLogger(__name__)
 THROTTLED = (429, 503)
@@ -32,12 +38,15 @@ SENT_META = "harvest_sent_at"
 # a request that must not go before this time.time() (wall clock: a request may travel to
 # another worker through the Redis frontier): a listing page's backoff
 NOT_BEFORE_META = "harvest_not_before"
+JAR_META = "harvest_cookiejar"  # the cookie jar this middleware chose, not the spider
 
 
 class PacingMiddleware:
     def __init__(self, crawler: Crawler):
         self.crawler = crawler
         self.pacer = pacer_for(crawler)
+        recipe: Recipe | None = getattr(crawler.spider, "recipe", None)
+        self.detector = BanDetector(recipe.ban if recipe is not None else BanPolicy())
         self.max_tries = crawler.settings.getint("HARVEST_PACING_MAX_TRIES")
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
@@ -56,6 +65,8 @@ class PacingMiddleware:
             host = urlparse_cached(request).hostname or ""
             request.meta[EXIT_META] = await self.pacer.acquire(host, lambda: (DIRECT,))
         request.meta[SENT_META] = self.pacer.clock()
+        if request.meta.get("cookiejar") == request.meta.get(JAR_META):
+            request.meta["cookiejar"] = request.meta[JAR_META] = request.meta.get(EXIT_META)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
         exit_ = request.meta.get(EXIT_META)
@@ -64,10 +75,12 @@ class PacingMiddleware:
         pace = self.pacer.pace(exit_, urlparse_cached(request).hostname or "")
         sent = request.meta.get(SENT_META, 0.0)
         if response.status not in THROTTLED:
-            if response.status < 400:
+            if self.detector.check(response) is not None:
+                # behind a proxy the pool backs that proxy off and retries elsewhere; on the
+                # direct connection retrying would only prolong it. A long one is learned.
+                pace.banned(sent)
+            elif response.status < 400:
                 pace.ok(sent, request.meta.get("download_latency"))
-            # a block page is a ban, not a pace: behind a proxy the pool backs that proxy
-            # off; on the direct connection retrying would only prolong it
             return response
         pause = pace.throttled(sent, parse_retry_after(response))
         self._inc(f"throttled/{exit_}")
@@ -100,6 +113,8 @@ class PacingMiddleware:
         assert stats is not None
         for name, figures in self.pacer.figures().items():
             stats.set_value(f"harvest/pace/sent/{name}", figures["sent"])
+            if blocks := figures.get("long_blocks"):
+                stats.set_value(f"harvest/pace/long_blocks/{name}", blocks)
             if rates := figures.get("rate_per_s"):
                 stats.set_value(f"harvest/pace/rate_per_s/{name}", round(sum(rates.values()), 2))
 
