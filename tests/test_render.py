@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ from ingestion.lake import Lake
 from spiders.recipe import BrowserOptions, load_recipe, parse_recipe
 from spiders.recipe_spider import RecipeSpider
 from spiders.render import BlockResources, render_meta, render_settings
+from tests import proxies
 from tests.conftest import ROOT, last_json, run_harvest
 
 DEMO_JS = yaml.safe_load((ROOT / "sources" / "demo_js.yaml").read_text())
@@ -95,7 +102,7 @@ def test_render_settings_add_to_the_project_and_the_recipe_overrides(tmp_path: P
     recipe = parse_recipe(raw, "demo_js.yaml")
     config = Config(lake=str(tmp_path / "lake"))
     settings = crawl_settings(config, recipe, "crawl-1", progress=False)
-    handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+    handler = "spiders.render.RenderHandler"
     assert settings.getdict("DOWNLOAD_HANDLERS") == {"http": handler, "https": handler}
     middlewares = settings.getdict("DOWNLOADER_MIDDLEWARES")
     assert "spiders.render.BrowserBudget" in middlewares
@@ -279,3 +286,254 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     for article in empty:
         assert f"gave up on {small_site.url}/js{article.path}" in log
     assert summary["account"]["given_up"] == {"TimeoutError": len(empty)}
+
+
+# ---- with Chromium, through real proxies
+
+# a crawl that hangs fails its test instead
+CRAWL_TIMEOUT = 240
+
+
+@pytest.fixture
+def tinyproxies(tmp_path: Path) -> Iterator[list[proxies.TinyProxy]]:
+    workdir = tmp_path / "tinyproxy"
+    workdir.mkdir()
+    started = proxies.start(4, workdir)
+    try:
+        yield started
+    finally:
+        proxies.stop(started)
+
+
+def through(env: dict[str, str], pool: list[proxies.TinyProxy]) -> dict[str, str]:
+    return {**env, "HARVEST_CRAWL_PROXIES": ",".join(p.url for p in pool)}
+
+
+def rows_by_url(env: dict[str, str], source: str = "demo_js") -> Counter[str]:
+    return Counter(
+        Lake(env["HARVEST_LAKE"]).read(f"raw/{source}", columns=["url"])["url"].to_pylist()
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_site() -> Iterator[DemoSite]:
+    with DemoSite(generate(16, seed=5)) as server:
+        yield server
+
+
+def article_urls(server: DemoSite, sections: tuple[str, ...] = ("/js",)) -> set[str]:
+    return {f"{server.url}{s}{a.path}" for s in sections for a in server.site.articles}
+
+
+@pytest.mark.slow
+def test_a_rendered_crawl_through_four_proxies_gets_each_page_once(
+    tiny_site: DemoSite,
+    browser_env: dict[str, str],
+    tinyproxies: list[proxies.TinyProxy],
+) -> None:
+    env = through(browser_env, tinyproxies)
+    before = len(tiny_site.requests)
+    proc = run_harvest(
+        ["crawl", "demo_js", "--no-curate", "--start-url", tiny_site.url + "/js/"],
+        env,
+        timeout=CRAWL_TIMEOUT,
+    )
+    summary: dict[str, Any] = last_json(proc.stdout)
+    seen = tiny_site.requests[before:]
+    n = len(tiny_site.site.articles)
+    assert summary["items"] == n
+    assert rows_by_url(env) == Counter(dict.fromkeys(article_urls(tiny_site), 1))
+    assert api_hits([path for _, path in seen]) == Counter(
+        {f"/js/api/{a.slug}.json": 1 for a in tiny_site.site.articles}
+    )
+    # every proxy rendered pages, the site saw none but through them
+    assert {address for address, path in seen if path.startswith("/js/api/")} == {
+        p.bind for p in tinyproxies
+    }
+    stats = summary["stats"]
+    assert stats["playwright/page_count/max_concurrent"] <= 4
+    assert "harvest/browser/failed" not in stats
+    assert summary["account"]["given_up_total"] == 0
+
+
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen[str], what: str, timeout: float = 120
+) -> None:
+    """Polls ``condition`` until it holds; fails if the crawl ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the crawl ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout:.0f}s"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_proxy_killed_mid_crawl_loses_no_page(
+    small_site: DemoSite,
+    browser_env: dict[str, str],
+    tinyproxies: list[proxies.TinyProxy],
+) -> None:
+    """Whichever proxy dies, whenever: drawn afresh each run, and named if it fails."""
+    victim = random.choice(tinyproxies)
+    landed = random.randint(1, 4)  # rendered pages through it before it dies
+    drawn = f"proxy {tinyproxies.index(victim)} killed after {landed} pages through it"
+    env = through(browser_env, tinyproxies)
+    before = len(small_site.requests)
+    args = ["crawl", "demo_js", "--no-curate", "--start-url", small_site.url + "/js/"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harvest.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def landed_through_victim() -> bool:
+            seen = small_site.requests[before:]
+            hits = sum(a == victim.bind and p.startswith("/js/api/") for a, p in seen)
+            return hits >= landed
+
+        wait_for(landed_through_victim, proc, f"{landed} pages through the victim")
+        os.kill(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        out, err = proc.communicate(timeout=CRAWL_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, f"{drawn}:\n{err}"
+    summary: dict[str, Any] = last_json(out)
+    n = len(small_site.site.articles)
+    assert summary["items"] == n, drawn
+    assert rows_by_url(env) == Counter(dict.fromkeys(article_urls(small_site), 1)), drawn
+    assert summary["account"]["given_up_total"] == 0, drawn
+    stats = summary["stats"]
+    # its pages in flight failed, and went through the others
+    assert stats.get(f"harvest/proxy/failures/{victim.name}", 0) >= 1, drawn
+    assert stats["playwright/page_count/max_concurrent"] <= 4, drawn
+
+
+def mixed_recipe(server: DemoSite) -> dict[str, Any]:
+    """The plain section's articles fetched plainly, the JS section's rendered."""
+    recipe = demo_js()
+    recipe["start_urls"] = [server.url + "/js/", server.url + "/"]
+    recipe["follow"] = [
+        {"allow": r"/page/\d+$", "restrict_css": "nav.pagination"},
+        {"allow": "/js/article/", "restrict_css": "ul.articles", "render": "browser"},
+        {"allow": r"://[^/]+/article/", "restrict_css": "ul.articles"},
+    ]
+    recipe["item_urls"] = "/article/"
+    return recipe
+
+
+@pytest.mark.slow
+def test_rendered_and_plain_pages_through_four_proxies_each_once(
+    tiny_site: DemoSite,
+    browser_env: dict[str, str],
+    tinyproxies: list[proxies.TinyProxy],
+    tmp_path: Path,
+) -> None:
+    """Under bounds on pages, pages a context and contexts kept, drawn afresh each run
+    (and named if it fails), a context per proxy never starves the others."""
+    pages = random.randint(1, 4)
+    limits = {
+        "HARVEST_BROWSER_PAGES": pages,
+        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": random.randint(1, pages),
+        "HARVEST_BROWSER_CONTEXTS": random.randint(1, 4),
+    }
+    recipe = {**mixed_recipe(tiny_site), "settings": limits}
+    env = through(browser_env, tinyproxies)
+    before = len(tiny_site.requests)
+    proc = run_harvest(
+        ["crawl", write(tmp_path, recipe), "--no-curate"], env, timeout=CRAWL_TIMEOUT
+    )
+    summary: dict[str, Any] = last_json(proc.stdout)
+    seen = [path for _, path in tiny_site.requests[before:]]
+    articles = tiny_site.site.articles
+    assert summary["items"] == 2 * len(articles), limits
+    expected = article_urls(tiny_site, ("", "/js"))
+    assert rows_by_url(env) == Counter(dict.fromkeys(expected, 1)), limits
+    fetched = Counter(p for p in seen if "/article/" in p or p.startswith("/js/api/"))
+    assert fetched == Counter(
+        [a.path for a in articles]
+        + [f"/js{a.path}" for a in articles]
+        + [f"/js/api/{a.slug}.json" for a in articles]
+    ), limits
+    stats = summary["stats"]
+    assert stats["playwright/page_count/max_concurrent"] <= pages, limits
+    assert summary["account"]["given_up_total"] == 0, limits
+
+
+class _HungPageHandler(BaseHTTPRequestHandler):
+    """A listing of articles, one of which runs a script that never yields: its renderer
+    is busy for good, so nothing Playwright asks of the page returns."""
+
+    protocol_version = "HTTP/1.1"
+    articles = 6
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/robots.txt":
+            body = "User-agent: *\nAllow: /\n"
+        elif self.path == "/":
+            links = [f"/a/{i}" for i in range(self.articles)] + ["/a/hung"]
+            body = "<ul>" + "".join(f'<li><a href="{u}">{u}</a></li>' for u in links) + "</ul>"
+        elif self.path == "/a/hung":
+            body = "<script>while (true) {}</script><h1>never read</h1>"
+        else:
+            body = f"<h1>{self.path}</h1><div class='body'><p>{'words ' * 20}</p></div>"
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def hung_site() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HungPageHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_a_page_that_never_answers_is_closed_and_given_up(
+    hung_site: str, browser_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Playwright has no timeout for reading a page's content: the render's deadline ends
+    it, closes its page, and the crawl goes on."""
+    recipe = {
+        "name": "hung",
+        "start_urls": [hung_site + "/"],
+        "allowed_domains": ["127.0.0.1"],
+        "allow_private": True,
+        "render": "browser",
+        "follow": [{"allow": "/a/"}],
+        "item_urls": "/a/",
+        "fields": {"title": {"css": "h1::text", "type": "str"}},
+        # at commit the script already holds the renderer; a second of timeout makes the
+        # render's deadline short, and one try is enough to see it
+        "browser": {"wait_until": "commit", "timeout": 1},
+        "settings": {"RETRY_TIMES": 0},
+        "limits": {"give_up": 1},
+    }
+    path = tmp_path / "hung.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = run_harvest(["crawl", str(path), "--no-curate"], browser_env, timeout=CRAWL_TIMEOUT)
+    summary: dict[str, Any] = last_json(proc.stdout)
+    assert summary["items"] == _HungPageHandler.articles
+    assert summary["account"]["given_up"] == {"RenderTimeoutError": 1}
+    stats = summary["stats"]
+    assert stats["harvest/browser/timeouts"] == 1
+    # the stuck page was closed, and so were the rest at the end
+    assert stats["harvest/browser/pages_closed"] == stats["playwright/page_count"]
