@@ -24,6 +24,7 @@ from spiders.account import account, describe
 from spiders.middlewares.bans import SUSPECT_FLAG, BanDetector
 from spiders.middlewares.suspect import Page, PageReader, PatternModel
 from spiders.recipe import BanPolicy, Field, Follow, Recipe
+from tests import proxies
 from tests.conftest import last_json, run_harvest
 
 LAYOUT = """<!doctype html>
@@ -118,7 +119,8 @@ class DoubtingSite:
     def __init__(self, plan: Plan):
         self.plan = plan
         self.lock = threading.Lock()
-        self.first_seen: dict[str, int] = Counter()  # per kind, pages requested so far
+        # per (client address, kind), pages requested so far
+        self.first_seen: Counter[tuple[str, str]] = Counter()
         self.left: dict[str, int] = {}  # path -> look-alikes still to answer
         self.lookalikes = 0
         self.hits: Counter[str] = Counter()
@@ -131,9 +133,9 @@ class DoubtingSite:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def answer(self, path: str) -> tuple[int, str]:
+    def answer(self, client: str, path: str) -> tuple[int, str]:
         plan = self.plan
-        kind = "page" if path.startswith("/page/") else "article"
+        kind = client, "page" if path.startswith("/page/") else "article"
         with self.lock:
             self.hits[path] += 1
             if path not in self.left:
@@ -166,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/robots.txt":
             status, body = 200, "User-agent: *\nAllow: /\n"
         else:
-            status, body = self.site.answer(self.path)
+            status, body = self.site.answer(self.client_address[0], self.path)
         data = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -414,3 +416,33 @@ def test_a_page_empty_for_real_goes_to_the_gate_after_its_retries(
         assert lake.read("raw/empty").num_rows == plan.pages * plan.per_page, why
         assert site.url + empty in lake.read("quarantine/empty")["url"].to_pylist(), why
         assert summary["quarantined"] >= 1, why
+
+
+@pytest.fixture(scope="module")
+def tinyproxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[proxies.TinyProxy]]:
+    started = proxies.start(3, tmp_path_factory.mktemp("tinyproxy"))
+    try:
+        yield started
+    finally:
+        proxies.stop(started)
+
+
+@pytest.mark.slow
+def test_through_proxies_a_suspected_block_bans_its_proxy_and_every_item_lands(
+    tmp_path: Path, lake_env: dict[str, str], tinyproxies: list[proxies.TinyProxy]
+) -> None:
+    plan = Plan.draw(seed())
+    with serving(plan) as site:
+        urls = [p.url for p in tinyproxies]
+        path = write_recipe(tmp_path, "proxied", site, proxies=urls, ban={"backoff_base": 0.1})
+        code, summary, stderr = crawl(path, lake_env, "--no-curate")
+        acc = summary["account"]
+        why = f"{plan}\n{stderr}"
+        assert code == 0 and acc["given_up_total"] == 0, why
+        rows = Lake(lake_env["HARVEST_LAKE"]).read("raw/proxied").to_pylist()
+        assert sorted(r["url"] for r in rows if r["title"]) == sorted(
+            f"{site.url}/article/{s}" for p in range(1, plan.pages + 1) for s in plan.slugs(p)
+        ), why
+        assert acc["suspected_blocks"] == site.lookalikes >= 1, why
+        # each one taken for a ban of the proxy it came through, and sent through another
+        assert acc["banned_responses"] == site.lookalikes, why
