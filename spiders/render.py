@@ -21,8 +21,7 @@ from scrapy.http import Request, Response
 
 from spiders.pagepool import CONTEXTS, PAGES
 from spiders.recipe import BrowserOptions, Recipe
-from spiders.renderhandler import RenderHandler as RenderHandler
-from spiders.renderhandler import forgotten, render_deadline
+from spiders.renderhandler import RenderHandler, forgotten, render_deadline
 
 if TYPE_CHECKING:
     from playwright.async_api import Request as PlaywrightRequest
@@ -38,8 +37,7 @@ CHROMIUM_ARGS = (
     # a reused page would keep every page it left in the back/forward cache
     "--disable-features=BackForwardCache",
 )  # fmt: skip
-# RenderHandler's path in settings, as it always was: the class is spiders.renderhandler's
-HANDLER = "spiders.render.RenderHandler"
+HANDLER = "spiders.renderhandler.RenderHandler"
 
 
 def render_meta(options: BrowserOptions) -> dict[str, Any]:

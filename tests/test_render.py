@@ -102,7 +102,7 @@ def test_render_settings_add_to_the_project_and_the_recipe_overrides(tmp_path: P
     recipe = parse_recipe(raw, "demo_js.yaml")
     config = Config(lake=str(tmp_path / "lake"))
     settings = crawl_settings(config, recipe, "crawl-1", progress=False)
-    handler = "spiders.render.RenderHandler"
+    handler = "spiders.renderhandler.RenderHandler"
     assert settings.getdict("DOWNLOAD_HANDLERS") == {"http": handler, "https": handler}
     middlewares = settings.getdict("DOWNLOADER_MIDDLEWARES")
     assert "spiders.render.BrowserBudget" in middlewares
