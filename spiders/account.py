@@ -114,12 +114,17 @@ def describe(acc: dict[str, Any]) -> list[str]:
         )
     if acc.get("suspected_blocks"):
         kept = acc.get("suspects_kept", [])
+        outcome = (
+            f"{len(kept)} pages still did after their retries and were kept as they came "
+            "(an item page goes to the gate): "
+            + ", ".join(kept[:SHOWN])
+            + (f" and {len(kept) - SHOWN} more" if len(kept) > SHOWN else "")
+            if kept
+            else "each page came back whole when sent again"
+        )
         lines.append(
             f"suspected blocks: {acc['suspected_blocks']} responses lacked what their "
-            f"pattern's pages had; {len(kept)} pages still did after their retries and were "
-            "kept as they came (an item page goes to the gate)"
-            + (": " + ", ".join(kept[:SHOWN]) if kept else "")
-            + (f" and {len(kept) - SHOWN} more" if len(kept) > SHOWN else "")
+            f"pattern's pages had; {outcome}"
         )
     if acc.get("stalled_for"):
         lines.append(f"stalled: no response, error or item for {acc['stalled_for']} s; ended")

@@ -13,9 +13,11 @@ its pattern's median (``HARVEST_SUSPECT_SIZE_RATIO``). A challenge phrase
 even before the pattern is learned, but on its own it proves nothing (a site may print
 "enable JavaScript" on every page).
 
-A suspected block is sent again, like a ban: through a proxy, the pool backs that proxy
-off and retries elsewhere (it sees the response flagged, see ``bans.SUSPECT_FLAG``); on
-the direct connection it waits a pause that doubles with each try. After
+A suspected block is taken as a 429 and a ban at once: its exit's pace pauses and slows
+(spiders/pace.py), since such sites mostly doubt a client that goes too fast; through a
+proxy the pool also backs that proxy off and retries elsewhere (it sees the response
+flagged, see ``bans.SUSPECT_FLAG``); on the direct connection the page waits a pause of
+its own that doubles with each try (``HARVEST_SUSPECT_PAUSE``). After
 ``HARVEST_SUSPECT_RETRIES`` tries the page is kept as it came, since a page may be empty
 for real: an item page goes on to the gate, a listing page to the spider. Either way it
 is counted as given up (``harvest/failed/suspected_block``) and named in the account,
@@ -37,12 +39,13 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
+from scrapy.utils.httpobj import urlparse_cached
 
 from spiders.account import BROKEN_CHAIN
 from spiders.middlewares.bans import SUSPECT_FLAG
-from spiders.middlewares.pacing import NOT_BEFORE_META
+from spiders.middlewares.pacing import NOT_BEFORE_META, SENT_META
 from spiders.middlewares.proxypool import PROXY_META
-from spiders.pace import EXIT_META
+from spiders.pace import EXIT_META, pacer_for
 from spiders.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -176,6 +179,7 @@ class SuspectMiddleware:
         self.crawler = crawler
         self.reader, self.model = reader, model
         self.retries, self.pause = retries, pause
+        self.pacer = pacer_for(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> SuspectMiddleware:
@@ -211,6 +215,11 @@ class SuspectMiddleware:
             return self._keep(request, response, key, page, reason)
         logger.info("suspected block of %s (%s): try %d", request.url, reason, tries + 1)
         request.meta[TRIES_META] = tries
+        if (exit_ := request.meta.get(EXIT_META)) is not None:
+            # a look-alike is how such a site says "slow down": like a 429, the exit pauses
+            # and its pace learns (spiders/pace.py)
+            pace = self.pacer.pace(exit_, urlparse_cached(request).hostname or "")
+            pace.throttled(request.meta.get(SENT_META, 0.0))
         if PROXY_META in request.meta:
             # the pool, next, takes it for a ban: backs that proxy off, retries (and counts
             # the retry) through another
