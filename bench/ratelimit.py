@@ -1,15 +1,19 @@
 """Rate-limit benchmark: every crawler's defaults against a site that answers 429, one run.
 
 ``python -m bench.ratelimit [--articles N] [--limit L] [--window W] [--proxies P]
-[--quick] [--rows abcdef]``
+[--quick] [--rows abcdef] [--regimes retry-after,long-block] [--block-limit BL]
+[--block-window BW] [--block-seconds B]``
 
 The demo site's ``/guarded/`` section, served from its own process, lets each client
 address make ``L`` requests in any ``W`` seconds and answers 429 with ``Retry-After``
-past that. ``P`` tinyproxies on loopback, started once, connect out from their own
-addresses (127.0.0.2, ...), so the site sees each as a client of its own. Each crawler
-runs in its own child process, after a reset of the site's guard. The site counts what
-each crawler obtained and when; the least time the limit allows for the row's exits is
-``Guard.minimum_seconds``. Prints a table and writes ``bench/results/ratelimit.json``.
+past that (regime ``retry-after``); or ``BL`` requests in any ``BW`` seconds, then blocks
+the address for ``B`` seconds with 429 and no ``Retry-After`` (regime ``long-block``).
+Every row runs once per regime, and says which. ``P`` tinyproxies on loopback, started
+once, connect out from their own addresses (127.0.0.2, ...), so the site sees each as a
+client of its own. Each crawler runs in its own child process, after a reset of the
+site's guard. The site counts what each crawler obtained and when; the least time the
+limit allows for the row's exits is ``Guard.minimum_seconds``. Prints a table and writes
+``bench/results/ratelimit.json``.
 """
 
 from __future__ import annotations
@@ -114,13 +118,14 @@ def command(row: Row, url: str, proxy_urls: list[str], recipe: Path | None) -> l
 
 
 def run_row(
-    row: Row, site: SiteProcess, proxy_urls: list[str], guard: Guard, articles: int
+    row: Row, site: SiteProcess, proxy_urls: list[str], guard: Guard, articles: int, regime: str
 ) -> dict[str, Any]:
     exits = len(proxy_urls) if row.proxied else 1
     listings = -(-articles // PER_PAGE)
     needed = articles + listings
     minimum = guard.minimum_seconds(needed, exits)
-    result: dict[str, Any] = {"row": row.key, "name": row.name, "exits": exits}
+    result: dict[str, Any] = {"regime": regime, "row": row.key, "name": row.name}
+    result["exits"] = exits
     result.update(articles=articles, listings=listings, minimum_seconds=round(minimum, 2))
     if row.unavailable:
         return {**result, "status": row.unavailable}
@@ -203,13 +208,13 @@ def summarise(reported: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = f"{'row':<44} {'articles':>15} {'listings':>8} {'exit':>4} {'wall s':>7}"
+    head = f"{'regime':<11} {'row':<44} {'articles':>15} {'listings':>8} {'exit':>4} {'wall s':>7}"
     head += f" {'span s':>7} {'min s':>7} {'span/min':>8} {'429s':>6}"
     lines = [head, "-" * len(head)]
     for r in results:
-        name = f"({r['row']}) {r['name']}"
+        name = f"{r['regime']:<11} {'(' + r['row'] + ') ' + r['name']:<44}"
         if "articles_200" not in r:
-            lines.append(f"{name:<44} {r['status']}")
+            lines.append(f"{name} {r['status']}")
             continue
         got = f"{r['articles_200']} ({r['articles_pct']:.0f}%)"
         listings = f"{r['listings_200']}/{r['listings']}"
@@ -217,7 +222,7 @@ def table(results: list[dict[str, Any]]) -> str:
         ratio = "-" if r["span_over_minimum"] is None else f"{r['span_over_minimum']:.2f}"
         cells = f"{got:>15} {listings:>8} {code:>4} {r['wall_seconds']:>7.1f}"
         cells += f" {r['span_seconds']:>7.1f} {r['minimum_seconds']:>7.1f} {ratio:>8}"
-        line = f"{name:<44} {cells} {r['statuses'].get('429', 0):>6}"
+        line = f"{name} {cells} {r['statuses'].get('429', 0):>6}"
         if r["status"] != "ok":
             line += f"  {r['status']}"
         lines.append(line)
@@ -232,6 +237,12 @@ def main() -> None:
     parser.add_argument("--proxies", type=int, default=4, help="tinyproxies, one exit each")
     parser.add_argument("--quick", action="store_true", help="300 articles: a check")
     parser.add_argument("--rows", default="abcdef", help="which rows to run, e.g. aef")
+    parser.add_argument(
+        "--regimes", default="retry-after,long-block", help="which, comma-separated"
+    )
+    parser.add_argument("--block-limit", type=int, default=20, help="long-block: requests a window")
+    parser.add_argument("--block-window", type=float, default=2.0, help="long-block: seconds")
+    parser.add_argument("--block-seconds", type=float, default=10.0, help="long-block: block")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
@@ -251,20 +262,32 @@ def main() -> None:
         for row in todo:
             row.unavailable = missing if row.key == "d" else row.unavailable
 
-    guard = Guard(args.limit, args.window, ban_seconds=0)
+    guards = {
+        "retry-after": Guard(args.limit, args.window, 0),
+        "long-block": Guard(
+            args.block_limit, args.block_window, args.block_seconds, ban_status=429
+        ),
+    }
+    regimes = [r for r in args.regimes.split(",") if r]
+    if unknown := set(regimes) - set(guards):
+        parser.error(f"--regimes: {', '.join(sorted(unknown))}: one of {', '.join(guards)}")
     listings = -(-args.articles // PER_PAGE)
+    pages = args.articles + listings
     report: dict[str, Any] = {"machine": machine()}
     report["machine"]["versions"]["scrapy-rotating-proxies"] = rotating_version()
-    report["site"] = {
-        "articles": args.articles,
-        "listings": listings,
-        "limit": args.limit,
-        "window_seconds": args.window,
-        "proxies": args.proxies,
-        "minimum_seconds": {
-            "proxies": round(guard.minimum_seconds(args.articles + listings, args.proxies), 2),
-            "direct": round(guard.minimum_seconds(args.articles + listings, 1), 2),
-        },
+    report["site"] = {"articles": args.articles, "listings": listings, "proxies": args.proxies}
+    report["regimes"] = {
+        name: {
+            "limit": guards[name].limit,
+            "window_seconds": guards[name].window,
+            "block_seconds": guards[name].ban_seconds,
+            "retry_after": not guards[name].ban_seconds,
+            "minimum_seconds": {
+                "proxies": round(guards[name].minimum_seconds(pages, args.proxies), 2),
+                "direct": round(guards[name].minimum_seconds(pages, 1), 2),
+            },
+        }
+        for name in regimes
     }
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-tinyproxy-") as tmp:
@@ -272,24 +295,35 @@ def main() -> None:
         try:
             proxy_urls = [p.url for p in started]
             report["site"]["proxy_addresses"] = [p.bind for p in started]
-            with SiteProcess(args.articles, args.limit, args.window) as site:
-                for row in todo:
-                    print(f"({row.key}) {row.name} ...", file=sys.stderr)
-                    results.append(run_row(row, site, proxy_urls, guard, args.articles))
+            for regime in regimes:
+                guard = guards[regime]
+                limits = (guard.limit, guard.window, guard.ban_seconds)
+                with SiteProcess(args.articles, *limits) as site:
+                    for row in todo:
+                        print(f"{regime} ({row.key}) {row.name} ...", file=sys.stderr)
+                        results.append(run_row(row, site, proxy_urls, guard, args.articles, regime))
         finally:
             tinyproxies.stop(started)
     report["rows"] = results
 
-    site = report["site"]
     print(f"\nrate-limit benchmark, {report['machine']['date']}, {os.cpu_count()} CPUs")
     print(
-        f"site: /guarded/, {args.articles} articles + {listings} listing pages; 429 past "
-        f"{args.limit} requests per address in {args.window:g} s; {args.proxies} tinyproxies"
+        f"site: /guarded/, {args.articles} articles + {listings} listing pages; "
+        f"{args.proxies} tinyproxies"
     )
-    print(
-        f"least time the limit allows: {site['minimum_seconds']['proxies']} s through "
-        f"{args.proxies} exits, {site['minimum_seconds']['direct']} s through one\n"
-    )
+    for name, regime in report["regimes"].items():
+        past = (
+            "429 + Retry-After"
+            if regime["retry_after"]
+            else (f"blocked {regime['block_seconds']:g} s (429, no Retry-After)")
+        )
+        least = regime["minimum_seconds"]
+        print(
+            f"{name}: {past} past {regime['limit']} requests per address in "
+            f"{regime['window_seconds']:g} s; least time {least['proxies']} s through "
+            f"{args.proxies} exits, {least['direct']} s through one"
+        )
+    print()
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

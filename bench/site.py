@@ -7,9 +7,11 @@ first and last were asked for, so every crawler is counted the same way, by the 
 
 ``--guard-limit L --guard-window W`` makes ``/guarded/`` answer 429 with ``Retry-After`` to
 a client address past ``L`` requests in ``W`` seconds (without them: the demo site's own
-guard, which bans). ``/__bench__/guarded`` reports the guarded answers since the last
-reset: 200s and 429s per client address, unique article and listing pages answered 200,
-and when the first and last guarded requests came. The reset also clears the guard.
+guard, which bans); ``--guard-block B`` then blocks such an address for ``B`` seconds
+instead, with 429 and no ``Retry-After``. ``/__bench__/guarded`` reports the guarded
+answers since the last reset: 200s and 429s per client address, unique article and listing
+pages answered 200, and when the first and last guarded requests came. The reset also
+clears the guard.
 """
 
 from __future__ import annotations
@@ -122,9 +124,10 @@ def serve(
     guard_limit: int | None = None,
     guard_window: float = 1.0,
     latency: tuple[float, float] = (0.0, 0.0),
+    guard_block: float = 0.0,
 ) -> DemoSite:
     """The demo site's own server and pages, with a page counter."""
-    guard = Guard(guard_limit, guard_window, ban_seconds=0) if guard_limit else None
+    guard = Guard(guard_limit, guard_window, guard_block, ban_status=429) if guard_limit else None
     demo = DemoSite(generate(articles), port=port, guard=guard, latency=latency)
     counter = Counter()
     guarded = GuardedLog(demo.guard)
@@ -168,6 +171,7 @@ class SiteProcess:
     articles: int
     guard_limit: int | None = None  # 429 past this many requests per address and window
     guard_window: float = 1.0
+    guard_block: float = 0.0  # seconds an address past the limit is blocked; 0: Retry-After
     latency_ms: tuple[float, float] = (0.0, 0.0)  # each answer waits LO-HI ms
     url: str = ""
     process: subprocess.Popen[str] | None = None
@@ -177,6 +181,7 @@ class SiteProcess:
         if self.guard_limit:
             argv += ["--guard-limit", str(self.guard_limit)]
             argv += ["--guard-window", str(self.guard_window)]
+            argv += ["--guard-block", str(self.guard_block)]
         if self.latency_ms[1] > 0:
             argv += ["--latency-ms", *map(str, self.latency_ms)]
         self.process = subprocess.Popen(
@@ -224,11 +229,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--guard-limit", type=int, help="requests per address and window")
     parser.add_argument("--guard-window", type=float, default=1.0, help="seconds")
+    parser.add_argument("--guard-block", type=float, default=0.0, help="seconds; 0: none")
     parser.add_argument("--latency-ms", type=float, nargs=2, default=(0.0, 0.0),
                         metavar=("LO", "HI"), help="each answer waits LO-HI ms")  # fmt: skip
     args = parser.parse_args()
     latency = (args.latency_ms[0] / 1000, args.latency_ms[1] / 1000)
-    demo = serve(args.articles, args.port, args.guard_limit, args.guard_window, latency)
+    guard = (args.guard_limit, args.guard_window)
+    demo = serve(args.articles, args.port, *guard, latency, args.guard_block)
     demo.start()
     print(demo.url, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin or exits
