@@ -97,9 +97,10 @@ HARVEST_LISTING_BACKOFF = 2.0
 # suspected blocks (spiders/middlewares/suspect.py): a 200 page that lacks what the pages
 # of its pattern had (links, required fields, size), learned once LEARN pages of it came
 # back, SHARE of them with links or fields; far smaller than SIZE_RATIO of its pattern's
-# median; or a challenge phrase (MARKERS, regexes) on a page that yields nothing. It is sent
-# again up to RETRIES times, after a pause from PAUSE seconds doubling each try, then kept
-# as it came and counted as given up (a listing page as a broken chain)
+# median; or a challenge phrase (MARKERS, regexes) on a page that yields nothing. Its exit's
+# pace takes it as a 429; it is sent again up to RETRIES times, on the direct connection
+# after a pause from PAUSE seconds doubling each try, then kept as it came and counted as
+# given up (a listing page with no links as a broken chain)
 HARVEST_SUSPECT = True
 HARVEST_SUSPECT_LEARN = 3
 HARVEST_SUSPECT_SHARE = 0.8

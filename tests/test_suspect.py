@@ -18,6 +18,7 @@ import pytest
 import yaml
 from scrapy.http import HtmlResponse
 
+from harvest.demosite import DemoSite, Guard, generate
 from ingestion.lake import Lake
 from spiders import settings as defaults
 from spiders.account import account, describe
@@ -25,7 +26,7 @@ from spiders.middlewares.bans import SUSPECT_FLAG, BanDetector
 from spiders.middlewares.suspect import Page, PageReader, PatternModel
 from spiders.recipe import BanPolicy, Field, Follow, Recipe
 from tests import proxies
-from tests.conftest import last_json, run_harvest
+from tests.conftest import ROOT, last_json, run_harvest
 
 LAYOUT = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - Loopback Ledger</title></head>
@@ -451,3 +452,35 @@ def test_through_proxies_a_suspected_block_bans_its_proxy_and_every_item_lands(
         assert acc["suspected_blocks"] == site.lookalikes >= 1, why
         # each one taken for a ban of the proxy it came through, and sent through another
         assert acc["banned_responses"] == site.lookalikes, why
+
+
+@pytest.mark.slow
+def test_a_site_that_soft_blocks_a_client_past_its_rate_gives_every_item(
+    tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    """The demo site's guarded section, answering a client past its limit with its own
+    frame and a notice for a while: the crawl slows to the site's pace and gets it all."""
+    limit = random.randint(6, 12)
+    guard = Guard(limit, 1.0, ban_seconds=2.0, ban_status=200)
+    with DemoSite(generate(60, seed=limit), guard=guard) as server:
+        data = {
+            **yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text()),
+            "name": "guarded",
+            "follow": [
+                {"allow": r"/guarded/page/\d+$", "restrict_css": "nav.pagination"},
+                {"allow": "/guarded/article/", "restrict_css": "ul.articles"},
+            ],
+            "item_urls": "/guarded/article/",
+        }
+        path = tmp_path / "guarded.yaml"
+        path.write_text(yaml.safe_dump(data))
+        start = f"{server.url}/guarded/"
+        code, summary, stderr = crawl(path, lake_env, "--start-url", start, "--no-curate")
+        acc = summary["account"]
+        why = f"limit {limit}/s\n{stderr}"
+        # answers of the guarded section that never reached the spider: the look-alikes
+        whole = acc["fetched"] - server.hits.count("/robots.txt")
+        soft = sum(1 for _, _, status in guard.answers if status == 200) - whole
+        assert code == 0 and acc["given_up_total"] == 0, why
+        assert Lake(lake_env["HARVEST_LAKE"]).read("raw/guarded").num_rows == 60, why
+        assert acc["suspected_blocks"] == soft >= 1, why
