@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,15 +17,26 @@ from typing import Any
 
 import pytest
 import yaml
+from scrapy import Request
+from scrapy.exceptions import NotConfigured
 from scrapy.http import HtmlResponse
+from scrapy.utils.test import get_crawler
 
 from harvest.demosite import DemoSite, Guard, generate
 from ingestion.lake import Lake
 from spiders import settings as defaults
 from spiders.account import account, describe
 from spiders.middlewares.bans import SUSPECT_FLAG, BanDetector
-from spiders.middlewares.suspect import Page, PageReader, PatternModel
-from spiders.recipe import BanPolicy, Field, Follow, Recipe
+from spiders.middlewares.pacing import NOT_BEFORE_META
+from spiders.middlewares.suspect import (
+    TRIES_META,
+    Page,
+    PageReader,
+    PatternModel,
+    SuspectMiddleware,
+)
+from spiders.recipe import BanPolicy, Field, Follow, Recipe, parse_recipe
+from spiders.recipe_spider import RecipeSpider
 from tests import proxies
 from tests.conftest import ROOT, last_json, run_harvest
 
@@ -340,6 +352,47 @@ def test_the_account_counts_suspects_and_names_those_kept() -> None:
     assert "gave up on 1 pages: 1 suspected_block" in lines
     assert any(line.startswith("suspected blocks: 5 responses") and url in line for line in lines)
     assert "suspected blocks" not in " ".join(describe(account({})))
+
+
+def middleware(**settings: Any) -> SuspectMiddleware:
+    named = {k: getattr(defaults, k) for k in dir(defaults) if k.startswith("HARVEST_SUSPECT")}
+    crawler = get_crawler(RecipeSpider, {**named, "HARVEST_PACING": True, **settings})
+    data = {**RECIPE, "name": "t", "start_urls": ["http://site.test/page/1"]}
+    crawler.spider = RecipeSpider(recipe=parse_recipe(data, "t.yaml"))
+    return SuspectMiddleware.from_crawler(crawler)
+
+
+def answer(url: str, html: str, **meta: Any) -> tuple[Request, HtmlResponse]:
+    request = Request(url, meta=meta)
+    return request, HtmlResponse(url, body=html.encode(), encoding="utf-8", request=request)
+
+
+def test_the_middleware_sends_a_suspect_again_then_keeps_it_as_a_broken_chain() -> None:
+    with pytest.raises(NotConfigured):
+        middleware(HARVEST_SUSPECT=False)
+    mw = middleware()
+    for n in range(1, 4):
+        request, response = answer(f"http://site.test/page/{n}", listing(n, 9, [f"a{n}"]))
+        assert mw.process_response(request, response) is response
+    request, response = answer("http://site.test/page/4", lookalike(PHRASES[0], 0))
+    retry = mw.process_response(request, response)
+    assert isinstance(retry, Request) and retry.dont_filter and retry.meta[TRIES_META] == 1
+    assert retry.meta[NOT_BEFORE_META] > time.time()
+    # through a proxy the pool sends it again: the response goes on to it, flagged
+    request, response = answer("http://site.test/page/4", lookalike(None, 0), harvest_proxy=0)
+    flagged = mw.process_response(request, response)
+    assert isinstance(flagged, HtmlResponse) and flagged.flags[0].startswith(SUSPECT_FLAG)
+    # its retries spent, it goes on as it came, counted and named
+    request, response = answer(
+        "http://site.test/page/4", lookalike(None, 0), **{TRIES_META: RETRIES}
+    )
+    assert mw.process_response(request, response) is response
+    stats = mw.crawler.stats.get_stats()  # type: ignore[union-attr]
+    assert stats["harvest/failed/suspected_block"] == 1 and stats["harvest/suspect/blocks"] == 3
+    # what lies behind it: as many pages as its siblings linked to (an article, the next)
+    assert stats["harvest/broken_chain/http://site.test/page/4"] == 2
+    acc = account(stats)
+    assert acc["suspects_kept"] == ["http://site.test/page/4"] and acc["retries"] == 1
 
 
 # crawls of a real site on loopback
