@@ -41,7 +41,7 @@ from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 from scrapy.utils.httpobj import urlparse_cached
 
-from spiders.account import BROKEN_CHAIN
+from spiders.account import BROKEN_CHAIN, SUSPECT_KEPT
 from spiders.middlewares.bans import SUSPECT_FLAG
 from spiders.middlewares.pacing import NOT_BEFORE_META, SENT_META
 from spiders.middlewares.proxypool import PROXY_META
@@ -51,7 +51,6 @@ from spiders.recipe import Recipe
 logger = logging.getLogger(__name__)
 
 TRIES_META = "harvest_suspect_tries"
-KEPT = "harvest/suspect/kept/"  # + the URL of a page kept after its retries
 SIZES_KEPT = 200  # sizes a pattern remembers for its median: the latest ones
 
 
@@ -240,7 +239,7 @@ class SuspectMiddleware:
         assert stats is not None
         self.model.kept(key, page)
         stats.inc_value("harvest/failed/suspected_block")
-        stats.set_value(f"{KEPT}{request.url}", self.retries + 1)
+        stats.set_value(f"{SUSPECT_KEPT}{request.url}", self.retries + 1)
         if key != "item" and page.links == 0:
             # a listing page with no links: whatever lies behind it is never seen
             behind = self.model.links_per_page(key)
