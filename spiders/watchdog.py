@@ -7,9 +7,10 @@ that never answers can wait for as long as its timeouts allow, or for ever. So:
 - ``HARVEST_STALL_TIMEOUT`` (s, 0: off): a crawl that receives no response, download
   error or item for that long is closed with reason ``stalled``; the account names the
   stall and ``harvest crawl`` exits 3.
-- ``HARVEST_SHUTDOWN_GRACE`` (s): a close that has not finished by then (a signal's, a
-  limit's or the watchdog's) is forced: the lake pipeline commits the rows it holds, records the
-  crawl as unfinished, so that the next crawl resumes it, and the reactor stops.
+- ``HARVEST_SHUTDOWN_GRACE`` (s): a signal's or the watchdog's stop that has not finished
+  by then is forced: the lake pipeline commits the rows it holds, records the crawl as
+  unfinished, so that the next crawl resumes it, and the reactor stops. A spider closing
+  as it finishes, or at a CLOSESPIDER limit, is bounded by the stall timeout instead.
 
 A second signal still ends the crawl at once, as Scrapy does; SIGKILL leaves a crawl
 that the next one resumes.
