@@ -97,6 +97,12 @@ def demo_site(
     guard_limit: int = typer.Option(30, help="/guarded/: requests allowed per address..."),
     guard_window: float = typer.Option(10.0, help="... within this many seconds"),
     guard_ban: float = typer.Option(3600.0, help="ban seconds (0: answer 429 instead)"),
+    guard_regime: str = typer.Option("window", help="sliding window, fixed window or bucket"),
+    guard_ban_status: int = typer.Option(
+        403, help="a ban's answer: 403 block page, 429 without Retry-After, 200 look-alike"
+    ),
+    guard_listing_limit: int | None = typer.Option(None, help="a limit of listing pages' own"),
+    guard_per: str = typer.Option("address", help="limit per client address or session cookie"),
     latency_ms: str = typer.Option(
         "0", help="each answer waits LO-HI ms (e.g. 50-200), like a site across a network"
     ),
@@ -108,11 +114,14 @@ def demo_site(
         site = generate(articles, seed, corpus)
         lo, _, hi = latency_ms.partition("-")
         latency = (float(lo) / 1000, float(hi or lo) / 1000)
+        guard = Guard(
+            guard_limit, guard_window, guard_ban, regime=guard_regime, ban_status=guard_ban_status,
+            listing_limit=guard_listing_limit, key=guard_per,
+        )  # fmt: skip
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not 0 <= latency[0] <= latency[1]:
         raise typer.BadParameter(f"--latency-ms {latency_ms!r}: LO-HI with 0 <= LO <= HI")
-    guard = Guard(guard_limit, guard_window, guard_ban)
     server = DemoSite(site, port=port, guard=guard, latency=latency)
     if truth:
         truth.parent.mkdir(parents=True, exist_ok=True)

@@ -96,3 +96,30 @@ def test_guard_throttles_with_retry_after(site: Site) -> None:
         responses = [requests.get(f"{server.url}/guarded/", timeout=5) for _ in range(4)]
         assert [r.status_code for r in responses] == [200, 200, 200, 429]
         assert 1 <= int(responses[-1].headers["Retry-After"]) <= 30
+
+
+def test_demo_site_command_serves_the_guard_regime_it_is_given() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, run_harvest
+
+    bad = run_harvest(["demo-site", "--guard-regime", "nosuch"], {}, check=False)
+    assert bad.returncode == 2 and "regime 'nosuch': one of window, fixed, bucket" in bad.stderr
+    args = ["demo-site", "--port", "0", "--articles", "20", "--guard-limit", "2",
+            "--guard-window", "60", "--guard-ban", "30", "--guard-ban-status", "429"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harvest.cli", *args],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        found = re.search(r"demo site on (http://\S+):", proc.stderr.readline())
+        assert found, "the command did not say where it serves"
+        answers = [requests.get(found.group(1) + "/guarded/", timeout=10) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        # a long block, told to nobody: no Retry-After
+        assert "Retry-After" not in answers[2].headers
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
