@@ -177,26 +177,11 @@ expectations:
 
 def test_recheck_runs_the_recipe_s_current_steps(tmp_path: Path) -> None:
     """Titles padded with white space fail until the recipe normalises them too."""
-    import pyarrow as pa
-    import yaml
-
     from harvest.stages import gate_spec
-    from ingestion.schema import content_sha256
     from spiders.recipe import parse_recipe
     from validation import quarantine
-    from validation.gate import curate
 
-    lake = Lake(tmp_path / "lake")
-    rows = []
-    for i in range(6):
-        fields = {"title": f"item\u00a0\u00a0 \t {i}" + " " * 30 * (i % 2), "body": f"text {i}"}
-        rows.append({**fields, "source": "spaced", "url": f"http://shop/{i}", "crawl_id": "c",
-                     "http_status": 200, "content_sha256": content_sha256(fields)})  # fmt: skip
-    lake.append("raw/spaced", pa.Table.from_pylist(rows))
-    raw = yaml.safe_load(SPACED)
-    first = curate(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")), tmp_path / "r")
-    assert first.curated == 3 and first.quarantined == 3
-
+    lake, raw = spaced_lake(tmp_path)
     unchanged = quarantine.recheck(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")))
     assert unchanged.curated == 0 and unchanged.still_failing == 3
 
@@ -229,7 +214,7 @@ def spaced_lake(tmp_path: Path) -> tuple[Lake, dict[str, object]]:
     lake.append("raw/spaced", pa.Table.from_pylist(rows))
     raw = yaml.safe_load(SPACED)
     first = curate(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")), tmp_path / "r")
-    assert first.quarantined == 3
+    assert first.curated == 3 and first.quarantined == 3
     return lake, raw
 
 
