@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,19 @@ def start(n: int, workdir: Path, auth: dict[int, tuple[str, str]] | None = None)
         stop(proxies)
         raise
     return proxies
+
+
+@contextmanager
+def running(
+    n: int, workdir: Path, auth: dict[int, tuple[str, str]] | None = None
+) -> Iterator[list[TinyProxy]]:
+    """``start``ed proxies, ``stop``ped when the block ends: what each test module's
+    ``tinyproxies`` fixture yields."""
+    started = start(n, workdir, auth)
+    try:
+        yield started
+    finally:
+        stop(started)
 
 
 def _start_one(i: int, workdir: Path, auth: tuple[str, str] | None) -> TinyProxy:

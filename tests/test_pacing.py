@@ -79,11 +79,8 @@ def limited() -> Iterator[tuple[DemoSite, int]]:
 
 @pytest.fixture(scope="module")
 def tinyproxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[proxies.TinyProxy]]:
-    started = proxies.start(3, tmp_path_factory.mktemp("tinyproxy"))
-    try:
+    with proxies.running(3, tmp_path_factory.mktemp("tinyproxy")) as started:
         yield started
-    finally:
-        proxies.stop(started)
 
 
 def test_default_settings_get_every_page_through_the_direct_connection(

@@ -287,11 +287,8 @@ def test_mock_refusals_kill_every_proxy_and_stop_the_pool(
 
 @pytest.fixture(scope="module")
 def tinyproxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[proxies.TinyProxy]]:
-    started = proxies.start(4, tmp_path_factory.mktemp("tinyproxy"), {0: (USER, SECRET)})
-    try:
+    with proxies.running(4, tmp_path_factory.mktemp("tinyproxy"), {0: (USER, SECRET)}) as started:
         yield started
-    finally:
-        proxies.stop(started)
 
 
 @pytest.fixture

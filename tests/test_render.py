@@ -298,11 +298,8 @@ CRAWL_TIMEOUT = 240
 def tinyproxies(tmp_path: Path) -> Iterator[list[proxies.TinyProxy]]:
     workdir = tmp_path / "tinyproxy"
     workdir.mkdir()
-    started = proxies.start(4, workdir)
-    try:
+    with proxies.running(4, workdir) as started:
         yield started
-    finally:
-        proxies.stop(started)
 
 
 def through(env: dict[str, str], pool: list[proxies.TinyProxy]) -> dict[str, str]:

@@ -479,11 +479,8 @@ def test_a_page_empty_for_real_goes_to_the_gate_after_its_retries(
 
 @pytest.fixture(scope="module")
 def tinyproxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[proxies.TinyProxy]]:
-    started = proxies.start(3, tmp_path_factory.mktemp("tinyproxy"))
-    try:
+    with proxies.running(3, tmp_path_factory.mktemp("tinyproxy")) as started:
         yield started
-    finally:
-        proxies.stop(started)
 
 
 @pytest.mark.slow
