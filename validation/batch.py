@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from ingestion.lake import Lake
-from ingestion.runs import CURATE_STAGE, last_run
 from ingestion.schema import LAKE_COLUMNS
 from validation.suite import BatchSpec
 
@@ -215,16 +214,17 @@ def record(
     lake: Lake,
     source: str,
     verdict: BatchVerdict,
+    raw_from: int | None,
     raw_to: int | None,
     status: str,
     note: str | None = None,
 ) -> None:
-    """Adds the batch to ``batches``; call before the curate run that moves the pointer."""
-    previous = last_run(lake, CURATE_STAGE, source)
+    """Adds batch ``raw_from``..``raw_to`` to ``batches``; call before the curate run that
+    moves the pointer."""
     row = {
         "source": source,
         "at": datetime.now(UTC),
-        "raw_from": previous["raw_version"] if previous else None,
+        "raw_from": raw_from,
         "raw_to": raw_to,
         "rows": verdict.profile["rows"],
         "status": status,

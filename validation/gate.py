@@ -66,6 +66,12 @@ class CurateResult:
     held_reasons: list[str] = field(default_factory=list)
 
 
+def watermark(lake: Lake, source: str) -> int | None:
+    """The raw version the last recorded curate run read up to (None: none has run)."""
+    previous = last_run(lake, STAGE, source)
+    return previous["raw_version"] if previous else None
+
+
 def new_raw_rows(
     lake: Lake, source: str, until: int | None = None
 ) -> tuple[pa.Table | None, int | None]:
@@ -74,8 +80,7 @@ def new_raw_rows(
     table = f"raw/{source}"
     if not lake.exists(table):
         return None, None
-    previous = last_run(lake, STAGE, source)
-    since = previous["raw_version"] if previous else None
+    since = watermark(lake, source)
     dt = lake.table(table)
     reach = dt.version() if until is None else until
     files = lake.new_files(table, since, until)
@@ -95,8 +100,8 @@ def raw_chunks(lake: Lake, source: str, chunk_rows: int = CHUNK_ROWS) -> list[in
     table = f"raw/{source}"
     if not lake.exists(table):
         return [None]
-    previous = last_run(lake, STAGE, source)
-    since = previous["raw_version"] if previous else -1
+    since = watermark(lake, source)
+    since = -1 if since is None else since
     ends: list[int | None] = []
     rows = 0
     for entry in reversed(lake.table(table).history()):
@@ -151,15 +156,10 @@ def batch_tables(source: str) -> tuple[str, str, str]:
     return f"curated/{source}", duplicates_table(source), f"quarantine/{source}"
 
 
-def _watermark(lake: Lake, source: str) -> int | None:
-    previous = last_run(lake, STAGE, source)
-    return previous["raw_version"] if previous else None
-
-
 def in_flight(lake: Lake, source: str) -> int | None:
     """The raw version a killed run was curating up to: some of its batch's commits landed,
     or its batch was recorded, but its run never was."""
-    since = _watermark(lake, source)
+    since = watermark(lake, source)
     for table in batch_tables(source):
         for meta in _commits(lake, table).values():
             if meta.get("raw_from", -2) == since and meta.get("raw_version") is not None:
@@ -228,7 +228,7 @@ def _curate_batch(
     """One batch; ``resume``: a killed run began it, so some of its commits may have
     landed already (found by the batch's identity in their metadata) and are not redone."""
     result = CurateResult(source=source)
-    since = _watermark(lake, source)
+    since = watermark(lake, source)
     batch, raw_version = new_raw_rows(lake, source, until)
     result.raw_version = raw_version
     if batch is None or batch.num_rows == 0:
@@ -251,7 +251,7 @@ def _curate_batch(
         accept_batch = (recorded or {}).get("note") or "published by a run killed before it ended"
     if verdict.held and accept_batch is None:
         result.batch_status = batch_gate.HELD
-        batch_gate.record(lake, source, verdict, raw_version, batch_gate.HELD)
+        batch_gate.record(lake, source, verdict, since, raw_version, batch_gate.HELD)
         result.report = str(write_report(report_dir, source, raw_version, [], result, verdict))
         return result
     result.batch_status = batch_gate.ACCEPTED if verdict.held else batch_gate.PUBLISHED
@@ -296,7 +296,9 @@ def _curate_batch(
     result.curated, result.quarantined = len(good), len(bad)
     result.report = str(write_report(report_dir, source, raw_version, outcomes, result, verdict))
     if recorded is None:
-        batch_gate.record(lake, source, verdict, raw_version, result.batch_status, accept_batch)
+        batch_gate.record(
+            lake, source, verdict, since, raw_version, result.batch_status, accept_batch
+        )
     pause_point("curate:batch")
     record_run(lake, STAGE, source, asdict(result))
     return result
