@@ -18,6 +18,7 @@ from harvest.demosite import DemoSite, Site, generate
 from harvest.workers import free_port as free_port  # the tests take it from here
 from labeling.server import LabelStudioServer
 from spiders.render import CHROMIUM
+from tests import proxies
 
 if TYPE_CHECKING:
     from tests.service import Live
@@ -40,7 +41,7 @@ SERVERS = {
     ),
     "requires_chromium": (lambda: Path(CHROMIUM).exists(), f"{CHROMIUM} is absent"),
     "requires_redis": (lambda: shutil.which("redis-server") is not None, "no redis-server"),
-    "requires_tinyproxy": (lambda: shutil.which("tinyproxy") is not None, "no tinyproxy"),
+    "requires_tinyproxy": (proxies.available, proxies.MISSING),
 }
 # Fixtures that start a server give their tests its marker, so none can be forgotten.
 STARTED_BY = {
