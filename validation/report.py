@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 from typing import Any
 
-STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
-    ".ok{color:#176f2c}.fail{color:#b00020;font-weight:bold}"
-)
+from ingestion.html import Cell, render
 
 
 def write_report(
@@ -44,43 +39,19 @@ def write_report(
         "baseline_raw_version": batch.baseline_raw_to if batch is not None else None,
     }
     (folder / f"{stem}.json").write_text(json.dumps(data, indent=2))
-    rows = "".join(
-        f"<tr><td>{escape(o.rule)}</td>"
-        f"<td class={'ok' if o.success else 'fail'}>{'pass' if o.success else 'fail'}</td>"
-        f"<td>{o.unexpected}</td></tr>"
-        for o in outcomes
-    )
-    batch_rows = "".join(
-        f"<tr><td>{escape(c.check)}</td>"
-        f"<td class={'ok' if c.success else 'fail'}>{'pass' if c.success else 'fail'}</td>"
-        f"<td>{escape(str(c.observed))}</td><td>{escape(c.expected)}</td>"
-        f"<td>{escape(c.engine)}</td></tr>"
-        for c in checks
-    )
-    if checks:
-        baseline = data["baseline_raw_version"]
-        batch_section = (
-            f"<h2>Batch-level gates</h2><p>Against the last good batch (raw up to version "
-            f"{baseline}).</p><table><tr><th>check</th><th>result</th><th>observed</th>"
-            f"<th>expected</th><th>by</th></tr>{batch_rows}</table>"
-        )
-    else:
-        batch_section = "<h2>Batch-level gates</h2><p>None ran for this batch.</p>"
     status = getattr(result, "batch_status", None)
-    verdict = (
-        f"<p class={'fail' if status == 'held' else 'ok'}>Batch {escape(str(status))}"
-        + (": held back whole, nothing curated or quarantined" if status == "held" else "")
-        + "</p>"
-    )
-    figures = "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in summary.items())
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>Validation: {escape(source)}"
-        f"</title><style>{STYLE}</style></head><body>"
-        f"<h1>Validation of raw/{escape(source)} up to version {raw_version}</h1>"
-        f"<p>Written {escape(str(data['written_at']))}.</p>{verdict}"
-        f"<h2>Batch</h2><table>{figures}</table>{batch_section}"
-        f"<h2>Row-level expectations</h2><table><tr><th>expectation</th><th>result</th>"
-        f"<th>rows failing</th></tr>{rows}</table></body></html>"
+    page = render(
+        "validation",
+        "batch.html",
+        source=source,
+        raw_version=raw_version,
+        written_at=data["written_at"],
+        status=status,
+        held=status == "held",
+        figures=[[Cell(k, head=True), v] for k, v in summary.items()],
+        baseline=data["baseline_raw_version"],
+        checks=[[c.check, _verdict(c.success), c.observed, c.expected, c.engine] for c in checks],
+        expectations=[[o.rule, _verdict(o.success), o.unexpected] for o in outcomes],
     )
     path = folder / f"{stem}.html"
     path.write_text(page, encoding="utf-8")
@@ -95,26 +66,29 @@ def write_index(folder: Path, source: str) -> Path:
     for path in folder.glob("raw-v*.json"):
         data = json.loads(path.read_text())
         entries.append((str(data.get("written_at")), path.stem, data))
-    lines = []
+    batches = []
     for _, stem, data in sorted(entries, reverse=True):
         s = data["summary"]
         failed_rows = [e["expectation"] for e in data["expectations"] if not e["success"]]
         failed_batch = [c["check"] for c in data.get("batch_expectations", []) if not c["success"]]
         status = s.get("batch_status") or "published"
-        lines.append(
-            f"<tr><td><a href='{escape(stem)}.html'>{escape(stem)}</a></td>"
-            f"<td class={'fail' if status == 'held' else 'ok'}>{escape(status)}</td>"
-            f"<td>{s.get('rows_in')}</td><td>{s.get('curated')}</td><td>{s.get('quarantined')}</td>"
-            f"<td>{escape(', '.join(failed_rows)) or '-'}</td>"
-            f"<td>{escape(', '.join(failed_batch)) or '-'}</td></tr>"
+        batches.append(
+            [
+                Cell(stem, href=f"{stem}.html"),
+                Cell(status, cls="fail" if status == "held" else "ok"),
+                s.get("rows_in"),
+                s.get("curated"),
+                s.get("quarantined"),
+                ", ".join(failed_rows) or "-",
+                ", ".join(failed_batch) or "-",
+            ]
         )
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>Batches: {escape(source)}"
-        f"</title><style>{STYLE}</style></head><body><h1>Batches of {escape(source)}</h1>"
-        f"<table><tr><th>batch</th><th>result</th><th>rows</th><th>curated</th>"
-        f"<th>quarantined</th><th>row-level failing</th><th>batch-level failing</th></tr>"
-        f"{''.join(lines)}</table></body></html>"
-    )
     path = folder / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(
+        render("validation", "batches.html", source=source, batches=batches), encoding="utf-8"
+    )
     return path
+
+
+def _verdict(success: bool) -> Cell:
+    return Cell("pass", cls="ok") if success else Cell("fail", cls="fail")
