@@ -11,7 +11,6 @@ significant (p below ``alpha``) and large (KS statistic or JS distance at least
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import io
 import json
@@ -19,7 +18,6 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +28,13 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from ingestion import deltalog
+from ingestion.html import Cell, png_uri, render
 from ingestion.lake import Lake, LakeError
 from ingestion.schema import LAKE_COLUMNS
 
 MAX_CATEGORIES = 50  # more distinct values than this (or than half the rows) is text
 TOP_TOKENS = 200
 TOKEN = re.compile(r"\w+", re.UNICODE)
-STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
-    ".ok{color:#176f2c}.fail{color:#b00020;font-weight:bold}img{max-width:900px}"
-)
 
 
 class DriftError(LakeError):
@@ -287,33 +281,29 @@ def _dist(counts: Counter[str], keys: list[str]) -> np.ndarray:
 def _page(
     summary: dict[str, Any], fields: list[FieldDrift], before: pa.Table, after: pa.Table
 ) -> str:
-    rows = "".join(
-        f"<tr><td><a href='#{escape(f.field)}'>{escape(f.field)}</a></td><td>{f.kind}</td>"
-        f"<td>{escape(f.test)}</td><td>{f.statistic:.4f}</td><td>{f.pvalue:.3g}</td>"
-        f"<td class={'fail' if f.drifted else 'ok'}>{'drifted' if f.drifted else 'stable'}</td>"
-        f"</tr>"
+    verdicts = [
+        [
+            Cell(f.field, href=f"#{f.field}"),
+            f.kind,
+            f.test,
+            f"{f.statistic:.4f}",
+            f"{f.pvalue:.3g}",
+            Cell("drifted", cls="fail") if f.drifted else Cell("stable", cls="ok"),
+        ]
         for f in fields
-    )
-    plots = "".join(
-        f"<h3 id='{escape(f.field)}'>{escape(f.field)}</h3>"
-        f"<pre>{escape(json.dumps(f.details, indent=1, default=str))}</pre>"
-        f"<img alt='{escape(f.field)}' src='data:image/png;base64,{_plot(f, before, after)}'>"
+    ]
+    shown = [
+        {
+            "name": f.field,
+            "details": json.dumps(f.details, indent=1, default=str),
+            "plot": png_uri(_plot(f, before, after)),
+        }
         for f in fields
-    )
-    name = escape(summary["table"])
-    return (
-        f"<!doctype html><html><head><meta charset=utf-8><title>Drift: {name}</title>"
-        f"<style>{STYLE}</style></head><body>"
-        f"<h1>Drift of {name}: version {summary['from']} to {summary['to']}</h1>"
-        f"<p>Compared {escape(summary['compared'])}: {summary['rows'][0]} rows against "
-        f"{summary['rows'][1]}. A field has drifted when p &lt; {summary['alpha']} and the "
-        f"effect (KS statistic, JS distance) is at least {summary['min_effect']}.</p>"
-        f"<table><tr><th>field</th><th>kind</th><th>test</th><th>statistic</th><th>p</th>"
-        f"<th>verdict</th></tr>{rows}</table><h2>Fields</h2>{plots}</body></html>"
-    )
+    ]
+    return render("validation", "drift.html", summary=summary, verdicts=verdicts, fields=shown)
 
 
-def _plot(f: FieldDrift, before: pa.Table, after: pa.Table) -> str:
+def _plot(f: FieldDrift, before: pa.Table, after: pa.Table) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,7 +334,7 @@ def _plot(f: FieldDrift, before: pa.Table, after: pa.Table) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
 
 
 def _hist(ax: Any, series: list[np.ndarray], labels: tuple[str, str]) -> None:
