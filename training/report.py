@@ -4,13 +4,12 @@ file can be mailed or attached)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-from html import escape
 from pathlib import Path
 from typing import Any
 
+from ingestion.html import Cell, png_uri, render
 from ingestion.markdown import md_code, md_escape
 
 PLOTS = [
@@ -29,6 +28,7 @@ HEADLINE = [
     ("log_loss", "log loss", False),
     ("ece", "expected calibration error", False),
 ]
+CV_METRICS = ("accuracy", "macro_f1")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -85,21 +85,6 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _image(folder: Path, name: str, caption: str) -> str:
-    path = folder / name
-    if not path.exists():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")  # fmt: skip
-
-
 def epochs_line(summary: dict[str, Any]) -> str:
     line = (
         f"{summary.get('epochs_run', '-')} run of {summary['epochs']}; best {summary['best_epoch']}"
@@ -115,94 +100,80 @@ def epochs_line(summary: dict[str, Any]) -> str:
 
 def html(folder: Path, summary: dict[str, Any]) -> str:
     test = summary["test"]
-    base = summary.get("baseline") or {}
-    btest = base.get("test") or {}
-    title = f"Model report: dataset {summary['dataset']} version {summary['dataset_version']}"
+    btest = (summary.get("baseline") or {}).get("test") or {}
     run = [
-        ["model", escape(model_line(summary))],
-        ["device", escape(f"{summary['device']} ({summary.get('precision', 'float32')}), "
-                          f"{summary.get('world_size', 1)} process(es)")],  # fmt: skip
-        ["epochs", escape(epochs_line(summary))],
-        ["training speed", escape(f"{fmt(summary.get('train_samples_per_s'), 0)} rows/s, "
-                                  f"{fmt(summary.get('train_seconds'), 1)} s of training")],
-        ["rows", escape(", ".join(f"{k} {v}" for k, v in summary["rows"].items()))],
-        ["checkpoint", escape(str(summary.get("checkpoint_dir") or "-"))],
-        ["lineage", escape(", ".join(f"{t} v{v}" for t, v in summary.get("lineage", {}).items())
-                           or "-")],
-    ]  # fmt: skip
+        ["model", model_line(summary)],
+        [
+            "device",
+            f"{summary['device']} ({summary.get('precision', 'float32')}), "
+            f"{summary.get('world_size', 1)} process(es)",
+        ],
+        ["epochs", epochs_line(summary)],
+        [
+            "training speed",
+            f"{fmt(summary.get('train_samples_per_s'), 0)} rows/s, "
+            f"{fmt(summary.get('train_seconds'), 1)} s of training",
+        ],
+        ["rows", ", ".join(f"{k} {v}" for k, v in summary["rows"].items())],
+        ["checkpoint", str(summary.get("checkpoint_dir") or "-")],
+        ["lineage", ", ".join(f"{t} v{v}" for t, v in summary.get("lineage", {}).items()) or "-"],
+    ]
     compare = []
     for key, name, higher in HEADLINE:
         a, b = test.get(key), btest.get(key)
-        diff = "-"
+        diff: Any = "-"
         if isinstance(a, float) and isinstance(b, float):
             d = a - b
             better = d > 0 if higher else d < 0
-            diff = f'<span class="{"up" if better else "down"}">{d:+.3f}</span>'
-        compare.append([escape(name), fmt(a), fmt(b), diff])
+            diff = Cell(f"{d:+.3f}", cls="up" if better else "down")
+        compare.append([name, fmt(a), fmt(b), diff])
     per_class = [
-        [escape(c), fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), fmt(v.get("roc_auc")),
-         fmt(btest.get("per_class", {}).get(c, {}).get("f1")), str(v["support"])]
+        [
+            c,
+            fmt(v["precision"]),
+            fmt(v["recall"]),
+            fmt(v["f1"]),
+            fmt(v.get("roc_auc")),
+            fmt(btest.get("per_class", {}).get(c, {}).get("f1")),
+            v["support"],
+        ]
         for c, v in test["per_class"].items()
-    ]  # fmt: skip
+    ]
     history = [
-        [str(h["epoch"]), fmt(h["train_loss"], 4), fmt(h["val_loss"], 4), fmt(h["val_accuracy"]),
-         fmt(h["val_macro_f1"]), f"{h['lr']:.2e}", fmt(h["seconds"], 1), fmt(h["samples_per_s"], 0)]
+        [
+            h["epoch"],
+            fmt(h["train_loss"], 4),
+            fmt(h["val_loss"], 4),
+            fmt(h["val_accuracy"]),
+            fmt(h["val_macro_f1"]),
+            f"{h['lr']:.2e}",
+            fmt(h["seconds"], 1),
+            fmt(h["samples_per_s"], 0),
+        ]
         for h in summary["history"]
-    ]  # fmt: skip
-    parts = [
-        f"<h1>{escape(title)}</h1>",
-        "<h2>Run</h2>",
-        _table(["", ""], run),
-        "<h2>Test split: model against the baseline</h2>",
-        "<p>The baseline is TF-IDF (word 1-2 grams) with logistic regression, trained in the "
-        "same run on the same training rows; both are scored on the same test rows.</p>",
-        _table(["metric", "model", "baseline", "model - baseline"], compare),
-        "<h2>Per class (test split)</h2>",
-        _table(
-            ["class", "precision", "recall", "F1", "ROC AUC", "baseline F1", "support"], per_class
-        ),  # fmt: skip
     ]
     cv = summary.get("cv")
-    if cv:
-        rows = []
-        for who in ("model", "baseline"):
-            if cv.get(who):
-                rows.append([who] + [
-                    f"{cv[who][m]['mean']:.3f} ± {cv[who][m]['std']:.3f}"
-                    for m in ("accuracy", "macro_f1")
-                ])  # fmt: skip
-        parts += [
-            f"<h2>Stratified {cv['folds']}-fold cross-validation</h2>",
-            f"<p>Over the {cv['rows']} train and validation rows; mean ± standard deviation "
-            "over the folds.</p>",
-            _table(["", "accuracy", "macro F1"], rows),
-        ]
-    parts += ["<h2>Plots</h2>", *(_image(folder, n, c) for n, c in PLOTS)]
-    parts += [
-        "<h2>Epochs</h2>",
-        _table(
-            [
-                "epoch",
-                "train loss",
-                "val loss",
-                "val accuracy",
-                "val macro F1",
-                "lr",
-                "s",
-                "rows/s",
-            ],
-            history,
-        ),  # fmt: skip
+    cv_rows = [
+        [who, *(f"{cv[who][m]['mean']:.3f} ± {cv[who][m]['std']:.3f}" for m in CV_METRICS)]
+        for who in ("model", "baseline")
+        if cv and cv.get(who)
     ]
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;"
-        "padding:3px 8px;text-align:left}th{background:#f3f3f3}.up{color:#080}.down{color:#b00}"
-        "figure{display:inline-block;margin:0 1em 1em 0}img{max-width:460px}"
-    )
-    return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
-        f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    plots = [
+        (png_uri((folder / name).read_bytes()), caption)
+        for name, caption in PLOTS
+        if (folder / name).exists()
+    ]
+    return render(
+        "training",
+        "report.html",
+        title=f"Model report: dataset {summary['dataset']} version {summary['dataset_version']}",
+        run=run,
+        compare=compare,
+        per_class=per_class,
+        cv=cv,
+        cv_rows=cv_rows,
+        plots=plots,
+        history=history,
     )
 
 
