@@ -12,15 +12,15 @@ import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from ingestion.html import Cell, png_uri, render
 from ingestion.lake import Lake
 from labeling.quality import agreement, label_issues, latest
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType, task_type
@@ -28,12 +28,6 @@ from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType, task_type
 # fewer labelled rows than this make cross-validated probabilities noise, not evidence
 MIN_LABELS = 10
 PREVIEW = 160  # characters of a row's text shown beside a suspected error
-STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse;margin-bottom:1em}"
-    "td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;vertical-align:top}"
-    ".note{color:#666}.fail{color:#b00020;font-weight:bold}"
-)
 
 
 class ReportError(RuntimeError):
@@ -477,131 +471,81 @@ def describe(summary: dict[str, Any]) -> list[str]:
 
 def page(summary: dict[str, Any]) -> str:
     p, a, s = summary["progress"], summary["agreement"], summary["suspected_errors"]
-    source = escape(summary["source"])
+    tasks = p["tasks"] if p["tasks"] != "unknown" else f"unknown: {p.get('tasks_note')}"
     figures = {
         "curated rows": p["curated"],
-        "tasks in Label Studio": p["tasks"]
-        if p["tasks"] != "unknown"
-        else f"unknown: {p.get('tasks_note')}",
+        "tasks in Label Studio": tasks,
         "labelled tasks": p["labelled"],
         "labelled share of curated": p["labelled_share"],
         "annotations": p["annotations"],
     }
-    chart = (
-        f"<p><img alt='label counts' src='{escape(Path(summary['chart']).name)}'></p>"
-        if summary.get("chart")
-        else ""
-    )
-    parts = [
-        f"<!doctype html><html><head><meta charset=utf-8><title>Labels: {source}</title>"
-        f"<style>{STYLE}</style></head><body><h1>Labels of {source}</h1>"
-        f"<p class=note>Label type {escape(summary['label_type'])}; written "
-        f"{escape(summary['written_at'])}; table versions "
-        f"{escape(json.dumps(summary['versions']))}.</p>",
-        "<h2>Progress</h2>",
-        _table(["", ""], [[k, v] for k, v in figures.items()], header=False),
-        f"<h3>Classes ({escape(p['classes_count'])})</h3>",
-        _table(["class", "count"], list(p["classes"].items())),
-        chart,
-    ]
-    if "annotators" in p:
-        parts += [
-            "<h3>Annotations per annotator</h3>",
-            _table(["annotator", "annotations"], list(p["annotators"].items())),
-        ]
-    parts.append("<h2>Agreement</h2>")
-    if not a["computed"]:
-        parts.append(f"<p>Not computed: {escape(a['reason'])}</p>")
-    else:
-        kappa = a["kappa"] if a["kappa"] is not None else a.get("kappa_note")
-        stats = [
+    agreed: list[list[Any]] = []
+    if a["computed"]:
+        agreed = [
             ["method", a["method"]],
             ["tasks with 2+ annotations", a["tasks"]],
             ["annotators", a["annotators"]],
             ["observed agreement", a["observed"]],
-            ["kappa", kappa],
+            ["kappa", a["kappa"] if a["kappa"] is not None else a.get("kappa_note")],
         ]
         if "jaccard" in a:
-            stats.append(["mean Jaccard of label sets", a["jaccard"]])
-        parts.append(_table(["", ""], stats, header=False))
-        if "per_class" in a:
-            rows = [
-                [c, v["kappa"] if v["kappa"] is not None else v.get("kappa_note"), v["observed"]]
-                for c, v in a["per_class"].items()
-            ]
-            parts += ["<h3>Per class</h3>", _table(["class", "kappa", "observed"], rows)]
-        parts.append(f"<h3>Disagreements ({len(a['disagreements'])})</h3>")
-        parts.append(
-            _table(
-                ["task", "url", "labels by annotator"],
-                [
-                    [
-                        d["task_id"],
-                        _link(d["url"]),
-                        "; ".join(f"{who}: {_show(v)}" for who, v in d["labels"].items()),
-                    ]
-                    for d in a["disagreements"]
-                ],
-                raw=frozenset({1}),
-            )
-        )
-    parts.append("<h2>Suspected label errors</h2>")
-    if not s["computed"]:
-        parts.append(f"<p>Not computed: {escape(s['reason'])}</p>")
-    else:
-        parts.append(
-            f"<p>{escape(s['method'])}: {len(s['issues'])} of {s['rows']} labelled rows "
-            f"flagged, most suspect first; out-of-sample accuracy {s['accuracy']:.3f}"
-            + (
-                f"; {s['left_out']} labels left out, their rows no longer curated"
-                if s["left_out"]
-                else ""
-            )
-            + ".</p>"
-        )
-        parts.append(
-            _table(
-                ["task", "url", "given", "suggested", "p(given)", "p(suggested)", "text"],
-                [
-                    [
-                        i["task_id"],
-                        _link(i["url"]),
-                        i["given"],
-                        i["suggested"],
-                        i["self_confidence"],
-                        i["suggested_confidence"],
-                        i["text"],
-                    ]
-                    for i in s["issues"]
-                ],
-                raw=frozenset({1}),
-            )
-        )
-    parts.append("</body></html>")
-    return "".join(parts)
+            agreed.append(["mean Jaccard of label sets", a["jaccard"]])
+    per_class = [
+        [c, v["kappa"] if v["kappa"] is not None else v.get("kappa_note"), v["observed"]]
+        for c, v in a.get("per_class", {}).items()
+    ]
+    disagreements = [
+        [
+            d["task_id"],
+            _link(d["url"]),
+            "; ".join(f"{w}: {_show(v)}" for w, v in d["labels"].items()),
+        ]
+        for d in a.get("disagreements", [])
+    ]
+    issues = [
+        [
+            i["task_id"],
+            _link(i["url"]),
+            i["given"],
+            i["suggested"],
+            i["self_confidence"],
+            i["suggested_confidence"],
+            i["text"],
+        ]
+        for i in s.get("issues", [])
+    ]
+    tables = {
+        "figures": figures.items(),
+        "classes": p["classes"].items(),
+        "annotators": p.get("annotators", {}).items(),
+        "agreement": agreed,
+        "per_class": per_class,
+        "disagreements": disagreements,
+        "issues": issues,
+    }
+    # the chart is written beside the page too; the page carries its own copy
+    chart = summary.get("chart")
+    return render(
+        "labeling",
+        "labels.html",
+        s=summary,
+        versions=json.dumps(summary["versions"]),
+        chart=png_uri(Path(chart).read_bytes()) if chart else None,
+        **{name: _figures(rows) for name, rows in tables.items()},
+    )
+
+
+def _figures(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    # four significant digits for every figure of the page
+    return [[f"{v:.4g}" if isinstance(v, float) else v for v in row] for row in rows]
 
 
 def _show(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _link(url: str | None) -> str:
-    return f"<a href='{escape(url)}'>{escape(url)}</a>" if url else ""
-
-
-def _table(
-    head: list[str],
-    rows: Sequence[Sequence[Any]],
-    header: bool = True,
-    raw: frozenset[int] = frozenset(),
-) -> str:
-    """Cells are escaped except those in columns ``raw``, which hold HTML already."""
-
-    def cell(i: int, v: Any) -> str:
-        if isinstance(v, float):
-            v = f"{v:.4g}"
-        return f"<td>{v if i in raw else escape(str(v))}</td>"
-
-    top = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table>{top}{body}</table>"
+def _link(url: str | None) -> Cell | str:
+    # only web addresses become links: a crawled "javascript:" one stays text
+    if url and url.startswith(("http://", "https://")):
+        return Cell(url, href=url)
+    return url or ""
