@@ -14,8 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ingestion.errors import ConfigurationError
 
-class ConfigError(ValueError):
+
+class ConfigError(ConfigurationError):
     pass
 
 

@@ -23,6 +23,7 @@ from scrapy.settings import Settings
 from twisted.python.failure import Failure
 
 from harvest.config import Config
+from ingestion.errors import ConfigurationError, InvalidInputError, UnavailableError
 from ingestion.lake import Lake
 from spiders.middlewares.privateaddress import is_private
 from spiders.middlewares.proxypool import STOP_REASON, ProxyListError, proxy_urls
@@ -39,8 +40,17 @@ PROBE_TIMEOUT = 5.0
 LOG_FORMAT = "%(asctime)s [%(name)s] %(levelname)s: %(message)s"
 
 
-class CrawlError(RuntimeError):
-    pass
+class CrawlError(UnavailableError):
+    """The crawl could not go on: the site, every proxy or Redis did not answer, or a
+    worker died. Rerun later: the crawl resumes where it stopped."""
+
+
+class CrawlSetupError(ConfigurationError, CrawlError):
+    """The crawl cannot start as configured: its proxy list, a setting or a component."""
+
+
+class StartUrlError(InvalidInputError, CrawlError):
+    """``--start-url`` is not a URL the crawl can start from."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,7 @@ def run_crawl(
     refuses connections) is raised as a CrawlError before it starts.
     """
     if start_url is not None and (problem := url_problem(start_url)) is not None:
-        raise CrawlError(f"crawl of {recipe.name}: start URL: {problem}")
+        raise StartUrlError(f"crawl of {recipe.name}: start URL: {problem}")
     if worker is not None:
         resumed = worker.crawl_id if worker.resumed else None
         crawl_id = worker.crawl_id
@@ -127,7 +137,8 @@ def run_crawl(
         raise CrawlError(
             f"crawl of {recipe.name} stopped: every proxy is banned or dead "
             f"({stats.get('harvest/rows_committed', 0)} rows committed before it stopped; "
-            f"log: {log})"
+            f"log: {log})",
+            hint="rerun later, or with other proxies; it resumes where it stopped",
         )
     # a worker may find that the others took every page: the caller checks them all
     if not stats.get("response_received_count") and worker is None:
@@ -169,7 +180,7 @@ def _crawl(recipe: Recipe, settings: Settings, start_url: str | None, log: Path)
     if failures:
         failure = failures[0]
         logger.error("crawl of %s failed:\n%s", recipe.name, failure.getTraceback())
-        raise CrawlError(
+        raise CrawlSetupError(
             f"crawl of {recipe.name} failed: {failure.type.__name__}: "
             f"{failure.getErrorMessage()} (log: {log})"
         )
@@ -187,7 +198,7 @@ def check_proxies(config: Config, recipe: Recipe, settings: Settings) -> list[st
     try:
         return proxy_urls(recipe, settings, origins)
     except ProxyListError as exc:
-        raise CrawlError(f"crawl of {recipe.name}: {exc}") from exc
+        raise CrawlSetupError(f"crawl of {recipe.name}: {exc}") from exc
 
 
 def refusal(url: str, allow_private: bool, timeout: float = PROBE_TIMEOUT) -> str | None:

@@ -14,7 +14,7 @@ from ingestion.runs import CURATE_STAGE
 from ingestion.split import SplitRules
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, PushResult, SyncError
-from spiders.recipe import Recipe, load_recipe
+from spiders.recipe import Recipe, list_recipes, load_recipe
 from validation.suite import BatchSpec, GateSpec, Rule
 
 if TYPE_CHECKING:
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 
 def recipe(config: Config, source: str) -> Recipe:
     return load_recipe(source, config.sources)
+
+
+def all_recipes(config: Config) -> list[Recipe]:
+    """Every recipe in the sources folder, ``.yaml`` and ``.yml`` alike; one that does not
+    load raises its RecipeError."""
+    return [load_recipe(path) for path in list_recipes(config.sources)]
 
 
 def gate_spec(r: Recipe) -> GateSpec:
@@ -353,8 +359,7 @@ def start_webhook(
     from labeling.webhook import Receiver, Route, WebhookServer, register
 
     sync = label_sync(config)
-    names = sorted(p.stem for p in Path(config.sources).glob("*.yaml"))
-    by_name = {r.name: r for r in (load_recipe(n, config.sources) for n in names) if r.labels}
+    by_name = {r.name: r for r in all_recipes(config) if r.labels}
     routes: dict[int, Route] = {}
     for r in by_name.values():
         project_id = sync.project(project_title(r.name), r.labels, r.label_type)

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ingestion import leakage
 from ingestion.dedup import GROUP, SIGNATURE
-from ingestion.lake import LINEAGE_KEY, Lake, LakeError
+from ingestion.lake import LINEAGE_KEY, Lake, LakeError, LakeNotFoundError
 from ingestion.split import (
     DEFAULT_FRACTIONS,
     SPLITS,
@@ -322,7 +322,7 @@ def dataset_lineage(
     and carry no lineage; they belong to the cut before them."""
     table = f"datasets/{name}"
     if not lake.exists(table):
-        raise LakeError(
+        raise LakeNotFoundError(
             f"no dataset {name!r} in lake {lake.root} (cut one with `harvest dataset create` "
             "or `harvest train`)"
         )

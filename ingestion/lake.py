@@ -24,6 +24,7 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from ingestion import deltalog
+from ingestion.errors import ConflictError, NotFoundError
 
 LINEAGE_KEY = "harvest.lineage"
 # delta-rs retries appends that race other writers, but not the creation of a table, and
@@ -40,8 +41,12 @@ MOVES_NO_ROWS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
 WRITER = WriterProperties(default_column_properties=ColumnProperties(statistics_enabled="CHUNK"))
 
 
-class LakeError(RuntimeError):
-    pass
+class LakeError(ConflictError):
+    """The lake cannot do what was asked in its present state."""
+
+
+class LakeNotFoundError(NotFoundError, LakeError):
+    """A table, version or dataset that does not exist."""
 
 
 class Lake:
@@ -69,12 +74,14 @@ class Lake:
             dt = DeltaTable(self.uri(table), version=version)
         except TableNotFoundError as exc:
             known = ", ".join(self.tables()) or "none yet"
-            raise LakeError(f"no table {table!r} in lake {self.root} (tables: {known})") from exc
+            raise LakeNotFoundError(
+                f"no table {table!r} in lake {self.root} (tables: {known})"
+            ) from exc
         except (DeltaError, OSError, ValueError) as exc:
             if version is None:
                 raise
             latest = self.table(table).version()
-            raise LakeError(
+            raise LakeNotFoundError(
                 f"table {table!r} has no version {version} (versions 0 to {latest}, "
                 "unless its log was cleaned up)"
             ) from exc

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingestion.dedup import SIGNATURE, NearDuplicates
-from ingestion.lake import LakeError
+from ingestion.errors import CheckFailedError
 
 EXACT, NEAR = "exact", "near"
 BANDS, ROWS = 25, 5
@@ -30,7 +30,7 @@ EXAMPLES = 5  # leaks named in an error message
 _WORDS = re.compile(r"[^\w]+")
 
 
-class LeakError(LakeError):
+class LeakError(CheckFailedError):
     """A dataset version would put copies of a row on two sides of its split."""
 
     def __init__(self, name: str, report: LeakReport):

@@ -27,12 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from ingestion.errors import LockedError
+
 HEARTBEAT = 5.0  # seconds between the holder's beats
 STALE = 6 * HEARTBEAT  # a holder silent this long is probably hung
 LOCKS_ENV = "HARVEST_LOCKS"
 
 
-class BusyError(RuntimeError):
+class BusyError(LockedError):
     """Another process holds the lock: try again once it has finished."""
 
     def __init__(self, stage: str, source: str, holder: Holder | None):

@@ -15,6 +15,12 @@ TABLE = "runs"
 # the stages that record where they left off: a crawl its id and state, the gate the raw
 # version it has read up to
 CRAWL_STAGE, CURATE_STAGE = "crawl", "curate"
+# the states of a run: a crawl's in this table (running, then finished or interrupted),
+# and a service run's in its history (harvest/service/runs.py), which adds the others
+QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
+INTERRUPTED, TIMED_OUT = "interrupted", "timed_out"
+STATUSES = (QUEUED, RUNNING, FINISHED, FAILED, INTERRUPTED, TIMED_OUT)
+ACTIVE = (QUEUED, RUNNING)  # a run in one of these holds its source
 SCHEMA = pa.schema(
     [
         ("stage", pa.string()),

@@ -19,11 +19,13 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ingestion.errors import InvalidInputError
+
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
-class SplitError(ValueError):
+class SplitError(InvalidInputError):
     pass
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingestion.errors import ConflictError
 from ingestion.lake import Lake
 
 if TYPE_CHECKING:
@@ -36,8 +37,8 @@ FORMAT = 1
 EMBED_DIMS = 96
 
 
-class ModelError(RuntimeError):
-    pass
+class ModelError(ConflictError):
+    """No labelling model can be fitted or used yet: too few labels, none pulled."""
 
 
 @dataclass

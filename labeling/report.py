@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ingestion.errors import ConflictError
 from ingestion.html import Cell, png_uri, render
 from ingestion.lake import Lake
 from labeling.quality import agreement, label_issues, latest
@@ -30,7 +31,7 @@ MIN_LABELS = 10
 PREVIEW = 160  # characters of a row's text shown beside a suspected error
 
 
-class ReportError(RuntimeError):
+class ReportError(ConflictError):
     pass
 
 

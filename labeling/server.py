@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from ingestion.errors import ConfigurationError, UnavailableError
+
 # Label Studio refuses webhooks (and imports) to reserved addresses; the webhook receiver
 # listens on loopback, so loopback is let through and every other reserved range stays
 # refused (Label Studio's own list, core/utils/io.py validate_ip, less 127.0.0.0/8, ::1)
@@ -25,8 +27,13 @@ BANNED_SUBNETS = (
 )  # fmt: skip
 
 
-class LabelStudioError(RuntimeError):
-    pass
+class LabelStudioError(UnavailableError):
+    """Label Studio did not start or does not answer."""
+
+
+class LabelStudioSetupError(ConfigurationError, LabelStudioError):
+    """Label Studio cannot start as configured: not installed, its port taken, its token
+    refused."""
 
 
 @dataclass
@@ -76,11 +83,15 @@ class LabelStudioServer:
 
     def start(self, timeout: float = 300.0) -> None:
         if not Path(self.executable).exists():
-            raise LabelStudioError(
+            raise LabelStudioSetupError(
                 f"Label Studio is not installed at {self.executable}: run `make setup`"
             )
         if self.answers():
-            raise LabelStudioError(f"something already answers on {self.url}")
+            raise LabelStudioSetupError(
+                f"something already answers on {self.url}",
+                hint="stop it (`harvest label stop` if it is ours) or set "
+                "HARVEST_LABEL_STUDIO_PORT",
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             self.executable, "start", "--no-browser",
@@ -125,7 +136,7 @@ class LabelStudioServer:
         except requests.RequestException:
             return False
         if r.status_code == 401:
-            raise LabelStudioError(
+            raise LabelStudioSetupError(
                 f"Label Studio at {self.url} refuses the configured API token; the token is set "
                 f"only when {self.data_dir} is first created"
             )

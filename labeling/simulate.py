@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labeling.sync import LabelSync, SyncError, choice_result
+from ingestion.errors import InvalidInputError
+from labeling.sync import LabelSync, choice_result
 
 
 def load_truth(path: str | Path) -> dict[str, str]:
@@ -13,9 +14,9 @@ def load_truth(path: str | Path) -> dict[str, str]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise SyncError(f"cannot read ground truth {path}: {exc}") from exc
+        raise InvalidInputError(f"cannot read ground truth {path}: {exc}") from exc
     if not isinstance(data, dict) or "classes" not in data:
-        raise SyncError(f"{path}: not a ground truth file (no 'classes' key)")
+        raise InvalidInputError(f"{path}: not a ground truth file (no 'classes' key)")
     return dict(data["classes"])
 
 

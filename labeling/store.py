@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties
 from deltalake.exceptions import CommitFailedError
 
+from ingestion.errors import ConflictError
 from ingestion.lake import KEEP_LOG, LINEAGE_KEY, Lake
 from labeling.records import annotation_row, label_rows
 from labeling.tasktypes import TaskType
@@ -30,7 +31,7 @@ _LOCKS: dict[tuple[str, str], threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-class StoreError(RuntimeError):
+class StoreError(ConflictError):
     pass
 
 

@@ -10,6 +10,7 @@ import requests
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from ingestion.errors import ConfigurationError, UnavailableError
 from ingestion.lake import Lake
 from labeling.records import export_rows, label_rows
 from labeling.store import LabelStore
@@ -22,8 +23,16 @@ IMPORT_CHUNK = 500
 LABELS_SCHEMA = SINGLE.labels_schema
 
 
-class SyncError(RuntimeError):
-    pass
+class SyncError(UnavailableError):
+    """Label Studio did not answer, or not as it should."""
+
+
+class SyncSetupError(ConfigurationError, SyncError):
+    """Label Studio or the recipe is set up so that syncing cannot work."""
+
+
+# what to do when Label Studio does not answer
+START_HINT = "start it with `harvest label serve`"
 
 
 def label_config(classes: list[str]) -> str:
@@ -51,7 +60,9 @@ class LabelSync:
         try:
             return fn(*args, **kwargs)
         except (requests.ConnectionError, ConnectionError, OSError) as exc:
-            raise SyncError(f"Label Studio at {self.url} is unreachable ({what}): {exc}") from exc
+            raise SyncError(
+                f"Label Studio at {self.url} is unreachable ({what}): {exc}", hint=START_HINT
+            ) from exc
         except ApiError as exc:
             raise SyncError(
                 f"Label Studio at {self.url} refused {what}: {exc.status_code} {exc.body}"
@@ -59,7 +70,7 @@ class LabelSync:
         except Exception as exc:  # httpx errors from the SDK's transport
             if type(exc).__module__.startswith("httpx"):
                 raise SyncError(
-                    f"Label Studio at {self.url} is unreachable ({what}): {exc}"
+                    f"Label Studio at {self.url} is unreachable ({what}): {exc}", hint=START_HINT
                 ) from exc
             raise
 
@@ -83,14 +94,14 @@ class LabelSync:
         if existing is not None:
             found = self.call(f"reading project {existing}", self.client.projects.get, id=existing)
             if not kind.matches(found.label_config or ""):
-                raise SyncError(
+                raise SyncSetupError(
                     f"project {title!r} (id {existing}) at {self.url} is not labelled as "
                     f"{kind.name!r}, the recipe's label_type; give the recipe the project's "
                     "type, or rename or delete the project"
                 )
             return existing
         if not classes:
-            raise SyncError(f"cannot create project {title!r}: the recipe names no labels")
+            raise SyncSetupError(f"cannot create project {title!r}: the recipe names no labels")
         created = self.call(
             "creating a project",
             self.client.projects.create,

@@ -22,6 +22,8 @@ from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
 
+from ingestion.errors import ConfigurationError
+
 FROM_NAME = "label"
 TO_NAME = "text"
 
@@ -45,7 +47,7 @@ BASE_FIELDS = [
 ]
 
 
-class TaskTypeError(ValueError):
+class TaskTypeError(ConfigurationError):
     pass
 
 

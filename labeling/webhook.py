@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ingestion.errors import InvalidInputError
 from labeling.retrain import Debouncer
 from labeling.store import LabelStore, StoreError
-from labeling.sync import LabelSync, SyncError
+from labeling.sync import LabelSync, SyncError, SyncSetupError
 
 log = logging.getLogger(__name__)
 CREATED, UPDATED, DELETED = "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"
@@ -32,8 +33,10 @@ MAX_BODY = 16 * 1024 * 1024
 PATH = "/webhook"
 
 
-class EventError(ValueError):
-    pass
+class EventError(InvalidInputError):
+    """An event body the receiver cannot read."""
+
+    http_status = 400
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ def register(sync: LabelSync, project_id: int, url: str, secret: str) -> int:
         )
     except SyncError as exc:
         if "reserved network address" in str(exc):
-            raise SyncError(
+            raise SyncSetupError(
                 f"{exc}; Label Studio refuses webhooks to private addresses unless started "
                 "with them allowed (`harvest label serve` allows loopback)"
             ) from exc

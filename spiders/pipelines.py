@@ -11,7 +11,7 @@ from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 
 from ingestion.lake import Lake
-from ingestion.runs import CRAWL_STAGE, record_run
+from ingestion.runs import CRAWL_STAGE, FINISHED, INTERRUPTED, RUNNING, record_run
 from ingestion.schema import PROVENANCE_COLUMNS, content_sha256
 from ingestion.writer import BatchWriter
 from spiders.account import account
@@ -54,7 +54,7 @@ class LakePipeline:
         )
         self.crawler.stats.set_value("harvest/crawl_id", self.crawl_id)
         # an end never recorded marks the crawl for resuming (spiders/resume.py)
-        record_run(self.lake, CRAWL_STAGE, source, {"crawl_id": self.crawl_id, "state": "running"})
+        record_run(self.lake, CRAWL_STAGE, source, {"crawl_id": self.crawl_id, "state": RUNNING})
 
     def process_item(self, item: Any, spider: Spider | None = None) -> Any:
         assert self.writer is not None
@@ -96,7 +96,7 @@ class LakePipeline:
             return
         # a crawl stopped by a signal or the watchdog is unfinished: the next crawl of the
         # source resumes it
-        state = "interrupted" if reason in ("shutdown", "stalled") else "finished"
+        state = INTERRUPTED if reason in ("shutdown", "stalled") else FINISHED
         record_run(
             self.lake,
             CRAWL_STAGE,

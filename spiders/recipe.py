@@ -17,6 +17,7 @@ from parsel import Selector
 from parsel.csstranslator import HTMLTranslator
 from w3lib.url import safe_url_string
 
+from ingestion.errors import ConfigurationError, NotFoundError
 from ingestion.schema import LAKE_COLUMNS, PROVENANCE_COLUMNS
 from ingestion.transforms import Step, StepError, check_columns, outputs, parse_steps
 from spiders.schedule import Schedule, ScheduleError, parse_schedule
@@ -30,6 +31,8 @@ TYPES: dict[str, pa.DataType] = {
     "date": pa.string(),
     "list": pa.list_(pa.string()),
 }
+# a recipe is a YAML file with either suffix, in the sources folder or at any path
+RECIPE_SUFFIXES = (".yaml", ".yml")
 TOP_KEYS = {
     "name",
     "start_urls",
@@ -86,7 +89,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 T = TypeVar("T")
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigurationError):
     """A recipe that cannot run; the message names the file, then each problem by its key.
 
     ``key`` and ``problem`` are the first problem found, ``problems`` all of them.
@@ -98,6 +101,10 @@ class RecipeError(ValueError):
         self.path, self.key, self.problem = str(path), key, problem
         self.problems = [(key, problem), *more]
         super().__init__(f"{path}: " + "; ".join(f"{k}: {p}" for k, p in self.problems))
+
+
+class UnknownRecipeError(NotFoundError, RecipeError):
+    """No recipe by that name or path: a usage error, not a broken recipe."""
 
 
 class _Problems:
@@ -258,18 +265,29 @@ class Recipe:
         return {name: f.arrow_type for name, f in self.fields.items()}
 
 
+def list_recipes(sources_dir: str | Path = "sources") -> list[Path]:
+    """The recipe files in ``sources_dir``, sorted by source name: one per name, the one
+    ``find_recipe`` takes (``.yaml`` before ``.yml``)."""
+    found: dict[str, Path] = {}
+    for suffix in reversed(RECIPE_SUFFIXES):
+        for path in Path(sources_dir).glob(f"*{suffix}"):
+            if path.is_file():
+                found[path.stem] = path
+    return [found[name] for name in sorted(found)]
+
+
 def find_recipe(name_or_path: str, sources_dir: str | Path = "sources") -> Path:
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"}:
+    if path.suffix in RECIPE_SUFFIXES:
         if not path.is_file():
-            raise RecipeError(path, "path", "no such recipe file")
+            raise UnknownRecipeError(path, "path", "no such recipe file")
         return path
-    for suffix in (".yaml", ".yml"):
+    for suffix in RECIPE_SUFFIXES:
         candidate = Path(sources_dir) / f"{name_or_path}{suffix}"
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in Path(sources_dir).glob("*.y*ml"))
-    raise RecipeError(
+    known = [p.stem for p in list_recipes(sources_dir)]
+    raise UnknownRecipeError(
         Path(sources_dir) / f"{name_or_path}.yaml",
         "name",
         f"no recipe for source {name_or_path!r} (known: {', '.join(known) or 'none'})",

@@ -18,7 +18,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from ingestion.lake import Lake
-from ingestion.runs import CRAWL_STAGE, last_run
+from ingestion.runs import CRAWL_STAGE, FINISHED, last_run
 
 STAGE = CRAWL_STAGE
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def unfinished_crawl(lake: Lake, source: str) -> str | None:
     """The id of the source's last crawl when it never recorded its end."""
     run = last_run(lake, STAGE, source)
-    if run is None or run.get("state") == "finished":
+    if run is None or run.get("state") == FINISHED:
         return None
     return str(run["crawl_id"])
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ingestion.errors import ConfigurationError
+
 SCHEDULE_KEYS = {"cron", "timezone", "label", "retrain", "time_limit"}
 LABEL_KEYS = {"push", "strategy"}
 # labeling.strategies.STRATEGIES, which spiders may not import (a test keeps them equal)
@@ -20,7 +22,7 @@ DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 DEFAULT_TIME_LIMIT = 3600.0
 
 
-class ScheduleError(ValueError):
+class ScheduleError(ConfigurationError):
     def __init__(self, key: str, problem: str):
         self.key, self.problem = key, problem
         super().__init__(f"{key}: {problem}")

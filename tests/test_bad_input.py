@@ -25,14 +25,19 @@ def recipe(tmp_path: Path, site: DemoSite, **changes: object) -> Path:
     return path
 
 
+# exit codes (README): a bad flag 2, a site that does not answer 69, a recipe, setting or
+# proxy list that cannot work 78
+USAGE, UNAVAILABLE, CONFIG = 2, 69, 78
+
+
 def fails(
-    args: list[str], env: dict[str, str], site: DemoSite | None = None
+    args: list[str], env: dict[str, str], site: DemoSite | None = None, *, code: int
 ) -> tuple[str, subprocess.CompletedProcess[str]]:
-    """The one `error:` line of a crawl that must fail with exit code 2, having sent the
-    demo site no request."""
+    """The one `error:` line of a crawl that must fail with exit code ``code``, having
+    sent the demo site no request."""
     before = len(site.requests) if site else 0
     proc = run_harvest(["crawl", *args, "--no-curate"], env, check=False)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
@@ -45,9 +50,9 @@ def test_a_start_url_that_does_not_parse_is_named_before_any_request(
     tmp_path: Path, demo_site: DemoSite, lake_env: dict[str, str]
 ) -> None:
     path = recipe(tmp_path, demo_site, start_urls=["http://127.0.0.1:99999/"])
-    error, _ = fails([str(path)], lake_env, demo_site)
+    error, _ = fails([str(path)], lake_env, demo_site, code=CONFIG)
     assert f"{path}: start_urls[0]: " in error and "http://127.0.0.1:99999/" in error
-    error, _ = fails(["demo", "--start-url", "http://[::1/"], lake_env, demo_site)
+    error, _ = fails(["demo", "--start-url", "http://[::1/"], lake_env, demo_site, code=USAGE)
     assert "start URL: " in error and "http://[::1/" in error
 
 
@@ -55,7 +60,7 @@ def test_a_setting_of_the_wrong_type_is_named_before_any_request(
     tmp_path: Path, demo_site: DemoSite, lake_env: dict[str, str]
 ) -> None:
     path = recipe(tmp_path, demo_site, settings={"CONCURRENT_REQUESTS": "many"})
-    error, _ = fails([str(path)], lake_env, demo_site)
+    error, _ = fails([str(path)], lake_env, demo_site, code=CONFIG)
     assert f"{path}: settings.CONCURRENT_REQUESTS: a whole number, got 'many'" in error
 
 
@@ -65,7 +70,7 @@ def test_a_date_format_that_is_no_string_is_named_before_any_request(
     fields = {**DEMO["fields"]}
     fields["published"] = {**fields["published"], "format": 123}
     path = recipe(tmp_path, demo_site, fields=fields)
-    error, _ = fails([str(path)], lake_env, demo_site)
+    error, _ = fails([str(path)], lake_env, demo_site, code=CONFIG)
     assert f"{path}: fields.published.format" in error
     assert not (Path(lake_env["HARVEST_LAKE"]) / "raw").exists()
 
@@ -75,7 +80,7 @@ def test_a_missing_proxy_file_is_named_before_any_request(
 ) -> None:
     missing = tmp_path / "proxies.txt"
     env = {**lake_env, "HARVEST_CRAWL_PROXY_FILE": str(missing)}
-    error, _ = fails(["demo", "--start-url", demo_site.url + "/"], env, demo_site)
+    error, _ = fails(["demo", "--start-url", demo_site.url + "/"], env, demo_site, code=CONFIG)
     assert f"proxy file {missing} (HARVEST_CRAWL_PROXY_FILE or crawl.proxy_file)" in error
     assert error.endswith("does not exist")
 
@@ -93,7 +98,7 @@ def test_a_malformed_proxy_url_is_named_without_its_credentials(
     demo_site: DemoSite, lake_env: dict[str, str], proxy: str, shows: str
 ) -> None:
     env = {**lake_env, "HARVEST_CRAWL_PROXIES": f"http://127.0.0.1:{free_port()},{proxy}"}
-    error, proc = fails(["demo", "--start-url", demo_site.url + "/"], env, demo_site)
+    error, proc = fails(["demo", "--start-url", demo_site.url + "/"], env, demo_site, code=CONFIG)
     assert f"HARVEST_CRAWL_PROXIES or crawl.proxies: proxy 2 ({shows}) is not a proxy URL" in error
     assert SECRET not in proc.stderr + proc.stdout and USER not in proc.stderr + proc.stdout
 
@@ -102,7 +107,7 @@ def test_a_start_url_that_refuses_connections_fails_before_the_crawl(
     lake_env: dict[str, str],
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/"
-    error, proc = fails(["demo", "--start-url", url], lake_env)
+    error, proc = fails(["demo", "--start-url", url], lake_env, code=UNAVAILABLE)
     assert error.startswith(f"error: crawl of demo got no response from {url}: ")
     assert "refused the connection, before the crawl started" in error
     # the crawl never started: no robots.txt fetched and retried, nothing logged
@@ -115,7 +120,7 @@ def test_an_error_inside_scrapy_is_one_line_and_its_traceback_is_in_the_log(
 ) -> None:
     settings = {"DOWNLOADER_MIDDLEWARES": {"harvest_no_such_module.Middleware": 100}}
     path = recipe(tmp_path, demo_site, settings=settings)
-    error, _ = fails([str(path)], lake_env, demo_site)
+    error, _ = fails([str(path)], lake_env, demo_site, code=CONFIG)
     found = re.fullmatch(
         r"error: crawl of bad failed: ModuleNotFoundError: No module named "
         r"'harvest_no_such_module' \(log: (.+/crawls/bad-[\w-]+\.log)\)",
@@ -134,7 +139,7 @@ def test_a_crawl_with_no_response_names_the_cause_and_keeps_the_log(
     """Passes the checks before the crawl (a private address is not probed), then gets
     nothing: the error line says why instead of "finish reason unknown"."""
     path = recipe(tmp_path, demo_site, allow_private=False)
-    error, _ = fails([str(path)], lake_env, demo_site)
+    error, _ = fails([str(path)], lake_env, demo_site, code=UNAVAILABLE)
     assert f"got no response from {demo_site.url}/: 127.0.0.1 is a private address" in error
     log = Path(error.rpartition("(log: ")[2].rstrip(")"))
     assert "Spider closed" in log.read_text()

@@ -287,7 +287,7 @@ def test_dataset_create_command(lake_env: dict[str, str], tmp_path: Path) -> Non
 
     leaky = ["dataset", "create", "d", "--from", "a,b", "--labels", "p", "--group", "none"]
     proc = run_harvest(leaky, env, check=False)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the leak check found copies across splits
     assert "dataset 'd' not written" in proc.stderr
     assert "pair(s) of rows are duplicates across splits" in proc.stderr
     assert not lake.exists("datasets/d")

@@ -104,7 +104,7 @@ def test_unreachable_redis_is_a_clear_error_without_the_password(env: dict[str, 
     port = free_port()
     url = f"redis://:s3cret@127.0.0.1:{port}/0"
     proc = run_harvest(["crawl", "demo", "--workers", "2", "--redis", url], env, check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 69  # unavailable: retry later (README: exit codes)
     assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in proc.stderr
     assert "s3cret" not in proc.stderr + proc.stdout
 
@@ -113,7 +113,7 @@ def test_missing_redis_server_is_a_clear_error(env: dict[str, str]) -> None:
     # a PATH holding only the virtualenv: no redis-server on it
     path = {"PATH": str(Path(sys.executable).parent)}
     proc = run_harvest(["crawl", "demo", "--workers", "2"], {**env, **path}, check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 69  # a crawl that cannot go on (README: exit codes)
     assert "redis-server is not installed" in proc.stderr
 
 
@@ -145,7 +145,7 @@ def test_a_killed_worker_is_named_and_the_crawl_resumes(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 2
+    assert proc.returncode == 69  # rerun later: the crawl resumes (README: exit codes)
     assert re.search(rf"worker [12] \(pid {victim}\) of 2 failed with exit code -9", stderr)
     killed_id = lake.read("raw/demo")["crawl_id"][0].as_py()
 

@@ -35,7 +35,7 @@ def test_private_addresses_are_refused_unless_allowed(
     path = recipe(tmp_path, "private", allow_private=False)
     before = len(demo_site.requests)
     proc = run_harvest(["crawl", str(path), "--start-url", demo_site.url + "/"], lake_env, False)
-    assert proc.returncode == 2
+    assert proc.returncode == 69  # the site gave no response (README: exit codes)
     assert "127.0.0.1 is a private address" in proc.stderr
     assert len(demo_site.requests) == before
 

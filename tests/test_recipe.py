@@ -7,7 +7,7 @@ import yaml
 
 from harvest.demosite import DemoSite
 from ingestion.schema import LAKE_COLUMNS
-from spiders.recipe import RecipeError, load_recipe
+from spiders.recipe import RecipeError, list_recipes, load_recipe
 from tests.conftest import ROOT, run_harvest
 
 GOOD = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
@@ -130,7 +130,7 @@ def test_broken_recipe_fails_before_any_request(
     path = write(tmp_path, recipe)
     before = len(demo_site.hits)
     proc = run_harvest(["crawl", str(path)], lake_env, check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 78  # a recipe that cannot work (README: exit codes)
     assert f"{path}: fields.body.css" in proc.stderr
     assert len(demo_site.hits) == before
     assert not (Path(lake_env["HARVEST_LAKE"]) / "raw").exists()
@@ -372,3 +372,21 @@ def test_a_proxy_url_with_a_bad_port_is_refused_without_its_password() -> None:
         parse_recipe(mutate(proxies=["http://user:secret@127.0.0.2:99999"]), "x.yaml")
     assert info.value.key == "proxies.urls[0]"
     assert "port out of range" in str(info.value) and "secret" not in str(info.value)
+
+
+def test_yml_recipes_are_listed_beside_yaml_ones(tmp_path: Path) -> None:
+    """`label pull` and `label webhook` list recipes through stages.all_recipes, as `crawl`
+    and `serve` do: a `.yml` recipe is as much a source as a `.yaml` one."""
+    from harvest import stages
+    from harvest.config import Config
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for name, suffix in [("a", ".yaml"), ("b", ".yml"), ("c", ".yaml"), ("c", ".yml")]:
+        (sources / f"{name}{suffix}").write_text(yaml.safe_dump({**GOOD, "name": name}))
+    (sources / "notes.txt").write_text("not a recipe")
+    # one file a name, the one a name finds (.yaml first)
+    assert [p.name for p in list_recipes(sources)] == ["a.yaml", "b.yml", "c.yaml"]
+    found = stages.all_recipes(Config(sources=str(sources)))
+    assert [r.name for r in found] == ["a", "b", "c"]
+    assert load_recipe("b", sources).name == "b"

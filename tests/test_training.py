@@ -22,7 +22,7 @@ from training.evaluate import metrics
 from training.features import encode, ngram_ids
 from training.model import load_model
 from training.run import train_and_evaluate
-from training.trainer import TrainConfig, pick_device
+from training.trainer import TrainConfig, TrainError, pick_device
 
 
 def test_stratified_split_spreads_every_class() -> None:
@@ -57,7 +57,7 @@ def test_cuda_asked_for_without_cuda_is_an_error() -> None:
         assert pick_device("cuda") == "cuda"
     else:
         assert pick_device("auto") == "cpu"
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+        with pytest.raises(TrainError, match="no CUDA device"):
             pick_device("cuda")
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from ingestion.errors import ConfigurationError
 from training.model import Inputs, TextClassifier, VectorInputs
 
 ENCODER = "all-MiniLM-L6-v2"
@@ -33,7 +34,7 @@ DIM = 384
 log = logging.getLogger(__name__)
 
 
-class EmbeddingError(RuntimeError):
+class EmbeddingError(ConfigurationError):
     pass
 
 

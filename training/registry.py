@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from ingestion.errors import NotFoundError
 from training.tracking import Store, TrackingError, first_line, safe_uri
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-class RegistryError(TrackingError):
+class RegistryError(NotFoundError, TrackingError):
     pass
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ingestion.errors import ConfigurationError, UnavailableError
 from ingestion.lake import Lake
 
 if TYPE_CHECKING:
@@ -39,8 +40,12 @@ SUMMARY_METRICS = ("best_epoch", "best_val_macro_f1", "epochs_run", "train_secon
 _METRIC_KEY = re.compile(r"[^\w\-. :/]")
 
 
-class TrackingError(RuntimeError):
-    pass
+class TrackingError(UnavailableError):
+    """The MLflow tracking server does not answer."""
+
+
+class TrackingStoreError(ConfigurationError, TrackingError):
+    """The MLflow store cannot be created or used as configured."""
 
 
 def safe_uri(uri: str) -> str:
@@ -114,14 +119,15 @@ class Store:
                 socket.create_connection((parts.hostname or "", port), timeout=5).close()
             except OSError as exc:
                 raise TrackingError(
-                    f"the MLflow tracking server at {shown} is not reachable: {exc}"
+                    f"the MLflow tracking server at {shown} is not reachable: {exc}",
+                    hint="start it, or set HARVEST_TRACKING_URI to another store",
                 ) from exc
         path = sqlite_path(self.uri)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise TrackingError(f"cannot create the MLflow store {shown}: {exc}") from exc
+                raise TrackingStoreError(f"cannot create the MLflow store {shown}: {exc}") from exc
         _import_mlflow()
         from mlflow import MlflowClient
 
@@ -133,7 +139,7 @@ class Store:
             # opens the store now (and creates a new SQLite one), so a bad URI fails here
             client.search_experiments(max_results=1)
         except Exception as exc:  # MLflow, SQLAlchemy and HTTP errors all mean the same here
-            raise TrackingError(
+            raise TrackingStoreError(
                 f"the MLflow tracking store {shown} cannot be used: {first_line(exc)}"
             ) from exc
         return client

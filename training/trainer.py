@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ingestion.errors import InvalidInputError
 from training import checkpoint, distributed
 from training.evaluate import log_loss, macro_f1
 from training.model import Inputs, ModelConfig, NgramClassifier, TextClassifier
@@ -39,7 +40,7 @@ DEFAULT_LR = {"ngram": 0.1, "embedding": 1e-3, "finetune": 3e-5}
 HEAD_LR = 1e-3
 
 
-class TrainError(RuntimeError):
+class TrainError(InvalidInputError):
     pass
 
 

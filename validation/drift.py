@@ -28,8 +28,9 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from ingestion import deltalog
+from ingestion.errors import InvalidInputError
 from ingestion.html import Cell, png_uri, render
-from ingestion.lake import Lake, LakeError
+from ingestion.lake import Lake
 from ingestion.schema import LAKE_COLUMNS
 
 MAX_CATEGORIES = 50  # more distinct values than this (or than half the rows) is text
@@ -37,7 +38,7 @@ TOP_TOKENS = 200
 TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
-class DriftError(LakeError):
+class DriftError(InvalidInputError):
     """Versions that cannot be compared: absent, equal, empty or vacuumed."""
 
 

@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties
 
-from ingestion.lake import LINEAGE_KEY, Lake, LakeError
+from ingestion.errors import InvalidInputError
+from ingestion.lake import LINEAGE_KEY, Lake
 from ingestion.runs import record_run, runs_of
 from ingestion.transforms import StepError, apply_steps, check_columns
 from validation.suite import GateSpec, curated_rows
@@ -35,7 +36,7 @@ KEY = ("url", "crawl_id", "content_sha256")
 GATE_COLUMNS = ("failed_expectations", "quarantined_at")
 
 
-class QuarantineError(LakeError):
+class QuarantineError(InvalidInputError):
     """A review that names no row, or rows quarantine does not hold."""
 
 

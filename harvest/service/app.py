@@ -2,13 +2,14 @@
 
 Reads are open to whoever reaches the address (loopback by default); every route that
 changes something needs ``Authorization: Bearer $HARVEST_API_TOKEN``. Bad input is a 4xx
-with a message: bodies are pydantic models, and the project's errors map to statuses.
+with a message: bodies are pydantic models, and every project error (a HarvestError)
+answers with its kind's status.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
@@ -21,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harvest.config import Config
 from harvest.service.auth import HostGuard, allowed_hosts, bearer
-from harvest.service.runner import StoppingError
-from harvest.service.runs import STATUSES, RunStore, SourceBusyError
+from harvest.service.runs import RunStore
 from harvest.service.webhooks import UNAUTHORIZED, BodyTooLargeError, Webhooks, read_body
-from ingestion.locks import BusyError
+from ingestion.errors import HarvestError
+from ingestion.runs import STATUSES
 
 if TYPE_CHECKING:
     from ingestion.lake import Lake
@@ -135,7 +136,7 @@ def create_app(service: Service) -> FastAPI:
     auth = [Depends(bearer(service.token))]
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Message}, 401: {"model": Message}}
     webhooks = service.webhooks
-    _handlers(app)
+    add_error_handlers(app)
     app.add_middleware(
         HostGuard, hosts=allowed_hosts(cfg.allowed_hosts, urlsplit(service.url).hostname)
     )
@@ -169,11 +170,11 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/sources", tags=["sources"])
     def list_sources() -> list[dict[str, Any]]:
         """Every recipe with its schedule, next scheduled run and last run."""
-        from spiders.recipe import RecipeError, load_recipe
+        from spiders.recipe import RecipeError, list_recipes, load_recipe
 
         next_runs = service.next_runs()
         out = []
-        for path in sorted(Path(cfg.sources).glob("*.y*ml")):
+        for path in list_recipes(cfg.sources):
             entry: dict[str, Any] = {"source": path.stem, "schedule": None, "error": None}
             try:
                 r = load_recipe(path)
@@ -342,37 +343,18 @@ def label_progress(config: Config, source: str) -> dict[str, Any]:
             "per_class": dict(sorted(per_class.items()))}  # fmt: skip
 
 
-def _handlers(app: FastAPI) -> None:
-    """The project's errors as 4xx answers with their message."""
+def add_error_handlers(app: FastAPI) -> None:
+    """Every project error answers with its kind's status and its message (see
+    ingestion/errors.py); a request that fails validation, 422 with each field's problem."""
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
 
-    from ingestion.lake import LakeError
-    from ingestion.split import SplitError
-    from labeling.sync import SyncError
-    from spiders.recipe import RecipeError
-    from training.tracking import TrackingError
-
-    def answer(status: int | Callable[[Exception], int]) -> Any:
-        async def handler(request: Request, exc: Exception) -> JSONResponse:
-            code = status(exc) if callable(status) else status
-            return JSONResponse({"detail": str(exc)}, status_code=code)
-
-        return handler
-
-    def recipe_status(exc: Exception) -> int:
-        # an unknown source is not found; a recipe that does not parse is unprocessable
-        return 404 if getattr(exc, "key", None) in ("name", "path") else 422
-
-    app.add_exception_handler(RecipeError, answer(recipe_status))
-    app.add_exception_handler(SourceBusyError, answer(409))
-    app.add_exception_handler(BusyError, answer(409))  # a crawl the CLI started holds the lock
-    app.add_exception_handler(StoppingError, answer(503))
-    app.add_exception_handler(SplitError, answer(422))
-    app.add_exception_handler(LakeError, answer(409))
-    app.add_exception_handler(TrackingError, answer(404))
-    app.add_exception_handler(SyncError, answer(503))
+    app.add_exception_handler(HarvestError, harvest_error)
     app.add_exception_handler(RequestValidationError, _validation)
+
+
+async def harvest_error(request: Request, exc: Exception) -> JSONResponse:
+    status = exc.http_status if isinstance(exc, HarvestError) else 500
+    return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:

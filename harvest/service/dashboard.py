@@ -14,9 +14,9 @@ from html import escape
 from typing import Any
 
 from harvest.service.summary import schedule_text
+from ingestion.runs import STATUSES
 
 REFRESH_MS = 4000
-STATUSES = ("queued", "running", "finished", "failed", "interrupted", "timed_out")
 COUNTS = ("requests", "items", "curated", "quarantined", "bans")
 # one colour per series, the same in every chart
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")

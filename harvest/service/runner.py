@@ -22,8 +22,9 @@ from typing import Any
 
 from harvest.config import Config
 from harvest.service.runs import COUNTS, RunStore
+from ingestion.errors import UnavailableError
 from ingestion.locks import BusyError, holder
-from ingestion.runs import CRAWL_STAGE
+from ingestion.runs import CRAWL_STAGE, FAILED, FINISHED, INTERRUPTED, TIMED_OUT
 from spiders.recipe import Recipe, load_recipe
 from spiders.schedule import DEFAULT_TIME_LIMIT
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a run is out of time
 
 
-class StoppingError(RuntimeError):
+class StoppingError(UnavailableError):
     pass
 
 
@@ -96,19 +97,19 @@ class Runner:
             recipe = load_recipe(source, self.config.sources)
             limit = recipe.schedule.time_limit if recipe.schedule else self.time_limit
             deadline = time.monotonic() + limit
-            status, error = "finished", None
+            status, error = FINISHED, None
             for step in steps(recipe, source):
                 if self.stopping.is_set():
-                    status, error = "interrupted", f"the service stopped before {step[0]}"
+                    status, error = INTERRUPTED, f"the service stopped before {step[0]}"
                     break
                 status, error, summary = self._step(run_id, step, log_path, deadline, limit)
                 if step[0] == "crawl" and summary is not None:
                     counts = crawl_counts(summary)
-                if status != "finished":
+                if status != FINISHED:
                     break
         except Exception as exc:  # an unreadable recipe, a log that cannot be written
             log.exception("run %s of %s failed to run", run_id, source)
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = FAILED, f"{type(exc).__name__}: {exc}"
         try:
             self.store.ended(run_id, status, counts, error)
         finally:
@@ -143,7 +144,7 @@ class Runner:
         with self._lock:
             self._procs[run_id] = proc
         self.store.set_pid(run_id, proc.pid)
-        status = "finished"
+        status = FINISHED
         try:
             while True:
                 try:
@@ -153,12 +154,12 @@ class Runner:
                     pass
                 if self.stopping.is_set():
                     # Scrapy stops gracefully on the first SIGINT: the crawl stays resumable
-                    status = "interrupted"
+                    status = INTERRUPTED
                     _signal(proc, signal.SIGINT)
                     _wait_or_kill(proc, self.stop_grace)
                     break
                 if time.monotonic() > deadline:
-                    status = "timed_out"
+                    status = TIMED_OUT
                     _signal(proc, signal.SIGTERM)
                     _wait_or_kill(proc, KILL_GRACE)
                     break
@@ -167,16 +168,16 @@ class Runner:
                 self._procs.pop(run_id, None)
         text = _read_from(log_path, start)
         summary = last_summary(text)
-        if status == "timed_out":
+        if status == TIMED_OUT:
             return (
                 status,
                 f"{cmd[0]} ran past the time limit of {limit:g} s and was killed",
                 summary,
             )
-        if status == "interrupted":
+        if status == INTERRUPTED:
             return status, f"the service stopped during {cmd[0]}", summary
         if proc.returncode != 0:
-            return "failed", f"{cmd[0]} exited with {proc.returncode}: {last_error(text)}", summary
+            return FAILED, f"{cmd[0]} exited with {proc.returncode}: {last_error(text)}", summary
         return status, None, summary
 
     def stop(self) -> None:

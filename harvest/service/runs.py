@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from harvest.config import Config
+from ingestion.errors import LockedError
+from ingestion.runs import ACTIVE, INTERRUPTED, QUEUED, RUNNING, STATUSES
 
-STATUSES = ("queued", "running", "finished", "failed", "interrupted", "timed_out")
-ACTIVE = ("queued", "running")
 TRIGGERS = ("schedule", "manual")
 COUNTS = ("requests", "items", "curated", "quarantined", "bans")
 # what `harvest crawl` prints to stderr every few seconds while it crawls
@@ -46,7 +46,7 @@ CREATE INDEX IF NOT EXISTS runs_source ON runs (source, id);
 """
 
 
-class SourceBusyError(RuntimeError):
+class SourceBusyError(LockedError):
     """A run of the source is already queued or running."""
 
     def __init__(self, run: dict[str, Any]):
@@ -97,7 +97,7 @@ class RunStore:
                     raise SourceBusyError(self._row(busy, progress=False))
                 cur = db.execute(
                     "INSERT INTO runs (source, trigger, status, created_at) VALUES (?, ?, ?, ?)",
-                    (source, trigger, "queued", now()),
+                    (source, trigger, QUEUED, now()),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -110,8 +110,8 @@ class RunStore:
     def started(self, run_id: int, log_path: str | Path) -> None:
         with self._db() as db:
             db.execute(
-                "UPDATE runs SET status = 'running', started_at = ?, log_path = ? WHERE id = ?",
-                (now(), str(log_path), run_id),
+                "UPDATE runs SET status = ?, started_at = ?, log_path = ? WHERE id = ?",
+                (RUNNING, now(), str(log_path), run_id),
             )
 
     def set_pid(self, run_id: int, pid: int | None) -> None:
@@ -139,10 +139,10 @@ class RunStore:
                 for r in db.execute("SELECT id FROM runs WHERE status IN (?, ?)", ACTIVE)
             ]
             db.execute(
-                "UPDATE runs SET status = 'interrupted', ended_at = ?, pid = NULL, "
+                "UPDATE runs SET status = ?, ended_at = ?, pid = NULL, "
                 "error = COALESCE(error, 'the service stopped while this run was active') "
                 "WHERE status IN (?, ?)",
-                (now(), *ACTIVE),
+                (INTERRUPTED, now(), *ACTIVE),
             )
             db.execute("COMMIT")
         return ids
@@ -192,7 +192,7 @@ class RunStore:
             "pid": row["pid"],
             "progress": None,
         }
-        if progress and row["status"] == "running" and row["log_path"]:
+        if progress and row["status"] == RUNNING and row["log_path"]:
             out["progress"] = read_progress(Path(row["log_path"]))
         return out
 

@@ -23,7 +23,7 @@ from harvest.config import Config
 from harvest.service.runner import Runner
 from harvest.service.runs import SourceBusyError
 from ingestion.locks import BusyError
-from spiders.recipe import RecipeError, load_recipe
+from spiders.recipe import RecipeError, list_recipes, load_recipe
 from spiders.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class SourceScheduler:
     def schedules(self) -> dict[str, Schedule | None]:
         """Recipe file name -> its schedule; recipes that do not load are left out."""
         out: dict[str, Schedule | None] = {}
-        for path in sorted(Path(self.config.sources).glob("*.y*ml")):
+        for path in list_recipes(self.config.sources):
             try:
                 out[path.stem] = load_recipe(path).schedule
             except RecipeError as exc:
@@ -85,7 +85,7 @@ class SourceScheduler:
         """Adds, changes and removes jobs to match the recipes. A job whose trigger did not
         change keeps its stored next run time, missed or not."""
         wanted = self.schedules()
-        unreadable = {p.stem for p in Path(self.config.sources).glob("*.y*ml")} - set(wanted)
+        unreadable = {p.stem for p in list_recipes(self.config.sources)} - set(wanted)
         jobs = {j.id: j for j in self.aps.get_jobs()}
         for source, schedule in wanted.items():
             job_id = JOB_PREFIX + source

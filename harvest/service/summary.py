@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from harvest.config import Config
 from ingestion.lake import Lake
+from ingestion.runs import ACTIVE
 
 RECENT_RUNS = 20
 # learning curves drawn on the dashboard, when the run logged them per epoch
@@ -60,7 +61,7 @@ def build(
         "lake_check": health,
         "sources": entries,
         "runs": runs,
-        "running": [r for r in runs if r.get("status") in ("queued", "running")],
+        "running": [r for r in runs if r.get("status") in ACTIVE],
         "history": "recorded" if store is not None else "no run history (the service keeps it)",
         "models": models(config),
     }
@@ -74,10 +75,10 @@ def build(
 
 def _recipes(config: Config) -> dict[str, Any]:
     """Recipe file stem -> the parsed recipe, or the error text of one that does not parse."""
-    from spiders.recipe import RecipeError, load_recipe
+    from spiders.recipe import RecipeError, list_recipes, load_recipe
 
     out: dict[str, Any] = {}
-    for path in sorted(Path(config.sources).glob("*.y*ml")):
+    for path in list_recipes(config.sources):
         try:
             out[path.stem] = load_recipe(path)
         except (RecipeError, OSError) as exc:
@@ -166,7 +167,9 @@ def _schedule(schedule: Any) -> Any:
 
 def known_sources(config: Config) -> list[str]:
     """Every source with a recipe or a raw table in the lake."""
-    names = {p.stem for p in Path(config.sources).glob("*.y*ml")}
+    from spiders.recipe import list_recipes
+
+    names = {p.stem for p in list_recipes(config.sources)}
     return sorted(names | _lake_sources(Lake(config.lake)))
 
 

@@ -14,20 +14,20 @@ import logging
 import socket
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 
 from harvest.config import Config
+from ingestion.errors import InvalidInputError
 from labeling.webhook import Receiver, Route
 
 log = logging.getLogger(__name__)
 UNAUTHORIZED = "missing or wrong webhook secret (Authorization: Bearer ...)"
 
 
-class BodyTooLargeError(ValueError):
-    pass
+class BodyTooLargeError(InvalidInputError):
+    http_status = 413
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -105,7 +105,9 @@ class Webhooks:
         return routes
 
     def config_sources(self) -> list[str]:
-        return [str(p) for p in Path(self.config.sources).glob("*.y*ml")]
+        from spiders.recipe import list_recipes
+
+        return [str(p) for p in list_recipes(self.config.sources)]
 
     def register(self, url: str) -> list[dict[str, Any]]:
         """Makes each labelled source's project send its webhooks to ``url``."""

@@ -8,8 +8,10 @@ from typing import Any, ClassVar
 import pandas as pd
 import pyarrow as pa
 
+from ingestion.errors import ConfigurationError
 
-class StepError(ValueError):
+
+class StepError(ConfigurationError):
     """A step or option that cannot run; ``key`` says which, relative to the step list."""
 
     def __init__(self, key: str, problem: str):

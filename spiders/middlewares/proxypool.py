@@ -29,6 +29,7 @@ from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 
+from ingestion.errors import ConfigurationError
 from spiders.account import GaveUp
 from spiders.middlewares.bans import PROXY_AUTH_REQUIRED, BanDetector
 from spiders.pace import EXIT_META, pacer_for
@@ -41,7 +42,7 @@ RETRIES_META = "harvest_ban_retries"
 STOP_REASON = "no_usable_proxy"
 
 
-class ProxyListError(ValueError):
+class ProxyListError(ConfigurationError):
     """A proxy list that cannot be used: names where it came from, never a password."""
 
 

@@ -1,0 +1,35 @@
+"""The ``harvest`` command line: the root group here, one module per command group.
+
+Every command raises a HarvestError for a failure a person can act on; the root group
+(``harvest.cli.group``) turns it into one ``error:`` line and its kind's exit code.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from harvest.cli import crawl, dataset, demo, drift, label, lake, model, quarantine, serve
+from harvest.cli import status as status_cmd
+from harvest.cli import train as train_cmd
+from harvest.cli.group import HarvestGroup
+
+app = typer.Typer(cls=HarvestGroup, help="Crawl, curate, label and train.", no_args_is_help=True)
+# in the order `harvest --help` lists them
+app.command("demo-site")(demo.demo_site)
+app.command("crawl")(crawl.crawl)
+app.command("curate")(crawl.curate_cmd)
+app.command("status")(status_cmd.status)
+app.command("drift")(drift.drift)
+app.command("train")(train_cmd.train)
+app.command("export")(dataset.export)
+app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
+app.add_typer(label.app, name="label")
+app.add_typer(lake.app, name="lake")
+app.add_typer(dataset.app, name="dataset")
+app.add_typer(model.app, name="model")
+app.add_typer(quarantine.app, name="quarantine")
+
+
+def main() -> None:
+    app()

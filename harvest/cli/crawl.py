@@ -1,0 +1,147 @@
+"""`harvest crawl` and `harvest curate`: a source into raw/, then through the gate."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from harvest.cli.common import config, emit, err
+from harvest.config import Config
+from ingestion.errors import GaveUpError
+
+if TYPE_CHECKING:
+    from spiders.recipe import Recipe
+
+
+def crawl(
+    source: str = typer.Argument(..., help="recipe name in sources/, or a YAML path"),
+    start_url: str | None = typer.Option(None, help="crawl from here instead of the recipe's"),
+    curate: bool = typer.Option(True, help="run the gate when the crawl ends"),
+    fresh: bool = typer.Option(False, help="start over instead of resuming an unfinished crawl"),
+    workers: int = typer.Option(1, min=1, help="crawl processes sharing one frontier in Redis"),
+    redis_url: str | None = typer.Option(
+        None, "--redis", help="Redis holding the shared frontier (default: a private one)"
+    ),
+    crawl_id: str | None = typer.Option(
+        None, help="join this crawl, e.g. with workers on other machines (needs --redis)"
+    ),
+    worker: bool = typer.Option(False, hidden=True, help="be one worker of a shared crawl"),
+    resumed: bool = typer.Option(False, hidden=True, help="the shared crawl is resumed"),
+) -> None:
+    """Crawl SOURCE into raw/<source>, then curate it."""
+    from harvest import stages
+    from harvest.crawl import run_crawl
+    from spiders.account import account, describe
+
+    cfg = config()
+    recipe = stages.recipe(cfg, source)
+    if worker:
+        emit(crawl_worker(cfg, recipe, start_url, crawl_id, resumed))
+        return
+    if crawl_id and not redis_url:
+        raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
+    # one crawl of a source at a time; joining a shared crawl by id adds workers to it
+    lock = stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name)
+    with contextlib.nullcontext() if crawl_id else lock:
+        if workers > 1 or redis_url:
+            from harvest.workers import run_workers
+
+            merged = run_workers(
+                cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id
+            )
+            summary: dict[str, Any] = {"source": recipe.name, **merged}
+        else:
+            stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
+            summary = {"source": recipe.name, **crawl_summary(stats)}
+    # stopped by a signal: the user wants it to end, not to start curating
+    if curate and summary.get("finish_reason") != "shutdown":
+        result = stages.curate_source(cfg, recipe)
+        summary.update(
+            curated=result.curated,
+            quarantined=result.quarantined,
+            duplicates_dropped=result.duplicates_dropped,
+            near_duplicates_dropped=result.near_duplicates_dropped,
+            batch_status=result.batch_status,
+            report=result.report,
+        )
+        if result.batch_status == "held":
+            summary["held_reasons"] = result.held_reasons
+            say_held(result.source, result.held_reasons)
+    # every crawl ends with its account; pages given up past the recipe's limit fail it
+    summary["account"] = acc = account(summary["stats"])
+    for line in describe(acc):
+        err.print(f"account: {line}", highlight=False)
+    emit(summary)
+    if acc["stalled_for"]:
+        raise GaveUpError(
+            f"crawl of {recipe.name} stalled: nothing came back for {acc['stalled_for']} s "
+            "(HARVEST_STALL_TIMEOUT); it resumes on the next crawl"
+        )
+    if acc["given_up_total"] > recipe.limits.give_up:
+        raise GaveUpError(
+            f"crawl of {recipe.name} gave up on {acc['given_up_total']} pages, more than its "
+            f"limits.give_up ({recipe.limits.give_up})",
+            hint="the account lines above say why; raise limits.give_up if that is expected",
+        )
+
+
+def crawl_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    """What one crawl process reports: the headline counts and every numeric stat."""
+    return {
+        "crawl_id": stats["harvest/crawl_id"],
+        "resumed": stats["harvest/resumed"],
+        "pages": stats.get("response_received_count", 0),
+        "items": stats.get("item_scraped_count", 0),
+        "rows_committed": stats.get("harvest/rows_committed", 0),
+        "finish_reason": stats.get("finish_reason"),
+        "stats": {k: v for k, v in sorted(stats.items()) if type(v) in (int, float)},
+    }
+
+
+def crawl_worker(
+    cfg: Config, recipe: Recipe, start_url: str | None, crawl_id: str | None, resumed: bool
+) -> dict[str, Any]:
+    """One worker of ``harvest crawl --workers N``, which passes the Redis URL in the
+    environment, where ``ps`` does not show it."""
+    from harvest.crawl import Worker, run_crawl
+    from harvest.workers import REDIS_URL_ENV
+
+    redis_url = os.environ.get(REDIS_URL_ENV)
+    if not redis_url or not crawl_id:
+        raise typer.BadParameter(f"--worker needs --crawl-id and ${REDIS_URL_ENV}")
+    stats = run_crawl(cfg, recipe, start_url, progress=False,
+                      worker=Worker(redis_url, crawl_id, resumed))  # fmt: skip
+    return {**crawl_summary(stats), "requests": stats.get("scheduler/dequeued/redis", 0)}
+
+
+def curate_cmd(
+    source: str,
+    accept_batch: bool = typer.Option(
+        False, help="publish a batch even if it fails a batch-level gate (recorded)"
+    ),
+    reason: str | None = typer.Option(None, help="why the batch is accepted (with --accept-batch)"),
+) -> None:
+    """Validate the raw rows of SOURCE not yet curated; split into curated and quarantine."""
+    from dataclasses import asdict
+
+    from harvest import stages
+
+    if reason and not accept_batch:
+        raise typer.BadParameter("--reason goes with --accept-batch")
+    cfg = config()
+    note = (reason or "accepted by hand") if accept_batch else None
+    result = stages.curate_source(cfg, stages.recipe(cfg, source), accept_batch=note)
+    if result.batch_status == "held":
+        say_held(result.source, result.held_reasons)
+    emit(asdict(result))
+
+
+def say_held(source: str, reasons: list[str]) -> None:
+    err.print(
+        f"batch of {source} held back whole (see `harvest status {source}`):", highlight=False
+    )
+    for line in reasons:
+        err.print(f"  - {line}", highlight=False)

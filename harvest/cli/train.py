@@ -1,0 +1,82 @@
+"""`harvest train`: cut a dataset version, train and evaluate a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from harvest.cli.common import config, emit
+
+
+def train(
+    source: str = typer.Option("demo", help="curated and labels tables to cut from"),
+    dataset: str | None = typer.Option(None, help="dataset name (default: the source)"),
+    model: str = typer.Option(
+        "ngram", help="ngram (hashed n-gram bag) or embedding (all-MiniLM-L6-v2 and a head)"
+    ),
+    epochs: int = typer.Option(20, help="at most this many; early stopping may end sooner"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto (CUDA when present, else CPU), cpu or cuda"),
+    batch_size: int = typer.Option(32),
+    lr: float | None = typer.Option(None, help="peak learning rate (default: the model's)"),
+    patience: int = typer.Option(5, help="epochs without a better validation macro F1; 0: off"),
+    schedule: str = typer.Option("linear", help="after warmup: linear, cosine or constant"),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="mixed precision on CUDA"),
+    finetune: bool | None = typer.Option(
+        None,
+        "--finetune/--frozen",
+        help="embedding model: train the encoder too (default: on CUDA)",
+    ),
+    checkpoint_dir: Path | None = typer.Option(
+        None, help="default: REPORTS/checkpoints/DATASET-vN-MODEL"
+    ),
+    resume: bool = typer.Option(False, help="continue from the checkpoint's last epoch"),
+    stop_after: int = typer.Option(0, help="end after this many epochs (resume later)"),
+    folds: int = typer.Option(0, help="stratified k-fold cross-validation as well (k >= 2)"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="TF-IDF baseline"),
+) -> None:
+    """Cut a dataset version from curated rows and labels, train and evaluate a model.
+
+    Several processes: torchrun --nproc_per_node N -m harvest.cli train ..."""
+    from harvest import stages
+    from ingestion.datasets import cut_dataset
+    from ingestion.lake import Lake
+    from training import distributed
+    from training.run import train_and_evaluate
+    from training.trainer import TrainConfig, pick_device
+
+    cfg = config()
+    r = stages.recipe(cfg, source)
+    lake = Lake(cfg.lake)
+    name = dataset or r.name
+    train_config = TrainConfig(
+        epochs=epochs, seed=seed, device=device, model=model, batch_size=batch_size, lr=lr,
+        patience=patience, schedule=schedule, amp=amp, finetune=finetune,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, resume=resume,
+        stop_after=stop_after, folds=folds, baseline=baseline,
+    )  # fmt: skip
+    try:
+        # under torchrun, rank 0 alone cuts (one dataset version) and records the run
+        distributed.init(pick_device(device).split(":")[0])
+        version = None
+        if distributed.rank() == 0:
+            version = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
+        cut = distributed.broadcast(version.version if version else None)
+        if distributed.rank() != 0:
+            train_and_evaluate(lake, name, cut, cfg.reports, train_config)
+            return
+        result = stages.train_dataset(cfg, lake, name, cut, train_config)
+    finally:
+        distributed.close()
+    test = result["test"]
+    base = (result.get("baseline") or {}).get("test") or {}
+    emit({"dataset": name, "dataset_version": cut, "rows": result["rows"],
+          "model": result["model"], "device": result["device"],
+          "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
+          "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+          "baseline_test_accuracy": base.get("accuracy"),
+          "baseline_test_macro_f1": base.get("macro_f1"),
+          "report_dir": result["report_dir"], "report_html": result["report_html"],
+          "checkpoint_dir": result["checkpoint_dir"], "cv": result["cv"],
+          "mlflow": result.get("mlflow")})  # fmt: skip
