@@ -18,7 +18,10 @@ request counts per window that led to it are capped from then on (spiders/window
 neither the rate nor the burst that caused it comes back soon.
 
 ``Pacer.acquire`` hands a request the exit that can take one soonest, and waits until it
-can; a pause that begins while a request waits is honoured.
+can; a pause that begins while a request waits is honoured. Once a pace has a rate, it also
+waits while the exit's download slot is full: a request taken then would wait in the slot's
+queue and leave with the others the moment answers come back, in a burst its pace never
+allowed, and maybe after a throttle the pace had not yet heard of.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from spiders.windows import WindowCaps
 
 DIRECT = "direct"
 EXIT_META = "harvest_exit"  # the exit a request went through
+SLOT_POLL = 0.02  # seconds between looks at a full download slot
 
 
 @dataclass
@@ -213,22 +217,33 @@ class Pacer:
                 best = (name, at)
         return best
 
-    async def acquire(self, host: str, exits: Callable[[], Iterable[str]]) -> str | None:
+    async def acquire(
+        self,
+        host: str,
+        exits: Callable[[], Iterable[str]],
+        full: Callable[[str], bool] | None = None,
+    ) -> str | None:
         """Waits for the exit that can send to ``host`` soonest, and takes it.
 
         ``exits`` is asked again after every wait, since exits come and go; None when it
-        offers none.
+        offers none. An exit with a rate for which ``full`` is true is passed over until it
+        is not; an unlimited one has no spacing for a queue to spoil.
         """
         while True:
-            found = self.soonest(host, exits())
-            if found is None:
+            offered = list(exits())
+            if not offered:
                 return None
+            free = [n for n in offered if not (full and self.pace(n, host).interval and full(n))]
+            found = self.soonest(host, free)
+            if found is None:
+                await sleep(SLOT_POLL)
+                continue
             name, at = found
             wait = at - self.clock()
             if wait <= 0:
                 self.pace(name, host).take()
                 return name
-            await sleep(wait)
+            await sleep(min(wait, SLOT_POLL) if len(free) < len(offered) else wait)
 
     def figures(self) -> dict[str, dict[str, Any]]:
         """Per exit: requests sent, throttles, and the rate learned per host."""
@@ -242,6 +257,23 @@ class Pacer:
             if pace.rate is not None:
                 mine.setdefault("rate_per_s", {})[host] = round(pace.rate, 2)
         return out
+
+
+def exit_slot(host: str, exit_: str) -> str:
+    """The download slot of requests to ``host`` through ``exit_``: a proxy gets its own
+    concurrency to the site; the direct connection keeps Scrapy's slot, the host."""
+    return host if exit_ == DIRECT else f"{host}@{exit_}"
+
+
+def slot_full(crawler: Any, host: str) -> Callable[[str], bool]:
+    """Whether a request to ``host`` through an exit would wait in its download slot."""
+
+    def full(exit_: str) -> bool:
+        downloader = crawler.engine.downloader if crawler.engine else None
+        slot = downloader.slots.get(exit_slot(host, exit_)) if downloader else None
+        return slot is not None and (bool(slot.queue) or slot.free_transfer_slots() <= 0)
+
+    return full
 
 
 _PACERS: weakref.WeakKeyDictionary[Any, Pacer] = weakref.WeakKeyDictionary()

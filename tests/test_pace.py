@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -172,6 +173,26 @@ def test_the_pacer_hands_out_the_exit_free_first() -> None:
     assert pacer.soonest("site", ["a", "b"])[0] == "a"
     assert pacer.soonest("site", []) is None
     assert pacer.soonest("other", ["a", "b"])[1] == 0.0  # paces are per site
+
+
+def test_the_pacer_waits_while_every_download_slot_is_full_and_skips_a_full_one() -> None:
+    """A request taken while its exit's slot is full would wait there and leave in a burst
+    with the others; the pacer holds it until a slot can send it at once."""
+    pacer = Pacer()
+    for name in ("a", "b"):
+        pacer.pace(name, "site").interval = 0.001  # paced: unlimited exits are not held
+    busy, looks = {"a", "b"}, []
+
+    def full(name: str) -> bool:
+        looks.append(name)
+        if len(looks) > 6:
+            busy.discard("b")  # "b" has room after a few looks; "a" never does
+        return name in busy
+
+    assert asyncio.run(pacer.acquire("site", lambda: ["a", "b"], full)) == "b"
+    assert len(looks) > 6
+    assert pacer.pace("a", "site").sent == 0 and pacer.pace("b", "site").sent == 1
+    assert asyncio.run(pacer.acquire("site", lambda: [], full)) is None  # no exit at all
 
 
 def test_figures_name_every_exit() -> None:

@@ -54,7 +54,9 @@ def crawl(
 def assert_retry_after_waited(guard: Guard, in_flight: int = 0, margin: float = 0.5) -> None:
     """After a 429 (Retry-After is at least 1 s on the demo site) an address sends nothing
     for that second, but for requests already on their way when the 429 came: through a
-    proxy, up to a download slot's worth may still be queued there."""
+    proxy, up to a download slot's worth may still be queued there; direct, the one request
+    a pace may let go as a stalled crawler resumes, before it has read the 429 (``margin``
+    covers the usual delay in reading it)."""
     for at, address, status in guard.answers:
         if status != 429:
             continue
@@ -97,7 +99,7 @@ def test_default_settings_get_every_page_through_the_direct_connection(
     # first burst (16 requests at once, before anything is known), throttles are rare
     assert 0.5 * limit <= direct["rate_per_s"] <= 1.3 * limit, (direct, limit)
     assert account["throttled_responses"] <= 16 + 0.1 * account["fetched"], account
-    assert_retry_after_waited(server.guard)
+    assert_retry_after_waited(server.guard, in_flight=1)
 
 
 def test_several_proxies_each_learn_their_own_pace_and_a_dead_one_is_dropped(

@@ -92,6 +92,14 @@ def article_json(article: Article) -> str:
     )
 
 
+class _Server(ThreadingHTTPServer):
+    # a real server's listen backlog (nginx's is 511): socketserver's 5 drops the SYNs of a
+    # crawler's first burst, whose requests then arrive a second late, when the client
+    # sends them again, and look like requests made in spite of a Retry-After
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class DemoSite:
     """``with DemoSite(site, port=0) as demo: demo.url``"""
 
@@ -116,8 +124,7 @@ class DemoSite:
         attrs["failing"] = self.failing
         attrs["latency"] = latency
         handler = type("Handler", (_Handler,), attrs)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), handler)
         self.thread: threading.Thread | None = None
 
     def remove(self, slug: str) -> None:

@@ -28,7 +28,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from spiders.account import GaveUp
 from spiders.middlewares.bans import BanDetector, parse_retry_after
 from spiders.middlewares.proxypool import PROXY_META
-from spiders.pace import DIRECT, EXIT_META, pacer_for
+from spiders.pace import DIRECT, EXIT_META, pacer_for, slot_full
 from spiders.recipe import BanPolicy, Recipe
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class PacingMiddleware:
         # connection, whatever exit a retried request's meta still names
         if PROXY_META not in request.meta:
             host = urlparse_cached(request).hostname or ""
-            request.meta[EXIT_META] = await self.pacer.acquire(host, lambda: (DIRECT,))
+            full = slot_full(self.crawler, host)
+            request.meta[EXIT_META] = await self.pacer.acquire(host, lambda: (DIRECT,), full)
         request.meta[SENT_META] = self.pacer.clock()
         if request.meta.get("cookiejar") == request.meta.get(JAR_META):
             request.meta["cookiejar"] = request.meta[JAR_META] = request.meta.get(EXIT_META)

@@ -32,7 +32,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from ingestion.errors import ConfigurationError
 from spiders.account import GaveUp
 from spiders.middlewares.bans import PROXY_AUTH_REQUIRED, BanDetector
-from spiders.pace import EXIT_META, pacer_for
+from spiders.pace import EXIT_META, exit_slot, pacer_for, slot_full
 from spiders.recipe import BanPolicy, Recipe, proxy_url_problem
 
 logger = logging.getLogger(__name__)
@@ -283,13 +283,14 @@ class ProxyPoolMiddleware:
         return cls(crawler, pool, BanDetector(policy), max_retries)
 
     async def process_request(self, request: Request) -> None:
-        proxy = await self._choose(urlparse_cached(request).hostname or "")
+        host = urlparse_cached(request).hostname or ""
+        proxy = await self._choose(host)
         if proxy is None:
             raise IgnoreRequest(f"{STOP_REASON}: all {len(self.pool)} proxies are dead")
         request.meta[PROXY_META] = proxy.index
         request.meta[EXIT_META] = proxy.exit
         # a download slot per exit: each proxy gets its own concurrency to the site
-        request.meta["download_slot"] = f"{urlparse_cached(request).hostname}@{proxy.exit}"
+        request.meta["download_slot"] = exit_slot(host, proxy.exit)
         self._inc(f"requests/{proxy.exit}")
         if request.meta.get("playwright"):
             # one browser context per proxy: the browser takes the credentials itself
@@ -334,7 +335,9 @@ class ProxyPoolMiddleware:
 
     async def _choose(self, host: str) -> Proxy | None:
         while not self.stopping:
-            ready = await self.pacer.acquire(host, lambda: [p.exit for p in self.pool.ready()])
+            ready = await self.pacer.acquire(
+                host, lambda: [p.exit for p in self.pool.ready()], slot_full(self.crawler, host)
+            )
             if ready is not None:
                 return self.pool.by_exit[ready]
             wait = self.pool.wait_time()
