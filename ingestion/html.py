@@ -48,9 +48,15 @@ def _environment(package: str) -> Environment:
         loader=ChoiceLoader([*loaders, PackageLoader(__package__ or "ingestion")]),
         autoescape=True,
         undefined=StrictUndefined,  # a misspelt name fails the page instead of blanking it
+        finalize=_blank_none,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
     )
     env.tests["cell"] = lambda value: isinstance(value, Cell)
     return env
+
+
+def _blank_none(value: Any) -> Any:
+    # a missing figure is an empty cell, not Python's "None"
+    return "" if value is None else value

@@ -283,7 +283,7 @@ def test_page_escapes_what_it_shows() -> None:
     html = dashboard.page(got)
     # the only script is the page's own
     assert html.count("<script>") == 1 and evil not in html
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
     # a status the page does not know gets no class of its own making
     assert 'class="badge other"' in html
 
