@@ -16,7 +16,7 @@ from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined
 
-# what pages may add their own templates under: not to be shadowed by a package
+# the base's own templates: a package's template of the same name would shadow them
 BASE_TEMPLATES = ("base.html", "base.css", "macros.html")
 
 
@@ -51,7 +51,6 @@ def _environment(package: str) -> Environment:
         finalize=_blank_none,
         trim_blocks=True,
         lstrip_blocks=True,
-        keep_trailing_newline=False,
     )
     env.tests["cell"] = lambda value: isinstance(value, Cell)
     return env
