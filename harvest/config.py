@@ -18,7 +18,7 @@ from ingestion.errors import ConfigurationError
 
 
 class ConfigError(ConfigurationError):
-    pass
+    hint = "fix it in harvest.toml or in its HARVEST_* environment variable"
 
 
 @dataclass

@@ -37,6 +37,8 @@ LOCKS_ENV = "HARVEST_LOCKS"
 class BusyError(LockedError):
     """Another process holds the lock: try again once it has finished."""
 
+    hint = "retry once it has finished"
+
     def __init__(self, stage: str, source: str, holder: Holder | None):
         self.stage, self.source, self.holder = stage, source, holder
         super().__init__(f"{stage} of {source} is already running{describe(holder)}")

@@ -49,6 +49,8 @@ CREATE INDEX IF NOT EXISTS runs_source ON runs (source, id);
 class SourceBusyError(LockedError):
     """A run of the source is already queued or running."""
 
+    hint = "retry once it has ended"
+
     def __init__(self, run: dict[str, Any]):
         self.run = run
         super().__init__(f"source {run['source']!r} is already {run['status']} (run {run['id']})")
