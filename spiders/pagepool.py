@@ -131,7 +131,7 @@ class PagePool:
             page = self._idle_page(waiter.context)
             if page is not None:
                 self._count("pages_reused")
-            elif self.open[waiter.context] < self._share() and self._free_slot():
+            elif self.open[waiter.context] < self._share() and self._slot_for(waiter.context):
                 self.open[waiter.context] += 1
                 waiter.after = self.closing.popleft() if self.closing else None
                 self._count("pages_opened")
@@ -142,13 +142,18 @@ class PagePool:
         self._trim_contexts()
 
     def _share(self) -> int:
-        """Pages a context may have while others render or wait too: an equal share.
-        Beyond it a request waits for a page of its own context rather than take one
-        from another context, which would only have to open one again."""
+        """Pages a context may have while others render or wait too: an equal share,
+        rounded up so that every page is used (four pages over three proxies are two, one
+        and one). Beyond it a request waits for a page of its own context rather than take
+        one from another context, which would only have to open one again."""
         idle = Counter(self.idle.values())
         busy = {c for c, n in self.open.items() if n > idle[c]}
-        busy |= {w.context for w in self.waiters if not w.future.done()}
-        return min(self.per_context, max(1, self.size // max(1, len(busy))))
+        busy |= self._wanted()
+        return min(self.per_context, -(-self.size // max(1, len(busy))))
+
+    def _wanted(self) -> set[str]:
+        """Contexts with a request waiting for a page."""
+        return {w.context for w in self.waiters if not w.future.done()}
 
     def _idle_page(self, context: str) -> Page | None:
         for page, owner in reversed(self.idle.items()):  # the most recent is the warmest
@@ -157,15 +162,22 @@ class PagePool:
                 return page
         return None
 
-    def _free_slot(self) -> bool:
+    def _slot_for(self, context: str) -> bool:
+        """A free slot, or that of another context's idle page, closed: the one idle
+        longest of those whose context no request waits for, has at least two pages more
+        than ``context``, or ``context`` has none. A page taken from a context that waits
+        for it as much only has to be opened again there, a renderer launched for nothing
+        (contexts trading one page would do that on every request)."""
         if sum(self.open.values()) < self.size:
             return True
-        if not self.idle:
-            return False
-        page, owner = self.idle.popitem(last=False)
-        self._count("pages_evicted")
-        self._forget(owner, page)
-        return True
+        wanted, mine = self._wanted(), self.open[context]
+        for page, owner in self.idle.items():
+            if owner not in wanted or mine == 0 or self.open[owner] > mine + 1:
+                del self.idle[page]
+                self._count("pages_evicted")
+                self._forget(owner, page)
+                return True
+        return False
 
     def _forget(self, context: str, page: Page | None) -> None:
         """Frees a slot, closing its page in the background."""

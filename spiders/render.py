@@ -34,9 +34,15 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    # a reused page would keep every page it left in the back/forward cache
-    "--disable-features=BackForwardCache",
 )  # fmt: skip
+DISABLED_FEATURES = (
+    # a reused page would keep every page it left in the back/forward cache
+    "BackForwardCache",
+    # Chromium keeps one spare renderer, warmed for the context that navigated last; with a
+    # context per proxy every navigation kills it and launches one for its own context
+    # (a process a page), which no page uses: pooled pages stay in their own renderer
+    "SpareRendererForSitePerProcess",
+)
 HANDLER = "spiders.renderhandler.RenderHandler"
 
 
@@ -81,8 +87,17 @@ def launch_options(recipe: Recipe) -> dict[str, Any]:
     return {
         "executable_path": str(_option(recipe, "HARVEST_CHROMIUM", CHROMIUM)),
         "headless": True,
-        "args": [*CHROMIUM_ARGS, *extra],
+        "args": [*CHROMIUM_ARGS, *with_features_disabled(extra, DISABLED_FEATURES)],
     }
+
+
+def with_features_disabled(args: list[str], features: tuple[str, ...]) -> list[str]:
+    """``args`` with one ``--disable-features`` naming ``features`` and any it had: Chromium
+    heeds only the last of several, so a user's own would switch ours back on."""
+    flag = "--disable-features="
+    theirs = [f for a in args if a.startswith(flag) for f in a[len(flag) :].split(",") if f]
+    rest = [a for a in args if not a.startswith(flag)]
+    return [*rest, flag + ",".join(dict.fromkeys([*features, *theirs]))]
 
 
 def render_settings(recipe: Recipe) -> dict[str, Any]:

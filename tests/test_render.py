@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -19,15 +20,24 @@ from typing import Any
 import pytest
 import yaml
 from scrapy.http import HtmlResponse, Request
+from scrapy.statscollectors import MemoryStatsCollector
+from scrapy.utils.test import get_crawler
 
 from harvest.config import Config
 from harvest.crawl import crawl_settings
 from harvest.demosite import DemoSite, Site, generate
 from harvest.demosite.server import render_listing
 from ingestion.lake import Lake
+from spiders.pagepool import PagePool
 from spiders.recipe import BrowserOptions, load_recipe, parse_recipe
 from spiders.recipe_spider import RecipeSpider
-from spiders.render import BlockResources, render_meta, render_settings
+from spiders.render import (
+    DISABLED_FEATURES,
+    BlockResources,
+    launch_options,
+    render_meta,
+    render_settings,
+)
 from tests import proxies
 from tests.conftest import ROOT, last_json, run_harvest
 
@@ -117,6 +127,15 @@ def test_render_settings_add_to_the_project_and_the_recipe_overrides(tmp_path: P
     assert render_settings(recipe)["PLAYWRIGHT_ABORT_REQUEST"] == BlockResources(
         frozenset({"image", "font", "media"})
     )
+
+
+def test_a_users_disabled_features_join_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chromium heeds only the last ``--disable-features``: one flag carries them all."""
+    monkeypatch.setenv("HARVEST_BROWSER_ARGS", "--disable-features=Translate --mute-audio")
+    args = launch_options(parse_recipe(demo_js(), "demo_js.yaml"))["args"]
+    (flag,) = [a for a in args if a.startswith("--disable-features=")]
+    assert flag.split("=", 1)[1].split(",") == [*DISABLED_FEATURES, "Translate"]
+    assert "--mute-audio" in args
 
 
 def test_a_plain_crawl_never_loads_playwright() -> None:
@@ -286,6 +305,151 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     for article in empty:
         assert f"gave up on {small_site.url}/js{article.path}" in log
     assert summary["account"]["given_up"] == {"TimeoutError": len(empty)}
+
+
+# ---- the browser's pages and renderers, with Chromium
+
+
+def renderers(root: int) -> set[int]:
+    """Chromium renderer processes under process ``root``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.requires_chromium
+def test_navigations_across_proxy_contexts_launch_no_renderer_each(
+    small_site: DemoSite, tinyproxies: list[proxies.TinyProxy]
+) -> None:
+    """Chromium warms a spare renderer for the context that navigated last: with a context
+    a proxy, each navigation in another context would kill it and launch one for its own,
+    which no page ever uses. Pooled pages keep their renderers instead."""
+    recipe = parse_recipe({**demo_js(), "settings": {"HARVEST_BROWSER_ARGS": OFFLINE}}, "r")
+    urls = sorted(article_urls(small_site))[:12]
+
+    async def navigate() -> set[int]:
+        from playwright.async_api import async_playwright
+
+        seen: set[int] = set()
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(**launch_options(recipe))
+            pages = []
+            for proxy in tinyproxies[:3]:
+                context = await browser.new_context(proxy={"server": proxy.url})
+                pages.append(await context.new_page())
+            for n, url in enumerate(urls):  # each context in turn, as the proxy pool sends
+                await pages[n % len(pages)].goto(url, wait_until="load", timeout=30_000)
+                seen |= renderers(os.getpid())  # a spare lives until the next navigation
+            await browser.close()
+        return seen
+
+    seen = asyncio.run(navigate())
+    # a renderer for each page's blank start and one for the site, at most
+    assert len(seen) <= 2 * 3, f"{len(seen)} renderers for {len(urls)} navigations"
+
+
+class _Pool:
+    """A ``PagePool`` of four pages over real browser contexts, driven as the download
+    handler drives it: a request that gets a slot opens its page itself."""
+
+    def __init__(self, contexts: dict[str, Any]):
+        self.contexts = contexts
+        self.stats = MemoryStatsCollector(get_crawler())
+        self.pool = PagePool(4, 4, 8, self._close_context, self.stats)
+
+    async def _close_context(self, name: str) -> None:
+        await self.contexts[name].close()
+
+    async def take(self, context: str) -> asyncio.Task[Any]:
+        """A request of ``context`` asks for a page; the task ends with the page it renders
+        on, once it has one."""
+
+        async def page() -> Any:
+            got = await self.pool.acquire(context)
+            return got if got is not None else await self.contexts[context].new_page()
+
+        task = asyncio.ensure_future(page())
+        for _ in range(3):  # a page idle or a slot free is handed over at once
+            await asyncio.sleep(0)
+        return task
+
+    def waiting(self) -> Counter[str]:
+        return Counter(w.context for w in self.pool.waiters)
+
+    def count(self, what: str) -> int:
+        return int(self.stats.get_value(f"harvest/browser/{what}", 0))
+
+
+async def served(task: asyncio.Task[Any]) -> Any:
+    return await asyncio.wait_for(task, 30)  # a deadline on a hang, not a measure
+
+
+@pytest.mark.requires_chromium
+def test_the_page_pool_keeps_every_page_busy_without_trading_pages() -> None:
+    """Four pages over three proxies' contexts (a, b, c), then a fourth context (d)."""
+
+    async def scenario() -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as playwright:
+            launch = launch_options(parse_recipe(demo_js(), "demo_js.yaml"))
+            browser = await playwright.chromium.launch(**launch)
+            run = _Pool({name: await browser.new_context() for name in "abcd"})
+            pool = run.pool
+
+            # every page is used: two for one context, one each for the others
+            first = [await run.take(c) for c in "abca"]
+            assert not run.waiting()
+            a1, b1, c1, a2 = [await served(t) for t in first]
+            assert dict(pool.open) == {"a": 2, "b": 1, "c": 1}
+
+            # each context waits for its own page: none is taken from another context
+            # that wants it as much, to be opened again there
+            c3, a3, b3 = [await run.take(c) for c in "cab"]
+            assert run.waiting() == Counter("cab")
+            pool.release("a", a1, reuse=True)
+            assert run.waiting() == Counter("cb")
+            assert await served(a3) is a1
+            pool.release("b", b1, reuse=True)
+            pool.release("c", c1, reuse=True)
+            assert [await served(t) for t in (b3, c3)] == [b1, c1]
+            assert run.count("pages_evicted") == 0
+
+            # b's proxy dies: its page, idle and wanted by no request, goes to c
+            pool.release("b", b1, reuse=True)
+            c4 = await run.take("c")
+            c2 = await served(c4)
+            assert c2 is not b1 and b1.is_closed()
+            assert dict(pool.open) == {"a": 2, "c": 2}
+            assert run.count("pages_evicted") == 1
+
+            # a context with no page takes one, even from a context that wants it
+            d1, a4 = await run.take("d"), await run.take("a")
+            pool.release("a", a2, reuse=True)
+            await served(d1)
+            assert run.waiting() == Counter("a") and a2.is_closed()
+            assert dict(pool.open) == {"a": 1, "c": 2, "d": 1}
+            a4.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await a4
+            await browser.close()
+
+    asyncio.run(scenario())
 
 
 # ---- with Chromium, through real proxies
