@@ -96,6 +96,7 @@ class Pace:
             self._block_over(sent_at)
         self._streak_ok += 1
         self._cycle_ok += 1
+        self.windows.answered(sent_at)
         self._in_a_row = 0
         if latency is not None:
             self._best_latency = min(self._best_latency, latency)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
+import random
 from collections import deque
 from dataclasses import dataclass
 
@@ -306,8 +308,10 @@ def test_a_block_after_the_first_burst_caps_only_the_shortest_window() -> None:
         p.take()
         clock.now += 0.003
     sit_out_block(p, clock, block=15.0)
-    # a burst says nothing of a minute: only the shortest span is capped
-    assert list(p.windows.caps) == [1.0] and p.windows.caps[1.0].blocked == 31
+    # a burst says nothing of a minute, and nothing got through: only spans up to a second
+    # are capped, below the count the block began at
+    assert max(p.windows.caps) == 1.0 and p.windows.caps[1.0].blocked == 31
+    assert not any(cap.exact for cap in p.windows.caps.values())
 
 
 @pytest.mark.parametrize(
@@ -337,3 +341,50 @@ def test_a_window_limit_with_long_blocks_is_learned_in_few_blocks(
     assert site.blocks <= 3, site.blocks  # a block costs B: few, then none
     assert late_served / 300.0 >= 0.6 * allowed, (late_served / 300.0, allowed)
     assert served / 600.0 >= 0.5 * allowed, (served / 600.0, allowed)
+
+
+def crawl_simulated(p: Pace, clock: Clock, site: BlockingSite, pages: int) -> list[float]:
+    """Up to 8 requests in flight, each answered 5 ms after it is sent, until ``pages`` got
+    through; returns when each that got through was sent."""
+    got: list[float] = []
+    answers: list[tuple[float, float, bool]] = []  # (answered at, sent at, got through)
+    while len(got) < pages:
+        if len(answers) < 8 and clock.now >= p.next_at:
+            p.take()
+            sent = clock.now
+            heapq.heappush(answers, (sent + 0.005, sent, site.answer(sent)))
+            clock.now += 1e-4  # two requests never leave at the same instant
+            continue
+        soonest = answers[0][0] if answers else math.inf
+        clock.now = max(clock.now, min(soonest, p.next_at) if len(answers) < 8 else soonest)
+        while answers and answers[0][0] <= clock.now:
+            _, sent, ok = heapq.heappop(answers)
+            if ok:
+                got.append(sent)
+                p.ok(sent, latency=0.005)
+            else:
+                p.throttled(sent)
+    return got
+
+
+@pytest.mark.parametrize("draw", range(6))
+def test_a_sliding_window_is_found_and_paced_at_its_limit(draw: int) -> None:
+    """N requests in any W seconds, then a block of several W with no Retry-After, each
+    drawn at random: in a couple of blocks the pace finds the window and sends at its limit,
+    with no block after."""
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    limit, window = rng.randint(6, 40), rng.choice([1.0, 2.0, 3.0, 5.0, 10.0, 15.0])
+    site = BlockingSite(limit, window, block=window * rng.uniform(3.0, 8.0))
+    clock = Clock()
+    p = pace(clock)
+    allowed = limit / window
+    got = crawl_simulated(p, clock, site, pages=int(allowed * 240))
+    about = f"seed {seed}: {limit} per {window}s, block {site.block:.1f}s"
+    assert site.blocks <= 3, about
+    cap = p.windows.caps.get(window)
+    assert cap is not None and cap.exact and p.windows.limit(window, clock.now) == limit, about
+    # the last minute went at the limit: nothing left on the table, nothing blocked
+    late = sum(1 for sent in got if sent > clock.now - 60.0)
+    assert late >= 0.9 * allowed * 60.0, (about, late / 60.0, allowed)
+    assert site.blocked_until < clock.now - 60.0, about
