@@ -11,6 +11,13 @@ Each step runs as one Lua script, so the crawl ends exactly when the queue is em
 no worker is busy: a popped request marks its worker busy in the same step, and a worker
 leaves ``busy`` only when its engine is idle, that is after the requests its pages led to
 are queued. The step that sees the end deletes the queue, the filter and ``busy``.
+
+A worker takes a request only when it can send it about now: past
+``HARVEST_REDIS_PREFETCH`` requests waiting in its download slots it leaves the rest in
+the shared queue, where an idle worker takes them, instead of holding them behind its own
+per-site concurrency. Requests another worker queued do not wake an idle engine, so every
+``WAKE_INTERVAL`` a worker with room looks at the shared queue again, which is also how an
+idle worker sees the end of the crawl within that time.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from twisted.internet import task
 logger = logging.getLogger(__name__)
 
 KEYS = ("queue", "seen", "busy", "done")
-WAKE_INTERVAL = 0.2  # seconds between looks at the shared queue while this worker waits
+# seconds between looks at the shared queue while this worker has room: a fraction of a
+# page's round trip, so a request queued by another worker waits little for an idle one
+WAKE_INTERVAL = 0.05
 
 # KEYS: queue seen done; ARGV: fingerprint ("" for dont_filter), request
 _ENQUEUE = """
@@ -105,6 +114,7 @@ class RedisFrontier(BaseScheduler):
         self.client = client
         self.prefix = settings.get("HARVEST_REDIS_PREFIX")
         self.done_ttl = settings.getint("HARVEST_REDIS_DONE_TTL")
+        self.prefetch = settings.getint("HARVEST_REDIS_PREFETCH")
         default_worker = f"{socket.gethostname()}:{os.getpid()}"
         self.worker = settings.get("HARVEST_REDIS_WORKER") or default_worker
         self.crawl_id = settings.get("HARVEST_CRAWL_ID")
@@ -137,11 +147,21 @@ class RedisFrontier(BaseScheduler):
 
     def wake(self) -> None:
         """Requests other workers queued do not wake this engine, which would otherwise look
-        again only on its 5 s heartbeat: nudge it while the shared queue has work."""
+        again only on its 5 s heartbeat, and neither does the end of the crawl: while this
+        worker has room, nudge it to take a request, or to see that the crawl is over."""
         engine = self.crawler.engine
         slot = getattr(engine, "_slot", None)
-        if slot is not None and self.keys and self.client.llen(self.keys["queue"]):
+        if slot is None or engine is None or engine.needs_backout():
+            return
+        if self.waiting() < self.prefetch:
             slot.nextcall.schedule()
+
+    def waiting(self) -> int:
+        """Requests this worker took that wait in its download slots for a free transfer."""
+        engine = self.crawler.engine
+        if engine is None:
+            return 0
+        return sum(len(slot.queue) for slot in engine.downloader.slots.values())
 
     def close(self, reason: str) -> None:
         if self.waker.running:
@@ -171,6 +191,8 @@ class RedisFrontier(BaseScheduler):
         return False
 
     def next_request(self) -> Request | None:
+        if self.waiting() >= self.prefetch:
+            return None  # left for a worker that can send it now; wake() asks again
         data = self.pop_script(keys=[self.keys["queue"], self.keys["busy"]], args=[self.worker])
         if data is None:
             return None

@@ -122,3 +122,6 @@ HARVEST_REDIS_PREFIX = "harvest"
 HARVEST_REDIS_WORKER = ""
 # seconds the end marker of a finished crawl stays, so a late worker does not crawl again
 HARVEST_REDIS_DONE_TTL = 3600
+# requests a worker takes from the shared queue beyond those it can send at once; more
+# would wait behind its per-site concurrency while another worker sits idle
+HARVEST_REDIS_PREFETCH = 1

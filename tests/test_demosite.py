@@ -123,3 +123,50 @@ def test_demo_site_command_serves_the_guard_regime_it_is_given() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def listing_links(html: str) -> list[str]:
+    nav = html.split('<nav class="pagination">', 1)[1]
+    return re.findall(r'href="([^"]+)"', nav)
+
+
+def test_numbered_pagination_links_the_first_last_and_near_pages() -> None:
+    site = generate(300, seed=3)  # 15 pages: the window leaves some out
+    with DemoSite(site, pagination="numbered") as numbered:
+        page = requests.get(f"{numbered.url}/page/8", timeout=5).text
+        first = requests.get(numbered.url + "/", timeout=5).text
+    near = [f"/page/{n}" for n in range(3, 14) if n != 8]
+    assert set(listing_links(page)) == {"/", *near, f"/page/{site.pages}"}
+    assert '<span class="current">8</span>' in page
+    assert 'class="prev" href="/page/7"' in page and 'class="next" href="/page/9"' in page
+    assert set(listing_links(first)) == {*(f"/page/{n}" for n in range(2, 7)), "/page/15"}
+
+
+def test_chain_pagination_is_the_default(demo_site: DemoSite) -> None:
+    page = requests.get(f"{demo_site.url}/page/3", timeout=5).text
+    assert listing_links(page) == ["/page/2", "/page/4"]
+    with pytest.raises(ValueError, match="pagination 'pages': one of chain, numbered"):
+        DemoSite(demo_site.site, pagination="pages")
+
+
+def test_demo_site_command_serves_numbered_pagination() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, run_harvest
+
+    bad = run_harvest(["demo-site", "--pagination", "pages"], {}, check=False)
+    assert bad.returncode == 2 and "one of chain, numbered" in bad.stderr
+    args = ["demo-site", "--port", "0", "--articles", "200", "--pagination", "numbered"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harvest.cli", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        found = re.search(r"demo site on (http://\S+):", proc.stderr.readline())
+        assert found, "the command did not say where it serves"
+        first = requests.get(found.group(1) + "/", timeout=10).text
+        assert "/page/10" in listing_links(first)  # the last of 10 pages
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -15,10 +15,18 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
+from scrapy import Request, Spider
+from scrapy.core.downloader import Slot
+from scrapy.core.engine import ExecutionEngine
+from scrapy.exceptions import DontCloseSpider
+from scrapy.utils.test import get_crawler
+from twisted.internet.defer import Deferred
 
 from harvest.demosite import DemoSite, Site
 from harvest.workers import private_redis
 from ingestion.lake import Lake
+from spiders import settings as defaults
+from spiders.frontier import RedisFrontier, delete_frontier, frontier_keys
 from tests.conftest import ROOT, free_port, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
@@ -152,3 +160,86 @@ def test_a_killed_worker_is_named_and_the_crawl_resumes(
     summary = last_json(run_harvest(args, env).stdout)
     assert summary["resumed"] is True and summary["crawl_id"] == killed_id
     assert assert_each_article_once(lake, site, demo_site) == killed_id
+
+
+def frontier(redis_url: str, crawl_id: str, worker: str) -> RedisFrontier:
+    """A worker's frontier on a real crawler and engine that never run: the test steps it."""
+    crawler = get_crawler(
+        Spider,
+        {
+            "HARVEST_REDIS_URL": redis_url,
+            "HARVEST_CRAWL_ID": crawl_id,
+            "HARVEST_REDIS_WORKER": worker,
+            "HARVEST_REDIS_PREFIX": defaults.HARVEST_REDIS_PREFIX,
+            "HARVEST_REDIS_DONE_TTL": defaults.HARVEST_REDIS_DONE_TTL,
+            "HARVEST_REDIS_PREFETCH": defaults.HARVEST_REDIS_PREFETCH,
+            "DOWNLOAD_HANDLERS": {"http": None, "https": None},
+        },
+    )
+    spider = crawler.spider = crawler._create_spider("demo")
+    crawler.engine = ExecutionEngine(crawler, lambda _: None)
+    result = RedisFrontier.from_crawler(crawler)
+    result.open(spider)
+    return result
+
+
+def test_a_worker_leaves_what_it_cannot_send_now_to_the_others(redis_url: str) -> None:
+    a, b = (frontier(redis_url, "prefetch", name) for name in "ab")
+    try:
+        for n in (1, 2):
+            assert a.enqueue_request(Request(f"http://site.example/{n}"))
+        # a's download slot already holds a request waiting for a free transfer
+        assert a.crawler.engine is not None
+        slot = a.crawler.engine.downloader.slots["site.example"] = Slot(8, 0, jitter=0)
+        slot.queue.append((Request("http://site.example/0"), Deferred()))
+        assert a.next_request() is None
+        taken = b.next_request()
+        assert taken is not None and taken.url == "http://site.example/1"
+        slot.queue.clear()  # its transfer started: a takes the next one
+        taken = a.next_request()
+        assert taken is not None and taken.url == "http://site.example/2"
+    finally:
+        for f in (a, b):
+            f.close("finished")
+        delete_frontier(redis.Redis.from_url(redis_url), "harvest", "demo", "prefetch")
+
+
+def test_an_idle_worker_waits_for_a_busy_one_and_they_end_together(redis_url: str) -> None:
+    a, b = (frontier(redis_url, "idle", name) for name in "ab")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert a.enqueue_request(Request("http://site.example/"))
+        assert b.next_request() is not None  # b is busy with the only page
+        with pytest.raises(DontCloseSpider):  # a has nothing, but b's page may lead further
+            a.spider_idle(a.spider)  # type: ignore[arg-type]
+        assert b.enqueue_request(Request("http://site.example/next"))
+        assert not b.enqueue_request(Request("http://site.example/next"))  # seen already
+        assert a.next_request() is not None
+        with pytest.raises(DontCloseSpider):
+            b.spider_idle(b.spider)  # type: ignore[arg-type]
+        a.spider_idle(a.spider)  # type: ignore[arg-type]  # the last busy one: the end
+        b.spider_idle(b.spider)  # type: ignore[arg-type]  # and b sees it
+        keys = frontier_keys("harvest", "demo", "idle")
+        assert client.exists(keys["done"]) and not client.exists(keys["queue"], keys["busy"])
+        assert not a.enqueue_request(Request("http://site.example/late"))
+    finally:
+        for f in (a, b):
+            f.close("finished")
+        delete_frontier(client, "harvest", "demo", "idle")
+
+
+@pytest.mark.parametrize("pagination", ["numbered", "chain"])
+def test_four_workers_crawl_either_pagination_once(
+    pagination: str, redis_url: str, site: Site, tmp_path: Path, env: dict[str, str]
+) -> None:
+    with DemoSite(site, pagination=pagination) as shaped:
+        args = ["crawl", str(paced_recipe(tmp_path)), "--workers", "4", "--redis", redis_url,
+                "--start-url", shaped.url + "/", "--no-curate"]  # fmt: skip
+        summary = last_json(run_harvest(args, env).stdout)
+        fetched = Counter(shaped.hits)
+    assert_each_article_once(Lake(env["HARVEST_LAKE"]), site, shaped)
+    assert summary["items"] == len(site.articles)
+    listings = {"/", *(f"/page/{n}" for n in range(2, site.pages + 1))}
+    assert {p for p in fetched if not p.startswith("/article/")} - {"/robots.txt"} == listings
+    assert {fetched[p] for p in listings} == {1}
+    assert {fetched[a.path] for a in site.articles} == {1}

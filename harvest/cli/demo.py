@@ -28,6 +28,9 @@ def demo_site(
     latency_ms: str = typer.Option(
         "0", help="each answer waits LO-HI ms (e.g. 50-200), like a site across a network"
     ),
+    pagination: str = typer.Option(
+        "chain", help="listing pages link: chain (previous/next) or numbered (pages near too)"
+    ),
 ) -> None:
     """Serve the deterministic demo news site until interrupted."""
     from harvest.demosite import DemoSite, Guard, generate
@@ -44,7 +47,10 @@ def demo_site(
         raise typer.BadParameter(str(exc)) from exc
     if not 0 <= latency[0] <= latency[1]:
         raise typer.BadParameter(f"--latency-ms {latency_ms!r}: LO-HI with 0 <= LO <= HI")
-    server = DemoSite(site, port=port, guard=guard, latency=latency)
+    try:
+        server = DemoSite(site, port=port, guard=guard, latency=latency, pagination=pagination)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     if truth:
         truth.parent.mkdir(parents=True, exist_ok=True)
         truth.write_text(json.dumps(site.truth(server.url), indent=1))

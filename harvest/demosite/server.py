@@ -24,6 +24,11 @@ from harvest.demosite.generator import Article, Site
 from harvest.demosite.guard import Guard
 
 SECTIONS = ("", "/js", "/guarded", "/hostile")
+# a listing page's pagination: "chain" links only the previous and next page, so each is
+# found only once the one before it was fetched; "numbered" also links the first, the last
+# and PAGE_WINDOW pages either side, so a crawl finds them many at a time
+PAGINATIONS = ("chain", "numbered")
+PAGE_WINDOW = 5
 # /hostile/: pages that break naive crawlers, each linked from /hostile/
 HOSTILE = ("ok", "slow", "bomb", "latin1", "broken", "binary")
 PAGE = """<!doctype html>
@@ -47,19 +52,37 @@ fetch({api}).then(r => r.json()).then(a => {{
 </script>"""
 
 
-def render_listing(site: Site, page: int, prefix: str = "") -> str:
+def render_listing(site: Site, page: int, prefix: str = "", pagination: str = "chain") -> str:
     items = "".join(
         f'<li><a class="article-link" href="{prefix}{a.path}">{escape(a.title)}</a></li>'
         for a in site.listing(page)
     )
+
+    def href(n: int) -> str:
+        return f"{prefix}/" if n == 1 else f"{prefix}/page/{n}"
+
     nav = ""
     if page > 1:
-        prev = f"{prefix}/" if page == 2 else f"{prefix}/page/{page - 1}"
-        nav += f'<a class="prev" href="{prev}">Previous</a> '
+        nav += f'<a class="prev" href="{href(page - 1)}">Previous</a> '
+    if pagination == "numbered":
+        nav += (
+            " ".join(
+                f'<span class="current">{n}</span>' if n == page else f'<a href="{href(n)}">{n}</a>'
+                for n in numbered_pages(page, site.pages)
+            )
+            + " "
+        )
     if page < site.pages:
         nav += f'<a class="next" href="{prefix}/page/{page + 1}">Next</a>'
     main = f'<h1>Latest news, page {page} of {site.pages}</h1><ul class="articles">{items}</ul>'
     return PAGE.format(title=f"Page {page}", main=main + f'<nav class="pagination">{nav}</nav>')
+
+
+def numbered_pages(page: int, pages: int, window: int = PAGE_WINDOW) -> list[int]:
+    """The numbers a listing page links to: the first, the last, and ``window`` either side
+    of its own, as most sites' pagination shows them."""
+    near = range(max(1, page - window), min(pages, page + window) + 1)
+    return sorted({1, pages, *near})
 
 
 def render_article(article: Article) -> str:
@@ -111,9 +134,13 @@ class DemoSite:
         guard: Guard | None = None,
         etags: bool = True,
         latency: tuple[float, float] = (0.0, 0.0),
+        pagination: str = "chain",
     ):
         """``latency``: each answer waits a time drawn uniformly from this range (seconds),
-        as a site across a network does, so that crawlers are measured waiting on it."""
+        as a site across a network does, so that crawlers are measured waiting on it.
+        ``pagination``: how listing pages link each other, one of ``PAGINATIONS``."""
+        if pagination not in PAGINATIONS:
+            raise ValueError(f"pagination {pagination!r}: one of {', '.join(PAGINATIONS)}")
         self.site = site
         self.guard = guard or Guard()
         # every (client address, path) requested, in order: lets tests see what was fetched
@@ -123,6 +150,7 @@ class DemoSite:
         attrs = {"site": site, "guard": self.guard, "log": self.requests, "etags": etags}
         attrs["failing"] = self.failing
         attrs["latency"] = latency
+        attrs["pagination"] = pagination
         handler = type("Handler", (_Handler,), attrs)
         self.httpd = _Server((host, port), handler)
         self.thread: threading.Thread | None = None
@@ -175,6 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
     set_cookie: str | None = None  # a session for a client of a guard that limits by cookie
     etags: bool = True
     latency: tuple[float, float] = (0.0, 0.0)
+    pagination: str = "chain"
     protocol_version = "HTTP/1.1"
     # headers and body go out in two writes; with Nagle's algorithm each response would
     # wait for the client's delayed ACK, capping the site near 300 requests/s
@@ -208,11 +237,11 @@ class _Handler(BaseHTTPRequestHandler):
             if article is not None:
                 return self._send(200, article_json(article), "application/json")
         if rest == "/":
-            return self._send(200, render_listing(self.site, 1, prefix))
+            return self._send(200, render_listing(self.site, 1, prefix, self.pagination))
         if m := re.fullmatch(r"/page/(\d+)", rest):
             page = int(m.group(1))
             if 1 <= page <= self.site.pages:
-                return self._send(200, render_listing(self.site, page, prefix))
+                return self._send(200, render_listing(self.site, page, prefix, self.pagination))
         if m := re.fullmatch(r"/article/([\w\-]+)", rest):
             article = self.site.by_slug.get(m.group(1))
             if article is not None:

@@ -1,0 +1,195 @@
+"""Scale-out benchmark: 1, 2 and 4 crawl workers against a site whose answers wait 50-200 ms.
+
+``python -m bench.scaleout [--articles N] [--workers 1 2 4] [--pagination numbered chain]
+[--repeat R]``
+
+A crawl across a network waits on the site, not the CPU, which is where more workers
+should pay: the goal is 1.8x one worker's pages/s with 2 workers and 3.4x with 4. One
+worker is ``harvest crawl demo`` (Scrapy's own scheduler); N workers are ``--workers N``
+(the Redis frontier). The site is served twice over, once per pagination shape of
+``harvest demo-site --pagination``: ``numbered`` links pages near each listing page, as
+most sites do; ``chain`` links only the next one, so listing pages are found one after
+another, and no number of workers crawls faster than that chain is walked.
+
+Pages are counted by the site server, from the first page asked for to the last, as
+``bench/crawl.py`` counts them (its ``run_row`` runs each crawl here). ``--repeat R``
+runs the rows R times, interleaved, and keeps each row's median. Prints a table and
+writes it with the machine's facts to ``bench/results/scaleout.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.crawl import HARVEST, PER_PAGE, Row, machine, run_row
+from bench.site import ROOT, SiteProcess, serve
+
+RESULTS = ROOT / "bench" / "results" / "scaleout.json"
+LATENCY_MS = (50.0, 200.0)
+TARGETS = {2: 1.8, 4: 3.4}  # speedup over one worker that scale-out should reach
+
+
+@dataclass
+class ShapedSite(SiteProcess):
+    """bench.site's site process, with the listing pages' pagination shape."""
+
+    pagination: str = "numbered"
+
+    def __enter__(self) -> ShapedSite:
+        argv = [sys.executable, "-m", "bench.scaleout", "--serve", "--articles",
+                str(self.articles), "--pagination", self.pagination,
+                "--latency-ms", *map(str, self.latency_ms)]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.__exit__()
+            raise RuntimeError(f"the site server did not start (it said {self.url!r})")
+        return self
+
+
+def serve_site(articles: int, latency_ms: tuple[float, float], pagination: str) -> None:
+    """Serves until stdin closes; the first line out is the site's URL."""
+    demo = serve(articles, latency=(latency_ms[0] / 1000, latency_ms[1] / 1000))
+    demo.httpd.RequestHandlerClass.pagination = pagination  # type: ignore[attr-defined]
+    demo.start()
+    print(demo.url, flush=True)
+    sys.stdin.read()
+    demo.stop()
+
+
+def crawl_row(pagination: str, workers: int) -> Row:
+    argv = [str(HARVEST), "crawl", "demo", "--start-url", "{url}/", "--no-curate"]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    name = f"{pagination}, {workers} worker{'s' * (workers > 1)}"
+    return Row(f"{pagination[0]}{workers}", name, argv, "latency", in_repo=True)
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    expected = args.articles + -(-args.articles // PER_PAGE)
+    timeout = 180 + 0.5 * expected
+    results = []
+    for pagination in args.pagination:
+        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.workers}
+        site = ShapedSite(args.articles, latency_ms=LATENCY_MS, pagination=pagination)
+        with site:
+            for attempt in range(1, args.repeat + 1):
+                for n in args.workers:
+                    row = crawl_row(pagination, n)
+                    print(f"({row.key}) {row.name}, run {attempt}: {expected} pages ...",
+                          file=sys.stderr)  # fmt: skip
+                    load = os.getloadavg()[0]
+                    result = run_row(row, site, timeout)
+                    result.pop("samples", None)  # memory over time is bench/crawl.py's
+                    result.update(load_average_1m=round(load, 2), expected_pages=expected)
+                    if result.get("pages") != expected:
+                        result["status"] += f", {result.get('pages')} of {expected} pages"
+                    runs[n].append(result)
+        one = median_rate(runs[min(args.workers)])
+        for n, attempts in runs.items():
+            rate = median_rate(attempts)
+            speedup = round(rate / one, 2) if rate and one else None
+            results.append(
+                {
+                    "pagination": pagination,
+                    "workers": n,
+                    "pages_per_s": rate,
+                    "speedup": speedup,
+                    "target": TARGETS.get(n),
+                    "met": None if n not in TARGETS or speedup is None else speedup >= TARGETS[n],
+                    "runs": attempts,
+                }
+            )
+    return results
+
+
+def median_rate(attempts: list[dict[str, Any]]) -> float | None:
+    rates = [r["pages_per_s"] for r in attempts if r.get("status") == "ok" and r["pages_per_s"]]
+    return round(statistics.median(rates), 1) if rates else None
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (f"{'pagination':<10} {'workers':>7} {'pages/s':>8} {'speedup':>8} {'goal':>5} "
+            f"{'crawl s':>8} {'wall s':>7} {'peak RSS MiB':>12} {'load':>5}  runs")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for r in results:
+        last = r["runs"][-1]
+        cells = [
+            f"{r['pagination']:<10}",
+            f"{r['workers']:>7}",
+            f"{r['pages_per_s'] or '-':>8}",
+            f"{r['speedup'] or '-':>8}",
+            f"{r['target'] or '':>5}",
+            f"{statistics.median(x['crawl_seconds'] for x in r['runs']):>8.2f}",
+            f"{statistics.median(x['wall_seconds'] for x in r['runs']):>7.2f}",
+            f"{max(x['peak_rss_mib'] for x in r['runs']):>12.0f}",
+            f"{max(x['load_average_1m'] for x in r['runs']):>5.1f}",
+            " " + ", ".join(str(x["pages_per_s"]) for x in r["runs"]),
+        ]
+        line = " ".join(cells)
+        if last["status"] != "ok":
+            line += f"  {last['status']}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--articles", type=int, default=2000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--pagination", nargs="+", default=["numbered", "chain"],
+                        choices=["numbered", "chain"])  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each row; median kept")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--latency-ms", type=float, nargs=2, default=LATENCY_MS,
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args()
+    if args.serve:
+        return serve_site(args.articles, tuple(args.latency_ms), args.pagination[0])
+
+    report: dict[str, Any] = {
+        "machine": machine({"scrapy": _version("scrapy"), "redis": _redis_version()}),
+        "articles": args.articles,
+        "latency_ms": LATENCY_MS,
+        "targets": TARGETS,
+    }
+    report["rows"] = measure(args)
+    report["load_average_after"] = os.getloadavg()
+    print(f"\nscale-out benchmark, {report['machine']['date']}, {os.cpu_count()} CPUs, "
+          f"load average before {report['machine']['load_average'][0]:.2f}")  # fmt: skip
+    print(f"site: {args.articles} articles, {PER_PAGE} a listing, every answer waits "
+          f"{LATENCY_MS[0]:.0f}-{LATENCY_MS[1]:.0f} ms\n")  # fmt: skip
+    print(table(report["rows"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwritten to {args.out}")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _redis_version() -> str:
+    try:
+        done = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
+if __name__ == "__main__":
+    main()
