@@ -23,6 +23,7 @@ import pyarrow as pa
 from ingestion.errors import ConflictError
 from ingestion.html import Cell, png_uri, render
 from ingestion.lake import Lake
+from labeling.progress import annotator, progress
 from labeling.quality import agreement, label_issues, latest
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType, task_type
 
@@ -97,59 +98,6 @@ def label_report(
     return write(summary, Path(report_dir) / "labels")
 
 
-# -- progress ------------------------------------------------------------------------------
-
-
-def progress(
-    kind: TaskType,
-    labels: list[dict[str, Any]],
-    annotations: list[dict[str, Any]] | None,
-    curated: int,
-    classes: Sequence[str] = (),
-    tasks: int | None = None,
-    tasks_note: str | None = None,
-) -> dict[str, Any]:
-    counts: Counter[str] = Counter()
-    for row in labels:
-        counts.update(_classes_of(kind, row))
-    # the recipe's classes first and in its order, so one nobody chose yet shows as 0
-    order = list(dict.fromkeys([*classes, *sorted(counts)]))
-    out: dict[str, Any] = {
-        "curated": curated,
-        "tasks": "unknown" if tasks is None else tasks,
-        "labelled": len(labels),
-        "labelled_share": round(len(labels) / curated, 4) if curated else None,
-        "annotations": "unknown" if annotations is None else len(annotations),
-        "classes": {c: counts[c] for c in order},
-        "classes_count": {
-            SINGLE.name: "tasks",
-            MULTI.name: "tasks carrying the class (a task counts once per class)",
-            SPANS.name: "spans",
-        }.get(kind.name, "tasks"),
-    }
-    if tasks is None:
-        out["tasks_note"] = tasks_note or "Label Studio was not asked"
-    if annotations is not None:
-        per = Counter(_annotator(r) for r in annotations)
-        out["annotators"] = dict(sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
-    return out
-
-
-def _classes_of(kind: TaskType, row: dict[str, Any]) -> list[str]:
-    if kind.name == MULTI.name:
-        return list(row.get("labels") or [])
-    if kind.name == SPANS.name:
-        return [s["label"] for s in row.get("spans") or []]
-    return [row["label"]] if row.get("label") is not None else []
-
-
-def _annotator(row: dict[str, Any]) -> str:
-    # an annotation whose user the export did not name counts as its own annotator, so two
-    # such annotations of one task are not mistaken for one person changing their mind
-    who = row.get("annotator")
-    return str(who) if who is not None else f"annotation {row['annotation_id']}"
-
-
 # -- agreement -----------------------------------------------------------------------------
 
 
@@ -164,7 +112,7 @@ def agreement_section(kind: TaskType, annotations: list[dict[str, Any]]) -> dict
     meta = {r["task_id"]: r for r in ordered}
     if kind.name == MULTI.name:
         return _multi_agreement(ordered, meta)
-    records = [(r["task_id"], _annotator(r), str(r["value"])) for r in ordered]
+    records = [(r["task_id"], annotator(r), str(r["value"])) for r in ordered]
     result = agreement(records)
     if not result.tasks:
         return _no_shared_tasks()
@@ -196,7 +144,7 @@ def _multi_agreement(
     the label sets, averaged over pairs of annotators."""
     sets: dict[int, dict[str, frozenset[str]]] = {}
     for r in ordered:
-        sets.setdefault(r["task_id"], {})[_annotator(r)] = frozenset(r["value"] or [])
+        sets.setdefault(r["task_id"], {})[annotator(r)] = frozenset(r["value"] or [])
     shared = {t: a for t, a in sets.items() if len(a) >= 2}
     if not shared:
         return _no_shared_tasks()

@@ -247,10 +247,15 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/labels/{source}", tags=["labels"], responses={404: {"model": Message}})
     def labelling(source: Annotated[str, PathParam(pattern=NAME)]) -> dict[str, Any]:
-        """Labelling progress of SOURCE: labelled rows, per class, of its curated rows."""
+        """Labelling progress of SOURCE: labelled rows of its curated rows, per class (what
+        one count is depends on the task type: see classes_count) and per annotator."""
         from harvest import stages
+        from ingestion.lake import Lake
+        from labeling.progress import read_progress
 
-        return label_progress(cfg, stages.recipe(cfg, source).name)
+        recipe = stages.recipe(cfg, source)
+        progress = read_progress(Lake(cfg.lake), recipe.name, recipe.label_type, recipe.labels)
+        return {"source": recipe.name, **progress}
 
     @app.get("/models", tags=["models"])
     def list_models() -> list[dict[str, Any]]:
@@ -321,26 +326,6 @@ def _versions(lake: Lake, name: str) -> list[dict[str, Any]]:
         )
         out.append({"version": version, "rows": rows, **keep, "created": created})
     return out
-
-
-def label_progress(config: Config, source: str) -> dict[str, Any]:
-    from ingestion.lake import Lake
-
-    lake = Lake(config.lake)
-    curated = 0
-    if lake.exists(f"curated/{source}"):
-        curated = lake.read(f"curated/{source}", columns=["content_sha256"]).num_rows
-    per_class: dict[str, int] = {}
-    labelled = 0
-    if lake.exists(f"labels/{source}"):
-        labels = lake.read(f"labels/{source}", columns=["label"])["label"].to_pylist()
-        labelled = len(labels)
-        for label in labels:
-            key = str(label)
-            per_class[key] = per_class.get(key, 0) + 1
-    return {"source": source, "curated": curated, "labelled": labelled,
-            "fraction": labelled / curated if curated else None,
-            "per_class": dict(sorted(per_class.items()))}  # fmt: skip
 
 
 def add_error_handlers(app: FastAPI) -> None:

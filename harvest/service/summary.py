@@ -255,37 +255,12 @@ def pass_rates(lake: Lake, source: str) -> list[dict[str, Any]]:
 
 def labelling(lake: Lake, source: str, recipe: Any = None) -> dict[str, Any] | None:
     """How far labelling of ``source`` has come, per class; None before any label."""
-    from labeling.report import progress
-    from labeling.tasktypes import task_type
+    from labeling.progress import read_progress
 
-    table = f"labels/{source}"
-    if not lake.exists(table):
+    if not lake.exists(f"labels/{source}"):
         return None
-    labels = lake.read(table)
-    columns = set(labels.column_names)
-    if recipe is not None:
-        kind = task_type(recipe.label_type)
-    else:  # the table's columns tell the task type apart
-        kind = task_type(
-            "spans" if "spans" in columns else "multi" if "labels" in columns else "single"
-        )
-    annotations = (
-        lake.read(f"annotations/{source}").to_pylist()
-        if lake.exists(f"annotations/{source}")
-        else None
-    )
-    curated_table = f"curated/{source}"
-    curated = 0
-    if lake.exists(curated_table):
-        with lake.readable(curated_table):
-            curated = lake.dataset(curated_table).count_rows()
     classes = list(getattr(recipe, "labels", []) or [])
-    out = progress(kind, labels.to_pylist(), annotations, curated, classes)
-    out["label_type"] = kind.name
-    out.pop("tasks_note", None)
-    if out.get("tasks") == "unknown":  # Label Studio is not asked on every refresh
-        out.pop("tasks")
-    return out
+    return read_progress(lake, source, getattr(recipe, "label_type", "single"), classes)
 
 
 # -- models --------------------------------------------------------------------------------
