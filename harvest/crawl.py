@@ -101,13 +101,15 @@ def run_crawl(
     progress: str | bool = "auto",
     fresh: bool = False,
     worker: Worker | None = None,
+    progress_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Crawls ``recipe`` into ``raw/<source>``; returns Scrapy's stats. Once per process.
 
     A crawl of the source that never finished is resumed unless ``fresh`` is set. A
     ``worker`` takes its crawl id and whether it resumes from the process that started it.
     What would stop the crawl once started (a bad start URL or proxy list, a site that
-    refuses connections) is raised as a CrawlError before it starts.
+    refuses connections) is raised as a CrawlError before it starts. ``progress_file``
+    gets the crawl's counts as JSON lines (spiders/progress.py).
     """
     if start_url is not None and (problem := url_problem(start_url)) is not None:
         raise StartUrlError(f"crawl of {recipe.name}: start URL: {problem}")
@@ -121,6 +123,8 @@ def run_crawl(
     if worker is not None:
         worker_settings(settings, worker)
     settings.set("HARVEST_RESUME", resumed is not None, priority="cmdline")
+    if progress_file:
+        settings.set("HARVEST_PROGRESS_FILE", str(progress_file), priority="cmdline")
     if not check_proxies(config, recipe, settings):
         # through proxies the site is never reached directly: the pool finds dead ones
         allow_private = recipe.allow_private or settings.getbool("HARVEST_ALLOW_PRIVATE")

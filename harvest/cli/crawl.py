@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -30,6 +31,9 @@ def crawl(
     ),
     worker: bool = typer.Option(False, hidden=True, help="be one worker of a shared crawl"),
     resumed: bool = typer.Option(False, hidden=True, help="the shared crawl is resumed"),
+    progress_file: Path | None = typer.Option(
+        None, help="append the counts here as JSON lines, every few seconds"
+    ),
 ) -> None:
     """Crawl SOURCE into raw/<source>, then curate it."""
     from harvest import stages
@@ -43,6 +47,8 @@ def crawl(
         return
     if crawl_id and not redis_url:
         raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
+    if progress_file and (workers > 1 or redis_url):
+        raise typer.BadParameter("--progress-file is written by a crawl of one process")
     # one crawl of a source at a time; joining a shared crawl by id adds workers to it
     lock = stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name)
     with contextlib.nullcontext() if crawl_id else lock:
@@ -54,7 +60,7 @@ def crawl(
             )
             summary: dict[str, Any] = {"source": recipe.name, **merged}
         else:
-            stats = run_crawl(cfg, recipe, start_url, fresh=fresh)
+            stats = run_crawl(cfg, recipe, start_url, fresh=fresh, progress_file=progress_file)
             summary = {"source": recipe.name, **crawl_summary(stats)}
     # stopped by a signal: the user wants it to end, not to start curating
     if curate and summary.get("finish_reason") != "shutdown":

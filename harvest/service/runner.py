@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest.config import Config
-from harvest.service.runs import COUNTS, RunStore
+from harvest.service.runs import COUNTS, RunStore, progress_path
 from ingestion.errors import UnavailableError
 from ingestion.locks import BusyError, holder
 from ingestion.runs import CRAWL_STAGE, FAILED, FINISHED, INTERRUPTED, TIMED_OUT
@@ -98,7 +98,7 @@ class Runner:
             limit = recipe.schedule.time_limit if recipe.schedule else self.time_limit
             deadline = time.monotonic() + limit
             status, error = FINISHED, None
-            for step in steps(recipe, source):
+            for step in steps(recipe, source, progress_path(log_path)):
                 if self.stopping.is_set():
                     status, error = INTERRUPTED, f"the service stopped before {step[0]}"
                     break
@@ -190,9 +190,9 @@ class Runner:
             done.wait(max(0.0, deadline - time.monotonic()))
 
 
-def steps(recipe: Recipe, source: str) -> list[list[str]]:
-    """The commands of one run of ``source``."""
-    out = [["crawl", source]]
+def steps(recipe: Recipe, source: str, progress: Path | None = None) -> list[list[str]]:
+    """The commands of one run of ``source``; the crawl writes its counts to ``progress``."""
+    out = [["crawl", source, *(["--progress-file", str(progress)] if progress else [])]]
     schedule = recipe.schedule
     if schedule is not None and schedule.push:
         push = ["label", "push", source, "--batch", str(schedule.push)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +23,8 @@ from ingestion.runs import ACTIVE, INTERRUPTED, QUEUED, RUNNING, STATUSES
 
 TRIGGERS = ("schedule", "manual")
 COUNTS = ("requests", "items", "curated", "quarantined", "bans")
-# what `harvest crawl` prints to stderr every few seconds while it crawls
-PROGRESS = re.compile(r"^crawl \S+: ((?:\w+=\d+ ?)+)$")
-PROGRESS_TAIL = 64 * 1024
+# the end of a progress file read for its last line: many lines of counts
+PROGRESS_TAIL = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -195,23 +193,32 @@ class RunStore:
             "progress": None,
         }
         if progress and row["status"] == RUNNING and row["log_path"]:
-            out["progress"] = read_progress(Path(row["log_path"]))
+            out["progress"] = read_progress(progress_path(Path(row["log_path"])))
         return out
 
 
-def read_progress(log: Path) -> dict[str, int] | None:
-    """The latest progress line of a crawl's log (pages, items, committed, errors)."""
+def progress_path(log: Path) -> Path:
+    """Where a run's crawl appends its counts (``harvest crawl --progress-file``), beside
+    the run's log: ``<id>.progress.jsonl``."""
+    return log.with_suffix(".progress.jsonl")
+
+
+def read_progress(path: Path) -> dict[str, int] | None:
+    """The latest counts of a crawl's progress file (pages, items, committed, errors)."""
     try:
-        with log.open("rb") as f:
+        with path.open("rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - PROGRESS_TAIL))
             tail = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return None
-    for line in reversed(tail):
-        m = PROGRESS.match(line.strip())
-        if m:
-            return {k: int(v) for k, v in (p.split("=") for p in m.group(1).split())}
+    for line in reversed(tail):  # the last line may be half written, the first cut short
+        try:
+            counts = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(counts, dict) and all(type(v) is int for v in counts.values()):
+            return counts
     return None
 
 
