@@ -1,13 +1,11 @@
-"""Servers the tests need, started once per session on free loopback ports and stopped by pid."""
+"""Servers the tests need, started once per session on free loopback ports and stopped by pid.
+Only fixtures and hooks: what tests import is in tests/helpers.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,15 +13,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harvest.demosite import DemoSite, Site, generate
-from harvest.workers import free_port as free_port  # the tests take it from here
 from labeling.server import LabelStudioServer
 from spiders.render import CHROMIUM
 from tests import proxies
+from tests.helpers import ROOT, free_port
 
 if TYPE_CHECKING:
     from tests.service import Live
 
-ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 LABEL_STUDIO = ROOT / ".venv-labelstudio" / "bin" / "label-studio"
 SITE_ARTICLES = 120
@@ -73,35 +70,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 # CI installs every server: a skip there would hide a broken install step
                 pytest.fail(f"{missing}: `make setup` should have installed it", pytrace=False)
             pytest.skip(f"{missing}: run `make setup`, or deselect with -m 'not {marker}'")
-
-
-def run_harvest(
-    args: list[str], env: dict[str, str], check: bool = True, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    """Runs the real command line in a child process, from the project root."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "harvest.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"harvest {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def run_scrapy(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``scrapy ARGS`` from the project root, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "scrapy", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
-def last_json(stdout: str) -> dict[str, object]:
-    return dict(json.loads(stdout.strip().splitlines()[-1]))
 
 
 @pytest.fixture(scope="session")

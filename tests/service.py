@@ -18,7 +18,7 @@ import yaml
 
 from harvest.demosite import DemoSite
 from harvest.service.runs import RunStore
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 DONE = ("finished", "failed", "interrupted", "timed_out")
 

@@ -12,7 +12,7 @@ import yaml
 
 from harvest.demosite import DemoSite
 from spiders.middlewares.proxypool import ProxyListError, checked, read_proxy_file, shown
-from tests.conftest import ROOT, free_port, run_harvest
+from tests.helpers import ROOT, free_port, run_harvest
 
 DEMO = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
 SECRET, USER = "pa55-s3cret", "crawler-account"

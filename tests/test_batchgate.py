@@ -13,7 +13,7 @@ from ingestion.lake import Lake
 from ingestion.schema import content_sha256
 from ingestion.writer import BatchWriter
 from spiders.recipe import RecipeError, parse_recipe
-from tests.conftest import last_json, run_harvest
+from tests.helpers import last_json, run_harvest
 
 RECIPE = """
 name: shop

@@ -20,7 +20,7 @@ from ingestion.check import (
 )
 from ingestion.lake import Lake, LakeError
 from ingestion.runs import CURATE_STAGE, record_run
-from tests.conftest import last_json, run_harvest
+from tests.helpers import last_json, run_harvest
 
 
 def pages(source: str, ids: range, crawl: str, version: int = 0) -> pa.Table:

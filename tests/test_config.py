@@ -52,7 +52,7 @@ def test_secrets_come_from_env_or_a_private_file(
 def test_proxies_from_config_reach_the_crawler(tmp_path: Path) -> None:
     from harvest.crawl import crawl_settings
     from spiders.recipe import load_recipe
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     path = tmp_path / "harvest.toml"
     path.write_text('[crawl]\nproxy_file = "/etc/proxies.txt"\n')

@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 from harvest.demosite import DemoSite, Site
 from ingestion.lake import Lake
-from tests.conftest import last_json, run_harvest, run_scrapy
+from tests.helpers import last_json, run_harvest, run_scrapy
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +126,7 @@ def test_recrawl_of_unchanged_pages_adds_nothing(
 
 
 def test_unreachable_site_is_a_clear_error(lake_env: dict[str, str]) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/"
     proc = run_harvest(["crawl", "demo", "--start-url", url], lake_env, check=False)

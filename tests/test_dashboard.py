@@ -23,7 +23,7 @@ from ingestion.runs import CRAWL_STAGE, CURATE_STAGE, record_run
 from labeling.store import LabelStore
 from labeling.tasktypes import SINGLE
 from spiders.render import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 SOURCE = "shop"
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]

@@ -23,7 +23,7 @@ from ingestion.split import (
     stratified_split,
     time_split,
 )
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 ARTICLES = [a for a in generate(300, seed=11).articles if not a.planted]
 

@@ -15,7 +15,7 @@ from ingestion.dedup import EXACT, NEAR, Deduper, NearDuplicates, shingles
 from ingestion.lake import Lake, LakeError
 from ingestion.schema import content_sha256
 from spiders.recipe import load_recipe
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 BASE = "http://news.test"
 INVALID = {"empty_body", "bad_date", "too_long"}
@@ -199,7 +199,7 @@ def test_a_curated_file_gone_is_a_clear_error(tmp_path: Path, lake_env: dict[str
     it ends the run with one line naming the table and the file, exit 2."""
     import os
 
-    from tests.conftest import run_harvest
+    from tests.helpers import run_harvest
 
     lake = Lake(lake_env["HARVEST_LAKE"])
     (tmp_path / "shop.yaml").write_text(SHOP)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvest.demosite import generate
-from tests.conftest import free_port, last_json, run_harvest
+from tests.helpers import free_port, last_json, run_harvest
 
 pytestmark = [pytest.mark.slow, pytest.mark.requires_label_studio]
 

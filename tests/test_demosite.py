@@ -102,7 +102,7 @@ def test_demo_site_command_serves_the_guard_regime_it_is_given() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import ROOT, run_harvest
+    from tests.helpers import ROOT, run_harvest
 
     bad = run_harvest(["demo-site", "--guard-regime", "nosuch"], {}, check=False)
     assert bad.returncode == 2 and "regime 'nosuch': one of window, fixed, bucket" in bad.stderr
@@ -153,7 +153,7 @@ def test_demo_site_command_serves_numbered_pagination() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import ROOT, run_harvest
+    from tests.helpers import ROOT, run_harvest
 
     bad = run_harvest(["demo-site", "--pagination", "pages"], {}, check=False)
     assert bad.returncode == 2 and "one of chain, numbered" in bad.stderr

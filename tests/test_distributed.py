@@ -27,7 +27,7 @@ from harvest.workers import private_redis
 from ingestion.lake import Lake
 from spiders import settings as defaults
 from spiders.frontier import RedisFrontier, delete_frontier, frontier_keys
-from tests.conftest import ROOT, free_port, last_json, run_harvest
+from tests.helpers import ROOT, free_port, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from ingestion.lake import Lake
-from tests.conftest import last_json, run_harvest
+from tests.helpers import last_json, run_harvest
 
 WORDS = ["market", "team", "election", "storm", "league", "vote", "price", "river", "city"]
 SECTIONS = ["World", "Sports", "Business", "Sci/Tech"]

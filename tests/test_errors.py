@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from harvest.service.app import add_error_handlers
 from ingestion import errors
 from ingestion.errors import HarvestError
-from tests.conftest import free_port, run_harvest
+from tests.helpers import free_port, run_harvest
 from validation import quarantine
 
 ROOT = Path(__file__).resolve().parent.parent

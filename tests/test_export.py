@@ -15,7 +15,7 @@ from ingestion.export import SourceNotes, export_version
 from ingestion.lake import Lake, LakeError
 from ingestion.writer import BatchWriter
 from labeling.sync import LABELS_SCHEMA
-from tests.conftest import last_json, run_harvest
+from tests.helpers import last_json, run_harvest
 from tests.test_datasets import ARTICLES, body, recipe
 from validation.gate import curate
 from validation.suite import GateSpec, Rule

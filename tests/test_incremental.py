@@ -9,7 +9,7 @@ import pytest
 
 from harvest.demosite import DemoSite, generate
 from ingestion.lake import Lake
-from tests.conftest import last_json, run_harvest
+from tests.helpers import last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 

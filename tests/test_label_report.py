@@ -15,7 +15,7 @@ from ingestion.lake import Lake
 from labeling.report import ReportError, label_report
 from labeling.store import LabelStore
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType
-from tests.conftest import free_port, last_json, run_harvest
+from tests.helpers import free_port, last_json, run_harvest
 
 # three classes whose words never overlap: a text's class is plain from any of its words
 VOCAB = {

@@ -16,7 +16,7 @@ from labeling.server import LabelStudioServer
 from labeling.simulate import simulate
 from labeling.sync import LabelSync, SyncError, choice_result
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType
-from tests.conftest import ROOT, free_port, last_json, run_harvest
+from tests.helpers import ROOT, free_port, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]

@@ -22,7 +22,7 @@ from harvest.demosite.guard import REGIMES
 from harvest.workers import free_port
 from ingestion.lake import Lake
 from tests import proxies
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 

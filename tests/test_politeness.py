@@ -11,7 +11,7 @@ import yaml
 from harvest.demosite import DemoSite
 from ingestion.lake import Lake
 from spiders.middlewares.privateaddress import is_private
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 DEMO = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())

@@ -10,7 +10,7 @@ from harvest.demosite import DemoSite
 from harvest.service.runner import steps
 from harvest.service.runs import progress_path, read_progress
 from spiders.recipe import load_recipe
-from tests.conftest import last_json, run_harvest
+from tests.helpers import last_json, run_harvest
 from tests.service import write_recipe
 
 KEYS = {"pages", "items", "committed", "errors"}

@@ -31,7 +31,7 @@ from spiders.middlewares.proxypool import (
 from spiders.recipe import BanPolicy, parse_recipe
 from spiders.recipe_spider import RecipeSpider
 from tests import proxies
-from tests.conftest import free_port, last_json, run_harvest, run_scrapy
+from tests.helpers import free_port, last_json, run_harvest, run_scrapy
 
 # the BasicAuth user and password of the first tinyproxy
 USER, SECRET = "pooluser", "s3cret-pw-7f2a"

@@ -20,7 +20,7 @@ from labeling.model import LabelModel, ModelError
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, choice_result
 from spiders.recipe import load_recipe
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CLASSES = ["A", "B"]
 TOPICS = {

@@ -10,7 +10,7 @@ import pytest
 
 from harvest.demosite import DemoSite, Site
 from ingestion.lake import Lake
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 

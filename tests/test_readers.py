@@ -27,7 +27,7 @@ from ingestion.lake import Lake
 from ingestion.versions import compact, history
 from ingestion.writer import BatchWriter
 from labeling.sync import LABELS_SCHEMA
-from tests.conftest import free_port, run_harvest
+from tests.helpers import free_port, run_harvest
 from validation.gate import curate
 from validation.suite import GateSpec
 

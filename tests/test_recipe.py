@@ -8,7 +8,7 @@ import yaml
 from harvest.demosite import DemoSite
 from ingestion.schema import LAKE_COLUMNS
 from spiders.recipe import RecipeError, list_recipes, load_recipe
-from tests.conftest import ROOT, run_harvest
+from tests.helpers import ROOT, run_harvest
 
 GOOD = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
 

@@ -39,7 +39,7 @@ from spiders.render import (
     render_settings,
 )
 from tests import proxies
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 DEMO_JS = yaml.safe_load((ROOT / "sources" / "demo_js.yaml").read_text())
 # tests keep the browser off every host but loopback

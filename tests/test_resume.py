@@ -15,7 +15,7 @@ import yaml
 
 from harvest.demosite import DemoSite, Site
 from ingestion.lake import Lake
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import yaml
 
 from harvest.demosite import generate
 from ingestion.lake import Lake
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.service import Live
 
 pytestmark = pytest.mark.slow

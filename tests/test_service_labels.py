@@ -15,7 +15,7 @@ from harvest.service import summary
 from ingestion.lake import Lake
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType
 from spiders.recipe import load_recipe
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.service import Live
 
 pytestmark = pytest.mark.slow

@@ -38,7 +38,7 @@ from spiders.middlewares.suspect import (
 from spiders.recipe import BanPolicy, Field, Follow, Recipe, parse_recipe
 from spiders.recipe_spider import RecipeSpider
 from tests import proxies
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 LAYOUT = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - Loopback Ledger</title></head>

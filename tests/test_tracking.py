@@ -22,7 +22,7 @@ from ingestion.lake import Lake
 from labeling import model
 from labeling.server import LabelStudioServer
 from spiders.recipe import Recipe, load_recipe
-from tests.conftest import ROOT, free_port, last_json, run_harvest
+from tests.helpers import ROOT, free_port, last_json, run_harvest
 from training import registry
 from training.registry import RegistryError
 from training.tracking import Store, TrackingError, log_model, safe_uri

@@ -17,7 +17,7 @@ from harvest.demosite import generate
 from ingestion.datasets import cut_dataset, stratified_split
 from ingestion.export import export_version
 from ingestion.lake import Lake, LakeError
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 from training.evaluate import metrics
 from training.features import encode, ngram_ids
 from training.model import load_model

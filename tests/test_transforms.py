@@ -24,7 +24,7 @@ from ingestion.transforms import (
 )
 from ingestion.transforms.normalize import normalize_text
 from spiders.recipe import RecipeError, load_recipe, parse_recipe
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -18,7 +18,7 @@ from ingestion.runs import record_run
 from ingestion.versions import compact, history, pinned_versions, vacuum
 from ingestion.writer import BatchWriter
 from labeling.sync import LABELS_SCHEMA
-from tests.conftest import last_json, run_harvest
+from tests.helpers import last_json, run_harvest
 from validation.gate import curate, new_raw_rows
 from validation.suite import GateSpec
 

@@ -20,7 +20,7 @@ from harvest.demosite import DemoSite, Site
 from ingestion.lake import Lake
 from ingestion.runs import CRAWL_STAGE, last_run
 from spiders.account import account, describe
-from tests.conftest import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from labeling.store import LabelStore
 from labeling.sync import LabelSync, choice_result
 from labeling.tasktypes import MULTI, SINGLE
 from labeling.webhook import ACTIONS, Receiver, Route, WebhookServer, register, serve
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 SECRET = "webhook-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {SECRET}"}

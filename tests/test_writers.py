@@ -20,7 +20,7 @@ import yaml
 from harvest.demosite import DemoSite, Site
 from ingestion.locks import STALE, BusyError, Holder, SourceLock, describe, holder
 from ingestion.runs import CURATE_STAGE, last_run, runs_of
-from tests.conftest import ROOT, run_harvest
+from tests.helpers import ROOT, run_harvest
 from validation import batch as batch_gate
 
 BUSY = 75
