@@ -13,8 +13,10 @@ another, and no number of workers crawls faster than that chain is walked.
 
 Pages are counted by the site server, from the first page asked for to the last, as
 ``bench/crawl.py`` counts them (its ``run_row`` runs each crawl here). ``--repeat R``
-runs the rows R times, interleaved, and keeps each row's median. Prints a table and
-writes it with the machine's facts to ``bench/results/scaleout.json``.
+(default 3) runs the rows R times, interleaved, and keeps each row's median: on a shared
+machine one run says little. CPU seconds are the whole crawl's, its workers and Redis
+included. Prints a table and writes it with the machine's facts to
+``bench/results/scaleout.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -90,9 +93,12 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                     print(f"({row.key}) {row.name}, run {attempt}: {expected} pages ...",
                           file=sys.stderr)  # fmt: skip
                     load = os.getloadavg()[0]
+                    before = cpu_seconds()
                     result = run_row(row, site, timeout)
+                    cpu = cpu_seconds() - before
                     result.pop("samples", None)  # memory over time is bench/crawl.py's
-                    result.update(load_average_1m=round(load, 2), expected_pages=expected)
+                    result.update(load_average_1m=round(load, 2), expected_pages=expected,
+                                  cpu_seconds=round(cpu, 2))  # fmt: skip
                     if result.get("pages") != expected:
                         result["status"] += f", {result.get('pages')} of {expected} pages"
                     runs[n].append(result)
@@ -114,6 +120,12 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+def cpu_seconds() -> float:
+    """CPU time of the finished children: a crawl's processes, Redis and workers included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def median_rate(attempts: list[dict[str, Any]]) -> float | None:
     rates = [r["pages_per_s"] for r in attempts if r.get("status") == "ok" and r["pages_per_s"]]
     return round(statistics.median(rates), 1) if rates else None
@@ -121,7 +133,8 @@ def median_rate(attempts: list[dict[str, Any]]) -> float | None:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (f"{'pagination':<10} {'workers':>7} {'pages/s':>8} {'speedup':>8} {'goal':>5} "
-            f"{'crawl s':>8} {'wall s':>7} {'peak RSS MiB':>12} {'load':>5}  runs")  # fmt: skip
+            f"{'crawl s':>8} {'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>12} {'load':>5}"
+            "  runs")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in results:
         last = r["runs"][-1]
@@ -133,6 +146,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['target'] or '':>5}",
             f"{statistics.median(x['crawl_seconds'] for x in r['runs']):>8.2f}",
             f"{statistics.median(x['wall_seconds'] for x in r['runs']):>7.2f}",
+            f"{statistics.median(x['cpu_seconds'] for x in r['runs']):>6.1f}",
             f"{max(x['peak_rss_mib'] for x in r['runs']):>12.0f}",
             f"{max(x['load_average_1m'] for x in r['runs']):>5.1f}",
             " " + ", ".join(str(x["pages_per_s"]) for x in r["runs"]),
@@ -150,7 +164,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--pagination", nargs="+", default=["numbered", "chain"],
                         choices=["numbered", "chain"])  # fmt: skip
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each row; median kept")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each row; median kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--latency-ms", type=float, nargs=2, default=LATENCY_MS,

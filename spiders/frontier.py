@@ -40,9 +40,10 @@ from twisted.internet import task
 logger = logging.getLogger(__name__)
 
 KEYS = ("queue", "seen", "busy", "done")
-# seconds between looks at the shared queue while this worker has room: a fraction of a
-# page's round trip, so a request queued by another worker waits little for an idle one
-WAKE_INTERVAL = 0.05
+# seconds between looks at the shared queue while this worker has room: a small fraction
+# of a page's round trip, so a page queued by another worker (the next listing page of a
+# chain) waits little for an idle one
+WAKE_INTERVAL = 0.02
 
 # KEYS: queue seen done; ARGV: fingerprint ("" for dont_filter), request
 _ENQUEUE = """
@@ -148,12 +149,15 @@ class RedisFrontier(BaseScheduler):
     def wake(self) -> None:
         """Requests other workers queued do not wake this engine, which would otherwise look
         again only on its 5 s heartbeat, and neither does the end of the crawl: while this
-        worker has room, nudge it to take a request, or to see that the crawl is over."""
+        worker has room, nudge it to take a request, or when it is idle to see whether the
+        crawl is over. One LLEN a tick while it fetches; the engine's own step when idle."""
         engine = self.crawler.engine
         slot = getattr(engine, "_slot", None)
         if slot is None or engine is None or engine.needs_backout():
             return
-        if self.waiting() < self.prefetch:
+        if self.waiting() >= self.prefetch:
+            return
+        if not engine.downloader.active or self.client.llen(self.keys["queue"]):
             slot.nextcall.schedule()
 
     def waiting(self) -> int:
