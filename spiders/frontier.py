@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import socket
+import time
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -127,6 +128,11 @@ class RedisFrontier(BaseScheduler):
         self.keys: dict[str, str] = {}
         self.spider: Spider | None = None
         self.waker = task.LoopingCall(self.wake)
+        # requests this worker's pages led to, sent to Redis together at the end of the
+        # reactor's turn: one round trip for a listing page's links instead of one each
+        self.outbox: list[tuple[str, bytes]] = []
+        self.flush_call: Any = None
+        self.last_look = 0.0  # time.monotonic() of this worker's last look at the queue
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RedisFrontier:
@@ -149,13 +155,14 @@ class RedisFrontier(BaseScheduler):
     def wake(self) -> None:
         """Requests other workers queued do not wake this engine, which would otherwise look
         again only on its 5 s heartbeat, and neither does the end of the crawl: while this
-        worker has room, nudge it to take a request, or when it is idle to see whether the
-        crawl is over. One LLEN a tick while it fetches; the engine's own step when idle."""
+        worker has room and its engine has not looked lately (its answers make it look),
+        nudge it to take a request, or when it is idle to see whether the crawl is over."""
+        self.flush()
         engine = self.crawler.engine
         slot = getattr(engine, "_slot", None)
         if slot is None or engine is None or engine.needs_backout():
             return
-        if self.waiting() >= self.prefetch:
+        if self.waiting() >= self.prefetch or time.monotonic() - self.last_look < WAKE_INTERVAL:
             return
         if not engine.downloader.active or self.client.llen(self.keys["queue"]):
             slot.nextcall.schedule()
@@ -170,6 +177,7 @@ class RedisFrontier(BaseScheduler):
     def close(self, reason: str) -> None:
         if self.waker.running:
             self.waker.stop()
+        self.flush()
         # a worker stopped by a signal stays busy, so the others cannot end the crawl without
         # the requests it held; any other end (a CLOSESPIDER_* limit) lets them finish
         if reason != "shutdown" and self.keys:
@@ -177,26 +185,46 @@ class RedisFrontier(BaseScheduler):
         self.client.close()
 
     def has_pending_requests(self) -> bool:
+        self.flush()
         return bool(self.client.llen(self.keys["queue"]))
 
     def enqueue_request(self, request: Request) -> bool:
+        """Queued at the end of this turn of the reactor, with the others queued in it; a
+        duplicate is counted then, and the engine is not told of it."""
         fingerprint = "" if request.dont_filter else self.fingerprint(request)
         data = pickle.dumps(request.to_dict(spider=self.spider), protocol=pickle.HIGHEST_PROTOCOL)
+        self.outbox.append((fingerprint, data))
+        if self.flush_call is None:
+            self.flush_call = cast(Any, self.waker.clock).callLater(0, self.flush)
+        return True
+
+    def flush(self) -> None:
+        """Sends the requests queued since the last flush, in one pipeline."""
+        if self.flush_call is not None:
+            if self.flush_call.active():
+                self.flush_call.cancel()
+            self.flush_call = None
+        if not self.outbox:
+            return
+        outbox, self.outbox = self.outbox, []
         keys = [self.keys["queue"], self.keys["seen"], self.keys["done"]]
-        added = self.enqueue_script(keys=keys, args=[fingerprint, data])
+        pipe = self.client.pipeline(transaction=False)
+        for fingerprint, data in outbox:
+            self.enqueue_script(keys=keys, args=[fingerprint, data], client=pipe)
         stats = self.crawler.stats
         assert stats is not None
-        if added == 1:
-            stats.inc_value("scheduler/enqueued/redis")
-            stats.inc_value("scheduler/enqueued")
-            return True
-        if added == 0:
-            stats.inc_value("dupefilter/filtered")
-        return False
+        for added in pipe.execute():
+            if added == 1:
+                stats.inc_value("scheduler/enqueued/redis")
+                stats.inc_value("scheduler/enqueued")
+            elif added == 0:
+                stats.inc_value("dupefilter/filtered")
 
     def next_request(self) -> Request | None:
         if self.waiting() >= self.prefetch:
             return None  # left for a worker that can send it now; wake() asks again
+        self.flush()
+        self.last_look = time.monotonic()
         data = self.pop_script(keys=[self.keys["queue"], self.keys["busy"]], args=[self.worker])
         if data is None:
             return None
@@ -212,6 +240,7 @@ class RedisFrontier(BaseScheduler):
 
     def spider_idle(self, spider: Spider) -> None:
         """This worker has nothing in flight: close only when no other worker has either."""
+        self.flush()
         k = self.keys
         ended = self.idle_script(
             keys=[k["queue"], k["seen"], k["busy"], k["done"]], args=[self.worker, self.done_ttl]

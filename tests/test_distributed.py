@@ -187,7 +187,8 @@ def test_a_worker_leaves_what_it_cannot_send_now_to_the_others(redis_url: str) -
     a, b = (frontier(redis_url, "prefetch", name) for name in "ab")
     try:
         for n in (1, 2):
-            assert a.enqueue_request(Request(f"http://site.example/{n}"))
+            a.enqueue_request(Request(f"http://site.example/{n}"))
+        a.flush()
         # a's download slot already holds a request waiting for a free transfer
         assert a.crawler.engine is not None
         slot = a.crawler.engine.downloader.slots["site.example"] = Slot(8, 0, jitter=0)
@@ -208,12 +209,17 @@ def test_an_idle_worker_waits_for_a_busy_one_and_they_end_together(redis_url: st
     a, b = (frontier(redis_url, "idle", name) for name in "ab")
     client = redis.Redis.from_url(redis_url)
     try:
-        assert a.enqueue_request(Request("http://site.example/"))
+        a.enqueue_request(Request("http://site.example/"))
+        a.flush()  # as the reactor does at the end of its turn
         assert b.next_request() is not None  # b is busy with the only page
         with pytest.raises(DontCloseSpider):  # a has nothing, but b's page may lead further
             a.spider_idle(a.spider)  # type: ignore[arg-type]
-        assert b.enqueue_request(Request("http://site.example/next"))
-        assert not b.enqueue_request(Request("http://site.example/next"))  # seen already
+        for _ in range(2):  # sent together, the second found a duplicate in the same round trip
+            b.enqueue_request(Request("http://site.example/next"))
+        b.flush()
+        assert b.crawler.stats is not None
+        assert b.crawler.stats.get_value("dupefilter/filtered") == 1
+        assert client.llen(frontier_keys("harvest", "demo", "idle")["queue"]) == 1
         assert a.next_request() is not None
         with pytest.raises(DontCloseSpider):
             b.spider_idle(b.spider)  # type: ignore[arg-type]
@@ -221,7 +227,9 @@ def test_an_idle_worker_waits_for_a_busy_one_and_they_end_together(redis_url: st
         b.spider_idle(b.spider)  # type: ignore[arg-type]  # and b sees it
         keys = frontier_keys("harvest", "demo", "idle")
         assert client.exists(keys["done"]) and not client.exists(keys["queue"], keys["busy"])
-        assert not a.enqueue_request(Request("http://site.example/late"))
+        a.enqueue_request(Request("http://site.example/late"))
+        a.flush()  # the crawl has ended: nothing is queued again
+        assert not client.exists(keys["queue"])
     finally:
         for f in (a, b):
             f.close("finished")
