@@ -42,6 +42,10 @@ DISABLED_FEATURES = (
     # context per proxy every navigation kills it and launches one for its own context
     # (a process a page), which no page uses: pooled pages stay in their own renderer
     "SpareRendererForSitePerProcess",
+    # each context, a profile to Chromium, would load the omnibox popup's web pages in a
+    # renderer of its own: one a proxy, for a window no crawl shows
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
 )
 HANDLER = "spiders.renderhandler.RenderHandler"
 
