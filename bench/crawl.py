@@ -1,10 +1,14 @@
 """Crawl benchmark: harvest against bare Scrapy, crawlee and scrapy-playwright, one run.
 
-``python -m bench.crawl [--articles N] [--js-articles M] [--quick] [--rows abcdefghi]``
+``python -m bench.crawl [--articles N] [--js-articles M] [--quick] [--rows abcdefghij]``
 
 Rows g, h and i crawl a third site whose every answer waits 50-200 ms, as a site across a
 network does, with 1, 2 and 4 workers: there a crawl waits on the network, not the CPU,
 which is where more workers should pay.
+
+Row j is row f through four tinyproxies on loopback (``tests/proxies.py``), started for the
+run: a browser context a proxy, against row f's one, at about the same pages/s if the
+proxies cost nothing.
 
 Every crawler runs in its own child process against the same demo site, itself served
 from another process. Pages are counted by the site server, memory is the summed RSS
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.site import ROOT, SiteProcess
+from tests import proxies as tinyproxies
 
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results" / "crawl.json"
@@ -54,6 +59,7 @@ class Row:
     section: str  # "static", "js" or "latency": which site it crawls
     env: dict[str, str] = field(default_factory=dict)
     in_repo: bool = False  # run from the project root (harvest needs sources/), else a temp dir
+    proxies: int = 0  # through this many tinyproxies, given in HARVEST_CRAWL_PROXIES
     unavailable: str = ""  # why it cannot run here, if it cannot
 
 
@@ -125,6 +131,7 @@ class Sampler(threading.Thread):
 
 def rows(workers: bool) -> list[Row]:
     harvest_static = [str(HARVEST), "crawl", "demo", "--start-url", "{url}/", "--no-curate"]
+    harvest_js = [str(HARVEST), "crawl", "demo_js", "--start-url", "{url}/js/", "--no-curate"]
     two_workers = Row(
         "d", "harvest, 2 workers", [*harvest_static, "--workers", "2"], "static", in_repo=True
     )
@@ -148,13 +155,8 @@ def rows(workers: bool) -> list[Row]:
             [str(PYTHON), str(BENCH / "scrapy_bare.py"), "{url}", "--render"],
             "js",
         ),
-        Row(
-            "f",
-            "harvest, browser + lake",
-            [str(HARVEST), "crawl", "demo_js", "--start-url", "{url}/js/", "--no-curate"],
-            "js",
-            in_repo=True,
-        ),
+        Row("f", "harvest, browser + lake", harvest_js, "js", in_repo=True),
+        Row("j", "harvest, browser + lake, 4 proxies", harvest_js, "js", in_repo=True, proxies=4),
         *(
             Row(
                 key,
@@ -196,7 +198,9 @@ def ensure_crawlee() -> str:
     return ""
 
 
-def run_row(row: Row, site: SiteProcess, timeout: float) -> dict[str, Any]:
+def run_row(
+    row: Row, site: SiteProcess, timeout: float, proxy_urls: list[str] | None = None
+) -> dict[str, Any]:
     result: dict[str, Any] = {"row": row.key, "name": row.name, "section": row.section}
     if row.unavailable:
         return {**result, "status": row.unavailable}
@@ -204,6 +208,9 @@ def run_row(row: Row, site: SiteProcess, timeout: float) -> dict[str, Any]:
     result["command"] = argv
     with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
         env = {**os.environ, "HARVEST_LAKE": str(Path(tmp) / "lake"), **row.env}
+        if proxy_urls:
+            env["HARVEST_CRAWL_PROXIES"] = ",".join(proxy_urls)
+            result["proxies"] = len(proxy_urls)
         site.reset()
         start = time.monotonic()
         with open(Path(tmp) / "stderr.log", "w+") as stderr:
@@ -346,7 +353,7 @@ def main() -> None:
         "--js-articles", type=int, help="for the rendered rows (default: --articles)"
     )
     parser.add_argument("--quick", action="store_true", help="300 articles, 60 rendered: a check")
-    parser.add_argument("--rows", default="abcdefghi", help="which rows to run, e.g. ace")
+    parser.add_argument("--rows", default="abcdefghij", help="which rows to run, e.g. ace")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
@@ -363,17 +370,27 @@ def main() -> None:
         missing = ensure_crawlee()
         for row in todo:
             row.unavailable = row.unavailable or (missing if row.key == "b" else "")
+    for row in todo:
+        if row.proxies and not tinyproxies.available():
+            row.unavailable = row.unavailable or f"not available ({tinyproxies.MISSING})"
+    proxies_needed = max((row.proxies for row in todo if not row.unavailable), default=0)
 
     results = []
     slow_site = SiteProcess(args.articles, latency_ms=LATENCY_MS)
-    with SiteProcess(args.articles) as static, SiteProcess(js_articles) as js, slow_site as slow:
+    with (
+        SiteProcess(args.articles) as static,
+        SiteProcess(js_articles) as js,
+        slow_site as slow,
+        tempfile.TemporaryDirectory(prefix="bench-crawl-proxies-") as proxy_dir,
+        tinyproxies.running(proxies_needed, Path(proxy_dir)) as pool,
+    ):
         for row in todo:
             site = {"js": js, "latency": slow}.get(row.section, static)
             n = js_articles if row.section == "js" else args.articles
             expected = n + -(-n // PER_PAGE)
             timeout = 180 + (2.0 if row.section == "js" else 0.2) * expected
             print(f"({row.key}) {row.name}: {expected} pages ...", file=sys.stderr)
-            result = run_row(row, site, timeout)
+            result = run_row(row, site, timeout, [p.url for p in pool[: row.proxies]])
             result["expected_pages"] = expected
             if result.get("pages", expected) != expected:
                 result["status"] += f", {result['pages']} of {expected} pages"
@@ -387,10 +404,18 @@ def main() -> None:
     print(f"site server ceiling: {figure}\n")
     print(table(results))
     for r in results:
-        at = r.get("memory_at_pages", {}) if r["row"] == "f" else {}
+        at = r.get("memory_at_pages", {}) if r["row"] in "fj" else {}
         for n, m in at.items():
             if m:
-                print(f"(f) memory at page {n}: RSS {m['rss_mib']} MiB, PSS {m['pss_mib']} MiB")
+                print(
+                    f"({r['row']}) memory at page {n}: RSS {m['rss_mib']} MiB, "
+                    f"PSS {m['pss_mib']} MiB"
+                )
+    direct = next((r for r in results if r["row"] == "f" and r.get("pages_per_s")), None)
+    for r in results:
+        if direct and r["row"] == "j" and r.get("pages_per_s"):
+            r["pages_per_s_over_direct"] = round(r["pages_per_s"] / direct["pages_per_s"], 2)
+            print(f"(j) {r['pages_per_s_over_direct']}x row f's pages/s, through 4 proxies")
     one = next((r for r in results if r["row"] == "g" and r.get("pages_per_s")), None)
     for r in results:
         if one and r["row"] in "hi" and r.get("pages_per_s"):
