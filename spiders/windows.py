@@ -10,9 +10,8 @@ that got through had before it in that span, and the fewest any block's first re
 A span can be the site's window only if the first stays below the second; when a block
 outlasts the pace's own pause by far, each such span is capped at what is known to get
 through (the site's N, if it is the window), and every other span loses its cap. Two blocks
-usually leave one span: the site's window, at its limit. A cap confirmed by a second block
-stays; one never tested climbs slowly past a cooldown, in case the window lies between two
-spans.
+usually leave one span: the site's window, at its limit; a window between two spans is
+held to the longer one's count, a little under its limit.
 
 When no span fits (nothing got through yet, or a limit of another shape), each span the
 evidence covers is capped below the count it held when the block began: at first well below
@@ -52,20 +51,20 @@ class WindowCaps:
     cooldown: float = 60.0  # seconds from ``low`` to ``high``, at the least
     sends: list[float] = field(default_factory=list)  # send times, the last few minutes
     caps: dict[float, Cap] = field(default_factory=dict)
-    # per span: the most requests any answered request had before it in the span, and the
-    # fewest any block's first request had: a span is the site's window only if the first
-    # stays below the second
+    # send times of the requests that got through: a site counts those, not what it refused
+    oks: list[float] = field(default_factory=list)
+    # per span: the most requests that got through any one that got through had before it
+    # in the span, and the fewest any block's first request had: a span is the site's
+    # window only if the first stays below the second
     passed: dict[float, int] = field(default_factory=dict)
     stopped: dict[float, int] = field(default_factory=dict)
-    first: float | None = None  # the first send: spans longer than the history say nothing
 
     def sent(self, at: float) -> None:
-        if self.first is None:
-            self.first = at
         self.sends.append(at)
         # kept for the longest span before a block's start, learned only once it ends
         if len(self.sends) > 64 and self.sends[0] < at - KEEP - SPANS[-1]:
             del self.sends[: bisect.bisect_left(self.sends, at - KEEP)]
+            del self.oks[: bisect.bisect_left(self.oks, at - KEEP)]
 
     def count(self, span: float, at: float) -> int:
         """Requests sent in ``(at - span, at]``."""
@@ -73,27 +72,40 @@ class WindowCaps:
 
     def answered(self, sent_at: float) -> None:
         """The request sent at ``sent_at`` got through."""
+        # answers come back out of order: the list stays in order of sending
+        at = bisect.bisect_right(self.oks, sent_at)
+        self.oks.insert(at, sent_at)
         for span in SPANS:
-            before = self.count(span, sent_at) - 1
+            before = at - bisect.bisect_right(self.oks, sent_at - span)
             if before > self.passed.get(span, -1):
                 self.passed[span] = before
 
-    def windows(self, began: float) -> list[float]:
+    def windows(self, began: float, covered_from: float) -> list[float]:
         """The spans the history shows could be the site's window, given a block that
         began with the request sent at ``began``: every span whose count before that
-        request is more than any request that got through had."""
-        if self.first is None:
-            return []
-        found = []
+        request is more than any request that got through had. Only spans within the
+        sends since ``covered_from`` count: one reaching back into an earlier block, when
+        nothing could get through, holds fewer than the site would have allowed."""
+        fit, tie, ruled_out = [], [], False
         for span in SPANS:
-            before = self.count(span, began) - 1
-            if before < 0:
+            if not self.count(span, began):
                 continue  # a block so long its start is forgotten says nothing
+            oks = self.oks
+            before = bisect.bisect_left(oks, began) - bisect.bisect_right(oks, began - span)
             self.stopped[span] = min(before, self.stopped.get(span, before))
             passed = self.passed.get(span, -1)
-            if span <= max(began - self.first, SHORTEST) and 0 <= passed < self.stopped[span]:
-                found.append(span)
-        return found
+            if span > max(began - covered_from, SHORTEST) or passed < 0:
+                continue
+            if passed < self.stopped[span]:
+                fit.append(span)
+            elif passed == self.stopped[span]:
+                tie.append(span)
+            else:
+                ruled_out = True
+        # requests overtake each other on the way, so the block's first request may have
+        # been counted after one sent later that got through: equal counts fit when
+        # nothing fits better, and the history tells spans apart at all
+        return fit or (tie if ruled_out else [])
 
     def learn(self, began: float, covered_from: float, now: float, length: float) -> float:
         """A block began with the request sent at ``began`` and lasted ``length`` seconds;
@@ -105,17 +117,23 @@ class WindowCaps:
         span the evidence covers is capped below its count when the block began."""
         # a block costs its length: climb back over several of them
         cooldown = max(self.cooldown, 6 * length)
-        found = self.windows(began)
+        found = self.windows(began, covered_from)
         if found:
             for span in SPANS:
                 if span not in found:
                     self.caps.pop(span, None)
                     continue
-                old = self.caps.get(span)
-                # a window confirmed by a second block does not climb past its count again
-                bounded = old is not None and old.exact
-                self.caps[span] = Cap(self.passed.get(span, 0) + 1, now, cooldown, bounded, True)
+                # requests that overtook each other on the way can make what got through
+                # look like more than what got blocked: the lower is the safe one
+                known = min(self.passed[span] + 1, self.stopped[span])
+                self.caps[span] = Cap(known, now, cooldown, exact=True)
             return min((self.stopped[span] + 1) / span for span in found)
+        if exact := [span for span, cap in self.caps.items() if cap.exact]:
+            # blocked at a known window's count after all: one less gets through
+            for span in exact:
+                cap = self.caps[span]
+                cap.blocked = max(1, min(cap.blocked - 1, self.stopped.get(span, cap.blocked)))
+            return min(self.caps[span].blocked / span for span in exact)
         covered = began - covered_from
         spans = [s for s in SPANS if s <= max(covered, SHORTEST)]
         onset = math.inf
@@ -136,11 +154,9 @@ class WindowCaps:
             return None
         climbed = max(0.0, at - cap.since) / cap.cooldown
         if cap.exact:
-            # known to get through: no way down, and past a cooldown a slow climb, in case
-            # the site's window lies between two spans
-            if cap.bounded or climbed <= 1:
-                return cap.blocked
-            return math.floor(cap.blocked * (1 + (climbed - 1) * (1 - self.high)))
+            # known to get through, and more is known not to: a window between two spans
+            # is held to the longer one's count, a little under its limit, never blocked
+            return cap.blocked
         if climbed > 1 and cap.bounded:
             climbed = 1.0
         elif climbed > 1:
@@ -153,16 +169,20 @@ class WindowCaps:
         return min(((self.limit(span, at) or 0) / span for span in self.caps), default=math.inf)
 
     def earliest(self, at: float) -> float:
-        """The earliest time from ``at`` that one more request keeps every span under its cap."""
+        """The earliest time from ``at`` that one more request keeps every span under its cap.
+
+        Each span is kept a little longer than it is: requests reach the site sooner or
+        later than they left, and one a millisecond early at a window's edge is blocked."""
         for _ in range(8):  # a later time can break another span's cap; a few rounds settle it
             moved = False
             for span in self.caps:
                 limit = self.limit(span, at)
                 assert limit is not None
-                if self.count(span, at) >= limit:
+                kept = span * 1.02 + 0.02
+                if self.count(kept, at) >= limit:
                     # the limit-th most recent send must leave the span first
                     end = bisect.bisect_right(self.sends, at)
-                    at = self.sends[end - limit] + span + 1e-6
+                    at = self.sends[end - limit] + kept + 1e-6
                     moved = True
             if not moved:
                 break
