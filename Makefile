@@ -59,6 +59,7 @@ bench: bench-crawl bench-lake bench-train
 
 bench-crawl: setup
 	$(PY) -m bench.crawl
+	$(PY) -m bench.scaleout
 	$(PY) -m bench.ratelimit
 
 bench-lake: setup
