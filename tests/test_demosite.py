@@ -25,9 +25,11 @@ def test_planted_counts_and_truth(site: Site) -> None:
     assert len(site.planted_duplicates) == dups
     truth = site.truth("http://h:1")
     assert truth["site_articles"] == len(site.articles)
-    assert set(truth["classes"].values()) <= set(CLASSES)  # type: ignore[union-attr]
-    for copy, original in truth["duplicates"].items():  # type: ignore[union-attr]
-        assert truth["classes"][copy] == truth["classes"][original]  # type: ignore[index]
+    classes, duplicates = truth["classes"], truth["duplicates"]
+    assert isinstance(classes, dict) and isinstance(duplicates, dict)
+    assert set(classes.values()) <= set(CLASSES)
+    for copy, original in duplicates.items():
+        assert classes[copy] == classes[original]
 
 
 def test_synthetic_classes_share_vocabulary(site: Site) -> None:
