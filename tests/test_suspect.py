@@ -318,6 +318,19 @@ def test_a_body_far_smaller_than_its_patterns_usual_is_suspected() -> None:
     assert model.judge(key, Page(0, 2, page.size // 2)) is None
 
 
+def test_a_few_large_pages_first_do_not_make_every_usual_one_a_suspect_for_good() -> None:
+    model = PatternModel(learn=3, size_ratio=0.25)
+    key, usual = page_of("http://site.test/article/x", article("x", 60))
+    for size in (usual.size * 60, usual.size * 60, usual.size):  # two huge pages first
+        model.good(key, Page(links=0, fields=2, size=size))
+    kept = 0
+    while model.judge(key, usual) is not None:
+        model.kept(key, usual)  # sent again, came back the same: its size is the pattern's
+        kept += 1
+        assert kept < 10, "usual pages stay suspects"
+    assert kept >= 1  # it was suspected at first
+
+
 def test_a_pattern_whose_pages_are_often_empty_stops_expecting_what_they_lack() -> None:
     model = taught(PatternModel(learn=3, share=0.8), 4, kind="article")
     key, empty = page_of("http://site.test/article/x", empty_article())

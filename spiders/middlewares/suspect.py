@@ -115,8 +115,9 @@ class PatternModel:
 
     def kept(self, key: str, page: Page) -> None:
         """A suspect kept after its retries: if its pattern's pages are often like it, the
-        pattern stops expecting what they lack. Its size teaches nothing."""
-        self._count(key, page)
+        pattern stops expecting what they lack, and its size joins theirs: a few large
+        pages first must not make every usual one look like a block for good."""
+        self._count(key, page).sizes.append(page.size)
 
     def links_per_page(self, key: str) -> int:
         p = self.patterns.get(key)
