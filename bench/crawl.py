@@ -1,10 +1,9 @@
 """Crawl benchmark: harvest against bare Scrapy, crawlee and scrapy-playwright, one run.
 
-``python -m bench.crawl [--articles N] [--js-articles M] [--quick] [--rows abcdefghij]``
+``python -m bench.crawl [--articles N] [--js-articles M] [--quick] [--rows abcdefj]``
 
-Rows g, h and i crawl a third site whose every answer waits 50-200 ms, as a site across a
-network does, with 1, 2 and 4 workers: there a crawl waits on the network, not the CPU,
-which is where more workers should pay.
+Scale-out over workers is measured apart, on a site whose answers wait as a network's do
+(``bench/scaleout.py``).
 
 Row j is row f through four tinyproxies on loopback (``tests/proxies.py``), started for the
 run: a browser context a proxy, against row f's one, at about the same pages/s if the
@@ -45,7 +44,6 @@ HARVEST = ROOT / ".venv" / "bin" / "harvest"
 CRAWLEE_VENV = BENCH / ".venv-crawlee"
 CRAWLEE = "crawlee[parsel]==1.11.0"
 PER_PAGE = 20  # the demo site's listing size
-LATENCY_MS = (50.0, 200.0)  # each answer of the latency site waits this long
 SAMPLE_SECONDS = 0.25
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
@@ -56,7 +54,7 @@ class Row:
     key: str
     name: str
     argv: list[str]
-    section: str  # "static", "js" or "latency": which site it crawls
+    section: str  # "static" or "js": which site it crawls
     env: dict[str, str] = field(default_factory=dict)
     in_repo: bool = False  # run from the project root (harvest needs sources/), else a temp dir
     proxies: int = 0  # through this many tinyproxies, given in HARVEST_CRAWL_PROXIES
@@ -157,16 +155,6 @@ def rows(workers: bool) -> list[Row]:
         ),
         Row("f", "harvest, browser + lake", harvest_js, "js", in_repo=True),
         Row("j", "harvest, browser + lake, 4 proxies", harvest_js, "js", in_repo=True, proxies=4),
-        *(
-            Row(
-                key,
-                f"harvest, {n} worker{'s' * (n > 1)}, 50-200 ms site",
-                [*harvest_static, "--workers", str(n)] if n > 1 else harvest_static,
-                "latency",
-                in_repo=True,
-            )  # fmt: skip
-            for key, n in (("g", 1), ("h", 2), ("i", 4))
-        ),
     ]
 
 
@@ -353,7 +341,7 @@ def main() -> None:
         "--js-articles", type=int, help="for the rendered rows (default: --articles)"
     )
     parser.add_argument("--quick", action="store_true", help="300 articles, 60 rendered: a check")
-    parser.add_argument("--rows", default="abcdefghij", help="which rows to run, e.g. ace")
+    parser.add_argument("--rows", default="abcdefj", help="which rows to run, e.g. ace")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
@@ -376,16 +364,14 @@ def main() -> None:
     proxies_needed = max((row.proxies for row in todo if not row.unavailable), default=0)
 
     results = []
-    slow_site = SiteProcess(args.articles, latency_ms=LATENCY_MS)
     with (
         SiteProcess(args.articles) as static,
         SiteProcess(js_articles) as js,
-        slow_site as slow,
         tempfile.TemporaryDirectory(prefix="bench-crawl-proxies-") as proxy_dir,
         tinyproxies.running(proxies_needed, Path(proxy_dir)) as pool,
     ):
         for row in todo:
-            site = {"js": js, "latency": slow}.get(row.section, static)
+            site = js if row.section == "js" else static
             n = js_articles if row.section == "js" else args.articles
             expected = n + -(-n // PER_PAGE)
             timeout = 180 + (2.0 if row.section == "js" else 0.2) * expected
@@ -416,11 +402,6 @@ def main() -> None:
         if direct and r["row"] == "j" and r.get("pages_per_s"):
             r["pages_per_s_over_direct"] = round(r["pages_per_s"] / direct["pages_per_s"], 2)
             print(f"(j) {r['pages_per_s_over_direct']}x row f's pages/s, through 4 proxies")
-    one = next((r for r in results if r["row"] == "g" and r.get("pages_per_s")), None)
-    for r in results:
-        if one and r["row"] in "hi" and r.get("pages_per_s"):
-            r["speedup_over_one_worker"] = round(r["pages_per_s"] / one["pages_per_s"], 2)
-            print(f"({r['row']}) {r['speedup_over_one_worker']}x one worker on the 50-200 ms site")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwritten to {args.out}")
