@@ -303,15 +303,11 @@ def pull_source(config: Config, r: Recipe, sync: LabelSync | None = None) -> dic
 def studio_tasks(config: Config, r: Recipe) -> tuple[int | None, str | None]:
     """How many tasks the project of ``r`` holds, or None and why when Label Studio does
     not answer. Creates no project: a report must not change what it reports on."""
-    import socket
+    from labeling.health import studio_down
 
-    try:
-        # a refused port answers at once; the SDK would retry for a while first
-        socket.create_connection(
-            (config.label_studio_host, config.label_studio_port), timeout=2
-        ).close()
-    except OSError as exc:
-        return None, f"Label Studio at {config.label_studio_url} is not reachable: {exc}"
+    down = studio_down(config.label_studio_url)
+    if down:
+        return None, down
     try:
         sync = label_sync(config)
         project_id = sync.project_titles().get(project_title(r.name))

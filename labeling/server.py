@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from ingestion.errors import ConfigurationError, UnavailableError
+from labeling.health import studio_down
 
 # Label Studio refuses webhooks (and imports) to reserved addresses; the webhook receiver
 # listens on loopback, so loopback is let through and every other reserved range stays
@@ -108,10 +109,7 @@ class LabelStudioServer:
         self.wait(timeout)
 
     def answers(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        return studio_down(self.url) is None
 
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

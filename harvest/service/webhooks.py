@@ -11,7 +11,6 @@ more than that limit in memory, with the secret or without it.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from starlette.requests import Request
 
 from harvest.config import Config
 from ingestion.errors import InvalidInputError
+from labeling.health import studio_down
 from labeling.webhook import Receiver, Route
 
 log = logging.getLogger(__name__)
@@ -61,18 +61,9 @@ class Webhooks:
 
     def routes(self) -> dict[int, Route]:
         with self._lock:
-            if self._routes is None and self._studio_answers():
+            if self._routes is None and studio_down(self.config.label_studio_url) is None:
                 self._routes = self._lookup()
             return self._routes or {}
-
-    def _studio_answers(self) -> bool:
-        try:
-            socket.create_connection(
-                (self.config.label_studio_host, self.config.label_studio_port), timeout=2
-            ).close()
-            return True
-        except OSError:
-            return False
 
     def _lookup(self) -> dict[int, Route] | None:
         from harvest import stages
