@@ -228,7 +228,9 @@ class Recipe:
     name: str
     path: str
     start_urls: list[str]
-    allowed_domains: list[str]
+    # None when the recipe names none: the crawl stays on the hosts it starts from (see
+    # domains); an empty list lets it go anywhere, as Scrapy reads one
+    allowed_domains: list[str] | None
     follow: list[Follow]
     item_urls: str
     fields: dict[str, Field]
@@ -263,6 +265,16 @@ class Recipe:
     @property
     def field_types(self) -> dict[str, pa.DataType]:
         return {name: f.arrow_type for name, f in self.fields.items()}
+
+    def domains(self, start_urls: list[str] | None = None) -> list[str]:
+        """The hosts a crawl from ``start_urls`` (the recipe's when None) may fetch from:
+        the recipe's ``allowed_domains``, else the start URLs' own hosts, so that a recipe
+        that names none does not follow links across the web. Scrapy lets subdomains of
+        each through as well."""
+        if self.allowed_domains is not None:
+            return list(self.allowed_domains)
+        hosts = (urlsplit(url).hostname for url in start_urls or self.start_urls)
+        return list(dict.fromkeys(h for h in hosts if h))
 
 
 def list_recipes(sources_dir: str | Path = "sources") -> list[Path]:
@@ -317,7 +329,7 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         found.check(None, _no_unknown, path, "", {key: None}, TOP_KEYS)
     name = found.check("", _name, path, raw.get("name"))
     start_urls: list[str] = found.check([], _start_urls, path, raw.get("start_urls"))
-    allowed: list[str] = found.check([], _allowed, path, raw.get("allowed_domains", []))
+    allowed: list[str] | None = found.check(None, _allowed, path, raw.get("allowed_domains"))
     follow = [found.check(None, _follow, path, i, f) for i, f in enumerate(raw.get("follow") or [])]
     item_urls = raw.get("item_urls", ".*")
     found.check(None, _regex, path, "item_urls", item_urls)
@@ -379,7 +391,7 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
         name=name,
         path=str(path),
         start_urls=list(start_urls),
-        allowed_domains=list(allowed),
+        allowed_domains=None if allowed is None else list(allowed),
         follow=[f for f in follow if f is not None],
         item_urls=item_urls,
         fields=fields,
@@ -464,7 +476,9 @@ def proxy_url_problem(url: Any) -> str | None:
     return None
 
 
-def _allowed(path: str | Path, allowed: Any) -> list[str]:
+def _allowed(path: str | Path, allowed: Any) -> list[str] | None:
+    if allowed is None:
+        return None
     if not isinstance(allowed, list) or not all(isinstance(d, str) for d in allowed):
         raise RecipeError(path, "allowed_domains", "a list of host names")
     return allowed

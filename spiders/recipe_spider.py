@@ -48,7 +48,8 @@ class RecipeSpider(scrapy.Spider):
         self.recipe = recipe
         super().__init__(name=recipe.name, **kwargs)
         self.start_urls = [start_url] if start_url else list(recipe.start_urls)
-        self.allowed_domains = list(recipe.allowed_domains)
+        # from the start URLs in force, so a --start-url elsewhere is not filtered as offsite
+        self.allowed_domains = recipe.domains(self.start_urls)
         self.item_re = re.compile(recipe.item_urls)
         self.extractors = [
             LinkExtractor(allow=f.allow, restrict_css=f.restrict_css or ()) for f in recipe.follow

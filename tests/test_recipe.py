@@ -390,3 +390,34 @@ def test_yml_recipes_are_listed_beside_yaml_ones(tmp_path: Path) -> None:
     found = stages.all_recipes(Config(sources=str(sources)))
     assert [r.name for r in found] == ["a", "b", "c"]
     assert load_recipe("b", sources).name == "b"
+
+
+def test_allowed_domains_default_to_the_start_urls_hosts() -> None:
+    from spiders.recipe import parse_recipe
+
+    urls = ["http://News.example.com:8080/a", "https://news.example.com/b", "http://[::1]:9/"]
+    recipe = parse_recipe(mutate(allowed_domains=None, start_urls=urls), "x.yaml")
+    assert recipe.allowed_domains is None
+    # host names only: Scrapy matches them, and their subdomains, without the port
+    assert recipe.domains() == ["news.example.com", "::1"]
+    # a crawl started elsewhere stays on the host it starts from
+    assert recipe.domains(["http://127.0.0.1:8765/"]) == ["127.0.0.1"]
+
+
+def test_allowed_domains_named_in_the_recipe_are_kept() -> None:
+    from spiders.recipe import parse_recipe
+
+    named = parse_recipe(mutate(allowed_domains=["example.org"]), "x.yaml")
+    assert named.domains() == named.domains(["http://127.0.0.1/"]) == ["example.org"]
+    # an empty list is Scrapy's "any host", for a recipe that means it
+    assert parse_recipe(mutate(allowed_domains=[]), "x.yaml").domains() == []
+
+
+def test_the_spider_stays_on_the_hosts_it_starts_from() -> None:
+    from spiders.recipe import parse_recipe
+    from spiders.recipe_spider import RecipeSpider
+
+    recipe = parse_recipe(mutate(allowed_domains=None), "x.yaml")
+    assert RecipeSpider(recipe=recipe).allowed_domains == ["127.0.0.1"]
+    moved = RecipeSpider(recipe=recipe, start_url="http://localhost:9000/")
+    assert moved.allowed_domains == ["localhost"]
