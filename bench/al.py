@@ -125,8 +125,11 @@ def crawl_and_curate(folder: Path) -> tuple[Lake, dict[str, str], dict[str, Any]
         start = time.monotonic()
         proc = subprocess.run(
             [*argv, "--start-url", demo.url + "/"],
-            cwd=folder, env=env, capture_output=True, text=True,
-        )  # fmt: skip
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         seconds = round(time.monotonic() - start, 1)
     if proc.returncode:
         raise SystemExit(f"harvest crawl failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -268,9 +271,12 @@ def run_one(
             )
         labelled = pulled
         current = timed(
-            "fit", model.fit, [text[r["row_id"]] for r in labels], [r["label"] for r in labels],
+            "fit",
+            model.fit,
+            [text[r["row_id"]] for r in labels],
+            [r["label"] for r in labels],
             f"al-{strategy}-s{seed}-n{labelled}",
-        )  # fmt: skip
+        )
         accuracy, f1 = timed("evaluate", evaluate, current, corpus.held_texts, corpus.held_labels)
         run.labels.append(labelled)
         run.accuracy.append(round(accuracy, 5))
@@ -415,8 +421,13 @@ def plot(summary: dict[str, Any], full: dict[str, Any], title: str, path: Path) 
         ax.set_xlabel("labels")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].axhline(full["target"], color="black", linestyle="--", linewidth=1,
-                    label=f"95% of full ({full['target']:.3f})")  # fmt: skip
+    axes[0].axhline(
+        full["target"],
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"95% of full ({full['target']:.3f})",
+    )
     axes[0].legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
@@ -450,8 +461,9 @@ def main() -> None:
             f"cannot run: {CORPUS} is absent (the shared datasets are not on this machine)"
         )
     if not LABEL_STUDIO.exists():
-        raise SystemExit(f"cannot run: Label Studio is not installed at {LABEL_STUDIO}; "
-                         "run `make setup`")  # fmt: skip
+        raise SystemExit(
+            f"cannot run: Label Studio is not installed at {LABEL_STUDIO}; run `make setup`"
+        )
 
     started = time.monotonic()
     report: dict[str, Any] = {
@@ -489,8 +501,11 @@ def main() -> None:
             **crawl,
             **corpus.facts,
         }
-        print(f"curated {corpus.facts['curated']:,} rows: pool {len(corpus.pool):,}, "
-              f"held out {len(corpus.held_texts):,}", flush=True)  # fmt: skip
+        print(
+            f"curated {corpus.facts['curated']:,} rows: pool {len(corpus.pool):,}, "
+            f"held out {len(corpus.held_texts):,}",
+            flush=True,
+        )
 
         start = time.perf_counter()
         reference = model.fit([r["text"] for r in corpus.pool], corpus.pool_labels, "al-full")
@@ -507,10 +522,13 @@ def main() -> None:
         print(f"full pool: accuracy {accuracy:.4f}, macro F1 {f1:.4f}", flush=True)
 
         server = LabelStudioServer(
-            executable=str(LABEL_STUDIO), data_dir=folder / "ls", port=free_port(),
-            username="bench@harvest.test", password=secrets.token_hex(8),
+            executable=str(LABEL_STUDIO),
+            data_dir=folder / "ls",
+            port=free_port(),
+            username="bench@harvest.test",
+            password=secrets.token_hex(8),
             token=secrets.token_hex(20),
-        )  # fmt: skip
+        )
         print(f"starting Label Studio on {server.url} (first start migrates, ~1 min)", flush=True)
         ls_start = time.monotonic()
         server.start(600)
@@ -523,9 +541,11 @@ def main() -> None:
                     run = run_one(sync, corpus, strategy, seed, args)
                     runs.append(run)
                     took = sum(run.seconds.values())
-                    print(f"{strategy:>8} seed {seed}: {run.labels[-1]} labels, accuracy "
-                          f"{run.accuracy[0]:.4f} -> {run.accuracy[-1]:.4f} in {took:.0f} s",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"{strategy:>8} seed {seed}: {run.labels[-1]} labels, accuracy "
+                        f"{run.accuracy[0]:.4f} -> {run.accuracy[-1]:.4f} in {took:.0f} s",
+                        flush=True,
+                    )
         finally:
             server.stop()
 
@@ -545,18 +565,31 @@ def main() -> None:
     ]
     report["wall_seconds"] = round(time.monotonic() - started, 1)
 
-    marks = sorted({args.seed_labels, 2 * args.seed_labels, args.max_labels // 4,
-                    args.max_labels // 2, args.max_labels})  # fmt: skip
-    print(f"\nactive learning, {report['machine']['date']}, {os.cpu_count()} CPUs, "
-          f"{args.seeds} seed(s), rounds of {args.round} to {args.max_labels} labels, "
-          f"wall {report['wall_seconds']:.0f} s\n")  # fmt: skip
+    marks = sorted(
+        {
+            args.seed_labels,
+            2 * args.seed_labels,
+            args.max_labels // 4,
+            args.max_labels // 2,
+            args.max_labels,
+        }
+    )
+    print(
+        f"\nactive learning, {report['machine']['date']}, {os.cpu_count()} CPUs, "
+        f"{args.seeds} seed(s), rounds of {args.round} to {args.max_labels} labels, "
+        f"wall {report['wall_seconds']:.0f} s\n"
+    )
     print(table(summary, full, marks))
     goal = report["goal"]
-    print(f"\nbest: {goal['best']}; half the labels of random: {goal.get('half_the_labels')} "
-          f"({goal['why']}); above random at every point: "
-          f"{goal.get('above_random_everywhere')}; goal met: {goal['met']}")  # fmt: skip
-    title = (f"AG News via harvest and Label Studio: {args.seeds} seed(s), mean ± std, "
-             f"held-out {len(corpus.held_texts):,} rows")  # fmt: skip
+    print(
+        f"\nbest: {goal['best']}; half the labels of random: {goal.get('half_the_labels')} "
+        f"({goal['why']}); above random at every point: "
+        f"{goal.get('above_random_everywhere')}; goal met: {goal['met']}"
+    )
+    title = (
+        f"AG News via harvest and Label Studio: {args.seeds} seed(s), mean ± std, "
+        f"held-out {len(corpus.held_texts):,} rows"
+    )
     plot(summary, full, title, args.plot)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -40,11 +40,13 @@ RESULTS = ROOT / "bench" / "results" / "gpu_check.json"
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 MODELS = {
     "ngram": TrainConfig(model="ngram", epochs=3, batch_size=64, patience=0, progress=False),
-    "embedding, fine-tuned": TrainConfig(model="embedding", finetune=True, epochs=2,
-                                         batch_size=32, patience=0, progress=False),
-    "embedding, frozen encoder": TrainConfig(model="embedding", finetune=False, epochs=10,
-                                             batch_size=32, patience=0, progress=False),
-}  # fmt: skip
+    "embedding, fine-tuned": TrainConfig(
+        model="embedding", finetune=True, epochs=2, batch_size=32, patience=0, progress=False
+    ),
+    "embedding, frozen encoder": TrainConfig(
+        model="embedding", finetune=False, epochs=10, batch_size=32, patience=0, progress=False
+    ),
+}
 
 
 class GpuSampler(threading.Thread):
@@ -67,10 +69,17 @@ class GpuSampler(threading.Thread):
     def query(self) -> tuple[float, float] | None:
         try:
             out = subprocess.run(
-                ["nvidia-smi", f"--id={self.id}", "--query-gpu=utilization.gpu,memory.used",
-                 "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=5, check=True,
-            ).stdout  # fmt: skip
+                [
+                    "nvidia-smi",
+                    f"--id={self.id}",
+                    "--query-gpu=utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout
             util, used = out.strip().splitlines()[0].split(",")
             return float(util), float(used)
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
@@ -137,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--cpu-rows", type=int, default=512,
-                        help="rows the CPU fine-tunes on, scaled to an epoch")  # fmt: skip
+    parser.add_argument(
+        "--cpu-rows", type=int, default=512, help="rows the CPU fine-tunes on, scaled to an epoch"
+    )
     parser.add_argument("--budget", type=float, default=270.0, help="seconds for the whole check")
-    parser.add_argument("--rehearse", action="store_true",
-                        help="no GPU needed: the same steps on the CPU, on 200 rows")  # fmt: skip
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="no GPU needed: the same steps on the CPU, on 200 rows",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -154,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     if not CORPUS.exists():
-        print(f"error: {CORPUS} is absent (the shared datasets are not on this machine)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {CORPUS} is absent (the shared datasets are not on this machine)",
+            file=sys.stderr,
+        )
         return 2
     gpu = "cpu" if args.rehearse else "cuda"
     data = load(CORPUS)
@@ -224,19 +239,25 @@ def main(argv: list[str] | None = None) -> int:
         report["models"][label] = row
     report["seconds"] = round(time.perf_counter() - started, 1)
 
-    print(f"\nGPU check: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-          f"{report['seconds']} s in all\n")  # fmt: skip
-    print("| model | samples/s GPU | s/epoch GPU | s/epoch CPU | speed-up | GPU util mean/max % "
-          "| GPU mem peak MiB (torch / smi) | test macro F1 |")  # fmt: skip
+    print(
+        f"\nGPU check: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        f"{report['seconds']} s in all\n"
+    )
+    print(
+        "| model | samples/s GPU | s/epoch GPU | s/epoch CPU | speed-up | GPU util mean/max % "
+        "| GPU mem peak MiB (torch / smi) | test macro F1 |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, row in report["models"].items():
         g, c = row["gpu"], row.get("cpu") or {}
         est = " (est.)" if c.get("estimated_from_rows") else ""
-        print(f"| {label} | {g['train_samples_per_s']:,.0f} | {g['seconds_per_epoch']} | "
-              f"{c.get('seconds_per_epoch', '-')}{est} | {row.get('epoch_speedup', '-')}x | "
-              f"{g['gpu_util_mean']}/{g['gpu_util_max']} | "
-              f"{g.get('torch_peak_allocated_mib', '-')} / {g['gpu_mem_used_max_mib']} | "
-              f"{g['test_macro_f1']} |")  # fmt: skip
+        print(
+            f"| {label} | {g['train_samples_per_s']:,.0f} | {g['seconds_per_epoch']} | "
+            f"{c.get('seconds_per_epoch', '-')}{est} | {row.get('epoch_speedup', '-')}x | "
+            f"{g['gpu_util_mean']}/{g['gpu_util_max']} | "
+            f"{g.get('torch_peak_allocated_mib', '-')} / {g['gpu_mem_used_max_mib']} | "
+            f"{g['test_macro_f1']} |"
+        )
     for line in report["skipped"]:
         print(f"skipped: {line}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -59,8 +59,9 @@ def rows(n: int, seed: int, prefix: str) -> tuple[list[dict[str, str]], list[str
         own = int(rng.integers(0, 12))
         words = list(rng.choice(SHARED, 60 - own)) + list(rng.choice(TOPIC[topic], own))
         rng.shuffle(words)
-        out.append({"row_id": f"{prefix}{i}", "url": f"http://bench/{prefix}{i}",
-                    "text": " ".join(words)})  # fmt: skip
+        out.append(
+            {"row_id": f"{prefix}{i}", "url": f"http://bench/{prefix}{i}", "text": " ".join(words)}
+        )
         truth.append(topic)
     return out, truth
 
@@ -92,10 +93,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         server = LabelStudioServer(
-            executable=str(LABEL_STUDIO), data_dir=Path(tmp) / "ls", port=free_port(),
-            username="bench@harvest.test", password=secrets.token_hex(8),
+            executable=str(LABEL_STUDIO),
+            data_dir=Path(tmp) / "ls",
+            port=free_port(),
+            username="bench@harvest.test",
+            password=secrets.token_hex(8),
             token=secrets.token_hex(20),
-        )  # fmt: skip
+        )
         print(f"starting Label Studio on {server.url} (first start migrates, ~1 min)", flush=True)
         _, start_s = timed(server.start, 600)
         try:
@@ -114,18 +118,33 @@ def main() -> None:
     assert peer.imported == b.imported == c.tasks == d.imported == n, (peer, b, c, d)
     assert len(tasks) == 2 * n and d.refreshed == 0, (len(tasks), d)
     figures = {
-        "a_plain_push": {"tasks": peer.imported, "seconds": peer_s, "predictions": False,
-                         "per_request": 500},
-        "e_encode_pool_once": {"tasks": len(pool), "seconds": e_s,
-                               "encoder": "all-MiniLM-L6-v2", "threads": torch.get_num_threads()},
-        "b_push_with_predictions": {"tasks": b.imported, "pool": len(pool), "seconds": b_s,
-                                    "strategy": b.strategy, "per_request": push.CHUNK},
+        "a_plain_push": {
+            "tasks": peer.imported,
+            "seconds": peer_s,
+            "predictions": False,
+            "per_request": 500,
+        },
+        "e_encode_pool_once": {
+            "tasks": len(pool),
+            "seconds": e_s,
+            "encoder": "all-MiniLM-L6-v2",
+            "threads": torch.get_num_threads(),
+        },
+        "b_push_with_predictions": {
+            "tasks": b.imported,
+            "pool": len(pool),
+            "seconds": b_s,
+            "strategy": b.strategy,
+            "per_request": push.CHUNK,
+        },
         "c_refresh": {"tasks": c.tasks, "seconds": c_s},
         "d_next_batch": {"tasks": d.imported, "skipped": d.skipped, "seconds": d_s},
-    }  # fmt: skip
+    }
     for name, row in figures.items():
-        print(f"{name:>24}: {row['tasks']:>6} rows in {row['seconds']:6.2f} s  "
-              f"({row['tasks'] / row['seconds']:,.0f}/s)")  # fmt: skip
+        print(
+            f"{name:>24}: {row['tasks']:>6} rows in {row['seconds']:6.2f} s  "
+            f"({row['tasks'] / row['seconds']:,.0f}/s)"
+        )
     print(f"model fit on {TRAIN_ROWS} rows: {fit_s} s; Label Studio start: {start_s} s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(

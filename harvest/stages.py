@@ -117,8 +117,9 @@ def train_dataset(
     its dataset version and registered as a new version of ``harvest-<dataset>``."""
     from training.tracking import train_tracked
 
-    return train_tracked(tracking_store(config), lake, dataset, version, config.reports,
-                         train_config, on_epoch)  # fmt: skip
+    return train_tracked(
+        tracking_store(config), lake, dataset, version, config.reports, train_config, on_epoch
+    )
 
 
 def source_model(config: Config, source: str) -> LabelModel | None:
@@ -140,8 +141,10 @@ def source_model(config: Config, source: str) -> LabelModel | None:
         if tmp is not None:
             tmp.cleanup()
     if found is None:
-        raise ModelError(f"{champion.name} version {champion.version} (the champion) holds no "
-                         f"labelling model at {champion.source}")  # fmt: skip
+        raise ModelError(
+            f"{champion.name} version {champion.version} (the champion) holds no "
+            f"labelling model at {champion.source}"
+        )
     return found
 
 
@@ -234,8 +237,11 @@ def track_source_model(
     params["features"] = trained.features
     metrics: dict[str, float | None] = {"labels": trained.labels, "classes": len(trained.classes)}
     if outcome is not None:
-        metrics.update(contest_rows=outcome.rows, contest_candidate_accuracy=outcome.candidate,
-                       contest_champion_accuracy=outcome.champion)  # fmt: skip
+        metrics.update(
+            contest_rows=outcome.rows,
+            contest_candidate_accuracy=outcome.candidate,
+            contest_champion_accuracy=outcome.champion,
+        )
     labels = f"labels/{source}"
     version = tracking.log_model(
         store,
@@ -321,8 +327,17 @@ def report_labels(config: Config, r: Recipe, folds: int = 5, studio: bool = True
     from labeling.report import label_report
 
     tasks, note = studio_tasks(config, r) if studio else (None, "Label Studio was not asked")
-    return label_report(Lake(config.lake), r.name, config.reports, r.label_type, r.text_field,
-                        folds, r.labels, tasks, note)  # fmt: skip
+    return label_report(
+        Lake(config.lake),
+        r.name,
+        config.reports,
+        r.label_type,
+        r.text_field,
+        folds,
+        r.labels,
+        tasks,
+        note,
+    )
 
 
 def retrain_source(config: Config, r: Recipe) -> dict[str, Any]:
@@ -332,14 +347,23 @@ def retrain_source(config: Config, r: Recipe) -> dict[str, Any]:
     predictions for the tasks still waiting."""
     if r.label_type != "single":
         result = pull_source(config, r)
-        log.info("retrain %s: %s labelled tasks pulled; no model for %s labels", r.name,
-                 result["labels"], r.label_type)  # fmt: skip
+        log.info(
+            "retrain %s: %s labelled tasks pulled; no model for %s labels",
+            r.name,
+            result["labels"],
+            r.label_type,
+        )
         return result
     result = retrain_and_refresh(config, r, pull=True)
-    log.info("retrain %s: model %s from %s labels, %s; %s waiting tasks re-predicted by %s",
-             r.name, result["model_version"], result["labels"],
-             "now the champion" if result["promoted"] else "the challenger",
-             result["refreshed"], result["champion_version"])  # fmt: skip
+    log.info(
+        "retrain %s: model %s from %s labels, %s; %s waiting tasks re-predicted by %s",
+        r.name,
+        result["model_version"],
+        result["labels"],
+        "now the champion" if result["promoted"] else "the challenger",
+        result["refreshed"],
+        result["champion_version"],
+    )
     return result
 
 
@@ -395,15 +419,29 @@ def create_dataset(
     from ingestion.datasets import cut_dataset
 
     recipes = [recipe(config, s) for s in sources]
-    v = cut_dataset(Lake(config.lake), name, [r.name for r in recipes],
-                    f"labels/{labels_project}", {r.name: r.text_field for r in recipes}, seed,
-                    fractions, rules)  # fmt: skip
+    v = cut_dataset(
+        Lake(config.lake),
+        name,
+        [r.name for r in recipes],
+        f"labels/{labels_project}",
+        {r.name: r.text_field for r in recipes},
+        seed,
+        fractions,
+        rules,
+    )
     lineage = v.lineage
-    return {"dataset": name, "version": v.version, "rows": v.rows, "reused": v.reused,
-            "splits": lineage.get("counts"), "tables": lineage["tables"],
-            "split_rules": lineage.get("split"), "groups": lineage.get("groups"),
-            "leakage": lineage.get("leakage"),
-            "content_sha256": lineage.get("content_sha256")}  # fmt: skip
+    return {
+        "dataset": name,
+        "version": v.version,
+        "rows": v.rows,
+        "reused": v.reused,
+        "splits": lineage.get("counts"),
+        "tables": lineage["tables"],
+        "split_rules": lineage.get("split"),
+        "groups": lineage.get("groups"),
+        "leakage": lineage.get("leakage"),
+        "content_sha256": lineage.get("content_sha256"),
+    }
 
 
 def source_notes(config: Config, sources: list[str]) -> dict[str, SourceNotes]:
@@ -444,6 +482,13 @@ def export_dataset(
     notes = source_notes(config, sorted(set(data["source"].to_pylist())))
     done = export_version(lake, name, out, version, fmt, shards, notes)
     m = done.manifest
-    return {"dataset": name, "version": m["version"], "export_dir": str(done.out),
-            "format": fmt, "rows": m["rows"], "splits": m["splits"], "files": len(done.files),
-            "manifest": str(done.out / "manifest.json")}  # fmt: skip
+    return {
+        "dataset": name,
+        "version": m["version"],
+        "export_dir": str(done.out),
+        "format": fmt,
+        "rows": m["rows"],
+        "splits": m["splits"],
+        "files": len(done.files),
+        "manifest": str(done.out / "manifest.json"),
+    }

@@ -276,8 +276,14 @@ def _curated(
     sigs = values.get(SIGNATURE) or [None] * n
     out: dict[str, tuple[Any, ...]] = {}
     for i, h in enumerate(hashes):
-        out[h] = (values["source"][i], values["url"][i], values[text_field][i], groups[i],
-                  times[i], sigs[i])  # fmt: skip
+        out[h] = (
+            values["source"][i],
+            values["url"][i],
+            values[text_field][i],
+            groups[i],
+            times[i],
+            sigs[i],
+        )
     return out
 
 
@@ -381,9 +387,15 @@ def rebuild_dataset(lake: Lake, name: str, version: int | None = None) -> Rebuil
     except LakeError:
         stored_sha = None
     return Rebuild(
-        name, cut_version, rebuilt.num_rows, lineage, table_sha256(rebuilt), stored_sha,
-        lineage.get("content_sha256"), rebuilt,
-    )  # fmt: skip
+        name,
+        cut_version,
+        rebuilt.num_rows,
+        lineage,
+        table_sha256(rebuilt),
+        stored_sha,
+        lineage.get("content_sha256"),
+        rebuilt,
+    )
 
 
 def read_dataset(

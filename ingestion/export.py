@@ -139,10 +139,12 @@ def _write_data(work: Path, data: pa.Table, fmt: str, shards: int | None) -> lis
             # contiguous runs of rows, sizes differing by at most one
             bounds = np.linspace(0, part.num_rows, shards + 1).round().astype(int)
             pieces = [
-                (f"{DATA}/{split}-{i:05d}-of-{shards:05d}.{fmt}",
-                 part.slice(bounds[i], bounds[i + 1] - bounds[i]))
+                (
+                    f"{DATA}/{split}-{i:05d}-of-{shards:05d}.{fmt}",
+                    part.slice(bounds[i], bounds[i + 1] - bounds[i]),
+                )
                 for i in range(shards)
-            ]  # fmt: skip
+            ]
         for i, (rel, piece) in enumerate(pieces):
             path = work / rel
             if fmt == "parquet":
@@ -151,8 +153,16 @@ def _write_data(work: Path, data: pa.Table, fmt: str, shards: int | None) -> lis
                 with path.open("w", encoding="utf-8") as f:
                     for row in piece.to_pylist():
                         f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            files.append({"path": rel, "split": split, "shard": i, "rows": piece.num_rows,
-                          "bytes": path.stat().st_size, "sha256": _sha256(path)})  # fmt: skip
+            files.append(
+                {
+                    "path": rel,
+                    "split": split,
+                    "shard": i,
+                    "rows": piece.num_rows,
+                    "bytes": path.stat().st_size,
+                    "sha256": _sha256(path),
+                }
+            )
     return files
 
 
@@ -170,10 +180,18 @@ def validation_summary(lake: Lake, source: str, meta: dict[str, Any]) -> dict[st
     pinned = meta.get("tables", {}).get(f"curated/{source}")
     if pinned is None:
         return None
-    total: dict[str, Any] = {"runs": 0, "rows_checked": 0, "curated": 0, "quarantined": 0,
-                             "duplicates_dropped": 0, "near_duplicates_dropped": 0,
-                             "held": 0, "accepted": 0, "failures": Counter(),
-                             "last_report": None}  # fmt: skip
+    total: dict[str, Any] = {
+        "runs": 0,
+        "rows_checked": 0,
+        "curated": 0,
+        "quarantined": 0,
+        "duplicates_dropped": 0,
+        "near_duplicates_dropped": 0,
+        "held": 0,
+        "accepted": 0,
+        "failures": Counter(),
+        "last_report": None,
+    }
     for run in runs_of(lake, CURATE_STAGE, source):
         if run.get("curated_version") is not None and run["curated_version"] > pinned:
             break
@@ -193,8 +211,13 @@ def validation_summary(lake: Lake, source: str, meta: dict[str, Any]) -> dict[st
 
 def _front_matter(name: str, files: list[dict[str, Any]]) -> list[str]:
     """YAML naming each split's files, which ``load_dataset(DIR)`` reads."""
-    lines = ["---", f"pretty_name: {json.dumps(name)}", "configs:", "- config_name: default",
-             "  data_files:"]  # fmt: skip
+    lines = [
+        "---",
+        f"pretty_name: {json.dumps(name)}",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+    ]
     for split in SPLITS:
         paths = [f["path"] for f in files if f["split"] == split]
         lines += [f"  - split: {split}", "    path:", *(f"    - {p}" for p in paths)]
@@ -217,8 +240,10 @@ def card(
     fmt = files[0]["path"].rsplit(".", 1)[-1] if files else "parquet"
     builder = "json" if fmt == "jsonl" else "parquet"
     # a shard's number as a wildcard: one pattern per split, as load_dataset takes them
-    globs = {s: sorted({re.sub(r"-\d{5}-of-", "-*-of-", f["path"]) for f in files
-                        if f["split"] == s}) for s in SPLITS}  # fmt: skip
+    globs = {
+        s: sorted({re.sub(r"-\d{5}-of-", "-*-of-", f["path"]) for f in files if f["split"] == s})
+        for s in SPLITS
+    }
     data_files = {s: g[0] if len(g) == 1 else g for s, g in globs.items() if g}
     lines = [
         *_front_matter(name, files),

@@ -174,20 +174,28 @@ class Lake:
             props = CommitProperties(custom_metadata={LINEAGE_KEY: json.dumps(metadata)})
         if mode == "overwrite":
             write_deltalake(
-                self.uri(table), data, mode="overwrite", schema_mode="overwrite",
-                writer_properties=WRITER, commit_properties=props,
+                self.uri(table),
+                data,
+                mode="overwrite",
+                schema_mode="overwrite",
+                writer_properties=WRITER,
+                commit_properties=props,
                 post_commithook_properties=KEEP_LOG,
-            )  # fmt: skip
+            )
         else:
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 try:
                     target = self._for_append(table)
                     where = self.uri(table) if target is None else target
                     write_deltalake(
-                        where, data, mode="append", schema_mode="merge",
-                        writer_properties=WRITER, commit_properties=props,
+                        where,
+                        data,
+                        mode="append",
+                        schema_mode="merge",
+                        writer_properties=WRITER,
+                        commit_properties=props,
                         post_commithook_properties=KEEP_LOG,
-                    )  # fmt: skip
+                    )
                     break
                 except CommitFailedError:
                     self._writing.pop(table, None)

@@ -151,9 +151,12 @@ def vacuum(
 
     def plan(dry: bool) -> list[str]:
         return dt.vacuum(
-            retention_hours=retain_hours, dry_run=dry, enforce_retention_duration=False,
-            keep_versions=keep or None, post_commithook_properties=KEEP_LOG,
-        )  # fmt: skip
+            retention_hours=retain_hours,
+            dry_run=dry,
+            enforce_retention_duration=False,
+            keep_versions=keep or None,
+            post_commithook_properties=KEEP_LOG,
+        )
 
     # check the plan before deleting anything: a pinned version must never lose a file
     candidates = plan(dry=True)

@@ -199,9 +199,14 @@ def train_from_lake(lake: Lake, source: str, text_field: str) -> LabelModel:
 
 
 def fit_labelled(rows: Labelled, source: str, features: str | None = None) -> LabelModel:
-    return fit(rows.texts, rows.labels,
-               f"{source}-labels-v{rows.labels_version}-n{len(rows.labels)}",
-               rows.labels_version, rows.row_ids, features)  # fmt: skip
+    return fit(
+        rows.texts,
+        rows.labels,
+        f"{source}-labels-v{rows.labels_version}-n{len(rows.labels)}",
+        rows.labels_version,
+        rows.row_ids,
+        features,
+    )
 
 
 def labelled_rows(lake: Lake, source: str, text_field: str) -> Labelled:
@@ -261,8 +266,12 @@ def contest(
         held = set(part.tolist())
         rest = [i for i in range(len(rows.texts)) if i not in held]
         try:
-            fold = fit([rows.texts[i] for i in rest], [rows.labels[i] for i in rest], "fold",
-                       features=features)  # fmt: skip
+            fold = fit(
+                [rows.texts[i] for i in rest],
+                [rows.labels[i] for i in rest],
+                "fold",
+                features=features,
+            )
         except ModelError:  # the other rows hold one class: this fold's rows count as missed
             continue
         guesses = fold.predict([rows.texts[i] for i in part])

@@ -385,8 +385,9 @@ def draw_classes(counts: dict[str, int], path: Path, title: str) -> None:
     bars = ax.bar(range(len(names)), [counts[n] for n in names], color="#4a78b0")
     ax.bar_label(bars)
     tilt = len(names) > 4  # long rows of names overlap unless tilted
-    ax.set_xticks(range(len(names)), names, rotation=30 if tilt else 0,
-                  ha="right" if tilt else "center")  # fmt: skip
+    ax.set_xticks(
+        range(len(names)), names, rotation=30 if tilt else 0, ha="right" if tilt else "center"
+    )
     ax.margins(y=0.12)  # room for the count above the tallest bar
     ax.set_ylabel("count")
     ax.set_title(title)

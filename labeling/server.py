@@ -19,13 +19,36 @@ from labeling.health import studio_down
 # listens on loopback, so loopback is let through and every other reserved range stays
 # refused (Label Studio's own list, core/utils/io.py validate_ip, less 127.0.0.0/8, ::1)
 BANNED_SUBNETS = (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4",
-    "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96",
-    "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32",
-    "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
-)  # fmt: skip
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "233.252.0.0/24",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::ffff:0:0/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001:0000::/32",
+    "2001:20::/28",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+)
 
 
 class LabelStudioError(UnavailableError):
@@ -95,12 +118,19 @@ class LabelStudioServer:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            self.executable, "start", "--no-browser",
-            "--internal-host", self.host, "-p", str(self.port),
-            "--data-dir", str(self.data_dir),
-            "-db", str(self.data_dir / "ls.sqlite3"),
+            self.executable,
+            "start",
+            "--no-browser",
+            "--internal-host",
+            self.host,
+            "-p",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "-db",
+            str(self.data_dir / "ls.sqlite3"),
             "--enable-legacy-api-token",
-        ]  # fmt: skip
+        ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True

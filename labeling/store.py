@@ -107,18 +107,23 @@ class LabelStore:
             else:
                 self._commit(
                     self.annotations_table,
-                    lambda dt, props: dt.merge(
-                        data, "t.annotation_id = s.annotation_id", source_alias="s",
-                        target_alias="t", commit_properties=props,
-                        post_commithook_properties=KEEP_LOG,
-                    )
-                    # events may arrive out of order: an older state never replaces a newer
-                    .when_matched_update_all(
-                        predicate="t.updated_at IS NULL OR s.updated_at >= t.updated_at"
-                    )
-                    .when_not_matched_insert_all()
-                    .execute(),
-                )  # fmt: skip
+                    lambda dt, props: (
+                        dt.merge(
+                            data,
+                            "t.annotation_id = s.annotation_id",
+                            source_alias="s",
+                            target_alias="t",
+                            commit_properties=props,
+                            post_commithook_properties=KEEP_LOG,
+                        )
+                        # events may arrive out of order: an older state never replaces a newer
+                        .when_matched_update_all(
+                            predicate="t.updated_at IS NULL OR s.updated_at >= t.updated_at"
+                        )
+                        .when_not_matched_insert_all()
+                        .execute()
+                    ),
+                )
             self._refresh_labels([row["task_id"]], [])
         return True
 
@@ -165,15 +170,21 @@ class LabelStore:
             return
         self._commit(
             self.labels_table,
-            lambda dt, props: dt.merge(
-                data, "t.task_id = s.task_id", source_alias="s", target_alias="t",
-                commit_properties=props, post_commithook_properties=KEEP_LOG,
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(predicate=stale)
-            .execute(),
-        )  # fmt: skip
+            lambda dt, props: (
+                dt.merge(
+                    data,
+                    "t.task_id = s.task_id",
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=props,
+                    post_commithook_properties=KEEP_LOG,
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(predicate=stale)
+                .execute()
+            ),
+        )
 
     def _rows(self, table: str, where: pc.Expression) -> list[dict[str, Any]]:
         return list(self.lake.dataset(table).to_table(filter=where).to_pylist())

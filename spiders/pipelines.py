@@ -101,10 +101,14 @@ class LakePipeline:
             self.lake,
             CRAWL_STAGE,
             self.source,
-            {"crawl_id": self.crawl_id, "state": state, "reason": reason,
-             "rows": self.writer.rows_committed,
-             "account": account(self.crawler.stats.get_stats() if self.crawler.stats else {})},
-        )  # fmt: skip
+            {
+                "crawl_id": self.crawl_id,
+                "state": state,
+                "reason": reason,
+                "rows": self.writer.rows_committed,
+                "account": account(self.crawler.stats.get_stats() if self.crawler.stats else {}),
+            },
+        )
 
     def _stats(self) -> None:
         assert self.writer is not None

@@ -68,9 +68,20 @@ RENDER_MODES = {"http", "browser"}
 BROWSER_KEYS = {"wait_for", "wait_until", "block", "timeout", "page_budget"}
 WAIT_UNTIL = {"load", "domcontentloaded", "networkidle", "commit"}
 RESOURCE_TYPES = {
-    "document", "stylesheet", "image", "media", "font", "script", "texttrack", "xhr",
-    "fetch", "eventsource", "websocket", "manifest", "other",
-}  # fmt: skip
+    "document",
+    "stylesheet",
+    "image",
+    "media",
+    "font",
+    "script",
+    "texttrack",
+    "xhr",
+    "fetch",
+    "eventsource",
+    "websocket",
+    "manifest",
+    "other",
+}
 PROXY_KEYS = {"urls", "file"}
 LIMIT_KEYS = {"depth", "pages", "bytes", "timeout", "give_up"}
 BAN_KEYS = {"statuses", "markers", "backoff_base", "backoff_max"}

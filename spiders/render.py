@@ -32,9 +32,15 @@ logger = logging.getLogger(__name__)
 CHROMIUM = "/usr/bin/chromium"
 # keep the browser off the network except for the pages asked for
 CHROMIUM_ARGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-)  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 DISABLED_FEATURES = (
     # a reused page would keep every page it left in the back/forward cache
     "BackForwardCache",

@@ -62,8 +62,11 @@ class ResumeMiddleware:
         source = recipe.name if recipe else spider.name
         lake = Lake(settings.get("HARVEST_LAKE"))
         self.done = committed_urls(lake, source, settings.get("HARVEST_CRAWL_ID"))
-        logger.warning("resuming crawl %s: %d pages already in the lake",
-                       settings.get("HARVEST_CRAWL_ID"), len(self.done))  # fmt: skip
+        logger.warning(
+            "resuming crawl %s: %d pages already in the lake",
+            settings.get("HARVEST_CRAWL_ID"),
+            len(self.done),
+        )
 
     def process_request(self, request: Request, spider: Spider | None = None) -> Any:
         if request.url in self.done:

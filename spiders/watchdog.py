@@ -110,8 +110,9 @@ class Watchdog:
         in_flight = len(engine.downloader.active) if engine is not None else 0
         logger.error(
             "%d request(s) still in flight %g s after the crawl began to stop: ending it",
-            in_flight, self.grace,
-        )  # fmt: skip
+            in_flight,
+            self.grace,
+        )
         stats.set_value("harvest/forced_stop", in_flight)
         stats.set_value("finish_reason", self.closing or "shutdown")
         pipe = self.crawler.get_item_pipeline(LakePipeline)

@@ -24,9 +24,13 @@ DONE = ("finished", "failed", "interrupted", "timed_out")
 
 
 def write_recipe(
-    sources: Path, name: str, site: DemoSite, settings: dict[str, Any] | None = None,
-    pages: int | None = 6, schedule: dict[str, Any] | None = None,
-) -> Path:  # fmt: skip
+    sources: Path,
+    name: str,
+    site: DemoSite,
+    settings: dict[str, Any] | None = None,
+    pages: int | None = 6,
+    schedule: dict[str, Any] | None = None,
+) -> Path:
     data = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
     data["name"] = name
     data["start_urls"] = [site.url + "/"]
@@ -82,11 +86,24 @@ class Live:
         self.lives += 1
         log = (self.tmp / f"serve-{self.lives}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harvest.cli", "serve", "--port", str(self.port),
-             "--no-label-studio", "--stop-grace", "30", *args],
-            cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=log,
+            [
+                sys.executable,
+                "-m",
+                "harvest.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--no-label-studio",
+                "--stop-grace",
+                "30",
+                *args,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=log,
             start_new_session=True,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"serve exited: {self.log()}"

@@ -23,8 +23,9 @@ def test_document_names_the_token_on_every_change(tmp_path: Path) -> None:
     from harvest.service.app import create_app
     from harvest.service.serve import Service
 
-    config = load_config(env={"HARVEST_LAKE": str(tmp_path / "lake"),
-                              "HARVEST_SOURCES": str(tmp_path)})  # fmt: skip
+    config = load_config(
+        env={"HARVEST_LAKE": str(tmp_path / "lake"), "HARVEST_SOURCES": str(tmp_path)}
+    )
     document = create_app(Service(config, label_studio=False)).openapi()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -38,17 +39,48 @@ def test_no_server_error_from_generated_requests(live: Live, demo_site: DemoSite
     write_recipe(live.sources, "news", demo_site)
     live.start()
     document = live.get("/openapi.json").json()
-    assert {"/crawls", "/runs", "/runs/{run_id}", "/sources", "/datasets", "/datasets/{name}",
-            "/exports", "/labels/{source}", "/models", "/models/{name}",
-            "/webhooks/label-studio"} <= set(document["paths"])  # fmt: skip
+    assert {
+        "/crawls",
+        "/runs",
+        "/runs/{run_id}",
+        "/sources",
+        "/datasets",
+        "/datasets/{name}",
+        "/exports",
+        "/labels/{source}",
+        "/models",
+        "/models/{name}",
+        "/webhooks/label-studio",
+    } <= set(document["paths"])
     proc = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{live.url}/openapi.json",
-         "--checks", CHECKS, "--phases", "examples,coverage,fuzzing",
-         "--max-examples", "15", "--workers", "1", "--seed", "1",
-         "--header", f"Authorization: Bearer {live.token}",
-         "--request-timeout", "30", "--suppress-health-check", "all"],
-        cwd=live.tmp, capture_output=True, text=True, timeout=240,  # its cache goes there
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{live.url}/openapi.json",
+            "--checks",
+            CHECKS,
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "15",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+            "--header",
+            f"Authorization: Bearer {live.token}",
+            "--request-timeout",
+            "30",
+            "--suppress-health-check",
+            "all",
+        ],
+        cwd=live.tmp,
+        capture_output=True,
+        text=True,
+        timeout=240,  # its cache goes there
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "Tested: 14" in out, out[-3000:]

@@ -46,10 +46,17 @@ def land(lake: Lake, n: int, start: int, price: float = 1.0, null_titles: float 
     for i in range(start, start + n):
         title = None if rng.random() < null_titles else f"item {i}"
         body = " ".join(f"w{rng.randrange(10**6)}" for _ in range(rng.randint(10, 30)))
-        fields = {"title": title, "body": body,
-                  "price": rng.uniform(10, 20) * price}  # fmt: skip
-        writer.add({**fields, "source": "shop", "url": f"http://shop/{i}", "crawl_id": "c",
-                    "http_status": 200, "content_sha256": content_sha256(fields)})  # fmt: skip
+        fields = {"title": title, "body": body, "price": rng.uniform(10, 20) * price}
+        writer.add(
+            {
+                **fields,
+                "source": "shop",
+                "url": f"http://shop/{i}",
+                "crawl_id": "c",
+                "http_status": 200,
+                "content_sha256": content_sha256(fields),
+            }
+        )
     writer.flush()
 
 
@@ -156,12 +163,14 @@ def test_without_a_batch_key_nothing_is_held(tmp_path: Path, lake_env: dict[str,
         ({"rows": 3}, "batch.rows"),
         ({}, "batch"),
         ({"numeric_drift": {"fields": ["price"]}}, "batch.numeric_drift"),
-        ({"numeric_drift": {"fields": ["nope"], "max_mean_shift": 1}},
-         "batch.numeric_drift.fields[0]"),
+        (
+            {"numeric_drift": {"fields": ["nope"], "max_mean_shift": 1}},
+            "batch.numeric_drift.fields[0]",
+        ),
         ({"numeric_drift": {"min_ks_pvalue": 1.5}}, "batch.numeric_drift.min_ks_pvalue"),
         ({"numeric_drift": {"max_mean_shift": -1}}, "batch.numeric_drift.max_mean_shift"),
     ],
-)  # fmt: skip
+)
 def test_bad_batch_keys_are_named(batch: dict[str, object], key: str) -> None:
     import yaml
 

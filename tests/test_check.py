@@ -26,11 +26,16 @@ from tests.helpers import last_json, run_harvest
 def pages(source: str, ids: range, crawl: str, version: int = 0) -> pa.Table:
     return pa.Table.from_pylist(
         [
-            {"source": source, "url": f"http://{source}/{i}", "crawl_id": crawl,
-             "content_sha256": f"{i}-{version}", "body": f"page {i}, edition {version}"}
+            {
+                "source": source,
+                "url": f"http://{source}/{i}",
+                "crawl_id": crawl,
+                "content_sha256": f"{i}-{version}",
+                "body": f"page {i}, edition {version}",
+            }
             for i in ids
         ]
-    )  # fmt: skip
+    )
 
 
 def healthy(lake: Lake) -> None:

@@ -138,8 +138,18 @@ def test_hand_written_spider_runs_with_scrapy_crawl(
     demo_site: DemoSite, site: Site, tmp_path: Path
 ) -> None:
     lake = tmp_path / "lake"
-    proc = run_scrapy(["crawl", "demo_news", "-a", f"url={demo_site.url}/",
-                       "-s", f"HARVEST_LAKE={lake}", "-s", "LOG_LEVEL=WARNING"])  # fmt: skip
+    proc = run_scrapy(
+        [
+            "crawl",
+            "demo_news",
+            "-a",
+            f"url={demo_site.url}/",
+            "-s",
+            f"HARVEST_LAKE={lake}",
+            "-s",
+            "LOG_LEVEL=WARNING",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     raw = Lake(lake).read("raw/demo_news")
     assert raw.num_rows == len(site.articles)

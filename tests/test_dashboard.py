@@ -85,9 +85,18 @@ def fill_lake(lake: Lake) -> None:
     """A source crawled once and curated three times, with quarantine and labels."""
     record_run(lake, CRAWL_STAGE, SOURCE, {"crawl_id": "c1", "state": "finished", "rows": 200})
     for i, (curated, quarantined) in enumerate(CURATES):
-        record_run(lake, CURATE_STAGE, SOURCE,
-                   {"raw_version": i, "rows_in": curated + quarantined, "curated": curated,
-                    "quarantined": quarantined, "batch_status": "published"})  # fmt: skip
+        record_run(
+            lake,
+            CURATE_STAGE,
+            SOURCE,
+            {
+                "raw_version": i,
+                "rows_in": curated + quarantined,
+                "curated": curated,
+                "quarantined": quarantined,
+                "batch_status": "published",
+            },
+        )
     total = sum(c for c, _ in CURATES)
     lake.append(
         f"curated/{SOURCE}",
@@ -105,12 +114,25 @@ def fill_lake(lake: Lake) -> None:
     # six labelled tasks: three World, two Sports, one Business; task 1 relabelled
     labels = ["World", "World", "World", "Sports", "Sports", "Business"]
     annotations = [
-        {"task_id": t, "annotation_id": t, "row_id": f"r{t}", "url": f"http://shop/{t}",
-         "annotator": 1 + t % 2, "value": label, "updated_at": f"2024-05-0{t}T10:00:00Z"}
+        {
+            "task_id": t,
+            "annotation_id": t,
+            "row_id": f"r{t}",
+            "url": f"http://shop/{t}",
+            "annotator": 1 + t % 2,
+            "value": label,
+            "updated_at": f"2024-05-0{t}T10:00:00Z",
+        }
         for t, label in enumerate(labels, start=1)
-    ]  # fmt: skip
-    annotations.append({**annotations[0], "annotation_id": 99, "value": "Sci/Tech",
-                        "updated_at": "2024-05-01T09:00:00Z"})  # fmt: skip
+    ]
+    annotations.append(
+        {
+            **annotations[0],
+            "annotation_id": 99,
+            "value": "Sci/Tech",
+            "updated_at": "2024-05-01T09:00:00Z",
+        }
+    )
     LabelStore.for_source(lake, SOURCE, SINGLE).replace(annotations)
 
 
@@ -136,8 +158,13 @@ def register_model(config: Config, folder: Path) -> None:
         r.metrics({"test_macro_f1": 0.86, "test_accuracy": 0.87, "best_val_macro_f1": 0.84})
         r.artifact(report / "metrics.json", "report")
         r.tags({"harvest.dataset_version": 1})
-        registry.register(store, name, r.run_id, f"{r.artifact_uri}/model",
-                          {"harvest.dataset": "news", "harvest.dataset_version": 1})  # fmt: skip
+        registry.register(
+            store,
+            name,
+            r.run_id,
+            f"{r.artifact_uri}/model",
+            {"harvest.dataset": "news", "harvest.dataset_version": 1},
+        )
     registry.promote(store, name, 1)
 
 
@@ -159,9 +186,12 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 def history() -> ListStore:
     store = ListStore()
-    store.add(status="finished", trigger="schedule",
-              counts={"requests": 212, "items": 200, "curated": 90, "quarantined": 10, "bans": 0},
-              ended_at=datetime.now(UTC).isoformat())  # fmt: skip
+    store.add(
+        status="finished",
+        trigger="schedule",
+        counts={"requests": 212, "items": 200, "curated": 90, "quarantined": 10, "bans": 0},
+        ended_at=datetime.now(UTC).isoformat(),
+    )
     counts = {"requests": 3, "items": 0, "curated": 0, "quarantined": 0, "bans": 0}
     store.add(status="failed", error="crawl exited with 1: connection refused", counts=counts)
     store.add(status="running", progress={"pages": 57, "items": 41, "committed": 40, "errors": 0})
@@ -249,8 +279,11 @@ def test_a_broken_recipe_or_history_is_reported_not_raised(tmp_path: Path) -> No
 
     (tmp_path / "sources").mkdir()
     (tmp_path / "sources" / "bad.yaml").write_text("name: bad\nstart_urls: 3\n")
-    config = Config(lake=str(tmp_path / "lake"), sources=str(tmp_path / "sources"),
-                    tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
+    config = Config(
+        lake=str(tmp_path / "lake"),
+        sources=str(tmp_path / "sources"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
     got = summary.build(config, Broken())
     (bad,) = got["sources"]
     assert "start_urls" in bad["recipe_error"]
@@ -268,18 +301,45 @@ def test_page_escapes_what_it_shows() -> None:
         "generated_at": "2024-05-01T10:00:00+00:00",
         "lake": "lake",
         "history": "recorded",
-        "sources": [{"source": evil, "recipe": True, "schedule": {"cron": evil},
-                     "pass_rates": [{"at": evil, "curated": 1, "quarantined": 1, "rate": 0.5,
-                                     "batch_status": evil}],
-                     "labelling": {"labelled": 1, "curated": 2, "labelled_share": 0.5,
-                                   "classes": {evil: 1}}}],
-        "runs": [{"id": 1, "source": evil, "trigger": "manual", "status": evil,
-                  "counts": {"items": evil}, "error": evil}],
+        "sources": [
+            {
+                "source": evil,
+                "recipe": True,
+                "schedule": {"cron": evil},
+                "pass_rates": [
+                    {"at": evil, "curated": 1, "quarantined": 1, "rate": 0.5, "batch_status": evil}
+                ],
+                "labelling": {
+                    "labelled": 1,
+                    "curated": 2,
+                    "labelled_share": 0.5,
+                    "classes": {evil: 1},
+                },
+            }
+        ],
+        "runs": [
+            {
+                "id": 1,
+                "source": evil,
+                "trigger": "manual",
+                "status": evil,
+                "counts": {"items": evil},
+                "error": evil,
+            }
+        ],
         "running": [{"id": 1, "source": evil, "status": "running", "progress": {evil: 1}}],
-        "models": {"models": [{"model": evil, "version": 1, "headline": {evil: 0.5},
-                               "confusion": {"classes": [evil], "matrix": [[1]]},
-                               "curves": {evil: [{"step": 1, "value": 0.5}]}}]},
-    }  # fmt: skip
+        "models": {
+            "models": [
+                {
+                    "model": evil,
+                    "version": 1,
+                    "headline": {evil: 0.5},
+                    "confusion": {"classes": [evil], "matrix": [[1]]},
+                    "curves": {evil: [{"step": 1, "value": 0.5}]},
+                }
+            ]
+        },
+    }
     html = dashboard.page(got)
     # the only script is the page's own
     assert html.count("<script>") == 1 and evil not in html
@@ -450,14 +510,21 @@ def test_real_service_dashboard_shows_a_triggered_crawl(
     (tmp_path / "sources").mkdir()
     (tmp_path / "sources" / f"{SOURCE}.yaml").write_text(yaml.safe_dump(recipe))
     port, token = free_port(), "dashboard-test-token"
-    env = {**os.environ, **lake_env, "HARVEST_SOURCES": str(tmp_path / "sources"),
-           "HARVEST_API_TOKEN": token,
-           "HARVEST_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # fmt: skip
+    env = {
+        **os.environ,
+        **lake_env,
+        "HARVEST_SOURCES": str(tmp_path / "sources"),
+        "HARVEST_API_TOKEN": token,
+        "HARVEST_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", "serve", "--port", str(port), "--no-label-studio"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

@@ -37,12 +37,22 @@ def shards(folder: Path, rows: int = TRAIN_ROWS, files: int = 3) -> list[str]:
     for k in range(files):
         part = ids[cuts[k] : cuts[k + 1]]
         table = pa.table(
-            {"row_id": part, "text": [f"text of {i}" for i in part],
-             "label": [f"c{int(i[1:]) % 4}" for i in part], "split": ["train"] * len(part)}
-        )  # fmt: skip
+            {
+                "row_id": part,
+                "text": [f"text of {i}" for i in part],
+                "label": [f"c{int(i[1:]) % 4}" for i in part],
+                "split": ["train"] * len(part),
+            }
+        )
         pq.write_table(table, data / f"train-{k:05d}-of-{files:05d}.parquet", row_group_size=37)
-    val = pa.table({"row_id": ["v0", "v1"], "text": ["a", "b"], "label": ["c0", "c1"],
-                    "split": ["validation"] * 2})  # fmt: skip
+    val = pa.table(
+        {
+            "row_id": ["v0", "v1"],
+            "text": ["a", "b"],
+            "label": ["c0", "c1"],
+            "split": ["validation"] * 2,
+        }
+    )
     pq.write_table(val, data / "validation-00000-of-00001.parquet")
     (folder / "manifest.json").write_text("{}")
     return ids
@@ -74,8 +84,12 @@ def _rank_main(rank: int, world: int, port: int, folder: str, out: str) -> None:
             # a spawned process spawns its workers too unless told otherwise: fork is quicker
             loader = ds.loader(num_workers=2, multiprocessing_context="fork")
             batches = [[b["row_id"] for b in loader] for _ in range(n)]
-            info = {"rank": ds.rank, "world": ds.world_size, "len": len(loader),
-                    "batches": [len(e) for e in batches]}  # fmt: skip
+            info = {
+                "rank": ds.rank,
+                "world": ds.world_size,
+                "len": len(loader),
+                "batches": [len(e) for e in batches],
+            }
             return [ids_of({"row_id": b} for b in e) for e in batches], info
 
         first, info = epochs(0, 2)
@@ -124,9 +138,13 @@ def test_drop_and_pad_give_every_rank_the_same_batches(tmp_path: Path, uneven: U
     per_rank = []
     for rank in (0, 1):
         ds = StreamingDataset.from_folder(
-            tmp_path / "export", columns=["row_id"], batch_size=16, uneven=uneven,
-            rank=rank, world_size=2,
-        )  # fmt: skip
+            tmp_path / "export",
+            columns=["row_id"],
+            batch_size=16,
+            uneven=uneven,
+            rank=rank,
+            world_size=2,
+        )
         loader = ds.loader(num_workers=2)
         batches = [b["row_id"] for b in loader]
         assert len(batches) == len(loader)
@@ -234,13 +252,19 @@ def cut_versions(tmp_path: Path) -> tuple[Lake, int, int]:
     hashes = [f"h{i:03d}" for i in range(n)]
     lake.append(
         "curated/s",
-        pa.table({"content_sha256": hashes, "source": ["s"] * n,
-                  "url": [f"u{i}" for i in range(n)], "body": [f"body {i}" for i in range(n)]}),
-    )  # fmt: skip
+        pa.table(
+            {
+                "content_sha256": hashes,
+                "source": ["s"] * n,
+                "url": [f"u{i}" for i in range(n)],
+                "body": [f"body {i}" for i in range(n)],
+            }
+        ),
+    )
     lake.overwrite(
         "labels/s",
         pa.table({"row_id": hashes, "label": [f"c{i % 3}" for i in range(n)]}),
-    )  # fmt: skip
+    )
     v0 = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0).version
     v1 = cut_dataset(lake, "d", "s", "labels/s", "body", seed=1).version
     return lake, v0, v1

@@ -40,9 +40,15 @@ def edited(text: str) -> str:
 
 
 def curated_row(i: int, source: str = "a", text: str | None = None, **extra: object) -> dict:
-    return {"content_sha256": f"{source}{i}", "source": source, "url": f"http://{source}/{i}",
-            "body": body(i) if text is None else text, "dup_group": f"{source}{i}",
-            "published": ARTICLES[i].published, **extra}  # fmt: skip
+    return {
+        "content_sha256": f"{source}{i}",
+        "source": source,
+        "url": f"http://{source}/{i}",
+        "body": body(i) if text is None else text,
+        "dup_group": f"{source}{i}",
+        "published": ARTICLES[i].published,
+        **extra,
+    }
 
 
 def write(lake: Lake, rows: list[dict], labels: dict[str, str] | None = None) -> None:
@@ -51,8 +57,9 @@ def write(lake: Lake, rows: list[dict], labels: dict[str, str] | None = None) ->
         mine = [r for r in rows if r["source"] == source]
         lake.append(f"curated/{source}", pa.Table.from_pylist(mine))
     if labels is None:
-        labels = {r["content_sha256"]: ARTICLES[int(r["url"].rsplit("/", 1)[1])].label
-                  for r in rows}  # fmt: skip
+        labels = {
+            r["content_sha256"]: ARTICLES[int(r["url"].rsplit("/", 1)[1])].label for r in rows
+        }
     lake.overwrite(
         "labels/p",
         pa.Table.from_pylist([{"row_id": k, "label": v} for k, v in sorted(labels.items())]),
@@ -117,8 +124,10 @@ def test_time_split_puts_the_oldest_in_train() -> None:
     times = [f"2026-01-{d:02d}" for d in (5, 1, 9, 3, 7, 2, 8, 4, 6, 10)]
     groups = list(range(10))
     splits = time_split(times, groups, (0.6, 0.2, 0.2))
-    by_split = {s: sorted(t for t, x in zip(times, splits, strict=True) if x == s)
-                for s in ("train", "validation", "test")}  # fmt: skip
+    by_split = {
+        s: sorted(t for t, x in zip(times, splits, strict=True) if x == s)
+        for s in ("train", "validation", "test")
+    }
     assert by_split["train"] == [f"2026-01-{d:02d}" for d in range(1, 7)]
     assert by_split["test"] == ["2026-01-09", "2026-01-10"]
     # a group goes where its oldest row puts it
@@ -128,8 +137,7 @@ def test_time_split_puts_the_oldest_in_train() -> None:
 
 def test_near_copies_in_another_source_stay_on_one_side(tmp_path: Path) -> None:
     lake = near_copies_lake(tmp_path)
-    v = cut_dataset(lake, "d", ["a", "b"], "labels/p", "body", seed=4,
-                    fractions=(0.6, 0.2, 0.2))  # fmt: skip
+    v = cut_dataset(lake, "d", ["a", "b"], "labels/p", "body", seed=4, fractions=(0.6, 0.2, 0.2))
     assert v.rows == 170
     assert v.lineage["curated"] == ["curated/a", "curated/b"]
     assert v.lineage["tables"] == {"curated/a": 0, "curated/b": 0, "labels/p": 0}
@@ -211,8 +219,10 @@ def test_time_split_cut_and_rebuild(tmp_path: Path) -> None:
     assert v.lineage["split"]["stratify"] is False  # a time split ignores labels
     data = lake.read("datasets/t", v.version)
     published = {curated_row(i)["url"]: ARTICLES[i].published for i in range(100)}
-    times = {s: [published[u] for u, x in splits_of(data).items() if x == s]
-             for s in ("train", "validation", "test")}  # fmt: skip
+    times = {
+        s: [published[u] for u, x in splits_of(data).items() if x == s]
+        for s in ("train", "validation", "test")
+    }
     assert max(times["train"]) <= min(times["validation"])
     assert max(times["validation"]) <= min(times["test"])
     assert [len(times[s]) for s in ("train", "validation", "test")] == [80, 10, 10]
@@ -250,8 +260,9 @@ def test_rebuilt_identically_and_reused(tmp_path: Path) -> None:
     r = rebuild_dataset(lake, "d", v.version)
     assert r.identical and r.sha256 == v.lineage["content_sha256"]
     assert r.table.equals(lake.read("datasets/d", v.version))
-    other = cut_dataset(lake, "d", ["a", "b"], "labels/p", "body", seed=2,
-                        rules=SplitRules(stratify=False))  # fmt: skip
+    other = cut_dataset(
+        lake, "d", ["a", "b"], "labels/p", "body", seed=2, rules=SplitRules(stratify=False)
+    )
     assert not other.reused and other.version == v.version + 1
 
 
@@ -260,8 +271,18 @@ def test_versions_cut_before_split_rules_rebuild_row_by_row(tmp_path: Path) -> N
     write(lake, [curated_row(i) for i in range(50)])
     v = cut_dataset(lake, "new", "a", "labels/p", "body", seed=3, rules=LEGACY)
     # the same rows under a lineage as versions were written before rules were recorded
-    old = {k: v.lineage[k] for k in ("tables", "curated", "labels", "seed", "fractions",
-                                      "text_field", "content_sha256")}  # fmt: skip
+    old = {
+        k: v.lineage[k]
+        for k in (
+            "tables",
+            "curated",
+            "labels",
+            "seed",
+            "fractions",
+            "text_field",
+            "content_sha256",
+        )
+    }
     lake.overwrite("datasets/old", lake.read("datasets/new"), old)
     assert rebuild_dataset(lake, "old").identical
     assert dataset_lineage(lake, "old")[1].get("split") is None
@@ -308,6 +329,7 @@ def test_dataset_create_command(lake_env: dict[str, str], tmp_path: Path) -> Non
     assert last_json(run_harvest(timed, env).stdout)["split_rules"]["time_field"] == "published"
     bad = run_harvest([*args[:-1], "0.8/0.3/0.1"], env, check=False)
     assert bad.returncode == 2 and "add up to 1.2, not 1" in bad.stderr
-    missing = run_harvest(["dataset", "create", "x", "--from", "a", "--labels", "nope"], env,
-                          check=False)  # fmt: skip
+    missing = run_harvest(
+        ["dataset", "create", "x", "--from", "a", "--labels", "nope"], env, check=False
+    )
     assert missing.returncode == 2 and "table 'labels/nope' does not exist yet" in missing.stderr

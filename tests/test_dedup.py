@@ -27,8 +27,13 @@ def rows(site: Site, kinds: set[str] | None = None) -> pd.DataFrame:
     for a in site.articles:
         if a.planted in INVALID or (kinds is not None and a.planted not in kinds):
             continue
-        fields = {"title": a.title, "body": "\n".join(a.paragraphs), "author": a.author,
-                  "published": a.published, "tags": a.tags}  # fmt: skip
+        fields = {
+            "title": a.title,
+            "body": "\n".join(a.paragraphs),
+            "author": a.author,
+            "published": a.published,
+            "tags": a.tags,
+        }
         out.append({"url": BASE + a.path, **fields, "content_sha256": content_sha256(fields)})
     df = pd.DataFrame(out).sort_values("url").reset_index(drop=True)
     return pa.Table.from_pandas(df, preserve_index=False).to_pandas(types_mapper=pd.ArrowDtype)
@@ -51,8 +56,10 @@ def test_precision_and_recall_on_planted_near_duplicates(tmp_path: Path) -> None
     truth = site.truth(BASE)
     result = Deduper(Lake(tmp_path), "demo", "body")(rows(site))
     precision, recall, n = score(near_pairs(result.dropped), truth["near_duplicates"])  # type: ignore[arg-type]
-    print(f"\nsynthetic site, {n} planted near duplicates: precision {precision:.3f}, "
-          f"recall {recall:.3f}")  # fmt: skip
+    print(
+        f"\nsynthetic site, {n} planted near duplicates: precision {precision:.3f}, "
+        f"recall {recall:.3f}"
+    )
     assert precision >= 0.95 and recall >= 0.9
     assert result.exact == len(site.planted_duplicates)
     exact = result.dropped[result.dropped["reason"] == EXACT]
@@ -77,9 +84,11 @@ def test_recall_on_real_news_and_every_pair_found_is_near(tmp_path: Path, ag_new
 
     true_near = sum(1 for c, o in found.items() if jaccard(c, o) >= near.threshold - 0.1)
     precision = true_near / len(found)
-    print(f"\nAG News site, {n} planted near duplicates: recall {recall:.3f}; {len(found)} "
-          f"pairs found, {len(found) - round(planted_precision * len(found))} of them the "
-          f"corpus's own; precision by true Jaccard {precision:.3f}")  # fmt: skip
+    print(
+        f"\nAG News site, {n} planted near duplicates: recall {recall:.3f}; {len(found)} "
+        f"pairs found, {len(found) - round(planted_precision * len(found))} of them the "
+        f"corpus's own; precision by true Jaccard {precision:.3f}"
+    )
     assert recall >= 0.9 and precision >= 0.95
 
 
@@ -172,9 +181,17 @@ def raw_table(df: pd.DataFrame) -> pa.Table:
     for r in df.to_dict("records"):
         fields = {k: r[k] for k in ("title", "body", "author", "published", "tags")}
         fields["tags"] = list(fields["tags"])
-        out.append({**fields, "source": "demo", "url": r["url"], "crawl_id": "c1",
-                    "fetched_at": pd.Timestamp("2024-01-01", tz="UTC"), "http_status": 200,
-                    "content_sha256": content_sha256(fields)})  # fmt: skip
+        out.append(
+            {
+                **fields,
+                "source": "demo",
+                "url": r["url"],
+                "crawl_id": "c1",
+                "fetched_at": pd.Timestamp("2024-01-01", tz="UTC"),
+                "http_status": 200,
+                "content_sha256": content_sha256(fields),
+            }
+        )
     return pa.Table.from_pylist(out)
 
 
@@ -209,8 +226,16 @@ def test_a_curated_file_gone_is_a_clear_error(tmp_path: Path, lake_env: dict[str
         out = []
         for i in range(start, start + 5):
             fields = {"title": f"item {i}", "body": f"a page about item number {i} " * 5}
-            out.append({**fields, "source": "shop", "url": f"http://shop/{i}", "crawl_id": "c",
-                        "http_status": 200, "content_sha256": content_sha256(fields)})  # fmt: skip
+            out.append(
+                {
+                    **fields,
+                    "source": "shop",
+                    "url": f"http://shop/{i}",
+                    "crawl_id": "c",
+                    "http_status": 200,
+                    "content_sha256": content_sha256(fields),
+                }
+            )
         lake.append("raw/shop", pa.Table.from_pylist(out))
 
     land(0)

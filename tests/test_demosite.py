@@ -108,12 +108,27 @@ def test_demo_site_command_serves_the_guard_regime_it_is_given() -> None:
 
     bad = run_harvest(["demo-site", "--guard-regime", "nosuch"], {}, check=False)
     assert bad.returncode == 2 and "regime 'nosuch': one of window, fixed, bucket" in bad.stderr
-    args = ["demo-site", "--port", "0", "--articles", "20", "--guard-limit", "2",
-            "--guard-window", "60", "--guard-ban", "30", "--guard-ban-status", "429"]  # fmt: skip
+    args = [
+        "demo-site",
+        "--port",
+        "0",
+        "--articles",
+        "20",
+        "--guard-limit",
+        "2",
+        "--guard-window",
+        "60",
+        "--guard-ban",
+        "30",
+        "--guard-ban-status",
+        "429",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", *args],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         found = re.search(r"demo site on (http://\S+):", proc.stderr.readline())

@@ -71,8 +71,16 @@ def test_two_workers_crawl_every_article_once(
     redis_url: str, demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
 ) -> None:
     since = len(demo_site.requests)
-    args = ["crawl", str(paced_recipe(tmp_path)), "--workers", "2", "--redis", redis_url,
-            "--start-url", demo_site.url + "/"]  # fmt: skip
+    args = [
+        "crawl",
+        str(paced_recipe(tmp_path)),
+        "--workers",
+        "2",
+        "--redis",
+        redis_url,
+        "--start-url",
+        demo_site.url + "/",
+    ]
     summary = last_json(run_harvest(args, env).stdout)
 
     crawl_id = assert_each_article_once(Lake(env["HARVEST_LAKE"]), site, demo_site)
@@ -133,13 +141,26 @@ def children(pid: int) -> list[int]:
 def test_a_killed_worker_is_named_and_the_crawl_resumes(
     redis_url: str, demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    args = ["crawl", str(paced_recipe(tmp_path)), "--workers", "2", "--redis", redis_url,
-            "--start-url", demo_site.url + "/", "--no-curate"]  # fmt: skip
+    args = [
+        "crawl",
+        str(paced_recipe(tmp_path)),
+        "--workers",
+        "2",
+        "--redis",
+        redis_url,
+        "--start-url",
+        demo_site.url + "/",
+        "--no-curate",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", *args],
-        cwd=ROOT, env={**os.environ, **env}, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lake = Lake(env["HARVEST_LAKE"])
     try:
         deadline = time.monotonic() + 120
@@ -241,8 +262,17 @@ def test_four_workers_crawl_either_pagination_once(
     pagination: str, redis_url: str, site: Site, tmp_path: Path, env: dict[str, str]
 ) -> None:
     with DemoSite(site, pagination=pagination) as shaped:
-        args = ["crawl", str(paced_recipe(tmp_path)), "--workers", "4", "--redis", redis_url,
-                "--start-url", shaped.url + "/", "--no-curate"]  # fmt: skip
+        args = [
+            "crawl",
+            str(paced_recipe(tmp_path)),
+            "--workers",
+            "4",
+            "--redis",
+            redis_url,
+            "--start-url",
+            shaped.url + "/",
+            "--no-curate",
+        ]
         summary = last_json(run_harvest(args, env).stdout)
         fetched = Counter(shaped.hits)
     assert_each_article_once(Lake(env["HARVEST_LAKE"]), site, shaped)

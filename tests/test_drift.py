@@ -58,8 +58,13 @@ def test_shifted_lengths_are_flagged_and_unshifted_fields_not(
     assert isinstance(fields, dict)
     assert summary["drifted"] == ["body"]
     assert fields["body"]["drifted"] and fields["body"]["kind"] == "text"
-    for name, kind in [("title", "text"), ("section", "category"), ("views", "number"),
-                       ("published", "number"), ("tags", "category")]:  # fmt: skip
+    for name, kind in [
+        ("title", "text"),
+        ("section", "category"),
+        ("views", "number"),
+        ("published", "number"),
+        ("tags", "category"),
+    ]:
         assert fields[name]["kind"] == kind, name
         assert not fields[name]["drifted"], name
     assert "url" not in fields and "content_sha256" not in fields

@@ -31,8 +31,10 @@ def test_ece_of_a_perfectly_calibrated_toy_is_zero() -> None:
     y = [0] * 8 + [1] * 2 + [0] * 6 + [1] * 4
     assert expected_calibration_error(probs, y) == pytest.approx(0.0, abs=1e-12)
     bins = [b for b in reliability(probs, y)["bins"] if b["count"]]
-    assert [(b["count"], b["accuracy"]) for b in bins] == [(10, pytest.approx(0.6)),
-                                                           (10, pytest.approx(0.8))]  # fmt: skip
+    assert [(b["count"], b["accuracy"]) for b in bins] == [
+        (10, pytest.approx(0.6)),
+        (10, pytest.approx(0.8)),
+    ]
 
 
 def test_ece_of_an_overconfident_toy() -> None:
@@ -88,12 +90,21 @@ def test_evaluate_from_probabilities_adds_auc_loss_and_calibration() -> None:
 
 
 NEWS = {
-    "sport": ["the team won the match", "a late goal won the cup final", "the coach praised "
-              "the striker", "fans cheered the league champions", "the match ended in a draw"],
-    "money": ["shares fell on the stock market", "the bank raised interest rates", "profits "
-              "rose at the oil company", "investors sold bonds and shares", "the market rallied "
-              "on strong earnings"],
-}  # fmt: skip
+    "sport": [
+        "the team won the match",
+        "a late goal won the cup final",
+        "the coach praised the striker",
+        "fans cheered the league champions",
+        "the match ended in a draw",
+    ],
+    "money": [
+        "shares fell on the stock market",
+        "the bank raised interest rates",
+        "profits rose at the oil company",
+        "investors sold bonds and shares",
+        "the market rallied on strong earnings",
+    ],
+}
 
 
 def test_baseline_learns_and_keeps_the_class_order() -> None:
@@ -128,12 +139,28 @@ def test_html_report_inlines_its_plots(tmp_path: Path) -> None:
     probs = np.array([[0.9, 0.1], [0.2, 0.8]])
     test = evaluate(probs, ["x", "y"], ["x", "y"])
     draw_confusion(np.asarray(test["confusion"]), ["x", "y"], tmp_path / "confusion.png", "t")
-    row = {"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "val_accuracy": 1.0,
-           "val_macro_f1": 1.0, "lr": 0.1, "seconds": 1.0, "samples_per_s": 10.0}  # fmt: skip
-    summary = {"dataset": "d", "dataset_version": 3, "device": "cpu", "epochs": 1,
-               "best_epoch": 1, "best_val_macro_f1": 1.0, "history": [row],
-               "rows": {"train": 2, "validation": 2, "test": 2}, "test": test,
-               "baseline": {"test": test}}  # fmt: skip
+    row = {
+        "epoch": 1,
+        "train_loss": 0.5,
+        "val_loss": 0.6,
+        "val_accuracy": 1.0,
+        "val_macro_f1": 1.0,
+        "lr": 0.1,
+        "seconds": 1.0,
+        "samples_per_s": 10.0,
+    }
+    summary = {
+        "dataset": "d",
+        "dataset_version": 3,
+        "device": "cpu",
+        "epochs": 1,
+        "best_epoch": 1,
+        "best_val_macro_f1": 1.0,
+        "history": [row],
+        "rows": {"train": 2, "validation": 2, "test": 2},
+        "test": test,
+        "baseline": {"test": test},
+    }
     write_report(tmp_path, summary)
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "Confusion matrix: model" in page

@@ -30,18 +30,31 @@ def curated_lake(root: Path, n: int = 90) -> Lake:
     writer = BatchWriter(lake, "raw/s", batch_size=n + 1, metadata={"crawl_id": "c1"})
     for i in range(n):
         text = body(i) if i % 30 else "too short"  # three rows the gate quarantines
-        writer.add({"url": f"http://s/{i}", "source": "s", "crawl_id": "c1", "body": text,
-                    "content_sha256": f"h{i}"})  # fmt: skip
+        writer.add(
+            {
+                "url": f"http://s/{i}",
+                "source": "s",
+                "crawl_id": "c1",
+                "body": text,
+                "content_sha256": f"h{i}",
+            }
+        )
     writer.flush()
     spec = GateSpec(text_field="body", rules=[Rule("length_between", "body", 30, 20000)])
     curate(lake, "s", spec, root.parent / "reports")
     curated = lake.read("curated/s", columns=["content_sha256", "url"]).to_pylist()
     labels = [
-        {"task_id": i, "annotation_id": i, "row_id": r["content_sha256"], "url": r["url"],
-         "label": ARTICLES[int(r["url"].rsplit("/", 1)[1])].label, "annotator": 1,
-         "updated_at": "2026-01-01"}
+        {
+            "task_id": i,
+            "annotation_id": i,
+            "row_id": r["content_sha256"],
+            "url": r["url"],
+            "label": ARTICLES[int(r["url"].rsplit("/", 1)[1])].label,
+            "annotator": 1,
+            "updated_at": "2026-01-01",
+        }
         for i, r in enumerate(curated)
-    ]  # fmt: skip
+    ]
     lake.overwrite("labels/s", pa.Table.from_pylist(labels, schema=LABELS_SCHEMA))
     return lake
 
@@ -63,8 +76,10 @@ def test_shards_manifest_and_card(lake: Lake, tmp_path: Path) -> None:
     out = done.out
     stored, meta = read_dataset(lake, "d")
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert names == sorted(["README.md", "manifest.json"] + [
-        f"data/{s}-0000{i}-of-00002.parquet" for s in SPLITS for i in (0, 1)])  # fmt: skip
+    assert names == sorted(
+        ["README.md", "manifest.json"]
+        + [f"data/{s}-0000{i}-of-00002.parquet" for s in SPLITS for i in (0, 1)]
+    )
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["version"] == meta["version"] and manifest["rows"] == stored.num_rows == 87
@@ -157,11 +172,22 @@ def test_export_command(lake_env: dict[str, str], tmp_path: Path) -> None:
     lake = curated_lake(Path(lake_env["HARVEST_LAKE"]), 60)
     sources = recipe(tmp_path, "s", licence="CC BY-SA 4.0", settings={"ROBOTSTXT_OBEY": False})
     env = {**lake_env, "HARVEST_SOURCES": str(sources)}
-    made = last_json(run_harvest(["dataset", "create", "d", "--from", "s", "--labels", "s"],
-                                 env).stdout)  # fmt: skip
+    made = last_json(
+        run_harvest(["dataset", "create", "d", "--from", "s", "--labels", "s"], env).stdout
+    )
     out = tmp_path / "export"
-    args = ["export", "d", "--version", str(made["version"]), "--format", "parquet",
-            "--shards", "2", "--out", str(out)]  # fmt: skip
+    args = [
+        "export",
+        "d",
+        "--version",
+        str(made["version"]),
+        "--format",
+        "parquet",
+        "--shards",
+        "2",
+        "--out",
+        str(out),
+    ]
     result = last_json(run_harvest(args, env).stdout)
     assert result["rows"] == made["rows"] == lake.read("curated/s").num_rows
     assert result["files"] == 6 and Path(str(result["manifest"])).is_file()

@@ -16,19 +16,29 @@ from training.embedding import ENCODER, EmbeddingCache
 # the classes are told apart by meaning; the test sentences share no word with the training
 # ones, so n-grams alone have nothing to go on
 TRAIN = {
-    "Sports": ["the team won the championship final", "the striker scored twice in the match",
-               "the coach praised his players after the season opener",
-               "a record crowd watched the tennis tournament"],
-    "Business": ["shares fell sharply on wall street", "the bank raised interest rates again",
-                 "quarterly profits beat analyst forecasts",
-                 "the company announced a merger with its rival"],
-}  # fmt: skip
+    "Sports": [
+        "the team won the championship final",
+        "the striker scored twice in the match",
+        "the coach praised his players after the season opener",
+        "a record crowd watched the tennis tournament",
+    ],
+    "Business": [
+        "shares fell sharply on wall street",
+        "the bank raised interest rates again",
+        "quarterly profits beat analyst forecasts",
+        "the company announced a merger with its rival",
+    ],
+}
 TEST = {
-    "Sports": ["goalkeeper saves penalty as club clinches league title",
-               "olympic sprinter sets fastest time ever"],
-    "Business": ["investors dump stocks amid recession fears",
-                 "retailer reports lower revenue and cuts jobs"],
-}  # fmt: skip
+    "Sports": [
+        "goalkeeper saves penalty as club clinches league title",
+        "olympic sprinter sets fastest time ever",
+    ],
+    "Business": [
+        "investors dump stocks amid recession fears",
+        "retailer reports lower revenue and cuts jobs",
+    ],
+}
 
 
 def flat(data: dict[str, list[str]]) -> tuple[list[str], list[str]]:

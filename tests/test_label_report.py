@@ -51,8 +51,15 @@ def annotation(
     task: int, ann: int, annotator: int, value: Any, when: str = "2024-01-01T00:00:00"
 ) -> dict[str, Any]:
     """An annotations/<source> row; task N is curated row N."""
-    return {"task_id": task, "annotation_id": ann, "row_id": row_id(task), "url": url(task),
-            "annotator": annotator, "value": value, "updated_at": when}  # fmt: skip
+    return {
+        "task_id": task,
+        "annotation_id": ann,
+        "row_id": row_id(task),
+        "url": url(task),
+        "annotator": annotator,
+        "value": value,
+        "updated_at": when,
+    }
 
 
 def write_annotations(lake: Lake, source: str, kind: TaskType, rows: list[dict[str, Any]]) -> None:
@@ -79,8 +86,11 @@ def two_annotators() -> list[dict[str, Any]]:
 @pytest.fixture
 def env(lake_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     # a port nothing listens on: Label Studio is down, as in an offline report
-    return {**lake_env, "HARVEST_LABEL_STUDIO_PORT": str(free_port()),
-            "HARVEST_LABEL_STUDIO_DATA_DIR": str(tmp_path / "ls")}  # fmt: skip
+    return {
+        **lake_env,
+        "HARVEST_LABEL_STUDIO_PORT": str(free_port()),
+        "HARVEST_LABEL_STUDIO_DATA_DIR": str(tmp_path / "ls"),
+    }
 
 
 def test_report_lists_disagreements_with_a_hand_computed_kappa(env: dict[str, str]) -> None:

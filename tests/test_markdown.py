@@ -66,20 +66,31 @@ def test_escaping_shows_in_the_text() -> None:
 
 def test_dataset_card_rows_stay_intact() -> None:
     source = "s|`x`"
-    data = pa.table({
-        "label": [HOSTILE, HOSTILE, "plain", "plain"],
-        "split": ["train", "test", "train", "validation"],
-        "source": [source] * 4,
-    })  # fmt: skip
-    files = [{"split": s, "path": f"{s}.parquet", "rows": n}
-             for s, n in (("train", 2), ("validation", 1), ("test", 1))]  # fmt: skip
+    data = pa.table(
+        {
+            "label": [HOSTILE, HOSTILE, "plain", "plain"],
+            "split": ["train", "test", "train", "validation"],
+            "source": [source] * 4,
+        }
+    )
+    files = [
+        {"split": s, "path": f"{s}.parquet", "rows": n}
+        for s, n in (("train", 2), ("validation", 1), ("test", 1))
+    ]
     meta = {"version": 3, "tables": {f"curated/{source}": 1}, "content_sha256": "ab"}
     licence, robots = "<img src=x onerror=alert(1)>", "*all* | [none](http://e)"
     checks: dict[str, Any] = {
-        "runs": 1, "rows_checked": 5, "curated": 4, "quarantined": 1, "duplicates_dropped": 0,
-        "near_duplicates_dropped": 0, "held": 0, "accepted": 0,
-        "failures": {"rule|*x*": 1}, "last_report": "/r/raw-v0.html",
-    }  # fmt: skip
+        "runs": 1,
+        "rows_checked": 5,
+        "curated": 4,
+        "quarantined": 1,
+        "duplicates_dropped": 0,
+        "near_duplicates_dropped": 0,
+        "held": 0,
+        "accepted": 0,
+        "failures": {"rule|*x*": 1},
+        "last_report": "/r/raw-v0.html",
+    }
     text = card("d", meta, data, files, {source: SourceNotes(licence, robots)}, {source: checks})
 
     assert r"| a\|b \*x\* \<script\> | 1 | 0 | 1 | 2 |" in text
@@ -94,13 +105,20 @@ def test_dataset_card_rows_stay_intact() -> None:
 
 
 def test_model_report_rows_stay_intact() -> None:
-    per_class = {c: {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4}
-                 for c in (HOSTILE, "Sci/Tech", "~gone~")}  # fmt: skip
+    per_class = {
+        c: {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4}
+        for c in (HOSTILE, "Sci/Tech", "~gone~")
+    }
     summary = {
-        "dataset": "d`x`", "dataset_version": 2, "device": "cpu", "best_epoch": 1,
-        "epochs": 2, "best_val_macro_f1": 0.5, "config": {},
+        "dataset": "d`x`",
+        "dataset_version": 2,
+        "device": "cpu",
+        "best_epoch": 1,
+        "epochs": 2,
+        "best_val_macro_f1": 0.5,
+        "config": {},
         "test": {"n": 12, "accuracy": 0.5, "macro_f1": 0.4, "per_class": per_class},
-    }  # fmt: skip
+    }
     text = markdown(summary)
     rows = table_rows(text)
     for name in per_class:

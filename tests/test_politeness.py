@@ -74,8 +74,11 @@ def test_hostile_pages_are_counted_and_skipped(
     account = summary["account"]
     assert isinstance(account, dict)
     assert account["given_up"] == {
-        "DownloadTimeoutError": 1, "bad_encoding": 1, "not_text": 1, "too_large": 1
-    }  # fmt: skip
+        "DownloadTimeoutError": 1,
+        "bad_encoding": 1,
+        "not_text": 1,
+        "too_large": 1,
+    }
     assert "account: gave up on 4 pages" in stderr
     raw = Lake(lake_env["HARVEST_LAKE"]).read("raw/hostile")
     urls = sorted(u.rsplit("/", 1)[1] for u in raw["url"].to_pylist())

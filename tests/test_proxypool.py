@@ -382,8 +382,18 @@ def test_logs_and_stats_hide_credentials_and_show_the_dead_proxy(
     lines, dead = pool_lines(tinyproxies, guarded)
     recipe = write_recipe(tmp_path, guarded, lines)
     lake = tmp_path / "lake"
-    proc = run_scrapy(["crawl", "recipe", "-a", f"source={recipe}",
-                       "-s", f"HARVEST_LAKE={lake}", "-s", "LOG_LEVEL=DEBUG"])  # fmt: skip
+    proc = run_scrapy(
+        [
+            "crawl",
+            "recipe",
+            "-a",
+            f"source={recipe}",
+            "-s",
+            f"HARVEST_LAKE={lake}",
+            "-s",
+            "LOG_LEVEL=DEBUG",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "Dumping Scrapy stats" in log

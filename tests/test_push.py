@@ -110,8 +110,9 @@ def test_train_from_the_lake_saves_and_loads(tmp_path: Path) -> None:
     lake.overwrite("labels/m", pa.table({"row_id": ["h0", "h3", "h6"], "label": ["World"] * 3}))
     with pytest.raises(ModelError, match="at least 2 classes, got World: 3"):
         stages.train_source_model(config, recipe)
-    labelled = pa.table({"row_id": [f"h{i}" for i in range(30)] + ["gone"],
-                         "label": labels[:30] + ["Sports"]})  # fmt: skip
+    labelled = pa.table(
+        {"row_id": [f"h{i}" for i in range(30)] + ["gone"], "label": labels[:30] + ["Sports"]}
+    )
     version = lake.overwrite("labels/m", labelled)
     trained = stages.train_source_model(config, recipe)
     assert trained.labels == 30  # the label of a row no longer curated teaches nothing
@@ -285,8 +286,11 @@ def test_push_retrain_and_refresh_through_the_stages(
     secrets = tmp_path / "ls"
     secrets.mkdir()
     (secrets / ".token").write_text(label_studio.token)
-    config = Config(lake=str(tmp_path / "lake"), label_studio_port=label_studio.port,
-                    label_studio_data_dir=str(secrets))  # fmt: skip
+    config = Config(
+        lake=str(tmp_path / "lake"),
+        label_studio_port=label_studio.port,
+        label_studio_data_dir=str(secrets),
+    )
     recipe = dataclasses.replace(load_recipe("demo", str(ROOT / "sources")), name="alflow")
     texts, truth = articles(60, seed=4)
     lake = Lake(config.lake)

@@ -62,8 +62,13 @@ def test_rows_released_after_the_recipe_is_fixed(
     assert counts["rows"] == lake.read("quarantine/review").num_rows
     assert {demo_site.url + a.path for a in site.planted_invalid} <= held_urls(lake)
 
-    shown = run_harvest(["quarantine", "show", recipe, "--expectation", STRICT_RULE,
-                         "--limit", "5"], env).stdout.strip().splitlines()  # fmt: skip
+    shown = (
+        run_harvest(
+            ["quarantine", "show", recipe, "--expectation", STRICT_RULE, "--limit", "5"], env
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     rows = [json.loads(line) for line in shown]
     assert len(rows) == 5
     assert all(STRICT_RULE in r["failed_expectations"] and r["url"] for r in rows)
@@ -81,8 +86,12 @@ def test_rows_released_after_the_recipe_is_fixed(
     assert done["curated"] + done["duplicates_dropped"] == counts["rows"] - len(invalid)
     curated = lake.read("curated/review")
     assert curated.num_rows == curated_before + done["curated"]
-    expected = (len(site.articles) - len(site.planted_invalid) - len(site.planted_duplicates)
-                - len(site.planted_near_duplicates))  # fmt: skip
+    expected = (
+        len(site.articles)
+        - len(site.planted_invalid)
+        - len(site.planted_duplicates)
+        - len(site.planted_near_duplicates)
+    )
     assert curated.num_rows == expected  # as if the recipe had been right from the start
     assert len(set(curated["content_sha256"].to_pylist())) == curated.num_rows
     assert str(curated.schema.field("published").type) == "date32[day]"
@@ -124,8 +133,15 @@ def test_drop_removes_rows_and_keeps_them_in_history(
     version = lake.version("quarantine/review")
     before = lake.read("quarantine/review").num_rows
     curated = lake.read("curated/review").num_rows
-    args = ["quarantine", "drop", recipe, "--expectation", "not_null(body)",
-            "--reason", "empty pages"]  # fmt: skip
+    args = [
+        "quarantine",
+        "drop",
+        recipe,
+        "--expectation",
+        "not_null(body)",
+        "--reason",
+        "empty pages",
+    ]
     done = last_json(run_harvest(args, env).stdout)
     empty = [a for a in site.planted_invalid if a.planted == "empty_body"]
     assert done["dropped"] == len(empty) > 0
@@ -142,14 +158,18 @@ def test_drop_removes_rows_and_keeps_them_in_history(
     [
         (["release", "{r}", "--all"], "release by hand needs a --reason"),
         (["release", "{r}", "--reason", "x"], "say which rows"),
-        (["release", "{r}", "--reason", "x", "--url", "http://nope/"],
-         "http://nope/ is not in quarantine/review"),
-        (["drop", "{r}", "--reason", "x", "--expectation", "unique(title)"],
-         "no row of quarantine/review failed 'unique(title)'"),
+        (
+            ["release", "{r}", "--reason", "x", "--url", "http://nope/"],
+            "http://nope/ is not in quarantine/review",
+        ),
+        (
+            ["drop", "{r}", "--reason", "x", "--expectation", "unique(title)"],
+            "no row of quarantine/review failed 'unique(title)'",
+        ),
         (["drop", "{r}", "--reason", " ", "--all"], "give a --reason"),
         (["list", "nosuch"], "no recipe for source 'nosuch'"),
     ],
-)  # fmt: skip
+)
 def test_bad_reviews_are_refused_and_named(
     review: tuple[str, Lake, dict[str, str]], args: list[str], message: str
 ) -> None:
@@ -209,8 +229,16 @@ def spaced_lake(tmp_path: Path) -> tuple[Lake, dict[str, object]]:
     rows = []
     for i in range(6):
         fields = {"title": f"item\u00a0\u00a0 \t {i}" + " " * 30 * (i % 2), "body": f"text {i}"}
-        rows.append({**fields, "source": "spaced", "url": f"http://shop/{i}", "crawl_id": "c",
-                     "http_status": 200, "content_sha256": content_sha256(fields)})  # fmt: skip
+        rows.append(
+            {
+                **fields,
+                "source": "spaced",
+                "url": f"http://shop/{i}",
+                "crawl_id": "c",
+                "http_status": 200,
+                "content_sha256": content_sha256(fields),
+            }
+        )
     lake.append("raw/spaced", pa.Table.from_pylist(rows))
     raw = yaml.safe_load(SPACED)
     first = curate(lake, "spaced", gate_spec(parse_recipe(raw, "spaced.yaml")), tmp_path / "r")

@@ -81,9 +81,13 @@ def read_elsewhere(
     if env:
         args.append(json.dumps(env))
     proc = subprocess.run(
-        args, capture_output=True, text=True, timeout=300, cwd="/",
+        args,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["project_modules"] == []
@@ -114,10 +118,16 @@ ARTICLES = [a for a in generate(300, seed=12).articles if not a.planted]
 
 def raw_rows(crawl_id: str, start: int, n: int, bad: int | None = None) -> list[dict[str, object]]:
     return [
-        {"url": f"http://x/{i}", "source": "s", "crawl_id": crawl_id, "http_status": 200,
-         "body": "" if i == bad else " ".join(ARTICLES[i].paragraphs), "content_sha256": f"h{i}"}
+        {
+            "url": f"http://x/{i}",
+            "source": "s",
+            "crawl_id": crawl_id,
+            "http_status": 200,
+            "body": "" if i == bad else " ".join(ARTICLES[i].paragraphs),
+            "content_sha256": f"h{i}",
+        }
         for i in range(start, start + n)
-    ]  # fmt: skip
+    ]
 
 
 def build_lake(root: Path | str) -> Lake:
@@ -130,10 +140,17 @@ def build_lake(root: Path | str) -> Lake:
     curate(lake, "s", GateSpec(text_field="body"), Path(str(root)).parent / "reports")
     curated = lake.read("curated/s", columns=["content_sha256", "url"]).to_pylist()
     labels = [
-        {"task_id": i, "annotation_id": i, "row_id": r["content_sha256"], "url": r["url"],
-         "label": "ab"[i % 2], "annotator": 1, "updated_at": "2026-01-01"}
+        {
+            "task_id": i,
+            "annotation_id": i,
+            "row_id": r["content_sha256"],
+            "url": r["url"],
+            "label": "ab"[i % 2],
+            "annotator": 1,
+            "updated_at": "2026-01-01",
+        }
         for i, r in enumerate(curated)
-    ]  # fmt: skip
+    ]
     lake.overwrite("labels/s", pa.Table.from_pylist(labels, schema=LABELS_SCHEMA))
     cut_dataset(lake, "s", "s", "labels/s", "body")
     return lake
@@ -142,8 +159,7 @@ def build_lake(root: Path | str) -> Lake:
 def test_every_table_and_a_pinned_version_read_without_the_project(tmp_path: Path) -> None:
     lake = build_lake(tmp_path / "lake")
     tables = lake.tables()
-    assert set(tables) >= {"raw/s", "curated/s", "quarantine/s", "labels/s", "datasets/s",
-                           "runs"}  # fmt: skip
+    assert set(tables) >= {"raw/s", "curated/s", "quarantine/s", "labels/s", "datasets/s", "runs"}
     assert lake.read("quarantine/s").num_rows == 2
     wanted: list[tuple[str, int | None]] = [(t, None) for t in tables]
     wanted += [("raw/s", 0), ("runs", 0)]  # pinned: the first crawl only
@@ -184,8 +200,9 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     port = free_port()
     proc = subprocess.Popen(
         [moto, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -195,9 +212,12 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
             except requests.ConnectionError:
                 time.sleep(0.1)
         env = {
-            "AWS_ENDPOINT_URL": url, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-        }  # fmt: skip
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+        }
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         yield env

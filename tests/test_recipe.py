@@ -180,8 +180,12 @@ def test_schedule_is_optional_and_parses() -> None:
     from spiders.schedule import STRATEGIES as NAMED
 
     assert parse_recipe(mutate(), "x.yaml").schedule is None
-    raw = {"cron": "*/5 * * * 1-5", "timezone": "Europe/Paris",
-           "label": {"push": 200, "strategy": "entropy"}, "retrain": True}  # fmt: skip
+    raw = {
+        "cron": "*/5 * * * 1-5",
+        "timezone": "Europe/Paris",
+        "label": {"push": 200, "strategy": "entropy"},
+        "retrain": True,
+    }
     s = parse_recipe(mutate(schedule=raw), "x.yaml").schedule
     assert s is not None
     assert (s.cron, s.timezone, s.push, s.strategy, s.retrain) == (
@@ -192,8 +196,14 @@ def test_schedule_is_optional_and_parses() -> None:
         True,
     )
     # crontab's 1-5 is Monday to Friday; the scheduler counts weekdays from Monday
-    assert s.fields() == {"second": "0", "minute": "*/5", "hour": "*", "day": "*",
-                          "month": "*", "day_of_week": "mon,tue,wed,thu,fri"}  # fmt: skip
+    assert s.fields() == {
+        "second": "0",
+        "minute": "*/5",
+        "hour": "*",
+        "day": "*",
+        "month": "*",
+        "day_of_week": "mon,tue,wed,thu,fri",
+    }
     trigger = CronTrigger(**s.fields(), timezone="UTC")
     from datetime import UTC, datetime
 

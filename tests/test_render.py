@@ -293,8 +293,9 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     empty = [a for a in site.articles if a.planted == "empty_body"]
     assert empty
     # the pages that never render are given up on; allow that many
-    recipe = write(tmp_path, {**demo_js(wait_for="div.body p", timeout=2),
-                              "limits": {"give_up": len(empty)}})  # fmt: skip
+    recipe = write(
+        tmp_path, {**demo_js(wait_for="div.body p", timeout=2), "limits": {"give_up": len(empty)}}
+    )
     summary, log, _ = crawl(recipe, small_site, browser_env)
     assert summary["finish_reason"] == "finished"
     assert summary["items"] == len(site.articles) - len(empty)

@@ -42,9 +42,12 @@ def test_killed_crawl_resumes_with_each_article_once(
     args = ["crawl", str(recipe), "--start-url", demo_site.url + "/", "--no-curate"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", *args],
-        cwd=ROOT, env={**os.environ, **env}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     lake = Lake(env["HARVEST_LAKE"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (lake.version("raw/resume") or 0) < 3:

@@ -17,8 +17,14 @@ pytestmark = pytest.mark.slow
 
 def test_schedule_fires_and_never_overlaps(live: Live, demo_site: DemoSite) -> None:
     # every 2 seconds, with a crawl that takes longer than that
-    write_recipe(live.sources, "every2", demo_site, SLOW, pages=4,
-                 schedule={"cron": "*/2 * * * * *", "timezone": "Europe/Paris"})  # fmt: skip
+    write_recipe(
+        live.sources,
+        "every2",
+        demo_site,
+        SLOW,
+        pages=4,
+        schedule={"cron": "*/2 * * * * *", "timezone": "Europe/Paris"},
+    )
     live.start()
     source = live.get("/sources").json()[0]
     assert source["schedule"]["cron"] == "*/2 * * * * *"
@@ -60,8 +66,9 @@ def test_missed_slots_run_once_after_a_restart(live: Live, demo_site: DemoSite) 
     slots = [first + timedelta(seconds=2 * i) for i in range(3)]
     seconds = ",".join(str(s.second) for s in slots)
     cron = f"{seconds} {first.minute} {first.hour} * * *"
-    write_recipe(live.sources, "daily", demo_site, pages=4,
-                 schedule={"cron": cron, "timezone": "UTC"})  # fmt: skip
+    write_recipe(
+        live.sources, "daily", demo_site, pages=4, schedule={"cron": cron, "timezone": "UTC"}
+    )
 
     live.start()
     source = live.get("/sources").json()[0]

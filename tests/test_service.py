@@ -40,8 +40,12 @@ def test_trigger_record_and_refuse(live: Live, demo_site: DemoSite) -> None:
         answer = live.post("/crawls", json=bad)
         assert answer.status_code == status, (bad, answer.text)
         assert answer.json()["detail"]
-    assert live.post("/crawls", data=b"{not json", headers={"Content-Type": "application/json"}
-                     ).status_code == 422  # fmt: skip
+    assert (
+        live.post(
+            "/crawls", data=b"{not json", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert live.runs() == []
     assert live.get("/runs/12345").status_code == 404
     assert live.get("/runs/0").status_code == 422
@@ -52,8 +56,10 @@ def test_trigger_record_and_refuse(live: Live, demo_site: DemoSite) -> None:
     assert live.get("/labels/none").status_code == 404
     answer = live.post("/exports", json={"dataset": "none"})
     assert answer.status_code == 404 and "none" in answer.json()["detail"]
-    answer = live.post("/datasets", json={"name": "d", "sources": ["news"], "labels": "news",
-                                          "split": "0.9/0.9/0.9"})  # fmt: skip
+    answer = live.post(
+        "/datasets",
+        json={"name": "d", "sources": ["news"], "labels": "news", "split": "0.9/0.9/0.9"},
+    )
     assert answer.status_code == 422, answer.text
 
     # the webhook has its own secret: the API token is not it
@@ -101,8 +107,14 @@ def test_killed_service_interrupted_run_time_limit_and_sigterm(
     live: Live, demo_site: DemoSite
 ) -> None:
     write_recipe(live.sources, "slow", demo_site, SLOW, pages=None)
-    write_recipe(live.sources, "limited", demo_site, SLOW, pages=None,
-                 schedule={"cron": "0 0 1 1 *", "time_limit": 4})  # fmt: skip
+    write_recipe(
+        live.sources,
+        "limited",
+        demo_site,
+        SLOW,
+        pages=None,
+        schedule={"cron": "0 0 1 1 *", "time_limit": 4},
+    )
     live.start()
     run = live.post("/crawls", json={"source": "slow"}).json()
     running = live.wait_run(run["id"], lambda r: r["status"] == "running" and r["pid"])

@@ -35,9 +35,16 @@ def write_source(live: Live, name: str) -> dict[str, str]:
             continue
         per[article.label] += 1
         row_id = f"{name}{i}"
-        rows.append({"content_sha256": row_id, "source": name, "url": f"http://{name}/{i}",
-                     "body": " ".join(article.paragraphs), "dup_group": row_id,
-                     "published": article.published})  # fmt: skip
+        rows.append(
+            {
+                "content_sha256": row_id,
+                "source": name,
+                "url": f"http://{name}/{i}",
+                "body": " ".join(article.paragraphs),
+                "dup_group": row_id,
+                "published": article.published,
+            }
+        )
         labels[row_id] = article.label
     assert len(per) == 4 and set(per.values()) == {PER_CLASS}
     assert len({r["body"] for r in rows}) == len(rows)
@@ -107,8 +114,12 @@ def test_create_and_export_a_dataset(live: Live) -> None:
     # without the token: refused, and no version is cut
     denied = live.post("/datasets", auth=False, json={**request, "seed": 1})
     assert denied.status_code == 401, denied.text
-    wrong = live.post("/datasets", auth=False, json={**request, "seed": 1},
-                      headers={"Authorization": "Bearer not-the-token"})  # fmt: skip
+    wrong = live.post(
+        "/datasets",
+        auth=False,
+        json={**request, "seed": 1},
+        headers={"Authorization": "Bearer not-the-token"},
+    )
     assert wrong.status_code == 401, wrong.text
     after = live.get("/datasets/corpus").json()["versions"]
     assert [v["version"] for v in after] == [version]

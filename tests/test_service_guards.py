@@ -101,9 +101,13 @@ def test_only_known_host_names_are_answered(live: Live) -> None:
     live.start()
     port = live.port
     refused_hosts = [
-        "evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}",
-        "localhost.evil.example", f"harvest.lan.evil.example:{port}", "0.0.0.0",
-    ]  # fmt: skip
+        "evil.example",
+        f"evil.example:{port}",
+        f"127.0.0.1.evil.example:{port}",
+        "localhost.evil.example",
+        f"harvest.lan.evil.example:{port}",
+        "0.0.0.0",
+    ]
     for host in refused_hosts:
         for path in ("/api/summary", "/runs", "/openapi.json", "/"):
             answer = live.get(path, headers={"Host": host})
@@ -112,9 +116,15 @@ def test_only_known_host_names_are_answered(live: Live) -> None:
         refused = live.post("/crawls", json={"source": "news"}, headers={"Host": host})
         assert refused.status_code == 400
     allowed = [
-        f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}",
-        "harvest.lan", f"harvest.lan:{port}", "other.lan",
-    ]  # fmt: skip
+        f"127.0.0.1:{port}",
+        "127.0.0.1",
+        f"localhost:{port}",
+        "LOCALHOST",
+        f"[::1]:{port}",
+        "harvest.lan",
+        f"harvest.lan:{port}",
+        "other.lan",
+    ]
     for host in allowed:
         answer = live.get("/api/summary", headers={"Host": host})
         assert answer.status_code == 200, (host, answer.text)
@@ -146,11 +156,14 @@ def test_422_names_the_error_not_the_input(live: Live) -> None:
     for answer in (
         live.post("/crawls", json={"source": f"../{marker}"}),
         live.post("/crawls", json={"source": "news", "extra": marker}),
-        live.post("/crawls", data=f'{{"source": "{marker}'.encode(),
-                  headers={"Content-Type": "application/json"}),
+        live.post(
+            "/crawls",
+            data=f'{{"source": "{marker}'.encode(),
+            headers={"Content-Type": "application/json"},
+        ),
         live.post("/exports", json={"dataset": "d", "format": marker, "shards": 0}),
         live.get("/runs", params={"status": marker, "limit": 0}),
-    ):  # fmt: skip
+    ):
         assert answer.status_code == 422, answer.text
         assert marker not in answer.text
         body = answer.json()
@@ -159,5 +172,6 @@ def test_422_names_the_error_not_the_input(live: Live) -> None:
             assert set(error) == {"loc", "msg", "type"}, error
             assert error["loc"][0] in ("body", "query", "path") and error["msg"] and error["type"]
     errors = live.post("/crawls", json={"source": f"../{marker}"}).json()["errors"]
-    assert errors == [{"loc": ["body", "source"], "type": "string_pattern_mismatch",
-                       "msg": errors[0]["msg"]}]  # fmt: skip
+    assert errors == [
+        {"loc": ["body", "source"], "type": "string_pattern_mismatch", "msg": errors[0]["msg"]}
+    ]

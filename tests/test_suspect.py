@@ -102,8 +102,14 @@ class Plan:
     @classmethod
     def draw(cls, seed: int) -> Plan:
         rng = random.Random(seed)
-        plan = cls(seed, rng.randint(7, 8), rng.randint(3, 4), rng.uniform(0.15, 0.4),
-                   rng.choice(PHRASES), rng.randint(0, 600))  # fmt: skip
+        plan = cls(
+            seed,
+            rng.randint(7, 8),
+            rng.randint(3, 4),
+            rng.uniform(0.15, 0.4),
+            rng.choice(PHRASES),
+            rng.randint(0, 600),
+        )
         for path in plan.paths():
             plan.blocks[path] = rng.randint(1, RETRIES) if rng.random() < plan.rate else 0
         plan.blocks[f"/page/{plan.pages}"] = 1  # at least one, whatever the draw

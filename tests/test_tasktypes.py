@@ -24,12 +24,16 @@ def test_the_recipe_names_every_task_type() -> None:
     [
         (SINGLE, "LOC", "LOC"),
         (MULTI, ["PER", "LOC", "PER"], ["LOC", "PER"]),
-        (SPANS, [(17, 22, "LOC"), (0, 5, "PER")], [
-            {"start": 0, "end": 5, "label": "PER", "text": "Alice"},
-            {"start": 17, "end": 22, "label": "LOC", "text": "Paris"},
-        ]),
+        (
+            SPANS,
+            [(17, 22, "LOC"), (0, 5, "PER")],
+            [
+                {"start": 0, "end": 5, "label": "PER", "text": "Alice"},
+                {"start": 17, "end": 22, "label": "LOC", "text": "Paris"},
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_prediction_reads_back_as_the_value(kind: object, value: object, back: object) -> None:
     from labeling.tasktypes import TaskType
 
@@ -79,5 +83,11 @@ def test_label_schemas_keep_the_single_label_column() -> None:
     assert SPANS.labels_schema.field("spans").type == SPANS.value_type
     for kind in TASK_TYPES.values():
         assert kind.annotations_schema.names == [
-            "task_id", "annotation_id", "row_id", "url", "annotator", "value", "updated_at"
-        ]  # fmt: skip
+            "task_id",
+            "annotation_id",
+            "row_id",
+            "url",
+            "annotator",
+            "value",
+            "updated_at",
+        ]

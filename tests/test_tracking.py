@@ -62,10 +62,16 @@ def labelled_lake(cfg: Config, source: str, n: int) -> list[str]:
     ids = [f"h{i}" for i in range(n)]
     lake.append(
         f"curated/{source}",
-        pa.table({"content_sha256": ids, "dup_group": ids, "source": [source] * n,
-                  "url": [f"http://site/{i}" for i in range(n)],
-                  "body": [" ".join(a.paragraphs) for a in arts]}),
-    )  # fmt: skip
+        pa.table(
+            {
+                "content_sha256": ids,
+                "dup_group": ids,
+                "source": [source] * n,
+                "url": [f"http://site/{i}" for i in range(n)],
+                "body": [" ".join(a.paragraphs) for a in arts],
+            }
+        ),
+    )
     labels = [a.label for a in arts]
     lake.overwrite(f"labels/{source}", pa.table({"row_id": ids, "label": labels}))
     return labels
@@ -120,9 +126,15 @@ def register_runs(store: Store, name: str, n: int) -> None:
         def save(folder: Path, i: int = i) -> None:
             (folder / "model.txt").write_text(str(i))
 
-        log_model(store, name, f"run-{i}", save,
-                  {"harvest.dataset": "d", "harvest.dataset_version": i - 1},
-                  {"epochs": i}, {"test_macro_f1": i / 10})  # fmt: skip
+        log_model(
+            store,
+            name,
+            f"run-{i}",
+            save,
+            {"harvest.dataset": "d", "harvest.dataset_version": i - 1},
+            {"epochs": i},
+            {"test_macro_f1": i / 10},
+        )
 
 
 def test_promote_show_and_list_through_the_command_line(config: Config) -> None:
@@ -134,8 +146,13 @@ def test_promote_show_and_list_through_the_command_line(config: Config) -> None:
     assert {a: int(v) for a, v in aliases.items()} == {"challenger": 2}
 
     moved = last_json(run_harvest(["model", "promote", "harvest-d", "1"], env).stdout)
-    assert moved == {"model": "harvest-d", "alias": "champion", "version": 1, "previous": None,
-                     "aliases": {"challenger": 2, "champion": 1}}  # fmt: skip
+    assert moved == {
+        "model": "harvest-d",
+        "alias": "champion",
+        "version": 1,
+        "previous": None,
+        "aliases": {"challenger": 2, "champion": 1},
+    }
     shown = run_harvest(["model", "show", "harvest-d"], env)
     one = last_json(shown.stdout)
     assert (one["version"], one["dataset"], one["dataset_version"]) == (1, "d", 0)
@@ -290,8 +307,9 @@ def test_a_push_carries_the_champions_predictions(
     secrets = tmp_path / "ls"
     secrets.mkdir()
     (secrets / ".token").write_text(label_studio.token)
-    cfg = dataclasses.replace(config, label_studio_port=label_studio.port,
-                              label_studio_data_dir=str(secrets))  # fmt: skip
+    cfg = dataclasses.replace(
+        config, label_studio_port=label_studio.port, label_studio_data_dir=str(secrets)
+    )
     first, _ = train_twice(cfg, "chpush", 40, 12, 24)
     registry.promote(Store(cfg.tracking), "labeling-chpush", 1)
     sync = stages.label_sync(cfg)

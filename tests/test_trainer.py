@@ -37,8 +37,9 @@ def splits(n: int = 120, seed: int = 5) -> tuple[Any, Any, list[str]]:
     return (texts[:cut], labels[:cut]), (texts[cut:], labels[cut:]), sorted(set(labels))
 
 
-SMALL = TrainConfig(epochs=4, batch_size=16, device="cpu", buckets=1 << 14, dim=32, patience=0,
-                    progress=False)  # fmt: skip
+SMALL = TrainConfig(
+    epochs=4, batch_size=16, device="cpu", buckets=1 << 14, dim=32, patience=0, progress=False
+)
 
 
 def state(result: FitResult) -> dict[str, torch.Tensor]:
@@ -135,14 +136,23 @@ def free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str, config: TrainConfig) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})  # fmt: skip
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+        }
+    )
     import torch.distributed as dist
 
     train, val, classes = splits(96)
     result = fit((train[0][:64], train[1][:64]), val, classes, config)
-    torch.save({"state": state(result), "world": result.world_size,
-                "history": result.history}, f"{out}/rank{rank}.pt")  # fmt: skip
+    torch.save(
+        {"state": state(result), "world": result.world_size, "history": result.history},
+        f"{out}/rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 

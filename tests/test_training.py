@@ -70,12 +70,16 @@ def lake_with_labels(tmp_path: Path, n: int = 240, source: str = "s") -> Lake:
         f"curated/{source}",
         pa.Table.from_pylist(
             [
-                {"content_sha256": f"h{i}", "source": source, "url": f"u{i}",
-                 "body": " ".join(a.paragraphs)}
+                {
+                    "content_sha256": f"h{i}",
+                    "source": source,
+                    "url": f"u{i}",
+                    "body": " ".join(a.paragraphs),
+                }
                 for i, a in enumerate(articles)
             ]
         ),
-    )  # fmt: skip
+    )
     lake.overwrite(
         f"labels/{source}",
         pa.Table.from_pylist(
@@ -98,8 +102,10 @@ def test_cut_dataset_joins_labels_and_pins_versions(tmp_path: Path) -> None:
 
 def test_cut_without_labels_is_a_clear_error(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
-    lake.append("curated/s", pa.table({"content_sha256": ["h"], "source": ["s"], "url": ["u"],
-                                       "body": ["t"]}))  # fmt: skip
+    lake.append(
+        "curated/s",
+        pa.table({"content_sha256": ["h"], "source": ["s"], "url": ["u"], "body": ["t"]}),
+    )
     with pytest.raises(LakeError, match="'labels/s' does not exist"):
         cut_dataset(lake, "d", "s", "labels/s", "body")
 
@@ -115,8 +121,17 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     assert 0.5 < test["macro_f1"] <= 1.0  # chance is 0.25 with four classes
     assert int(np.trace(test["confusion"])) == round(test["accuracy"] * test["n"])
     folder = Path(result["report_dir"])
-    for name in ("confusion.png", "metrics.json", "report.md", "model.pt", "report.html",
-                 "loss.png", "reliability.png", "roc.png", "confusion-baseline.png"):  # fmt: skip
+    for name in (
+        "confusion.png",
+        "metrics.json",
+        "report.md",
+        "model.pt",
+        "report.html",
+        "loss.png",
+        "reliability.png",
+        "roc.png",
+        "confusion-baseline.png",
+    ):
         assert (folder / name).stat().st_size > 0
     assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert result["report_html"] == str(folder / "report.html")
@@ -173,11 +188,25 @@ def test_torchrun_two_processes_one_result(tmp_path: Path) -> None:
     lake_with_labels(tmp_path, 120, source="demo")
     torchrun = Path(sys.executable).parent / "torchrun"
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "-m", "harvest.cli", "train", "--device", "cpu",
-         "--epochs", "2", "--no-baseline"],
-        cwd=ROOT, env={**os.environ, **cli_env(tmp_path), "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "harvest.cli",
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "2",
+            "--no-baseline",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **cli_env(tmp_path), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 alone prints, records and writes

@@ -117,8 +117,9 @@ def test_language_of_a_few_sentences() -> None:
 def test_steps_default_and_in_order() -> None:
     assert [s.name for s in parse_steps(None, "body")] == list(DEFAULT_STEPS)
     assert parse_steps([], "body") == ()
-    steps = parse_steps(["extract", {"normalize": {"columns": ["text", "title"]}}, "language"],
-                        "text")  # fmt: skip
+    steps = parse_steps(
+        ["extract", {"normalize": {"columns": ["text", "title"]}}, "language"], "text"
+    )
     out = apply_steps(frame(url=["u"], html=[PAGE.replace("Three", "Three\u00a0 ")]), steps)
     assert out["text"][0].startswith("Rivers rise as storms sweep the north\nThree rivers")
     assert "\u00a0" not in out["text"][0] and out["language"][0] == "en"
@@ -154,10 +155,14 @@ def test_recipe_lists_its_steps_and_errors_name_them() -> None:
     assert [s.name for s in demo.steps] == list(DEFAULT_STEPS)
     fields = {"html": {"xpath": "/html", "type": "text"}, "title": {"css": "h1::text"}}
     r = parse_recipe(
-        recipe(fields=fields, text_field="text", steps=["extract", "normalize", "language"],
-               expectations=[{"expect": "length_between", "column": "text", "min": 30}]),
+        recipe(
+            fields=fields,
+            text_field="text",
+            steps=["extract", "normalize", "language"],
+            expectations=[{"expect": "length_between", "column": "text", "min": 30}],
+        ),
         "x.yaml",
-    )  # fmt: skip
+    )
     assert [s.name for s in r.steps] == ["extract", "normalize", "language"]
     assert r.steps[1].inputs == ("text",)
     cases = [
@@ -165,9 +170,11 @@ def test_recipe_lists_its_steps_and_errors_name_them() -> None:
         (recipe(steps=["extract"]), "steps[0]"),  # the demo recipe has no html field
         (recipe(steps=[{"normalize": {"columns": ["summary"]}}]), "steps[0]"),
         (recipe(fields=fields, text_field="text", steps=["normalize"]), "text_field"),
-        (recipe(steps=[], expectations=[{"expect": "not_null", "column": "language"}]),
-         "expectations[0].column"),
-    ]  # fmt: skip
+        (
+            recipe(steps=[], expectations=[{"expect": "not_null", "column": "language"}]),
+            "expectations[0].column",
+        ),
+    ]
     for raw, key in cases:
         with pytest.raises(RecipeError) as info:
             parse_recipe(raw, "x.yaml")
@@ -180,21 +187,31 @@ def test_gate_runs_the_recipe_steps_before_its_checks(tmp_path: Path) -> None:
 
     fields = {"html": {"xpath": "/html", "type": "text"}}
     r = parse_recipe(
-        recipe(fields=fields, text_field="text", steps=["extract", "normalize", "language"],
-               expectations=[{"expect": "length_between", "column": "text", "min": 100}]),
+        recipe(
+            fields=fields,
+            text_field="text",
+            steps=["extract", "normalize", "language"],
+            expectations=[{"expect": "length_between", "column": "text", "min": 100}],
+        ),
         "x.yaml",
-    )  # fmt: skip
+    )
     pages = {
         "http://courier.test/a/1": PAGE,
         "http://courier.test/a/2": PAGE.replace("Three rivers", "Three  rivers\u00a0"),
         "http://courier.test/a/3": "<html><body><nav>Home News</nav></body></html>",
     }
     rows = [
-        {"html": html, "source": "x", "url": url, "crawl_id": "c", "http_status": 200,
-         "fetched_at": pd.Timestamp("2024-01-01", tz="UTC"),
-         "content_sha256": content_sha256({"html": html})}
+        {
+            "html": html,
+            "source": "x",
+            "url": url,
+            "crawl_id": "c",
+            "http_status": 200,
+            "fetched_at": pd.Timestamp("2024-01-01", tz="UTC"),
+            "content_sha256": content_sha256({"html": html}),
+        }
         for url, html in pages.items()
-    ]  # fmt: skip
+    ]
     lake = Lake(tmp_path / "lake")
     lake.append("raw/x", pa.Table.from_pylist(rows))
     result = curate(lake, "x", gate_spec(r), tmp_path / "reports")

@@ -29,16 +29,27 @@ def add_curated(lake: Lake, start: int, stop: int) -> int:
     """Curated rows ``start..stop`` and labels for every curated row so far, as the gate and
     the label sync write them; returns the labels version."""
     rows = [
-        {"content_sha256": f"h{i}", "source": "s", "url": f"u{i}",
-         "body": " ".join(ARTICLES[i].paragraphs)}
+        {
+            "content_sha256": f"h{i}",
+            "source": "s",
+            "url": f"u{i}",
+            "body": " ".join(ARTICLES[i].paragraphs),
+        }
         for i in range(start, stop)
-    ]  # fmt: skip
+    ]
     lake.append("curated/s", pa.Table.from_pylist(rows), {"raw_version": stop})
     labels = [
-        {"task_id": i, "annotation_id": i, "row_id": f"h{i}", "url": f"u{i}",
-         "label": ARTICLES[i].label, "annotator": 1, "updated_at": "2026-01-01"}
+        {
+            "task_id": i,
+            "annotation_id": i,
+            "row_id": f"h{i}",
+            "url": f"u{i}",
+            "label": ARTICLES[i].label,
+            "annotator": 1,
+            "updated_at": "2026-01-01",
+        }
         for i in range(stop)
-    ]  # fmt: skip
+    ]
     return lake.overwrite("labels/s", pa.Table.from_pylist(labels, schema=LABELS_SCHEMA))
 
 
@@ -46,8 +57,15 @@ def raw_batch(lake: Lake, crawl_id: str, start: int, n: int) -> None:
     writer = BatchWriter(lake, "raw/s", batch_size=n, metadata={"crawl_id": crawl_id})
     for i in range(start, start + n):
         body = " ".join(ARTICLES[i].paragraphs)
-        writer.add({"url": f"http://x/{i}", "source": "s", "crawl_id": crawl_id,
-                    "body": body, "content_sha256": f"h{i}"})  # fmt: skip
+        writer.add(
+            {
+                "url": f"http://x/{i}",
+                "source": "s",
+                "crawl_id": crawl_id,
+                "body": body,
+                "content_sha256": f"h{i}",
+            }
+        )
 
 
 def test_reads_pin_a_version_or_a_time(tmp_path: Path) -> None:
@@ -174,8 +192,11 @@ def test_compact_and_vacuum_keep_every_version_a_dataset_names(tmp_path: Path) -
     assert cut_dataset(lake, "d", "s", "labels/s", "body").reused
 
     pins = pinned_versions(lake)
-    assert {(p.table, p.version) for p in pins} >= {("curated/s", 1), ("labels/s", 1),
-                                                   ("datasets/d", first.version)}  # fmt: skip
+    assert {(p.table, p.version) for p in pins} >= {
+        ("curated/s", 1),
+        ("labels/s", 1),
+        ("datasets/d", first.version),
+    }
     dry = vacuum(lake, "labels/s", retain_hours=0, dry_run=True)
     assert len(dry.removed) == 1 and lake.read("labels/s", 0).num_rows == 60
     results = {t: vacuum(lake, t, retain_hours=0) for t in lake.tables()}
@@ -234,10 +255,17 @@ def test_crawled_dataset_rebuilt_after_another_crawl(
         run_harvest(["crawl", "demo", "--start-url", url + "/"], lake_env)
         curated = lake.read("curated/demo", columns=["content_sha256", "url"]).to_pylist()
         rows = [
-            {"task_id": i, "annotation_id": i, "row_id": r["content_sha256"], "url": r["url"],
-             "label": truth[r["url"]], "annotator": 1, "updated_at": "2026-01-01"}
+            {
+                "task_id": i,
+                "annotation_id": i,
+                "row_id": r["content_sha256"],
+                "url": r["url"],
+                "label": truth[r["url"]],
+                "annotator": 1,
+                "updated_at": "2026-01-01",
+            }
             for i, r in enumerate(curated)
-        ]  # fmt: skip
+        ]
         return lake.overwrite("labels/demo", pa.Table.from_pylist(rows, schema=LABELS_SCHEMA))
 
     site = demo_site.site

@@ -91,8 +91,11 @@ def recipe(tmp_path: Path, demo_site: DemoSite, silent: Silent, **settings: Any)
 
 def env_for(tmp_path: Path) -> dict[str, str]:
     # one commit at the end: the rows land only if the forced stop commits them
-    return {"HARVEST_LAKE": str(tmp_path / "lake"), "HARVEST_REPORTS": str(tmp_path / "r"),
-            "HARVEST_CRAWL_BATCH_SIZE": "100000"}  # fmt: skip
+    return {
+        "HARVEST_LAKE": str(tmp_path / "lake"),
+        "HARVEST_REPORTS": str(tmp_path / "r"),
+        "HARVEST_CRAWL_BATCH_SIZE": "100000",
+    }
 
 
 def test_a_stalled_crawl_commits_what_it_has_and_exits_3(
@@ -119,8 +122,11 @@ def start(path: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
     out = log.open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", "crawl", str(path)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=out,
+        stderr=out,
+    )
 
 
 def wait_for_hang(silent: Silent, proc: subprocess.Popen[bytes]) -> None:

@@ -457,9 +457,12 @@ def test_the_webhook_command_records_labels_and_retrains(
     (tmp_path / "sources" / "clihook.yaml").write_text(yaml.safe_dump(recipe))
     lake = Lake(tmp_path / "cli-lake")
     texts = {"h9": "rockets and chips", "h10": "goals and cups"}
-    lake.append("curated/clihook", pa.Table.from_pylist([
-        {"content_sha256": h, "url": f"http://site/{h}", "body": t} for h, t in texts.items()
-    ]))  # fmt: skip
+    lake.append(
+        "curated/clihook",
+        pa.Table.from_pylist(
+            [{"content_sha256": h, "url": f"http://site/{h}", "body": t} for h, t in texts.items()]
+        ),
+    )
     env = {
         **os.environ,
         "HARVEST_SOURCES": str(tmp_path / "sources"),
@@ -474,16 +477,30 @@ def test_the_webhook_command_records_labels_and_retrains(
     log = tmp_path / "webhook.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harvest.cli", "label", "webhook", "--port", str(port),
-             "--k", "2"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "harvest.cli",
+                "label",
+                "webhook",
+                "--port",
+                str(port),
+                "--k",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         line = wait_for("the webhook registered", lambda: _registered(log))
         assert line["source"] == "clihook"
         project = int(line["project_id"])
-        sync.push(project, [{"row_id": h, "url": f"http://site/{h}", "text": t}
-                            for h, t in texts.items()])  # fmt: skip
+        sync.push(
+            project, [{"row_id": h, "url": f"http://site/{h}", "text": t} for h, t in texts.items()]
+        )
         tasks = sync.task_row_ids(project)
         sync.client.annotations.create(id=tasks["h9"], result=choice_result("Sci/Tech"))
         wait_for("the label", lambda: [r["label"] for r in rows(lake, "labels/clihook")])

@@ -30,8 +30,12 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     out = log.open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", *args],
-        cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=out,
+        stderr=out,
+        start_new_session=True,
+    )
 
 
 def wait_for(check: Any, proc: subprocess.Popen[bytes] | None = None, limit: float = 120) -> Any:
@@ -212,8 +216,12 @@ def outcome(root: str) -> dict[str, Any]:
     run = last_run(lake, CURATE_STAGE, "demo")
     assert run is not None
     run.pop("report")
-    return {"tables": tables, "batches": batches, "runs": len(runs_of(lake, CURATE_STAGE, "demo")),
-            "run": run}  # fmt: skip
+    return {
+        "tables": tables,
+        "batches": batches,
+        "runs": len(runs_of(lake, CURATE_STAGE, "demo")),
+        "run": run,
+    }
 
 
 @pytest.mark.slow

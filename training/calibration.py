@@ -33,8 +33,15 @@ def reliability(
             acc = float(correct[sel].mean())
             conf = float(confidence[sel].mean())
             ece += n / len(y) * abs(acc - conf)
-        rows.append({"low": float(edges[i]), "high": float(edges[i + 1]), "count": n,
-                     "accuracy": acc, "confidence": conf})  # fmt: skip
+        rows.append(
+            {
+                "low": float(edges[i]),
+                "high": float(edges[i + 1]),
+                "count": n,
+                "accuracy": acc,
+                "confidence": conf,
+            }
+        )
     return {"ece": float(ece), "bins": rows}
 
 
@@ -58,12 +65,19 @@ def draw_reliability(curves: dict[str, dict[str, Any]], path: Path) -> None:
     for name, curve in curves.items():
         used = [b for b in curve["bins"] if b["count"]]
         line = top.plot(
-            [b["confidence"] for b in used], [b["accuracy"] for b in used], marker="o",
+            [b["confidence"] for b in used],
+            [b["accuracy"] for b in used],
+            marker="o",
             label=f"{name} (ECE {curve['ece']:.3f})",
-        )  # fmt: skip
+        )
         width = used[0]["high"] - used[0]["low"] if used else 0.05
-        bottom.bar([(b["low"] + b["high"]) / 2 for b in used], [b["count"] for b in used],
-                   width=width, alpha=0.4, color=line[0].get_color())  # fmt: skip
+        bottom.bar(
+            [(b["low"] + b["high"]) / 2 for b in used],
+            [b["count"] for b in used],
+            width=width,
+            alpha=0.4,
+            color=line[0].get_color(),
+        )
     top.set_ylabel("accuracy")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)

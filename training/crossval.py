@@ -62,10 +62,14 @@ def cross_validate(
     for k, (fit_idx, held_idx) in enumerate(splitter.split(texts, labels)):
         fit_labels = [labels[i] for i in fit_idx]
         aside = _stratified_aside(fit_labels, validation_share, config.seed + k)
-        train = ([texts[i] for i, a in zip(fit_idx, aside, strict=True) if not a],
-                 [labels[i] for i, a in zip(fit_idx, aside, strict=True) if not a])  # fmt: skip
-        val = ([texts[i] for i, a in zip(fit_idx, aside, strict=True) if a],
-               [labels[i] for i, a in zip(fit_idx, aside, strict=True) if a])  # fmt: skip
+        train = (
+            [texts[i] for i, a in zip(fit_idx, aside, strict=True) if not a],
+            [labels[i] for i, a in zip(fit_idx, aside, strict=True) if not a],
+        )
+        val = (
+            [texts[i] for i, a in zip(fit_idx, aside, strict=True) if a],
+            [labels[i] for i, a in zip(fit_idx, aside, strict=True) if a],
+        )
         held = [texts[i] for i in held_idx]
         held_labels = [labels[i] for i in held_idx]
         result = fit(train, val, classes, quiet)

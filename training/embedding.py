@@ -228,9 +228,11 @@ class EmbeddingClassifier(TextClassifier):
         self.head: nn.Module
         if config.hidden:
             self.head = nn.Sequential(
-                nn.Linear(DIM, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
+                nn.Linear(DIM, config.hidden),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
                 nn.Linear(config.hidden, n),
-            )  # fmt: skip
+            )
         else:
             self.head = nn.Linear(DIM, n)
 

@@ -129,8 +129,14 @@ def draw_confusion(m: np.ndarray, classes: list[str], path: Path, title: str) ->
     threshold = m.max() / 2 if m.size else 0
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                    color="white" if m[i, j] > threshold else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(m[i, j]),
+                ha="center",
+                va="center",
+                color="white" if m[i, j] > threshold else "black",
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -146,8 +152,13 @@ def draw_loss_curves(history: list[dict[str, Any]], path: Path, best_epoch: int)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     other = ax.twinx()
-    other.plot(epochs, [h["val_macro_f1"] for h in history], color="tab:green", marker="s",
-               label="validation macro F1")  # fmt: skip
+    other.plot(
+        epochs,
+        [h["val_macro_f1"] for h in history],
+        color="tab:green",
+        marker="s",
+        label="validation macro F1",
+    )
     other.set_ylabel("macro F1")
     if best_epoch:
         ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1)

@@ -207,7 +207,7 @@ def list_models(store: Store) -> list[dict[str, Any]]:
                         [a for a, v in model.aliases.items() if str(v) == str(mv.version)],
                     )
                     for mv in versions(store, model.name)
-                ],  # fmt: skip
+                ],
             }
         )
     return out

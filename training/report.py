@@ -65,8 +65,11 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     if summary.get("baseline"):
         b = summary["baseline"]["test"]
-        lines += ["", f"Baseline (TF-IDF + logistic regression), same split: accuracy "
-                      f"{b['accuracy']:.3f}, macro F1 {b['macro_f1']:.3f}."]  # fmt: skip
+        lines += [
+            "",
+            f"Baseline (TF-IDF + logistic regression), same split: accuracy "
+            f"{b['accuracy']:.3f}, macro F1 {b['macro_f1']:.3f}.",
+        ]
     lines += [
         "",
         "| class | precision | recall | F1 | support |",

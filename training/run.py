@@ -71,10 +71,17 @@ def train_and_evaluate(
         "lineage": meta.get("tables", {}),
     }
     return train_on_splits(
-        train, val, test, classes, config, folder, about, on_epoch,
+        train,
+        val,
+        test,
+        classes,
+        config,
+        folder,
+        about,
+        on_epoch,
         baseline=config.baseline if baseline is None else baseline,
         folds=config.folds if folds is None else folds,
-    )  # fmt: skip
+    )
 
 
 def train_on_splits(
@@ -117,11 +124,19 @@ def train_on_splits(
     if baseline:
         b = fit_baseline(*train, classes, seed=config.seed)
         base_metrics = evaluate(b.predict_proba(test[0]), test[1], classes)
-        base = {"name": "tfidf-logreg", "params": b.params, "seconds": b.seconds,
-                "test": base_metrics}  # fmt: skip
+        base = {
+            "name": "tfidf-logreg",
+            "params": b.params,
+            "seconds": b.seconds,
+            "test": base_metrics,
+        }
         curves["baseline"] = {"ece": base_metrics["ece"], "bins": base_metrics["reliability"]}
-        draw_confusion(np.asarray(base_metrics["confusion"]), classes,
-                       out / "confusion-baseline.png", f"baseline, {title}")  # fmt: skip
+        draw_confusion(
+            np.asarray(base_metrics["confusion"]),
+            classes,
+            out / "confusion-baseline.png",
+            f"baseline, {title}",
+        )
     draw_reliability(curves, out / "reliability.png")
     result.model.save(str(out / "model.pt"))
     summary = {

@@ -35,8 +35,13 @@ if TYPE_CHECKING:
 ARTIFACTS = "artifacts"  # the artifact folder beside a SQLite store
 MODEL_FILE = "model.pt"  # what train_and_evaluate writes into its report folder
 # figures of a training summary that are metrics of the whole run
-SUMMARY_METRICS = ("best_epoch", "best_val_macro_f1", "epochs_run", "train_seconds",
-                   "train_samples_per_s")  # fmt: skip
+SUMMARY_METRICS = (
+    "best_epoch",
+    "best_val_macro_f1",
+    "epochs_run",
+    "train_seconds",
+    "train_samples_per_s",
+)
 _METRIC_KEY = re.compile(r"[^\w\-. :/]")
 
 
@@ -352,8 +357,10 @@ def train_tracked(
                 **{f"harvest.lineage.{t}": v for t, v in sorted(lineage.items())},
             }
         )
-        after = {"device_used": summary.get("device"),
-                 **{f"rows_{k}": v for k, v in (summary.get("rows") or {}).items()}}  # fmt: skip
+        after = {
+            "device_used": summary.get("device"),
+            **{f"rows_{k}": v for k, v in (summary.get("rows") or {}).items()},
+        }
         if "model" not in params:
             after["model"] = model_kind(summary)
         r.params(after)

@@ -109,17 +109,23 @@ def seed_everything(seed: int) -> None:
 def build_model(config: TrainConfig, classes: list[str], finetune: bool = False) -> TextClassifier:
     if config.model == "ngram":
         return NgramClassifier(
-            ModelConfig(classes=tuple(classes), buckets=config.buckets, dim=config.dim,
-                        ngrams=config.ngrams)
-        )  # fmt: skip
+            ModelConfig(
+                classes=tuple(classes), buckets=config.buckets, dim=config.dim, ngrams=config.ngrams
+            )
+        )
     if config.model == "embedding":
         from training.embedding import EmbeddingClassifier, EmbeddingConfig
 
         return EmbeddingClassifier(
-            EmbeddingConfig(classes=tuple(classes), hidden=config.hidden, dropout=config.dropout,
-                            finetune=finetune, max_length=config.max_length),
+            EmbeddingConfig(
+                classes=tuple(classes),
+                hidden=config.hidden,
+                dropout=config.dropout,
+                finetune=finetune,
+                max_length=config.max_length,
+            ),
             cache_dir=config.embedding_cache,
-        )  # fmt: skip
+        )
     raise TrainError(f"unknown model {config.model!r}; one of {', '.join(MODELS)}")
 
 
@@ -216,8 +222,13 @@ class Display:
             TimeElapsedColumn,
         )
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("loss {task.fields[loss]}"))  # fmt: skip
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+        )
         with Progress(*columns, console=self.console, transient=True) as bar:
             task = bar.add_task(f"epoch {epoch}/{self.epochs}", total=steps, loss="-")
             yield lambda loss: bar.update(task, advance=1, loss=f"{loss:.4f}")
@@ -239,11 +250,30 @@ def fingerprint(
     config: TrainConfig, classes: list[str], rows: int, world: int, finetune: bool
 ) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed."""
-    keep = ("model", "epochs", "batch_size", "lr", "weight_decay", "seed", "schedule", "warmup",
-            "buckets", "dim", "ngrams", "hidden", "dropout", "max_length")  # fmt: skip
+    keep = (
+        "model",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "seed",
+        "schedule",
+        "warmup",
+        "buckets",
+        "dim",
+        "ngrams",
+        "hidden",
+        "dropout",
+        "max_length",
+    )
     settings = asdict(config)
-    return {**{k: settings[k] for k in keep}, "classes": list(classes), "train_rows": rows,
-            "world_size": world, "finetune": finetune}  # fmt: skip
+    return {
+        **{k: settings[k] for k in keep},
+        "classes": list(classes),
+        "train_rows": rows,
+        "world_size": world,
+        "finetune": finetune,
+    }
 
 
 def fit(
@@ -306,8 +336,11 @@ def fit(
     loaded = checkpoint.load(folder) if folder and config.resume else None
     if loaded is not None:
         last, best_state = loaded
-        differ = {k: (last["fingerprint"].get(k), v) for k, v in fp.items()
-                  if last["fingerprint"].get(k) != v}  # fmt: skip
+        differ = {
+            k: (last["fingerprint"].get(k), v)
+            for k, v in fp.items()
+            if last["fingerprint"].get(k) != v
+        }
         if differ:
             what = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differ.items())
             raise TrainError(f"checkpoint in {folder} is from other settings ({what})")
@@ -410,8 +443,11 @@ def fit(
             )
         distributed.barrier()
         if stopped_early:
-            log.info("early stop after epoch %s: no better validation macro F1 for %s epochs",
-                     epoch, config.patience)  # fmt: skip
+            log.info(
+                "early stop after epoch %s: no better validation macro F1 for %s epochs",
+                epoch,
+                config.patience,
+            )
         if not done and config.stop_after and ran >= config.stop_after:
             interrupted = True
             break

@@ -66,9 +66,20 @@ def _last(lake: Lake, stage: str, source: str) -> dict[str, Any] | None:
     mine = runs_of(lake, stage, source)
     if not mine:
         return None
-    keep = ("at", "crawl_id", "state", "rows", "raw_version", "rows_in", "curated",
-            "quarantined", "duplicates_dropped", "near_duplicates_dropped", "batch_status",
-            "report")  # fmt: skip
+    keep = (
+        "at",
+        "crawl_id",
+        "state",
+        "rows",
+        "raw_version",
+        "rows_in",
+        "curated",
+        "quarantined",
+        "duplicates_dropped",
+        "near_duplicates_dropped",
+        "batch_status",
+        "report",
+    )
     return {k: mine[-1][k] for k in keep if k in mine[-1]}
 
 

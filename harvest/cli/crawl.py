@@ -118,8 +118,9 @@ def crawl_worker(
     redis_url = os.environ.get(REDIS_URL_ENV)
     if not redis_url or not crawl_id:
         raise typer.BadParameter(f"--worker needs --crawl-id and ${REDIS_URL_ENV}")
-    stats = run_crawl(cfg, recipe, start_url, progress=False,
-                      worker=Worker(redis_url, crawl_id, resumed))  # fmt: skip
+    stats = run_crawl(
+        cfg, recipe, start_url, progress=False, worker=Worker(redis_url, crawl_id, resumed)
+    )
     return {**crawl_summary(stats), "requests": stats.get("scheduler/dequeued/redis", 0)}
 
 

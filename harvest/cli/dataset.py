@@ -61,10 +61,19 @@ def dataset_rebuild(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(r.table, out)
-    emit({"dataset": name, "version": r.version, "rows": r.rows, "tables": r.lineage["tables"],
-          "sha256": r.sha256, "stored_sha256": r.stored_sha256,
-          "recorded_sha256": r.recorded_sha256, "identical": r.identical,
-          "out": str(out) if out else None})  # fmt: skip
+    emit(
+        {
+            "dataset": name,
+            "version": r.version,
+            "rows": r.rows,
+            "tables": r.lineage["tables"],
+            "sha256": r.sha256,
+            "stored_sha256": r.stored_sha256,
+            "recorded_sha256": r.recorded_sha256,
+            "identical": r.identical,
+            "out": str(out) if out else None,
+        }
+    )
     if not r.identical:
         raise CheckFailedError(
             f"dataset {name!r} version {r.version} rebuilt differently from what was stored"

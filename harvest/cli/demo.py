@@ -40,9 +40,14 @@ def demo_site(
         lo, _, hi = latency_ms.partition("-")
         latency = (float(lo) / 1000, float(hi or lo) / 1000)
         guard = Guard(
-            guard_limit, guard_window, guard_ban, regime=guard_regime, ban_status=guard_ban_status,
-            listing_limit=guard_listing_limit, key=guard_per,
-        )  # fmt: skip
+            guard_limit,
+            guard_window,
+            guard_ban,
+            regime=guard_regime,
+            ban_status=guard_ban_status,
+            listing_limit=guard_listing_limit,
+            key=guard_per,
+        )
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not 0 <= latency[0] <= latency[1]:

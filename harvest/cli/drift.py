@@ -24,13 +24,26 @@ def drift(
     if table not in ("raw", "curated", "quarantine"):
         raise typer.BadParameter(f"--table {table!r}: one of raw, curated, quarantine")
     cfg = config()
-    summary = drift_report(Lake(cfg.lake), source, cfg.reports, from_version, to_version,
-                           table, added, alpha, min_effect)  # fmt: skip
+    summary = drift_report(
+        Lake(cfg.lake),
+        source,
+        cfg.reports,
+        from_version,
+        to_version,
+        table,
+        added,
+        alpha,
+        min_effect,
+    )
     for f in summary["fields"]:
         verdict = "DRIFTED" if f["drifted"] else "stable"
-        err.print(f"{f['field']}: {verdict} ({f['test']} {f['statistic']:.3f}, "
-                  f"p={f['pvalue']:.3g})", highlight=False)  # fmt: skip
+        err.print(
+            f"{f['field']}: {verdict} ({f['test']} {f['statistic']:.3f}, p={f['pvalue']:.3g})",
+            highlight=False,
+        )
     err.print(f"report: {summary['report']}", highlight=False)
-    summary["fields"] = {f["field"]: {k: f[k] for k in ("kind", "test", "statistic", "pvalue",
-                         "drifted")} for f in summary["fields"]}  # fmt: skip
+    summary["fields"] = {
+        f["field"]: {k: f[k] for k in ("kind", "test", "statistic", "pvalue", "drifted")}
+        for f in summary["fields"]
+    }
     emit(summary)

@@ -34,10 +34,13 @@ def lake_history(
     for c in commits:
         rest = {k: v for k, v in c.lineage.items() if k not in ("crawl_id", "content_sha256")}
         out.add_row(
-            str(c.version), c.time.strftime("%Y-%m-%d %H:%M:%S"), c.operation,
-            "" if c.rows_added is None else str(c.rows_added), c.crawl_id or "",
+            str(c.version),
+            c.time.strftime("%Y-%m-%d %H:%M:%S"),
+            c.operation,
+            "" if c.rows_added is None else str(c.rows_added),
+            c.crawl_id or "",
             ", ".join(f"{k}={json.dumps(v)}" for k, v in rest.items()),
-        )  # fmt: skip
+        )
     Console(soft_wrap=False).print(out)
 
 
@@ -63,8 +66,11 @@ def lake_compact(
     results = []
     for name in lake_tables(table):
         r = compact(lake, name)
-        err.print(f"{name}: {r['files_removed']} files rewritten into {r['files_added']}, "
-                  f"version {r['version']}", highlight=False)  # fmt: skip
+        err.print(
+            f"{name}: {r['files_removed']} files rewritten into {r['files_added']}, "
+            f"version {r['version']}",
+            highlight=False,
+        )
         results.append(r)
     emit({"compacted": results})
 
@@ -87,11 +93,13 @@ def lake_vacuum(
     for name in lake_tables(table):
         r = vacuum(lake, name, retain_hours, dry_run, pins)
         verb = "would delete" if dry_run else "deleted"
-        err.print(f"{name}: {verb} {len(r.removed)} file(s) older than {retain_hours} h",
-                  highlight=False)  # fmt: skip
+        err.print(
+            f"{name}: {verb} {len(r.removed)} file(s) older than {retain_hours} h", highlight=False
+        )
         for pin in r.kept:
-            err.print(f"  kept the files of {name} version {pin.version}: {pin.reason}",
-                      highlight=False)  # fmt: skip
+            err.print(
+                f"  kept the files of {name} version {pin.version}: {pin.reason}", highlight=False
+            )
         results.append(r.as_json())
     emit({"dry_run": dry_run, "retain_hours": retain_hours, "vacuumed": results})
 

@@ -21,11 +21,15 @@ def model_list() -> None:
     for m in models:
         held = {v: a for a, v in m["aliases"].items()}
         versions = ", ".join(
-            f"v{v['version']}" + (f" ({held[v['version']]})" if v["version"] in held else "")
-            + (f" {v['dataset']} v{v['dataset_version']}" if v["dataset_version"] is not None
-               else "")
+            f"v{v['version']}"
+            + (f" ({held[v['version']]})" if v["version"] in held else "")
+            + (
+                f" {v['dataset']} v{v['dataset_version']}"
+                if v["dataset_version"] is not None
+                else ""
+            )
             for v in m["versions"]
-        )  # fmt: skip
+        )
         err.print(f"{m['model']}: {versions}", highlight=False)
     if not models:
         err.print(f"no registered models in {safe_uri(store.uri)}", highlight=False)
@@ -61,8 +65,11 @@ def model_show(
 
     shown = registry.show(stages.tracking_store(config()), name, version, alias)
     aliases = f" ({', '.join(shown['aliases'])})" if shown["aliases"] else ""
-    err.print(f"{name} v{shown['version']}{aliases}: run {shown['run_id']}, dataset "
-              f"{shown['dataset']} v{shown['dataset_version']}", highlight=False)  # fmt: skip
+    err.print(
+        f"{name} v{shown['version']}{aliases}: run {shown['run_id']}, dataset "
+        f"{shown['dataset']} v{shown['dataset_version']}",
+        highlight=False,
+    )
     for key, value in shown.get("metrics", {}).items():
         err.print(f"  {key} = {value:.4g}", highlight=False)
     emit(shown)

@@ -51,11 +51,22 @@ def train(
     lake = Lake(cfg.lake)
     name = dataset or r.name
     train_config = TrainConfig(
-        epochs=epochs, seed=seed, device=device, model=model, batch_size=batch_size, lr=lr,
-        patience=patience, schedule=schedule, amp=amp, finetune=finetune,
-        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, resume=resume,
-        stop_after=stop_after, folds=folds, baseline=baseline,
-    )  # fmt: skip
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        model=model,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        schedule=schedule,
+        amp=amp,
+        finetune=finetune,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        resume=resume,
+        stop_after=stop_after,
+        folds=folds,
+        baseline=baseline,
+    )
     try:
         # under torchrun, rank 0 alone cuts (one dataset version) and records the run
         distributed.init(pick_device(device).split(":")[0])
@@ -71,12 +82,23 @@ def train(
         distributed.close()
     test = result["test"]
     base = (result.get("baseline") or {}).get("test") or {}
-    emit({"dataset": name, "dataset_version": cut, "rows": result["rows"],
-          "model": result["model"], "device": result["device"],
-          "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
-          "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-          "baseline_test_accuracy": base.get("accuracy"),
-          "baseline_test_macro_f1": base.get("macro_f1"),
-          "report_dir": result["report_dir"], "report_html": result["report_html"],
-          "checkpoint_dir": result["checkpoint_dir"], "cv": result["cv"],
-          "mlflow": result.get("mlflow")})  # fmt: skip
+    emit(
+        {
+            "dataset": name,
+            "dataset_version": cut,
+            "rows": result["rows"],
+            "model": result["model"],
+            "device": result["device"],
+            "epochs_run": result["epochs_run"],
+            "best_epoch": result["best_epoch"],
+            "test_accuracy": test["accuracy"],
+            "test_macro_f1": test["macro_f1"],
+            "baseline_test_accuracy": base.get("accuracy"),
+            "baseline_test_macro_f1": base.get("macro_f1"),
+            "report_dir": result["report_dir"],
+            "report_html": result["report_html"],
+            "checkpoint_dir": result["checkpoint_dir"],
+            "cv": result["cv"],
+            "mlflow": result.get("mlflow"),
+        }
+    )

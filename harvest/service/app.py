@@ -141,8 +141,13 @@ def create_app(service: Service) -> FastAPI:
         HostGuard, hosts=allowed_hosts(cfg.allowed_hosts, urlsplit(service.url).hostname)
     )
 
-    @app.post("/crawls", status_code=202, dependencies=auth, tags=["runs"],
-              responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
+    @app.post(
+        "/crawls",
+        status_code=202,
+        dependencies=auth,
+        tags=["runs"],
+        responses={**errors, 404: {"model": Message}, 409: {"model": Message}},
+    )
     def start_crawl(body: CrawlRequest) -> Run:
         """Starts a run of SOURCE now: its crawl, curation and the recipe's label steps."""
         from spiders.recipe import find_recipe, load_recipe
@@ -198,8 +203,13 @@ def create_app(service: Service) -> FastAPI:
         for table in sorted(t for t in lake.tables() if t.startswith("datasets/")):
             name = table.split("/", 1)[1]
             versions = _versions(lake, name)
-            out.append({"dataset": name, "versions": len(versions),
-                        "latest": versions[-1] if versions else None})  # fmt: skip
+            out.append(
+                {
+                    "dataset": name,
+                    "versions": len(versions),
+                    "latest": versions[-1] if versions else None,
+                }
+            )
         return out
 
     @app.get("/datasets/{name}", tags=["datasets"], responses={404: {"model": Message}})
@@ -212,8 +222,13 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(404, f"no dataset {name!r}")
         return {"dataset": name, "versions": _versions(lake, name)}
 
-    @app.post("/datasets", status_code=201, dependencies=auth, tags=["datasets"],
-              responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
+    @app.post(
+        "/datasets",
+        status_code=201,
+        dependencies=auth,
+        tags=["datasets"],
+        responses={**errors, 404: {"model": Message}, 409: {"model": Message}},
+    )
     def create_dataset(body: DatasetRequest) -> dict[str, Any]:
         """Cuts a new version of a dataset (as `harvest dataset create`)."""
         from harvest import stages
@@ -223,11 +238,17 @@ def create_app(service: Service) -> FastAPI:
         for source in body.sources:
             find_recipe(source, cfg.sources)
         rules = SplitRules(body.stratify, body.group, body.time_split)
-        return stages.create_dataset(cfg, body.name, body.sources, body.labels,
-                                     parse_fractions(body.split), rules, body.seed)  # fmt: skip
+        return stages.create_dataset(
+            cfg, body.name, body.sources, body.labels, parse_fractions(body.split), rules, body.seed
+        )
 
-    @app.post("/exports", status_code=201, dependencies=auth, tags=["datasets"],
-              responses={**errors, 404: {"model": Message}, 409: {"model": Message}})  # fmt: skip
+    @app.post(
+        "/exports",
+        status_code=201,
+        dependencies=auth,
+        tags=["datasets"],
+        responses={**errors, 404: {"model": Message}, 409: {"model": Message}},
+    )
     def start_export(body: ExportRequest) -> dict[str, Any]:
         """Writes a dataset version with its card and manifest under REPORTS/exports/."""
         from harvest import stages
@@ -240,8 +261,9 @@ def create_app(service: Service) -> FastAPI:
         known = [v for v, _ in dataset_versions(lake, body.dataset)]
         version = body.version if body.version is not None else (known[-1] if known else None)
         if version is None or version not in known:
-            raise HTTPException(404, f"dataset {body.dataset!r} has no version {body.version} "
-                                     f"(versions: {known})")  # fmt: skip
+            raise HTTPException(
+                404, f"dataset {body.dataset!r} has no version {body.version} (versions: {known})"
+            )
         out = Path(cfg.reports) / "exports" / body.dataset / f"v{version}-{body.format}"
         return stages.export_dataset(cfg, body.dataset, out, version, body.format, body.shards)
 
@@ -283,8 +305,12 @@ def create_app(service: Service) -> FastAPI:
     # the body is read raw, after the secret and within the limit (webhooks.read_body)
     event = {"content": {"application/json": {"schema": {"type": "object"}}}, "required": True}
 
-    @app.post("/webhooks/label-studio", tags=["labels"], openapi_extra={"requestBody": event},
-              responses={**errors, 404: {"model": Message}, 413: {"model": Message}})  # fmt: skip
+    @app.post(
+        "/webhooks/label-studio",
+        tags=["labels"],
+        openapi_extra={"requestBody": event},
+        responses={**errors, 404: {"model": Message}, 413: {"model": Message}},
+    )
     async def label_studio_webhook(request: Request) -> JSONResponse:
         """Label Studio's annotation events; needs the shared webhook secret
         (Authorization: Bearer $HARVEST_WEBHOOK_SECRET), not the API token. Bodies over

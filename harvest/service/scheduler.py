@@ -77,8 +77,9 @@ class SourceScheduler:
             try:
                 out[path.stem] = load_recipe(path).schedule
             except RecipeError as exc:
-                log.warning("recipe %s does not load, its schedule is kept as it was: %s",
-                            path, exc)  # fmt: skip
+                log.warning(
+                    "recipe %s does not load, its schedule is kept as it was: %s", path, exc
+                )
         return out
 
     def sync(self) -> None:
@@ -110,8 +111,12 @@ class SourceScheduler:
         try:
             run = self.runner.run(source, "schedule")
         except SourceBusyError as exc:
-            log.info("scheduled run of %s skipped: %s", source, exc,
-                     extra={"source": source, "busy_run": exc.run["id"]})  # fmt: skip
+            log.info(
+                "scheduled run of %s skipped: %s",
+                source,
+                exc,
+                extra={"source": source, "busy_run": exc.run["id"]},
+            )
             return
         except BusyError as exc:  # a crawl started outside the service holds the lock
             log.info("scheduled run of %s skipped: %s", source, exc, extra={"source": source})

@@ -120,14 +120,17 @@ def serve(
             log_config=None,
             lifespan="on",
             timeout_graceful_shutdown=10,
-        )  # fmt: skip
+        )
     )
     # uvicorn handles the signal, shuts down (the service with it), then raises the signal
     # again with these handlers back in place: a requested stop is a clean exit
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
-    log.info("serving on %s (API token: $HARVEST_API_TOKEN or %s)", url,
-             store_path(config).parent / ".api_token")  # fmt: skip
+    log.info(
+        "serving on %s (API token: $HARVEST_API_TOKEN or %s)",
+        url,
+        store_path(config).parent / ".api_token",
+    )
     server.run()
     if not server.started:
         sys.exit(1)

@@ -27,8 +27,17 @@ RECENT_RUNS = 20
 # learning curves drawn on the dashboard, when the run logged them per epoch
 CURVES = ("train_loss", "val_loss", "val_macro_f1")
 # headline metrics of a model version, in the order shown; the rest stay in the JSON
-HEADLINE = ("test_macro_f1", "test_accuracy", "best_val_macro_f1", "test_log_loss", "test_ece",
-            "baseline_test_macro_f1", "cv_macro_f1", "accuracy", "macro_f1")  # fmt: skip
+HEADLINE = (
+    "test_macro_f1",
+    "test_accuracy",
+    "best_val_macro_f1",
+    "test_log_loss",
+    "test_ece",
+    "baseline_test_macro_f1",
+    "cv_macro_f1",
+    "accuracy",
+    "macro_f1",
+)
 
 
 class RunHistory(Protocol):

@@ -86,9 +86,11 @@ class Webhooks:
                 if not r.labels or project_id is None:
                     continue
                 store = LabelStore.for_source(
-                    Lake(self.config.lake), r.name, task_type(r.label_type),
+                    Lake(self.config.lake),
+                    r.name,
+                    task_type(r.label_type),
                     {"project_id": project_id},
-                )  # fmt: skip
+                )
                 routes[int(project_id)] = Route(r.name, store)
         except SyncError as exc:
             log.warning("Label Studio projects not read, webhooks wait: %s", exc)

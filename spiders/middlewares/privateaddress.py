@@ -22,9 +22,13 @@ logger = logging.getLogger(__name__)
 def is_private(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     return bool(
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-        or ip.is_multicast or ip.is_unspecified
-    )  # fmt: skip
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_multicast
+        or ip.is_unspecified
+    )
 
 
 class PrivateAddressMiddleware:
