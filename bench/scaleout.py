@@ -47,9 +47,18 @@ class ShapedSite(SiteProcess):
     pagination: str = "numbered"
 
     def __enter__(self) -> ShapedSite:
-        argv = [sys.executable, "-m", "bench.scaleout", "--serve", "--articles",
-                str(self.articles), "--pagination", self.pagination,
-                "--latency-ms", *map(str, self.latency_ms)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.scaleout",
+            "--serve",
+            "--articles",
+            str(self.articles),
+            "--pagination",
+            self.pagination,
+            "--latency-ms",
+            *map(str, self.latency_ms),
+        ]
         self.process = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -90,15 +99,20 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             for attempt in range(1, args.repeat + 1):
                 for n in args.workers:
                     row = crawl_row(pagination, n)
-                    print(f"({row.key}) {row.name}, run {attempt}: {expected} pages ...",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"({row.key}) {row.name}, run {attempt}: {expected} pages ...",
+                        file=sys.stderr,
+                    )
                     load = os.getloadavg()[0]
                     before = cpu_seconds()
                     result = run_row(row, site, timeout)
                     cpu = cpu_seconds() - before
                     result.pop("samples", None)  # memory over time is bench/crawl.py's
-                    result.update(load_average_1m=round(load, 2), expected_pages=expected,
-                                  cpu_seconds=round(cpu, 2))  # fmt: skip
+                    result.update(
+                        load_average_1m=round(load, 2),
+                        expected_pages=expected,
+                        cpu_seconds=round(cpu, 2),
+                    )
                     if result.get("pages") != expected:
                         result["status"] += f", {result.get('pages')} of {expected} pages"
                     runs[n].append(result)
@@ -132,9 +146,11 @@ def median_rate(attempts: list[dict[str, Any]]) -> float | None:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = (f"{'pagination':<10} {'workers':>7} {'pages/s':>8} {'speedup':>8} {'goal':>5} "
-            f"{'crawl s':>8} {'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>12} {'load':>5}"
-            "  runs")  # fmt: skip
+    head = (
+        f"{'pagination':<10} {'workers':>7} {'pages/s':>8} {'speedup':>8} {'goal':>5} "
+        f"{'crawl s':>8} {'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>12} {'load':>5}"
+        "  runs"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         last = r["runs"][-1]
@@ -162,13 +178,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--articles", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--pagination", nargs="+", default=["numbered", "chain"],
-                        choices=["numbered", "chain"])  # fmt: skip
+    parser.add_argument(
+        "--pagination", nargs="+", default=["numbered", "chain"], choices=["numbered", "chain"]
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each row; median kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--latency-ms", type=float, nargs=2, default=LATENCY_MS,
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--latency-ms", type=float, nargs=2, default=LATENCY_MS, help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve:
         return serve_site(args.articles, tuple(args.latency_ms), args.pagination[0])
@@ -181,10 +199,14 @@ def main() -> None:
     }
     report["rows"] = measure(args)
     report["load_average_after"] = os.getloadavg()
-    print(f"\nscale-out benchmark, {report['machine']['date']}, {os.cpu_count()} CPUs, "
-          f"load average before {report['machine']['load_average'][0]:.2f}")  # fmt: skip
-    print(f"site: {args.articles} articles, {PER_PAGE} a listing, every answer waits "
-          f"{LATENCY_MS[0]:.0f}-{LATENCY_MS[1]:.0f} ms\n")  # fmt: skip
+    print(
+        f"\nscale-out benchmark, {report['machine']['date']}, {os.cpu_count()} CPUs, "
+        f"load average before {report['machine']['load_average'][0]:.2f}"
+    )
+    print(
+        f"site: {args.articles} articles, {PER_PAGE} a listing, every answer waits "
+        f"{LATENCY_MS[0]:.0f}-{LATENCY_MS[1]:.0f} ms\n"
+    )
     print(table(report["rows"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

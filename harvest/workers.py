@@ -89,10 +89,24 @@ def private_redis(timeout: float = 15.0) -> Iterator[str]:
         log = Path(folder) / "redis.log"
         with log.open("wb") as out:
             server = subprocess.Popen(
-                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--dir", folder],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    exe,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    folder,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             url = f"redis://127.0.0.1:{port}/0"
             deadline = time.monotonic() + timeout
@@ -156,8 +170,9 @@ def _run(
             # frontier over, and the resume middleware skips the pages already committed
             delete_frontier(client, prefix, recipe.name, crawl_id)
         # created here, before the workers race to record their own start in it
-        record_run(lake, STAGE, recipe.name,
-                   {"crawl_id": crawl_id, "state": "running", "workers": workers})  # fmt: skip
+        record_run(
+            lake, STAGE, recipe.name, {"crawl_id": crawl_id, "state": "running", "workers": workers}
+        )
         results = _wait(_spawn(source, workers, redis_url, start_url, crawl_id, resumed))
         reasons = {str(r.get("finish_reason")) for r in results}
         if reasons == {"finished"}:
@@ -166,9 +181,16 @@ def _run(
         client.close()
         if reasons != {"finished"}:
             # later than every worker's own record, so the next crawl resumes this one
-            record_run(lake, STAGE, recipe.name,
-                       {"crawl_id": crawl_id, "state": "interrupted",
-                        "reason": ",".join(sorted(reasons)) or "a worker failed"})  # fmt: skip
+            record_run(
+                lake,
+                STAGE,
+                recipe.name,
+                {
+                    "crawl_id": crawl_id,
+                    "state": "interrupted",
+                    "reason": ",".join(sorted(reasons)) or "a worker failed",
+                },
+            )
     summary = merge(results)
     summary.update(crawl_id=crawl_id, resumed=resumed is not None)
     if not summary["pages"]:
@@ -186,8 +208,17 @@ def _spawn(
     resumed: str | None,
 ) -> list[WorkerProcess]:
     folder = Path(tempfile.mkdtemp(prefix="harvest-workers-"))
-    args = [sys.executable, "-m", "harvest.cli", "crawl", source, "--worker",
-            "--crawl-id", crawl_id, "--no-curate"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "harvest.cli",
+        "crawl",
+        source,
+        "--worker",
+        "--crawl-id",
+        crawl_id,
+        "--no-curate",
+    ]
     if start_url:
         args += ["--start-url", start_url]
     if resumed:
@@ -256,5 +287,5 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
                 )
             }
             for r in results
-        ],  # fmt: skip
+        ],
     }
