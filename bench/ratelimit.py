@@ -4,6 +4,11 @@
 [--quick] [--rows abcdef] [--regimes retry-after,long-block] [--block-limit BL]
 [--block-window BW] [--block-seconds B]``
 
+Besides the two regimes run by default, ``--regimes`` takes ``fixed-window``,
+``token-bucket`` and ``per-cookie`` (``L`` per ``W`` with ``Retry-After``, counted in fixed
+windows, as a token bucket, or per session cookie) and ``block-page`` (as ``long-block``,
+with a 403 block page).
+
 The demo site's ``/guarded/`` section, served from its own process, lets each client
 address make ``L`` requests in any ``W`` seconds and answers 429 with ``Retry-After``
 past that (regime ``retry-after``); or ``BL`` requests in any ``BW`` seconds, then blocks
@@ -262,11 +267,16 @@ def main() -> None:
         for row in todo:
             row.unavailable = missing if row.key == "d" else row.unavailable
 
+    block = (args.block_limit, args.block_window, args.block_seconds)
     guards = {
         "retry-after": Guard(args.limit, args.window, 0),
-        "long-block": Guard(
-            args.block_limit, args.block_window, args.block_seconds, ban_status=429
-        ),
+        "long-block": Guard(*block, ban_status=429),
+        # not run by default: the same crawlers against the rest of the family the tests
+        # draw from (a soft block's look-alike pages would count as pages obtained here)
+        "fixed-window": Guard(args.limit, args.window, 0, regime="fixed"),
+        "token-bucket": Guard(args.limit, args.window, 0, regime="bucket"),
+        "per-cookie": Guard(args.limit, args.window, 0, key="cookie"),
+        "block-page": Guard(*block, ban_status=403),
     }
     regimes = [r for r in args.regimes.split(",") if r]
     if unknown := set(regimes) - set(guards):
@@ -282,6 +292,9 @@ def main() -> None:
             "window_seconds": guards[name].window,
             "block_seconds": guards[name].ban_seconds,
             "retry_after": not guards[name].ban_seconds,
+            "block_status": guards[name].ban_status,
+            "shape": guards[name].regime,
+            "per": guards[name].key,
             "minimum_seconds": {
                 "proxies": round(guards[name].minimum_seconds(pages, args.proxies), 2),
                 "direct": round(guards[name].minimum_seconds(pages, 1), 2),
@@ -298,7 +311,8 @@ def main() -> None:
             for regime in regimes:
                 guard = guards[regime]
                 limits = (guard.limit, guard.window, guard.ban_seconds)
-                with SiteProcess(args.articles, *limits) as site:
+                shape = (guard.regime, guard.ban_status, guard.key)
+                with SiteProcess(args.articles, *limits, *shape) as site:
                     for row in todo:
                         print(f"{regime} ({row.key}) {row.name} ...", file=sys.stderr)
                         results.append(run_row(row, site, proxy_urls, guard, args.articles, regime))
@@ -315,7 +329,9 @@ def main() -> None:
         past = (
             "429 + Retry-After"
             if regime["retry_after"]
-            else (f"blocked {regime['block_seconds']:g} s (429, no Retry-After)")
+            else (
+                f"blocked {regime['block_seconds']:g} s ({regime['block_status']}, no Retry-After)"
+            )
         )
         least = regime["minimum_seconds"]
         print(

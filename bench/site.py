@@ -125,9 +125,23 @@ def serve(
     guard_window: float = 1.0,
     latency: tuple[float, float] = (0.0, 0.0),
     guard_block: float = 0.0,
+    guard_regime: str = "window",
+    guard_status: int = 429,
+    guard_per: str = "address",
 ) -> DemoSite:
     """The demo site's own server and pages, with a page counter."""
-    guard = Guard(guard_limit, guard_window, guard_block, ban_status=429) if guard_limit else None
+    guard = (
+        Guard(
+            guard_limit,
+            guard_window,
+            guard_block,
+            regime=guard_regime,
+            ban_status=guard_status,
+            key=guard_per,
+        )
+        if guard_limit
+        else None
+    )
     demo = DemoSite(generate(articles), port=port, guard=guard, latency=latency)
     counter = Counter()
     guarded = GuardedLog(demo.guard)
@@ -172,6 +186,9 @@ class SiteProcess:
     guard_limit: int | None = None  # 429 past this many requests per address and window
     guard_window: float = 1.0
     guard_block: float = 0.0  # seconds an address past the limit is blocked; 0: Retry-After
+    guard_regime: str = "window"  # window, fixed or bucket (harvest/demosite/guard.py)
+    guard_status: int = 429  # what a blocked client gets: 429, a 403 block page, a 200
+    guard_per: str = "address"  # or "cookie": a limit per session
     latency_ms: tuple[float, float] = (0.0, 0.0)  # each answer waits LO-HI ms
     url: str = ""
     process: subprocess.Popen[str] | None = None
@@ -182,6 +199,8 @@ class SiteProcess:
             argv += ["--guard-limit", str(self.guard_limit)]
             argv += ["--guard-window", str(self.guard_window)]
             argv += ["--guard-block", str(self.guard_block)]
+            argv += ["--guard-regime", self.guard_regime, "--guard-status", str(self.guard_status)]
+            argv += ["--guard-per", self.guard_per]
         if self.latency_ms[1] > 0:
             argv += ["--latency-ms", *map(str, self.latency_ms)]
         self.process = subprocess.Popen(
@@ -230,6 +249,9 @@ def main() -> None:
     parser.add_argument("--guard-limit", type=int, help="requests per address and window")
     parser.add_argument("--guard-window", type=float, default=1.0, help="seconds")
     parser.add_argument("--guard-block", type=float, default=0.0, help="seconds; 0: none")
+    parser.add_argument("--guard-regime", default="window", help="window, fixed or bucket")
+    parser.add_argument("--guard-status", type=int, default=429, help="a block's status")
+    parser.add_argument("--guard-per", default="address", help="address or cookie")
     parser.add_argument(
         "--latency-ms",
         type=float,
@@ -241,7 +263,16 @@ def main() -> None:
     args = parser.parse_args()
     latency = (args.latency_ms[0] / 1000, args.latency_ms[1] / 1000)
     guard = (args.guard_limit, args.guard_window)
-    demo = serve(args.articles, args.port, *guard, latency, args.guard_block)
+    demo = serve(
+        args.articles,
+        args.port,
+        *guard,
+        latency,
+        args.guard_block,
+        args.guard_regime,
+        args.guard_status,
+        args.guard_per,
+    )
     demo.start()
     print(demo.url, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin or exits
