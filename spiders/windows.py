@@ -5,13 +5,18 @@ than W (nginx ``limit_req`` with a burst, WAF rate rules with a block time), oft
 ``Retry-After``. A steady rate says nothing about bursts, and a rate learned from what got
 through before the block is the rate that caused it.
 
-So every exit keeps, per span (half a second to a minute), the most requests any request
-that got through had before it in that span, and the fewest any block's first request had.
-A span can be the site's window only if the first stays below the second; when a block
-outlasts the pace's own pause by far, each such span is capped at what is known to get
-through (the site's N, if it is the window), and every other span loses its cap. Two blocks
-usually leave one span: the site's window, at its limit; a window between two spans is
-held to the longer one's count, a little under its limit.
+So every exit keeps, per span (half a second to a minute), two counts of the requests that
+got through, the only ones a site counts: the most that any of them had before it in the
+span, and the fewest that any block's first request had. A span can be the site's window
+only if the first stays below the second (or equals it, where requests overtook each other
+on the way and other spans are ruled out), and only if it does not reach back into the
+last block, when nothing could get through. When a block outlasts the pace's own pause by
+far, each such span is capped at what is known to get through it (the site's N, if it is
+the window), and every other span loses its cap. Two blocks usually leave one span: the
+site's window, at its limit; a window between two spans is held to the longer one's count,
+a little under its limit. A window blocked again at its cap loses one from it. Caps hold a
+little longer than their span: a request that reaches the site early at a window's edge is
+blocked.
 
 When no span fits (nothing got through yet, or a limit of another shape), each span the
 evidence covers is capped below the count it held when the block began: at first well below
