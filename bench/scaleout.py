@@ -28,56 +28,15 @@ import resource
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.crawl import HARVEST, PER_PAGE, Row, machine, run_row
-from bench.site import ROOT, SiteProcess, serve
+from bench.site import ROOT, SiteProcess
 
 RESULTS = ROOT / "bench" / "results" / "scaleout.json"
 LATENCY_MS = (50.0, 200.0)
 TARGETS = {2: 1.8, 4: 3.4}  # speedup over one worker that scale-out should reach
-
-
-@dataclass
-class ShapedSite(SiteProcess):
-    """bench.site's site process, with the listing pages' pagination shape."""
-
-    pagination: str = "numbered"
-
-    def __enter__(self) -> ShapedSite:
-        argv = [
-            sys.executable,
-            "-m",
-            "bench.scaleout",
-            "--serve",
-            "--articles",
-            str(self.articles),
-            "--pagination",
-            self.pagination,
-            "--latency-ms",
-            *map(str, self.latency_ms),
-        ]
-        self.process = subprocess.Popen(
-            argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().strip()
-        if not self.url.startswith("http"):
-            self.__exit__()
-            raise RuntimeError(f"the site server did not start (it said {self.url!r})")
-        return self
-
-
-def serve_site(articles: int, latency_ms: tuple[float, float], pagination: str) -> None:
-    """Serves until stdin closes; the first line out is the site's URL."""
-    demo = serve(articles, latency=(latency_ms[0] / 1000, latency_ms[1] / 1000))
-    demo.httpd.RequestHandlerClass.pagination = pagination  # type: ignore[attr-defined]
-    demo.start()
-    print(demo.url, flush=True)
-    sys.stdin.read()
-    demo.stop()
 
 
 def crawl_row(pagination: str, workers: int) -> Row:
@@ -94,7 +53,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for pagination in args.pagination:
         runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.workers}
-        site = ShapedSite(args.articles, latency_ms=LATENCY_MS, pagination=pagination)
+        site = SiteProcess(args.articles, latency_ms=LATENCY_MS, pagination=pagination)
         with site:
             for attempt in range(1, args.repeat + 1):
                 for n in args.workers:
@@ -183,13 +142,7 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each row; median kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--latency-ms", type=float, nargs=2, default=LATENCY_MS, help=argparse.SUPPRESS
-    )
     args = parser.parse_args()
-    if args.serve:
-        return serve_site(args.articles, tuple(args.latency_ms), args.pagination[0])
 
     report: dict[str, Any] = {
         "machine": machine({"scrapy": _version("scrapy"), "redis": _redis_version()}),

@@ -19,17 +19,10 @@ import scrapy
 from scrapy.crawler import CrawlerProcess
 from scrapy.http import Response
 
-# the launch flags harvest uses (DESIGN.md), less the DNS rule that only tests need
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from spiders import render
+
+# the launch flags harvest uses (DESIGN.md), less the features it turns off for its pool
+CHROMIUM_ARGS = list(render.CHROMIUM_ARGS)
 
 
 class NewsSpider(scrapy.Spider):

@@ -128,6 +128,7 @@ def serve(
     guard_regime: str = "window",
     guard_status: int = 429,
     guard_per: str = "address",
+    pagination: str = "chain",
 ) -> DemoSite:
     """The demo site's own server and pages, with a page counter."""
     guard = (
@@ -142,7 +143,9 @@ def serve(
         if guard_limit
         else None
     )
-    demo = DemoSite(generate(articles), port=port, guard=guard, latency=latency)
+    demo = DemoSite(
+        generate(articles), port=port, guard=guard, latency=latency, pagination=pagination
+    )
     counter = Counter()
     guarded = GuardedLog(demo.guard)
     base = demo.httpd.RequestHandlerClass
@@ -189,6 +192,7 @@ class SiteProcess:
     guard_regime: str = "window"  # window, fixed or bucket (harvest/demosite/guard.py)
     guard_status: int = 429  # what a blocked client gets: 429, a 403 block page, a 200
     guard_per: str = "address"  # or "cookie": a limit per session
+    pagination: str = "chain"  # or "numbered" (harvest demo-site --pagination)
     latency_ms: tuple[float, float] = (0.0, 0.0)  # each answer waits LO-HI ms
     url: str = ""
     process: subprocess.Popen[str] | None = None
@@ -203,6 +207,7 @@ class SiteProcess:
             argv += ["--guard-per", self.guard_per]
         if self.latency_ms[1] > 0:
             argv += ["--latency-ms", *map(str, self.latency_ms)]
+        argv += ["--pagination", self.pagination]
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -252,6 +257,7 @@ def main() -> None:
     parser.add_argument("--guard-regime", default="window", help="window, fixed or bucket")
     parser.add_argument("--guard-status", type=int, default=429, help="a block's status")
     parser.add_argument("--guard-per", default="address", help="address or cookie")
+    parser.add_argument("--pagination", default="chain", help="chain or numbered")
     parser.add_argument(
         "--latency-ms",
         type=float,
@@ -272,6 +278,7 @@ def main() -> None:
         args.guard_regime,
         args.guard_status,
         args.guard_per,
+        args.pagination,
     )
     demo.start()
     print(demo.url, flush=True)
