@@ -9,13 +9,15 @@ to what got through since the one before, but never below half; the rate it happ
 becomes the ceiling. Between throttles the rate climbs back, quickly up to near the
 ceiling, then slowly past it, so that throttles, and the pauses they cost, stay rare. A
 throttle straight after a pause means the pause was too short, not the rate too high: the
-next pause is the ``Retry-After`` or, without one, twice the last.
+next pause is the ``Retry-After`` or, without one, half as long again as the last.
 
 A block that outlasts that pause by far (nothing but throttles or block pages for
 ``block_factor`` times the first pause) is a cost to learn from, not a pause to sit out:
 the rate goes down to what got through since the last such block, block included, and the
 request counts per window that led to it are capped from then on (spiders/windows.py), so
-neither the rate nor the burst that caused it comes back soon.
+neither the rate nor the burst that caused it comes back soon. Its length is kept for every
+exit to the site: the next block is looked at where the last one ended, not after pauses
+that double past it.
 
 ``Pacer.acquire`` hands a request the exit that can take one soonest, and waits until it
 can; a pause that begins while a request waits is honoured. Once a pace has a rate, it also
@@ -40,6 +42,9 @@ from spiders.windows import WindowCaps
 DIRECT = "direct"
 EXIT_META = "harvest_exit"  # the exit a request went through
 SLOT_POLL = 0.02  # seconds between looks at a full download slot
+# each pause that proves too short is this much longer: doubling finds a 10 s block's end
+# at 15 s, this at 13 s, for a probe or two more
+GROWTH = 1.5
 
 
 @dataclass
@@ -51,6 +56,31 @@ class PaceSettings:
     near: float = 0.97  # "well under" is below this share of the ceiling
     slow_latency: float = 3.0  # no probing while latency is this many times its best
     block_factor: float = 3.0  # a block this many times its first pause is a long block
+
+
+@dataclass
+class BlockLength:
+    """How long a site's long blocks last, as far as probing has shown: between ``low``
+    (the last probe still blocked) and ``high`` (the first that got through), in seconds
+    from the block's first request. Shared by every exit to the site, since a site blocks
+    each client for the same time."""
+
+    low: float = 0.0
+    high: float = 0.0
+
+    def probes(self) -> tuple[float, ...]:
+        """When, from a block's start, to look whether it is over: halfway between what is
+        known, then where it ended last time, so each block narrows the next one's guess."""
+        if not self.high:
+            return ()
+        return (
+            ((self.low + self.high) / 2, self.high) if self.high - self.low > 0.2 else (self.high,)
+        )
+
+    def learn(self, low: float, high: float) -> None:
+        if self.low < high:  # as long as the last, for all this one showed: keep that
+            low = max(low, self.low)
+        self.low, self.high = low, high
 
 
 @dataclass
@@ -74,6 +104,8 @@ class Pace:
     _onset_pause: float = 0.0  # and the pause it got
     _streak_start: float = 0.0  # since the last long block
     _streak_ok: int = 0
+    block_length: BlockLength = field(default_factory=BlockLength)
+    _still_blocked: float | None = None  # the last request of this block that met it
 
     def __post_init__(self) -> None:
         self._cycle_start = self._streak_start = self.clock()
@@ -138,6 +170,8 @@ class Pace:
         self.throttles += 1
         if self._onset is None and sent_at >= self._reacted_at:
             self._onset, self._onset_pause = sent_at, retry_after or self.settings.pause
+        if self._onset is not None:
+            self._still_blocked = max(self._still_blocked or sent_at, sent_at)
         if sent_at < self._reacted_at:
             # sent before the last reaction: its answer was already taken into account
             self.next_at = max(self.next_at, now + retry_after)
@@ -147,12 +181,26 @@ class Pace:
             pause = retry_after or self.settings.pause
             self._slow_down(now, pause)
         else:
-            backoff = self.settings.pause * 2 ** (self._in_a_row - 1)
-            pause = min(self.settings.max_pause, retry_after or backoff)
+            backoff = self.settings.pause * GROWTH ** (self._in_a_row - 1)
+            probe = None if retry_after else self._probe_at(now)
+            pause = min(self.settings.max_pause, retry_after or probe or backoff)
+            if probe:
+                # a look at a block's end goes when planned, whatever the rate: nothing
+                # gets through until then anyway
+                self.next_at = now
         self.next_at = max(self.next_at, now + pause)
         self._reacted_at = now
         self._cycle_start, self._cycle_ok = now + pause, 0
         return pause
+
+    def _probe_at(self, now: float) -> float | None:
+        """The pause until the next look at whether a block is over, if the site's blocks
+        have been timed before: growing pauses overshoot its end."""
+        if self._onset is None:
+            return None
+        elapsed = now - self._onset
+        later = [t for t in self.block_length.probes() if t > elapsed + 0.05]
+        return later[0] - elapsed if later else None
 
     def _slow_down(self, now: float, pause: float) -> None:
         """The rate becomes what got through since the last reaction, ``pause`` included."""
@@ -168,13 +216,18 @@ class Pace:
         """The first answer to get through since the block began, sent at ``sent_at``."""
         assert self._onset is not None
         onset, self._onset = self._onset, None
+        still, self._still_blocked = self._still_blocked, None
         length = sent_at - onset
         if length < self.settings.block_factor * max(self._onset_pause, self.settings.pause):
             return  # a pause sat out, as the site asked
+        self.block_length.learn((still or onset) - onset, length)
         self.long_blocks += 1
         now = self.clock()
         onset_rate = self.windows.learn(onset, self._streak_start, now, length)
-        if self._streak_ok:
+        if self.windows.known:
+            # the caps are the site's window at its limit: no climb back to it is needed
+            self.interval = 1 / self.windows.rate(now)
+        elif self._streak_ok:
             # what got through, the block included, is all that rate was worth
             got = self._streak_ok / max(sent_at - self._streak_start, 1e-3)
             self.interval = max(self.interval, 1 / got)
@@ -202,11 +255,13 @@ class Pacer:
         self.settings = settings or PaceSettings()
         self.clock = clock
         self.paces: dict[tuple[str, str], Pace] = {}
+        self.block_lengths: dict[str, BlockLength] = {}  # per host, shared by its exits
 
     def pace(self, exit_: str, host: str) -> Pace:
         key = (exit_, host)
         if key not in self.paces:
-            self.paces[key] = Pace(self.settings, self.clock)
+            known = self.block_lengths.setdefault(host, BlockLength())
+            self.paces[key] = Pace(self.settings, self.clock, block_length=known)
         return self.paces[key]
 
     def soonest(self, host: str, exits: Iterable[str]) -> tuple[str, float] | None:

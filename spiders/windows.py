@@ -63,6 +63,9 @@ class WindowCaps:
     # window only if the first stays below the second
     passed: dict[float, int] = field(default_factory=dict)
     stopped: dict[float, int] = field(default_factory=dict)
+    # the last block told the window apart from spans it ruled out: its caps are the site's
+    # limit, not a guess that every span up to the evidence's reach is it
+    known: bool = False
 
     def sent(self, at: float) -> None:
         self.sends.append(at)
@@ -110,6 +113,7 @@ class WindowCaps:
         # requests overtake each other on the way, so the block's first request may have
         # been counted after one sent later that got through: equal counts fit when
         # nothing fits better, and the history tells spans apart at all
+        self.known = ruled_out and bool(fit or tie)
         return fit or (tie if ruled_out else [])
 
     def learn(self, began: float, covered_from: float, now: float, length: float) -> float:
@@ -133,6 +137,7 @@ class WindowCaps:
                 known = min(self.passed[span] + 1, self.stopped[span])
                 self.caps[span] = Cap(known, now, cooldown, exact=True)
             return min((self.stopped[span] + 1) / span for span in found)
+        self.known = False
         if exact := [span for span, cap in self.caps.items() if cap.exact]:
             # blocked at a known window's count after all: one less gets through
             for span in exact:

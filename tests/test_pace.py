@@ -77,7 +77,7 @@ def test_throttles_in_a_row_back_off_and_honour_retry_after() -> None:
         clock.now = p.next_at
         p.take()
         pauses.append(p.throttled(clock.now, 0.0))
-    assert pauses == [2.0, 4.0, 8.0, 16.0]  # the pause was too short: twice as long
+    assert pauses == [1.5, 2.25, 3.375, 5.0625]  # the pause was too short: half again as long
     assert p.rate == rate  # not the rate
     clock.now = p.next_at
     assert p.throttled(clock.now, retry_after=3.0) == 3.0  # the site's word wins
@@ -389,3 +389,39 @@ def test_a_sliding_window_is_found_and_paced_at_its_limit(draw: int) -> None:
     late = sum(1 for sent in got if sent > clock.now - 60.0)
     assert late >= 0.9 * allowed * 60.0, (about, late / 60.0, allowed)
     assert site.blocked_until < clock.now - 60.0, about
+
+
+def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_knows() -> None:
+    """The first block's end is found by growing pauses; the next one's, whichever exit it
+    meets, near where the first ended, so it costs little more than its length."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    block = random.uniform(4.0, 20.0)
+    first, other = pacer.pace("a", "site"), pacer.pace("b", "site")
+    assert pacer.pace("c", "elsewhere").block_length is not first.block_length
+
+    def blocked_for(p: Pace) -> float:
+        for _ in range(5):
+            p.take()
+            p.ok(clock.now)
+            clock.now += 0.01
+        onset = clock.now
+        p.take()
+        p.throttled(onset)
+        while True:
+            clock.now = p.next_at
+            p.take()
+            if clock.now >= onset + block:
+                p.ok(clock.now)
+                return clock.now - onset
+            p.throttled(clock.now)
+
+    found = blocked_for(first)
+    assert block <= found <= 1.5 * block + 1.0  # growing pauses overshoot, by half at most
+    assert first.long_blocks == 1
+    assert first.block_length.low < block <= first.block_length.high == found
+    known = first.block_length.high - first.block_length.low
+    again = blocked_for(other)
+    assert block <= again <= found
+    # each block halves what is not known of its length
+    assert other.block_length.high - other.block_length.low <= known / 2 + 0.02

@@ -230,3 +230,26 @@ def test_a_regime_drawn_at_random_is_crawled_whole_through_proxies(
     assert len(urls) == articles and set(urls.values()) == {1}, said
     clients = {address for _, address, _ in guard.answers}
     assert clients <= {p.bind for p in tinyproxies}, said
+
+
+def test_a_block_drawn_at_random_is_waited_out_on_the_direct_connection(
+    tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    """Direct, a block page or a bare 429 has nowhere else to go: it is waited out and sent
+    again, never handed on as a lost page."""
+    seed = int(os.environ.get("HARVEST_TEST_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
+    limit, window = rng.randint(8, 15), rng.choice([1.0, 2.0])
+    status, block = rng.choice([403, 429]), round(rng.uniform(2, 4) * window, 1)
+    guard = Guard(limit, window, block, rng.choice(REGIMES), status)
+    said = f"seed {seed}: {guard.regime} {limit}/{window:g}s, blocked {block:g}s with {status}"
+    with DemoSite(generate(40, seed=seed % 1000), guard=guard) as server:
+        code, summary, stderr = crawl(recipe(tmp_path), server, lake_env)
+        articles = len(server.site.articles)
+    account = summary.get("account", {})
+    assert code == 0 and account.get("given_up_total") == 0, f"{said}: {account or stderr[-2000:]}"
+    assert_every_article_once(lake_env, articles)
+    blocked = sum(status == s for _, _, s in guard.answers)
+    assert blocked >= 1, f"{said}: never blocked"
+    direct = account["exits"]["direct"]
+    assert direct.get("bans" if status == 403 else "throttled", 0) >= 1, f"{said}: {direct}"

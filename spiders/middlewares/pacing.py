@@ -6,8 +6,10 @@ teaches its exit's pace: a 429 or 503 slows it and pauses it for at least the
 ``Retry-After``, a dropped connection slows it, a good answer speeds it up. A throttled
 request is sent again, through whichever exit is free first; one still throttled after
 ``HARVEST_PACING_MAX_TRIES`` is given up and counted. A block page (the recipe's ``ban``
-policy) is the proxy pool's to retry, but its pace notes it: a block that lasts far longer
-than a pause caps the exit's requests per window (spiders/windows.py).
+policy) through a proxy is the proxy pool's to retry, but its pace notes it; through the
+direct connection it is paced and sent again as a 429 would be, at most
+``HARVEST_BAN_MAX_RETRIES`` times. A block that lasts far longer than a pause caps the
+exit's requests per window (spiders/windows.py).
 
 Each exit keeps its own cookies: a site that limits per session cookie would otherwise see
 one session spread over every proxy, and block them all at once.
@@ -48,6 +50,8 @@ class PacingMiddleware:
         recipe: Recipe | None = getattr(crawler.spider, "recipe", None)
         self.detector = BanDetector(recipe.ban if recipe is not None else BanPolicy())
         self.max_tries = crawler.settings.getint("HARVEST_PACING_MAX_TRIES")
+        # a page blocked for good is given up as soon as the proxy pool would give it up
+        self.max_ban_tries = crawler.settings.getint("HARVEST_BAN_MAX_RETRIES")
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
@@ -75,17 +79,24 @@ class PacingMiddleware:
             return response
         pace = self.pacer.pace(exit_, urlparse_cached(request).hostname or "")
         sent = request.meta.get(SENT_META, 0.0)
-        if response.status not in THROTTLED:
-            if self.detector.check(response) is not None:
-                # behind a proxy the pool backs that proxy off and retries elsewhere; on the
-                # direct connection retrying would only prolong it. A long one is learned.
-                pace.banned(sent)
-            elif response.status < 400:
+        if response.status in THROTTLED:
+            pause = pace.throttled(sent, parse_retry_after(response))
+            self._inc(f"throttled/{exit_}")
+            return self._again(request, response.status, pause)
+        ban = self.detector.check(response)
+        if ban is None:
+            if response.status < 400:
                 pace.ok(sent, request.meta.get("download_latency"))
             return response
-        pause = pace.throttled(sent, parse_retry_after(response))
-        self._inc(f"throttled/{exit_}")
-        return self._again(request, response.status, pause)
+        if PROXY_META in request.meta:
+            # the pool backs that proxy off and retries elsewhere; a long block is learned
+            pace.banned(sent)
+            return response
+        # the direct connection has nowhere else to go: the block is waited out as a 429
+        # without Retry-After, its end found by pauses that grow (spiders/pace.py)
+        pause = pace.throttled(sent, ban.retry_after)
+        self._inc(f"bans/{exit_}")
+        return self._again(request, response.status, pause, banned=True)
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         exit_ = request.meta.get(EXIT_META)
@@ -95,13 +106,16 @@ class PacingMiddleware:
             pace.failed(request.meta.get(SENT_META, 0.0))
         # RetryMiddleware, or the proxy pool, sends it again
 
-    def _again(self, request: Request, status: int, pause: float) -> Request:
+    def _again(self, request: Request, status: int, pause: float, banned: bool = False) -> Request:
         tries = request.meta.get(TRIES_META, 0) + 1
-        if tries > self.max_tries:
+        why = "banned" if banned else "throttled"
+        if tries > (self.max_ban_tries if banned else self.max_tries):
             assert self.crawler.stats is not None
-            self.crawler.stats.inc_value("harvest/failed/throttled")
-            raise GaveUp("throttled", f"{request.url}: still throttled after {tries - 1} tries")
-        logger.debug("throttled (%d) on %s: pausing %.1fs", status, request.url, pause)
+            self.crawler.stats.inc_value(f"harvest/failed/{why}")
+            raise GaveUp(why, f"{request.url}: still {why} after {tries - 1} tries")
+        if banned:
+            self._inc("ban_retries")
+        logger.debug("%s (%d) on %s: pausing %.1fs", why, status, request.url, pause)
         retry = request.copy()
         retry.meta[TRIES_META] = tries
         for key in (EXIT_META, PROXY_META, "download_slot"):  # free to take another exit
