@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +62,73 @@ class Worker:
     resumed: bool = False
 
 
+@dataclass(frozen=True)
+class WorkerShare:
+    """One worker's part of a crawl made by several processes."""
+
+    worker: int | None
+    pid: int | None
+    pages: int | None
+    requests: int | None
+    items: int | None
+    rows_committed: int | None
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class CrawlSummary:
+    """What a crawl reports: the headline counts and every numeric stat of Scrapy's.
+
+    ``requests`` is set for one worker of a shared crawl (what it took from the frontier),
+    ``workers`` for a crawl merged from several (``harvest.workers``). ``to_dict`` is the
+    JSON that ``harvest crawl`` prints, without the keys left unset.
+    """
+
+    crawl_id: str
+    resumed: bool
+    pages: int
+    items: int
+    rows_committed: int
+    finish_reason: str | None
+    stats: dict[str, float] = field(default_factory=dict)
+    requests: int | None = None
+    workers: list[WorkerShare] | None = None
+
+    @classmethod
+    def from_stats(cls, stats: dict[str, Any], crawl_id: str, resumed: bool) -> CrawlSummary:
+        """The summary of one crawl process from Scrapy's stats."""
+        return cls(
+            crawl_id=crawl_id,
+            resumed=resumed,
+            pages=stats.get("response_received_count", 0),
+            items=stats.get("item_scraped_count", 0),
+            rows_committed=stats.get("harvest/rows_committed", 0),
+            finish_reason=stats.get("finish_reason"),
+            stats={k: v for k, v in sorted(stats.items()) if type(v) in (int, float)},
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CrawlSummary:
+        """A summary read back from its JSON (a worker's last line); counts it lacks are 0."""
+        return cls(
+            crawl_id=str(data.get("crawl_id", "")),
+            resumed=bool(data.get("resumed", False)),
+            pages=data.get("pages", 0),
+            items=data.get("items", 0),
+            rows_committed=data.get("rows_committed", 0),
+            finish_reason=data.get("finish_reason"),
+            stats=dict(data.get("stats") or {}),
+            requests=data.get("requests"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("requests", "workers"):
+            if out[name] is None:
+                del out[name]
+        return out
+
+
 def worker_settings(settings: Settings, worker: Worker) -> Settings:
     """Points ``settings`` (from ``crawl_settings``) at the frontier the workers share."""
     settings.set("SCHEDULER", "spiders.frontier.RedisFrontier", priority="cmdline")
@@ -102,8 +169,8 @@ def run_crawl(
     fresh: bool = False,
     worker: Worker | None = None,
     progress_file: str | Path | None = None,
-) -> dict[str, Any]:
-    """Crawls ``recipe`` into ``raw/<source>``; returns Scrapy's stats. Once per process.
+) -> CrawlSummary:
+    """Crawls ``recipe`` into ``raw/<source>``; returns its summary. Once per process.
 
     A crawl of the source that never finished is resumed unless ``fresh`` is set. A
     ``worker`` takes its crawl id and whether it resumes from the process that started it.
@@ -135,8 +202,6 @@ def run_crawl(
     log = Path(config.reports) / "crawls" / f"{recipe.name}-{crawl_id}{suffix}.log"
     with crawl_log(log, settings.get("LOG_LEVEL")) as first_error:
         stats = _crawl(recipe, settings, start_url, log)
-    stats["harvest/crawl_id"] = crawl_id
-    stats["harvest/resumed"] = resumed is not None
     if stats.get("finish_reason") == STOP_REASON:
         raise CrawlError(
             f"crawl of {recipe.name} stopped: every proxy is banned or dead "
@@ -148,7 +213,7 @@ def run_crawl(
     if not stats.get("response_received_count") and worker is None:
         urls = [start_url] if start_url else recipe.start_urls
         raise no_response(recipe, start_url, cause(first_error.cause, stats, urls), log)
-    return stats
+    return CrawlSummary.from_stats(stats, crawl_id, resumed is not None)
 
 
 def cause(first_error: str | None, stats: dict[str, Any], urls: list[str]) -> str:

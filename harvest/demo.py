@@ -57,8 +57,8 @@ def run_demo(
         try:
             say("crawling")
             with stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name):
-                stats = run_crawl(cfg, recipe, start_url=demo_site.url + "/")
-            say(f"crawled {stats.get('item_scraped_count', 0)} items; curating")
+                crawled = run_crawl(cfg, recipe, start_url=demo_site.url + "/")
+            say(f"crawled {crawled.items} items; curating")
             gate = stages.curate_source(cfg, recipe)
             say(
                 f"curated {gate.curated}, quarantined {gate.quarantined}, dropped "
@@ -87,27 +87,28 @@ def run_demo(
     export_dir = export_version(
         lake, SOURCE, workdir / "export" / f"{SOURCE}-v{version.version}"
     ).out
-    say(f"model report in {result['report_dir']}; dataset exported to {export_dir}")
-    tracked = result["mlflow"]
+    say(f"model report in {result.report_dir}; dataset exported to {export_dir}")
+    tracked = result.mlflow
+    assert tracked is not None  # train_dataset records every run
     say(
-        f"MLflow run {tracked['run_id']} in {tracked['tracking_uri']}; registered as "
-        f"{tracked['model']} version {tracked['model_version']}"
+        f"MLflow run {tracked.run_id} in {tracked.tracking_uri}; registered as "
+        f"{tracked.model} version {tracked.model_version}"
     )
     return {
         "site_articles": len(site.articles),
         "planted_invalid": len(site.planted_invalid),
         "planted_duplicates": len(site.planted_duplicates),
         "planted_near_duplicates": len(site.planted_near_duplicates),
-        "items_crawled": int(stats.get("item_scraped_count", 0)),
+        "items_crawled": int(crawled.items),
         "curated": gate.curated,
         "quarantined": gate.quarantined,
         "duplicates_dropped": gate.duplicates_dropped,
         "near_duplicates_dropped": gate.near_duplicates_dropped,
         "labeled": int(pulled["labels"]),
         "dataset_version": version.version,
-        "test_accuracy": round(result["test"]["accuracy"], 4),
-        "test_macro_f1": round(result["test"]["macro_f1"], 4),
+        "test_accuracy": round(result.test["accuracy"], 4),
+        "test_macro_f1": round(result.test["macro_f1"], 4),
         "export_dir": str(export_dir),
-        "registered_model": f"{tracked['model']} v{tracked['model_version']}",
+        "registered_model": f"{tracked.model} v{tracked.model_version}",
         "seconds": round(time.monotonic() - started, 1),
     }

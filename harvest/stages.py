@@ -20,9 +20,11 @@ from validation.suite import BatchSpec, GateSpec, Rule
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ingestion.datasets import DatasetVersion
     from ingestion.export import SourceNotes
     from labeling.model import Contest, Labelled, LabelModel
     from labeling.webhook import WebhookServer
+    from training.run import TrainingResult
     from training.tracking import Store
     from training.trainer import TrainConfig
     from validation.gate import CurateResult
@@ -112,7 +114,7 @@ def train_dataset(
     version: int | None,
     train_config: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> dict[str, Any]:
+) -> TrainingResult:
     """Trains and evaluates one dataset version (``training.run``), recorded in MLflow with
     its dataset version and registered as a new version of ``harvest-<dataset>``."""
     from training.tracking import train_tracked
@@ -412,14 +414,14 @@ def create_dataset(
     fractions: tuple[float, float, float],
     rules: SplitRules,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> DatasetVersion:
     """Cuts a version of ``datasets/<name>`` from the curated rows of ``sources`` (each with
     its recipe's text field) labelled in ``labels/<labels_project>``; see
     ``ingestion.datasets.cut_dataset``."""
     from ingestion.datasets import cut_dataset
 
     recipes = [recipe(config, s) for s in sources]
-    v = cut_dataset(
+    return cut_dataset(
         Lake(config.lake),
         name,
         [r.name for r in recipes],
@@ -429,19 +431,6 @@ def create_dataset(
         fractions,
         rules,
     )
-    lineage = v.lineage
-    return {
-        "dataset": name,
-        "version": v.version,
-        "rows": v.rows,
-        "reused": v.reused,
-        "splits": lineage.get("counts"),
-        "tables": lineage["tables"],
-        "split_rules": lineage.get("split"),
-        "groups": lineage.get("groups"),
-        "leakage": lineage.get("leakage"),
-        "content_sha256": lineage.get("content_sha256"),
-    }
 
 
 def source_notes(config: Config, sources: list[str]) -> dict[str, SourceNotes]:

@@ -18,12 +18,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harvest.config import Config
-from harvest.crawl import CrawlError, no_response
+from harvest.crawl import CrawlError, CrawlSummary, WorkerShare, no_response
 from ingestion.lake import Lake
 from ingestion.runs import record_run
 from spiders.frontier import connect, delete_frontier
@@ -48,9 +48,10 @@ class WorkerProcess:
     def name(self) -> str:
         return f"worker {self.number} (pid {self.process.pid})"
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> CrawlSummary:
+        """The summary the worker printed last (an empty one if it printed none)."""
         lines = self.out.read_text().strip().splitlines()
-        return dict(json.loads(lines[-1])) if lines else {}
+        return CrawlSummary.from_dict(json.loads(lines[-1]) if lines else {})
 
     def error_tail(self, lines: int = 5) -> str:
         text = self.err.read_text(errors="replace").strip().splitlines()
@@ -133,7 +134,7 @@ def run_workers(
     start_url: str | None = None,
     fresh: bool = False,
     crawl_id: str | None = None,
-) -> dict[str, Any]:
+) -> CrawlSummary:
     """Crawls ``recipe`` with ``workers`` processes; returns the merged summary.
 
     ``source`` is the recipe as the command line named it, for the workers to load.
@@ -157,7 +158,7 @@ def _run(
     start_url: str | None,
     crawl_id: str,
     resumed: str | None,
-) -> dict[str, Any]:
+) -> CrawlSummary:
     prefix = str(recipe.settings.get("HARVEST_REDIS_PREFIX", HARVEST_REDIS_PREFIX))
     try:
         client = connect(redis_url)
@@ -174,7 +175,7 @@ def _run(
             lake, STAGE, recipe.name, {"crawl_id": crawl_id, "state": "running", "workers": workers}
         )
         results = _wait(_spawn(source, workers, redis_url, start_url, crawl_id, resumed))
-        reasons = {str(r.get("finish_reason")) for r in results}
+        reasons = {str(r.finish_reason) for _, r in results}
         if reasons == {"finished"}:
             delete_frontier(client, prefix, recipe.name, crawl_id)
     finally:
@@ -191,9 +192,8 @@ def _run(
                     "reason": ",".join(sorted(reasons)) or "a worker failed",
                 },
             )
-    summary = merge(results)
-    summary.update(crawl_id=crawl_id, resumed=resumed is not None)
-    if not summary["pages"]:
+    summary = replace(merge(results), crawl_id=crawl_id, resumed=resumed is not None)
+    if not summary.pages:
         detail = f"finish reasons {', '.join(sorted(reasons))}; {workers} workers"
         raise no_response(recipe, start_url, detail)
     return summary
@@ -233,7 +233,7 @@ def _spawn(
     return procs
 
 
-def _wait(procs: list[WorkerProcess]) -> list[dict[str, Any]]:
+def _wait(procs: list[WorkerProcess]) -> list[tuple[WorkerProcess, CrawlSummary]]:
     """Waits for every worker; the first to fail stops the others and is named."""
     previous = signal.getsignal(signal.SIGTERM)
     # a SIGTERM unwinds through the finally below, so no worker outlives this process
@@ -255,37 +255,37 @@ def _wait(procs: list[WorkerProcess]) -> list[dict[str, Any]]:
                 f"{failed.process.returncode}; the others were stopped and the crawl can be "
                 f"resumed. Its last lines:\n{failed.error_tail()}"
             )
-        return [{"worker": p.number, "pid": p.process.pid, **p.result()} for p in procs]
+        return [(p, p.result()) for p in procs]
     finally:
         shutil.rmtree(procs[0].out.parent, ignore_errors=True)
 
 
-def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary from the workers' own: counts added up, and each worker's share."""
+def merge(results: list[tuple[WorkerProcess, CrawlSummary]]) -> CrawlSummary:
+    """One summary from the workers' own: counts added up, and each worker's share. Its
+    crawl id and whether it resumed are the caller's to set."""
     stats: dict[str, float] = {}
-    for result in results:
-        for key, value in result.get("stats", {}).items():
+    for _, result in results:
+        for key, value in result.stats.items():
             stats[key] = stats.get(key, 0) + value
-    reasons = sorted({str(r.get("finish_reason")) for r in results})
-    return {
-        "pages": sum(r.get("pages", 0) for r in results),
-        "items": sum(r.get("items", 0) for r in results),
-        "rows_committed": sum(r.get("rows_committed", 0) for r in results),
-        "finish_reason": ",".join(reasons),
-        "stats": dict(sorted(stats.items())),
-        "workers": [
-            {
-                k: r.get(k)
-                for k in (
-                    "worker",
-                    "pid",
-                    "pages",
-                    "requests",
-                    "items",
-                    "rows_committed",
-                    "finish_reason",
-                )
-            }
-            for r in results
+    reasons = sorted({str(r.finish_reason) for _, r in results})
+    return CrawlSummary(
+        crawl_id="",
+        resumed=False,
+        pages=sum(r.pages for _, r in results),
+        items=sum(r.items for _, r in results),
+        rows_committed=sum(r.rows_committed for _, r in results),
+        finish_reason=",".join(reasons),
+        stats=dict(sorted(stats.items())),
+        workers=[
+            WorkerShare(
+                worker=p.number,
+                pid=p.process.pid,
+                pages=r.pages,
+                requests=r.requests,
+                items=r.items,
+                rows_committed=r.rows_committed,
+                finish_reason=r.finish_reason,
+            )
+            for p, r in results
         ],
-    }
+    )

@@ -45,13 +45,33 @@ SCHEMA = pa.schema(
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class DatasetVersion:
+    """One cut of ``datasets/<name>``. ``lineage`` is what its commit records: the table
+    versions it read, the seed and split rules, and what the cut found (counts per split,
+    groups, leakage, the content hash). ``reused``: the same inputs had been cut before."""
+
     name: str
     version: int
     rows: int
     lineage: dict[str, Any]
     reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `harvest dataset create` prints and ``POST /datasets`` answers."""
+        lineage = self.lineage
+        return {
+            "dataset": self.name,
+            "version": self.version,
+            "rows": self.rows,
+            "reused": self.reused,
+            "splits": lineage.get("counts"),
+            "tables": lineage["tables"],
+            "split_rules": lineage.get("split"),
+            "groups": lineage.get("groups"),
+            "leakage": lineage.get("leakage"),
+            "content_sha256": lineage.get("content_sha256"),
+        }
 
 
 @dataclass

@@ -106,7 +106,9 @@ class LakePipeline:
                 "state": state,
                 "reason": reason,
                 "rows": self.writer.rows_committed,
-                "account": account(self.crawler.stats.get_stats() if self.crawler.stats else {}),
+                "account": account(
+                    self.crawler.stats.get_stats() if self.crawler.stats else {}
+                ).to_dict(),
             },
         )
 

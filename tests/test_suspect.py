@@ -365,8 +365,8 @@ def test_the_account_counts_suspects_and_names_those_kept() -> None:
         f"harvest/suspect/kept/{url}": 4,
     }
     acc = account(stats)
-    assert acc["suspected_blocks"] == 5 and acc["suspects_kept"] == [url]
-    assert acc["given_up"] == {"suspected_block": 1} and acc["retries"] == 4
+    assert acc.suspected_blocks == 5 and acc.suspects_kept == [url]
+    assert acc.given_up == {"suspected_block": 1} and acc.retries == 4
     lines = describe(acc)
     assert "gave up on 1 pages: 1 suspected_block" in lines
     assert any(line.startswith("suspected blocks: 5 responses") and url in line for line in lines)
@@ -411,7 +411,7 @@ def test_the_middleware_sends_a_suspect_again_then_keeps_it_as_a_broken_chain() 
     # what lies behind it: as many pages as its siblings linked to (an article, the next)
     assert stats["harvest/broken_chain/http://site.test/page/4"] == 2
     acc = account(stats)
-    assert acc["suspects_kept"] == ["http://site.test/page/4"] and acc["retries"] == 1
+    assert acc.suspects_kept == ["http://site.test/page/4"] and acc.retries == 1
 
 
 # crawls of a real site on loopback

@@ -116,11 +116,11 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     result = train_and_evaluate(
         lake, "d", version.version, tmp_path / "reports", TrainConfig(epochs=8, device="cpu")
     )
-    test = result["test"]
-    assert test["n"] == result["rows"]["test"] == 36
+    test = result.test
+    assert test["n"] == result.rows["test"] == 36
     assert 0.5 < test["macro_f1"] <= 1.0  # chance is 0.25 with four classes
     assert int(np.trace(test["confusion"])) == round(test["accuracy"] * test["n"])
-    folder = Path(result["report_dir"])
+    folder = Path(result.report_dir)
     for name in (
         "confusion.png",
         "metrics.json",
@@ -134,14 +134,14 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     ):
         assert (folder / name).stat().st_size > 0
     assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
-    assert result["report_html"] == str(folder / "report.html")
+    assert result.report_html == str(folder / "report.html")
     assert 0 < test["roc_auc_macro"] <= 1 and 0 <= test["ece"] <= 1
     # the baseline is scored on the same test rows
-    assert result["baseline"]["test"]["n"] == test["n"]
-    assert 0.25 < result["baseline"]["test"]["macro_f1"] <= 1.0
-    assert result["model"] == "ngram" and result["epochs_run"] == len(result["history"])
-    assert (Path(result["checkpoint_dir"]) / "last.pt").exists()
-    assert len(result["history"]) >= 1 and "val_loss" in result["history"][0]
+    assert result.baseline.test["n"] == test["n"]
+    assert 0.25 < result.baseline.test["macro_f1"] <= 1.0
+    assert result.model == "ngram" and result.epochs_run == len(result.history)
+    assert (Path(result.checkpoint_dir) / "last.pt").exists()
+    assert len(result.history) >= 1 and "val_loss" in result.history[0]
 
     out = export_version(lake, "d", tmp_path / "export").out
     parts = {s: pq.read_table(out / f"{s}.parquet") for s in ("train", "validation", "test")}
@@ -157,12 +157,12 @@ def test_embedding_model_through_the_lake(tmp_path: Path) -> None:
     version = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0)
     config = TrainConfig(model="embedding", epochs=3, device="cpu", max_length=64)
     result = train_and_evaluate(lake, "d", version.version, tmp_path / "reports", config)
-    assert result["model"] == "embedding" and not result["finetuned"]
-    assert result["test"]["n"] == result["rows"]["test"]
-    page = Path(result["report_html"]).read_text()
+    assert result.model == "embedding" and not result.finetuned
+    assert result.test["n"] == result.rows["test"]
+    page = Path(result.report_html).read_text()
     assert "all-MiniLM-L6-v2, frozen encoder" in page
-    back = load_model(result["model_path"])
-    assert back.kind == "embedding" and back.classes == tuple(result["test"]["classes"])
+    back = load_model(result.model_path)
+    assert back.kind == "embedding" and back.classes == tuple(result.test["classes"])
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:

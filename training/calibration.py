@@ -8,14 +8,27 @@ each weighted by its share of the rows. The reliability plot draws the same bins
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
 
-def reliability(
-    probs: np.ndarray, y_true: list[int] | np.ndarray, bins: int = 15
-) -> dict[str, Any]:
+class Bin(TypedDict):
+    """Test rows whose predicted class has a probability in (low, high]."""
+
+    low: float
+    high: float
+    count: int
+    accuracy: float | None  # None: an empty bin
+    confidence: float | None
+
+
+class Reliability(TypedDict):
+    ece: float
+    bins: list[Bin]
+
+
+def reliability(probs: np.ndarray, y_true: list[int] | np.ndarray, bins: int = 15) -> Reliability:
     probs = np.asarray(probs, dtype=float)
     y = np.asarray(y_true)
     confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
@@ -23,7 +36,7 @@ def reliability(
     edges = np.linspace(0.0, 1.0, bins + 1)
     # bin i holds (edges[i], edges[i+1]]; a confidence of exactly 0 goes in the first
     which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    rows = []
+    rows: list[Bin] = []
     ece = 0.0
     for i in range(bins):
         sel = which == i
@@ -51,7 +64,7 @@ def expected_calibration_error(
     return float(reliability(probs, y_true, bins)["ece"])
 
 
-def draw_reliability(curves: dict[str, dict[str, Any]], path: Path) -> None:
+def draw_reliability(curves: dict[str, Reliability], path: Path) -> None:
     """One line per model: accuracy against mean confidence of each non-empty bin."""
     import matplotlib
 

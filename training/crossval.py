@@ -9,7 +9,7 @@ early stopping, and is scored on the fold held out; the baseline trains on the s
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -32,7 +32,23 @@ def _stratified_aside(labels: list[str], share: float, seed: int) -> list[bool]:
     return aside
 
 
-def summarise(values: list[float]) -> dict[str, Any]:
+class Spread(TypedDict):
+    mean: float
+    std: float
+    per_fold: list[float]
+
+
+class CrossValidation(TypedDict):
+    """Accuracy and macro F1 over the folds, of the model and of the baseline (None when
+    it was not fitted), each as a ``Spread``."""
+
+    folds: int
+    rows: int
+    model: dict[str, Spread]
+    baseline: dict[str, Spread] | None
+
+
+def summarise(values: list[float]) -> Spread:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": values}
 
 
@@ -44,7 +60,7 @@ def cross_validate(
     folds: int = 5,
     baseline: bool = True,
     validation_share: float = 0.15,
-) -> dict[str, Any]:
+) -> CrossValidation:
     from sklearn.model_selection import StratifiedKFold
 
     smallest = min(labels.count(c) for c in set(labels))

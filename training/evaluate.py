@@ -7,11 +7,36 @@ calibration and the confusion matrix, from true classes and predicted probabilit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
-from training.calibration import reliability
+from training.calibration import Bin, reliability
+
+
+class ClassMetrics(TypedDict):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    roc_auc: NotRequired[float | None]  # from probabilities; None: the split cannot tell
+
+
+class Metrics(TypedDict):
+    """The scores of one split (``metrics``); the last four only from probabilities."""
+
+    n: int
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    per_class: dict[str, ClassMetrics]
+    confusion: list[list[int]]  # rows: true class, columns: predicted, in classes order
+    classes: list[str]
+    roc_auc_macro: NotRequired[float | None]
+    log_loss: NotRequired[float]
+    ece: NotRequired[float]
+    reliability: NotRequired[list[Bin]]
 
 
 def confusion(y_true: list[int], y_pred: list[int], n: int) -> np.ndarray:
@@ -67,11 +92,11 @@ def log_loss(y_true: list[int], probs: np.ndarray) -> float:
 
 def metrics(
     y_true: list[int], y_pred: list[int], classes: list[str], probs: np.ndarray | None = None
-) -> dict[str, Any]:
+) -> Metrics:
     m = confusion(y_true, y_pred, len(classes))
     precision, recall, f1 = per_class(m)
     present = m.sum(axis=1) + m.sum(axis=0) > 0
-    out: dict[str, Any] = {
+    out: Metrics = {
         "n": len(y_true),
         "accuracy": float(np.trace(m) / m.sum()) if m.sum() else 0.0,
         "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
@@ -101,7 +126,7 @@ def metrics(
     return out
 
 
-def evaluate(probs: np.ndarray, labels: list[str], classes: list[str]) -> dict[str, Any]:
+def evaluate(probs: np.ndarray, labels: list[str], classes: list[str]) -> Metrics:
     """``metrics`` from probabilities and label names."""
     index = {c: i for i, c in enumerate(classes)}
     y_true = [index[label] for label in labels]
@@ -142,7 +167,7 @@ def draw_confusion(m: np.ndarray, classes: list[str], path: Path, title: str) ->
     plt.close(fig)
 
 
-def draw_loss_curves(history: list[dict[str, Any]], path: Path, best_epoch: int) -> None:
+def draw_loss_curves(history: list[dict[str, float]], path: Path, best_epoch: int) -> None:
     """Train and validation loss per epoch, and validation macro F1 on a second axis."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]

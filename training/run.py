@@ -7,10 +7,10 @@ scores both on the same test rows; k-fold cross-validation runs when asked for.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -19,12 +19,67 @@ from ingestion.datasets import read_dataset
 from ingestion.lake import Lake, LakeError
 from training import distributed
 from training.baseline import fit_baseline
-from training.calibration import draw_reliability
-from training.evaluate import draw_confusion, draw_loss_curves, draw_roc, evaluate
+from training.calibration import Reliability, draw_reliability
+from training.evaluate import Metrics, draw_confusion, draw_loss_curves, draw_roc, evaluate
 from training.report import write_report
 from training.trainer import TrainConfig, fit, predict
 
+if TYPE_CHECKING:
+    from training.crossval import CrossValidation
+    from training.tracking import TrackedRun
+
 Split = tuple[list[str], list[str]]
+
+
+@dataclass(frozen=True)
+class BaselineScore:
+    """The TF-IDF baseline, fitted on the model's training rows and scored on its test rows."""
+
+    name: str
+    params: dict[str, Any]  # scikit-learn's settings, as given
+    seconds: float
+    test: Metrics
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """One training run of a dataset version. ``to_dict`` is its ``metrics.json``, and
+    gains ``mlflow`` once the run is recorded there (``training.tracking.train_tracked``)."""
+
+    dataset: str
+    dataset_version: int
+    lineage: dict[str, int]  # table -> the version the dataset was cut from
+    model: str
+    device: str
+    precision: str
+    world_size: int
+    finetuned: bool
+    epochs: int
+    epochs_run: int
+    best_epoch: int
+    best_val_macro_f1: float
+    stopped_early: bool
+    interrupted: bool
+    resumed_from: int
+    train_samples_per_s: float
+    train_seconds: float
+    history: list[dict[str, float]]  # one row an epoch: epoch, losses, validation scores
+    rows: dict[str, int]  # split -> rows
+    test: Metrics
+    baseline: BaselineScore | None
+    cv: CrossValidation | None
+    config: TrainConfig
+    checkpoint_dir: str | None
+    model_path: str
+    report_html: str
+    report_dir: str
+    mlflow: TrackedRun | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.mlflow is None:
+            del out["mlflow"]
+        return out
 
 
 def train_and_evaluate(
@@ -37,7 +92,7 @@ def train_and_evaluate(
     *,
     baseline: bool | None = None,
     folds: int | None = None,
-) -> dict[str, Any]:
+) -> TrainingResult:
     """Trains ``config.model`` on the version's train split (early stopping on validation)
     and writes ``report_root/training/<dataset>-v<version>-<time>/``. Checkpoints go to
     ``config.checkpoint_dir`` or, when that is None, to
@@ -65,11 +120,6 @@ def train_and_evaluate(
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         return Path(report_root) / "training" / f"{dataset}-v{meta['version']}-{stamp}"
 
-    about = {
-        "dataset": dataset,
-        "dataset_version": meta["version"],
-        "lineage": meta.get("tables", {}),
-    }
     return train_on_splits(
         train,
         val,
@@ -77,7 +127,9 @@ def train_and_evaluate(
         classes,
         config,
         folder,
-        about,
+        dataset,
+        meta["version"],
+        dict(meta.get("tables", {})),
         on_epoch,
         baseline=config.baseline if baseline is None else baseline,
         folds=config.folds if folds is None else folds,
@@ -91,14 +143,17 @@ def train_on_splits(
     classes: list[str],
     config: TrainConfig,
     folder: Callable[[], Path] | Path,
-    about: dict[str, Any],
+    dataset: str,
+    dataset_version: int,
+    lineage: dict[str, int],
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     *,
     baseline: bool = True,
     folds: int = 0,
-) -> dict[str, Any]:
-    """Fit, evaluate, baseline, cross-validate and report; every process of a ``torchrun``
-    returns rank 0's summary, and only rank 0 writes."""
+) -> TrainingResult:
+    """Fit, evaluate, baseline, cross-validate and report on ``dataset`` version
+    ``dataset_version``, cut from the table versions in ``lineage``; every process of a
+    ``torchrun`` returns rank 0's result, and only rank 0 writes."""
     result = fit(train, val, classes, config, on_epoch)
     cv = None
     if folds:
@@ -107,7 +162,8 @@ def train_on_splits(
         # every process takes part: each fold's fit is distributed too
         cv = cross_validate(train[0] + val[0], train[1] + val[1], classes, config, folds, baseline)
     if distributed.rank() != 0:
-        return dict(distributed.broadcast(None))
+        received: TrainingResult = distributed.broadcast(None)
+        return received
 
     out = folder() if callable(folder) else folder
     out.mkdir(parents=True, exist_ok=True)
@@ -115,21 +171,18 @@ def train_on_splits(
     index = {c: i for i, c in enumerate(classes)}
     y_true = [index[label] for label in test[1]]
     test_metrics = evaluate(probs, test[1], classes)
-    title = f"{about.get('dataset', '')} v{about.get('dataset_version', '')}: test split"
+    title = f"{dataset} v{dataset_version}: test split"
     draw_confusion(np.asarray(test_metrics["confusion"]), classes, out / "confusion.png", title)
     draw_loss_curves(result.history, out / "loss.png", result.best_epoch)
     draw_roc(y_true, probs, classes, out / "roc.png")
-    curves = {"model": {"ece": test_metrics["ece"], "bins": test_metrics["reliability"]}}
+    curves: dict[str, Reliability] = {
+        "model": {"ece": test_metrics["ece"], "bins": test_metrics["reliability"]}
+    }
     base = None
     if baseline:
         b = fit_baseline(*train, classes, seed=config.seed)
         base_metrics = evaluate(b.predict_proba(test[0]), test[1], classes)
-        base = {
-            "name": "tfidf-logreg",
-            "params": b.params,
-            "seconds": b.seconds,
-            "test": base_metrics,
-        }
+        base = BaselineScore("tfidf-logreg", b.params, b.seconds, base_metrics)
         curves["baseline"] = {"ece": base_metrics["ece"], "bins": base_metrics["reliability"]}
         draw_confusion(
             np.asarray(base_metrics["confusion"]),
@@ -139,32 +192,35 @@ def train_on_splits(
         )
     draw_reliability(curves, out / "reliability.png")
     result.model.save(str(out / "model.pt"))
-    summary = {
-        **about,
-        "model": config.model,
-        "device": result.device,
-        "precision": result.precision,
-        "world_size": result.world_size,
-        "finetuned": result.finetuned,
-        "epochs": config.epochs,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "best_val_macro_f1": result.best_val_f1,
-        "stopped_early": result.stopped_early,
-        "interrupted": result.interrupted,
-        "resumed_from": result.resumed_from,
-        "train_samples_per_s": result.samples_per_s,
-        "train_seconds": result.train_seconds,
-        "history": result.history,
-        "rows": {"train": len(train[0]), "validation": len(val[0]), "test": len(test[0])},
-        "test": test_metrics,
-        "baseline": base,
-        "cv": cv,
-        "config": asdict(config),
-        "checkpoint_dir": result.checkpoint,
-        "model_path": str(out / "model.pt"),
-        "report_html": str(out / "report.html"),
-        "report_dir": str(out),
-    }
-    write_report(out, summary)
-    return dict(distributed.broadcast(summary))
+    summary = TrainingResult(
+        dataset=dataset,
+        dataset_version=dataset_version,
+        lineage=lineage,
+        model=config.model,
+        device=result.device,
+        precision=result.precision,
+        world_size=result.world_size,
+        finetuned=result.finetuned,
+        epochs=config.epochs,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        best_val_macro_f1=result.best_val_f1,
+        stopped_early=result.stopped_early,
+        interrupted=result.interrupted,
+        resumed_from=result.resumed_from,
+        train_samples_per_s=result.samples_per_s,
+        train_seconds=result.train_seconds,
+        history=result.history,
+        rows={"train": len(train[0]), "validation": len(val[0]), "test": len(test[0])},
+        test=test_metrics,
+        baseline=base,
+        cv=cv,
+        config=config,
+        checkpoint_dir=result.checkpoint,
+        model_path=str(out / "model.pt"),
+        report_html=str(out / "report.html"),
+        report_dir=str(out),
+    )
+    write_report(out, summary.to_dict())
+    sent: TrainingResult = distributed.broadcast(summary)
+    return sent

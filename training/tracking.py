@@ -13,9 +13,9 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from training.run import TrainingResult
     from training.trainer import TrainConfig
 
 # mlflow is imported where used: it takes a second or two, and the command line imports
@@ -43,6 +44,22 @@ SUMMARY_METRICS = (
     "train_samples_per_s",
 )
 _METRIC_KEY = re.compile(r"[^\w\-. :/]")
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """Where a training run was recorded in MLflow, and the model version it registered
+    (None, with no aliases, for a run stopped part way)."""
+
+    tracking_uri: str  # without a password
+    experiment: str
+    run_id: str
+    model: str
+    model_version: int | None
+    aliases: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class TrackingError(UnavailableError):
@@ -222,7 +239,8 @@ class Run:
         if batch:
             self.client.log_batch(self.run_id, params=batch)
 
-    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+    def metrics(self, values: Mapping[str, object], step: int = 0) -> None:
+        """Logs the numbers among ``values``; anything else is left out."""
         import time
 
         from mlflow.entities import Metric
@@ -314,10 +332,10 @@ def train_tracked(
     report_root: str | Path,
     config: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> dict[str, Any]:
+) -> TrainingResult:
     """``training.run.train_and_evaluate``, recorded as an MLflow run in the experiment
     ``harvest-<dataset>`` and registered as a new version of the model of that name, which
-    takes the ``challenger`` alias. The summary gains ``mlflow``: where it was recorded."""
+    takes the ``challenger`` alias. The result gains ``mlflow``: where it was recorded."""
     from ingestion.datasets import dataset_lineage
     from training import registry
     from training.run import train_and_evaluate
@@ -337,42 +355,36 @@ def train_tracked(
             if on_epoch:
                 on_epoch(row)
 
-        summary = train_and_evaluate(lake, dataset, version, report_root, config, epoch)
+        result = train_and_evaluate(lake, dataset, version, report_root, config, epoch)
         # epochs the trainer reported only in its history (none, when it calls back)
-        for i, row in enumerate(summary.get("history", []), start=1):
+        for i, row in enumerate(result.history, start=1):
             if int(row.get("epoch", i)) not in logged:
                 r.metrics({k: v for k, v in row.items() if k != "epoch"}, int(row.get("epoch", i)))
-        cut = summary["dataset_version"]
-        lineage = dict(summary.get("lineage") or {})
+        cut = result.dataset_version
+        lineage = dict(result.lineage)
         try:
             full = dataset_lineage(lake, dataset, cut)[1]
-        except Exception:  # the summary's lineage is enough to record the run
+        except Exception:  # the result's lineage is enough to record the run
             full = {"tables": lineage}
         r.tags(
             {
                 "harvest.dataset_version": cut,
                 "harvest.lineage": json.dumps(lineage, sort_keys=True),
-                "harvest.device": summary.get("device"),
-                "harvest.interrupted": "true" if summary.get("interrupted") else None,
+                "harvest.device": result.device,
+                "harvest.interrupted": "true" if result.interrupted else None,
                 **{f"harvest.lineage.{t}": v for t, v in sorted(lineage.items())},
             }
         )
-        after = {
-            "device_used": summary.get("device"),
-            **{f"rows_{k}": v for k, v in (summary.get("rows") or {}).items()},
-        }
-        if "model" not in params:
-            after["model"] = model_kind(summary)
-        r.params(after)
-        test = summary["test"]
-        baseline = (summary.get("baseline") or {}).get("test") or {}
+        r.params({"device_used": result.device, **{f"rows_{k}": v for k, v in result.rows.items()}})
+        test = result.test
+        baseline: Mapping[str, object] = result.baseline.test if result.baseline else {}
         r.metrics(
             {
-                **{k: summary[k] for k in SUMMARY_METRICS if k in summary},
+                **{k: getattr(result, k) for k in SUMMARY_METRICS},
                 **{f"test_{k}": v for k, v in test.items()},
-                **{f"test_f1.{c}": m["f1"] for c, m in (test.get("per_class") or {}).items()},
+                **{f"test_f1.{c}": m["f1"] for c, m in test["per_class"].items()},
                 **{f"baseline_test_{k}": v for k, v in baseline.items()},
-                **numbers(summary.get("cv"), "cv"),
+                **numbers(result.cv, "cv"),
             }
         )
         r.dataset(
@@ -380,7 +392,7 @@ def train_tracked(
             str(full.get("content_sha256") or json.dumps(lineage, sort_keys=True)),
             f"{lake.root}/datasets/{dataset}@v{cut}",
         )
-        folder = Path(summary["report_dir"])
+        folder = Path(result.report_dir)
         for path in sorted(folder.iterdir()):
             if path.is_file():
                 # the model once, under model/: it is what the registry points at
@@ -389,7 +401,7 @@ def train_tracked(
                 r.client.log_artifacts(r.run_id, str(path), f"report/{path.name}")
         # a run stopped part way (to resume later) holds no model worth serving yet
         registered = None
-        if not summary.get("interrupted"):
+        if not result.interrupted:
             registered = registry.register(
                 store,
                 name,
@@ -397,18 +409,18 @@ def train_tracked(
                 f"{r.artifact_uri}/model",
                 {"harvest.dataset": dataset, "harvest.dataset_version": cut},
             )
-    summary["mlflow"] = {
-        "tracking_uri": safe_uri(store.uri),
-        "experiment": name,
-        "run_id": r.run_id,
-        "model": name,
-        "model_version": int(registered.version) if registered else None,
-        "aliases": list(registered.aliases) if registered else [],
-    }
-    return summary
+    tracked = TrackedRun(
+        tracking_uri=safe_uri(store.uri),
+        experiment=name,
+        run_id=r.run_id,
+        model=name,
+        model_version=int(registered.version) if registered else None,
+        aliases=list(registered.aliases) if registered else [],
+    )
+    return replace(result, mlflow=tracked)
 
 
-def numbers(tree: Any, prefix: str) -> dict[str, float]:
+def numbers(tree: object, prefix: str) -> dict[str, float]:
     """The numbers in nested dicts, keyed by their dotted path."""
     if isinstance(tree, dict):
         return {
@@ -417,11 +429,3 @@ def numbers(tree: Any, prefix: str) -> dict[str, float]:
     if isinstance(tree, int | float) and not isinstance(tree, bool):
         return {prefix: tree}
     return {}
-
-
-def model_kind(summary: dict[str, Any]) -> str:
-    """The kind of model a training summary is about (the hashed n-gram one unless it says)."""
-    model = summary.get("model")
-    if isinstance(model, dict):
-        model = model.get("kind")
-    return str(model) if model else "ngram"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from harvest.config import Config
 from ingestion.errors import GaveUpError
 
 if TYPE_CHECKING:
+    from harvest.crawl import CrawlSummary
     from spiders.recipe import Recipe
 
 
@@ -43,7 +45,7 @@ def crawl(
     cfg = config()
     recipe = stages.recipe(cfg, source)
     if worker:
-        emit(crawl_worker(cfg, recipe, start_url, crawl_id, resumed))
+        emit(crawl_worker(cfg, recipe, start_url, crawl_id, resumed).to_dict())
         return
     if crawl_id and not redis_url:
         raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
@@ -55,15 +57,14 @@ def crawl(
         if workers > 1 or redis_url:
             from harvest.workers import run_workers
 
-            merged = run_workers(
+            crawled = run_workers(
                 cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id
             )
-            summary: dict[str, Any] = {"source": recipe.name, **merged}
         else:
-            stats = run_crawl(cfg, recipe, start_url, fresh=fresh, progress_file=progress_file)
-            summary = {"source": recipe.name, **crawl_summary(stats)}
+            crawled = run_crawl(cfg, recipe, start_url, fresh=fresh, progress_file=progress_file)
+    summary: dict[str, Any] = {"source": recipe.name, **crawled.to_dict()}
     # stopped by a signal: the user wants it to end, not to start curating
-    if curate and summary.get("finish_reason") != "shutdown":
+    if curate and crawled.finish_reason != "shutdown":
         result = stages.curate_source(cfg, recipe)
         summary.update(
             curated=result.curated,
@@ -77,39 +78,27 @@ def crawl(
             summary["held_reasons"] = result.held_reasons
             say_held(result.source, result.held_reasons)
     # every crawl ends with its account; pages given up past the recipe's limit fail it
-    summary["account"] = acc = account(summary["stats"])
+    acc = account(crawled.stats)
+    summary["account"] = acc.to_dict()
     for line in describe(acc):
         err.print(f"account: {line}", highlight=False)
     emit(summary)
-    if acc["stalled_for"]:
+    if acc.stalled_for:
         raise GaveUpError(
-            f"crawl of {recipe.name} stalled: nothing came back for {acc['stalled_for']} s "
+            f"crawl of {recipe.name} stalled: nothing came back for {acc.stalled_for} s "
             "(HARVEST_STALL_TIMEOUT); it resumes on the next crawl"
         )
-    if acc["given_up_total"] > recipe.limits.give_up:
+    if acc.given_up_total > recipe.limits.give_up:
         raise GaveUpError(
-            f"crawl of {recipe.name} gave up on {acc['given_up_total']} pages, more than its "
+            f"crawl of {recipe.name} gave up on {acc.given_up_total} pages, more than its "
             f"limits.give_up ({recipe.limits.give_up})",
             hint="the account lines above say why; raise limits.give_up if that is expected",
         )
 
 
-def crawl_summary(stats: dict[str, Any]) -> dict[str, Any]:
-    """What one crawl process reports: the headline counts and every numeric stat."""
-    return {
-        "crawl_id": stats["harvest/crawl_id"],
-        "resumed": stats["harvest/resumed"],
-        "pages": stats.get("response_received_count", 0),
-        "items": stats.get("item_scraped_count", 0),
-        "rows_committed": stats.get("harvest/rows_committed", 0),
-        "finish_reason": stats.get("finish_reason"),
-        "stats": {k: v for k, v in sorted(stats.items()) if type(v) in (int, float)},
-    }
-
-
 def crawl_worker(
     cfg: Config, recipe: Recipe, start_url: str | None, crawl_id: str | None, resumed: bool
-) -> dict[str, Any]:
+) -> CrawlSummary:
     """One worker of ``harvest crawl --workers N``, which passes the Redis URL in the
     environment, where ``ps`` does not show it."""
     from harvest.crawl import Worker, run_crawl
@@ -118,10 +107,10 @@ def crawl_worker(
     redis_url = os.environ.get(REDIS_URL_ENV)
     if not redis_url or not crawl_id:
         raise typer.BadParameter(f"--worker needs --crawl-id and ${REDIS_URL_ENV}")
-    stats = run_crawl(
+    crawled = run_crawl(
         cfg, recipe, start_url, progress=False, worker=Worker(redis_url, crawl_id, resumed)
     )
-    return {**crawl_summary(stats), "requests": stats.get("scheduler/dequeued/redis", 0)}
+    return replace(crawled, requests=int(crawled.stats.get("scheduler/dequeued/redis", 0)))
 
 
 def curate_cmd(

@@ -42,7 +42,7 @@ def dataset_create(
     except SplitError as exc:
         raise typer.BadParameter(str(exc)) from exc
     rules = SplitRules(stratify, None if group.lower() == "none" else group, time_split)
-    emit(stages.create_dataset(config(), name, names, labels, fractions, rules, seed))
+    emit(stages.create_dataset(config(), name, names, labels, fractions, rules, seed).to_dict())
 
 
 @app.command("rebuild")

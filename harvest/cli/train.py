@@ -80,25 +80,25 @@ def train(
         result = stages.train_dataset(cfg, lake, name, cut, train_config)
     finally:
         distributed.close()
-    test = result["test"]
-    base = (result.get("baseline") or {}).get("test") or {}
+    test = result.test
+    base = result.baseline.test if result.baseline else None
     emit(
         {
             "dataset": name,
             "dataset_version": cut,
-            "rows": result["rows"],
-            "model": result["model"],
-            "device": result["device"],
-            "epochs_run": result["epochs_run"],
-            "best_epoch": result["best_epoch"],
+            "rows": result.rows,
+            "model": result.model,
+            "device": result.device,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
             "test_accuracy": test["accuracy"],
             "test_macro_f1": test["macro_f1"],
-            "baseline_test_accuracy": base.get("accuracy"),
-            "baseline_test_macro_f1": base.get("macro_f1"),
-            "report_dir": result["report_dir"],
-            "report_html": result["report_html"],
-            "checkpoint_dir": result["checkpoint_dir"],
-            "cv": result["cv"],
-            "mlflow": result.get("mlflow"),
+            "baseline_test_accuracy": base["accuracy"] if base else None,
+            "baseline_test_macro_f1": base["macro_f1"] if base else None,
+            "report_dir": result.report_dir,
+            "report_html": result.report_html,
+            "checkpoint_dir": result.checkpoint_dir,
+            "cv": result.cv,
+            "mlflow": result.mlflow.to_dict() if result.mlflow else None,
         }
     )

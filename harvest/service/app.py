@@ -238,9 +238,10 @@ def create_app(service: Service) -> FastAPI:
         for source in body.sources:
             find_recipe(source, cfg.sources)
         rules = SplitRules(body.stratify, body.group, body.time_split)
-        return stages.create_dataset(
+        cut = stages.create_dataset(
             cfg, body.name, body.sources, body.labels, parse_fractions(body.split), rules, body.seed
         )
+        return cut.to_dict()
 
     @app.post(
         "/exports",
