@@ -6,8 +6,10 @@
 
 Besides the two regimes run by default, ``--regimes`` takes ``fixed-window``,
 ``token-bucket`` and ``per-cookie`` (``L`` per ``W`` with ``Retry-After``, counted in fixed
-windows, as a token bucket, or per session cookie) and ``block-page`` (as ``long-block``,
-with a 403 block page).
+windows, as a token bucket, or per session cookie), ``listing-limit`` (listing pages held
+to a quarter of ``L`` per ``W``, apart from item pages), and ``block-page`` and
+``soft-block`` (as ``long-block``, with a 403 block page, or a 200 look-alike of the site's
+pages that the site does not count as a page obtained).
 
 The demo site's ``/guarded/`` section, served from its own process, lets each client
 address make ``L`` requests in any ``W`` seconds and answers 429 with ``Retry-After``
@@ -128,7 +130,7 @@ def run_row(
     exits = len(proxy_urls) if row.proxied else 1
     listings = -(-articles // PER_PAGE)
     needed = articles + listings
-    minimum = guard.minimum_seconds(needed, exits)
+    minimum = guard.minimum_seconds(needed, exits, listings)
     result: dict[str, Any] = {"regime": regime, "row": row.key, "name": row.name}
     result["exits"] = exits
     result.update(articles=articles, listings=listings, minimum_seconds=round(minimum, 2))
@@ -272,11 +274,16 @@ def main() -> None:
         "retry-after": Guard(args.limit, args.window, 0),
         "long-block": Guard(*block, ban_status=429),
         # not run by default: the same crawlers against the rest of the family the tests
-        # draw from (a soft block's look-alike pages would count as pages obtained here)
+        # draw from
         "fixed-window": Guard(args.limit, args.window, 0, regime="fixed"),
         "token-bucket": Guard(args.limit, args.window, 0, regime="bucket"),
         "per-cookie": Guard(args.limit, args.window, 0, key="cookie"),
         "block-page": Guard(*block, ban_status=403),
+        # listing pages limited apart, and harder, than item pages
+        "listing-limit": Guard(args.limit, args.window, 0, listing_limit=max(1, args.limit // 4)),
+        # a blocked client gets 200 look-alikes of the site's pages; the site counts only
+        # real pages as obtained, so a crawl that loses items must say so by its exit
+        "soft-block": Guard(*block, ban_status=200),
     }
     regimes = [r for r in args.regimes.split(",") if r]
     if unknown := set(regimes) - set(guards):
@@ -295,9 +302,10 @@ def main() -> None:
             "block_status": guards[name].ban_status,
             "shape": guards[name].regime,
             "per": guards[name].key,
+            "listing_limit": guards[name].listing_limit,
             "minimum_seconds": {
-                "proxies": round(guards[name].minimum_seconds(pages, args.proxies), 2),
-                "direct": round(guards[name].minimum_seconds(pages, 1), 2),
+                "proxies": round(guards[name].minimum_seconds(pages, args.proxies, listings), 2),
+                "direct": round(guards[name].minimum_seconds(pages, 1, listings), 2),
             },
         }
         for name in regimes
@@ -312,7 +320,8 @@ def main() -> None:
                 guard = guards[regime]
                 limits = (guard.limit, guard.window, guard.ban_seconds)
                 shape = (guard.regime, guard.ban_status, guard.key)
-                with SiteProcess(args.articles, *limits, *shape) as site:
+                listing = guard.listing_limit
+                with SiteProcess(args.articles, *limits, *shape, guard_listing=listing) as site:
                     for row in todo:
                         print(f"{regime} ({row.key}) {row.name} ...", file=sys.stderr)
                         results.append(run_row(row, site, proxy_urls, guard, args.articles, regime))

@@ -28,12 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from harvest.demosite.generator import generate
+from harvest.demosite.guard import SOFT_BLOCK_PAGE
 from harvest.demosite.server import DemoSite, Guard
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS = "/__bench__/stats"
 RESET = "/__bench__/reset"
 GUARDED = "/__bench__/guarded"
+SOFT = 0  # the status a soft block's look-alike (a 200) is logged as
+SOFT_BLOCK = SOFT_BLOCK_PAGE.encode("utf-8")
 
 
 class Counter:
@@ -89,9 +92,10 @@ class GuardedLog:
             self.guard.banned_until.clear()
             self.guard.answers.clear()
 
-    def add(self, address: str, path: str, status: int) -> None:
+    def add(self, address: str, path: str, status: int, soft: bool = False) -> None:
         with self.lock:
-            self.answers.append((time.monotonic(), address, path, status))
+            # a soft block's look-alike is a 200 with none of the page: counted apart
+            self.answers.append((time.monotonic(), address, path, SOFT if soft else status))
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -129,6 +133,7 @@ def serve(
     guard_status: int = 429,
     guard_per: str = "address",
     pagination: str = "chain",
+    guard_listing: int | None = None,
 ) -> DemoSite:
     """The demo site's own server and pages, with a page counter."""
     guard = (
@@ -139,6 +144,7 @@ def serve(
             regime=guard_regime,
             ban_status=guard_status,
             key=guard_per,
+            listing_limit=guard_listing,
         )
         if guard_limit
         else None
@@ -166,11 +172,12 @@ def serve(
             counter.hit(path)
             super().do_GET()
 
-        def _send_bytes(self, status: int, *args: Any, **kwargs: Any) -> None:
+        def _send_bytes(self, status: int, data: bytes, *args: Any, **kwargs: Any) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/guarded" or path.startswith("/guarded/"):
-                guarded.add(self.client_address[0], path, status)
-            super()._send_bytes(status, *args, **kwargs)
+                soft = status == 200 and data == SOFT_BLOCK
+                guarded.add(self.client_address[0], path, status, soft)
+            super()._send_bytes(status, data, *args, **kwargs)
 
     demo.httpd.RequestHandlerClass = Handler
     return demo
@@ -192,6 +199,7 @@ class SiteProcess:
     guard_regime: str = "window"  # window, fixed or bucket (harvest/demosite/guard.py)
     guard_status: int = 429  # what a blocked client gets: 429, a 403 block page, a 200
     guard_per: str = "address"  # or "cookie": a limit per session
+    guard_listing: int | None = None  # listing pages' own limit a window, apart from items
     pagination: str = "chain"  # or "numbered" (harvest demo-site --pagination)
     latency_ms: tuple[float, float] = (0.0, 0.0)  # each answer waits LO-HI ms
     url: str = ""
@@ -205,6 +213,8 @@ class SiteProcess:
             argv += ["--guard-block", str(self.guard_block)]
             argv += ["--guard-regime", self.guard_regime, "--guard-status", str(self.guard_status)]
             argv += ["--guard-per", self.guard_per]
+            if self.guard_listing:
+                argv += ["--guard-listing", str(self.guard_listing)]
         if self.latency_ms[1] > 0:
             argv += ["--latency-ms", *map(str, self.latency_ms)]
         argv += ["--pagination", self.pagination]
@@ -257,6 +267,7 @@ def main() -> None:
     parser.add_argument("--guard-regime", default="window", help="window, fixed or bucket")
     parser.add_argument("--guard-status", type=int, default=429, help="a block's status")
     parser.add_argument("--guard-per", default="address", help="address or cookie")
+    parser.add_argument("--guard-listing", type=int, help="listing pages' own limit a window")
     parser.add_argument("--pagination", default="chain", help="chain or numbered")
     parser.add_argument(
         "--latency-ms",
@@ -279,6 +290,7 @@ def main() -> None:
         args.guard_status,
         args.guard_per,
         args.pagination,
+        args.guard_listing,
     )
     demo.start()
     print(demo.url, flush=True)

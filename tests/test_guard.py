@@ -65,3 +65,14 @@ def test_a_cookie_session_works_through_the_server() -> None:
 def test_a_bad_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="regime"):
         Guard(regime="leaky")
+
+
+def test_the_least_time_under_a_listing_limit_is_the_slower_of_the_two_limits() -> None:
+    items, listings, exits = 200, 60, 2
+    plain = Guard(10, 1.0, ban_seconds=0)
+    assert plain.minimum_seconds(items + listings, exits) == (260 - 20) / 20
+    # listings at 2 a second per client are slower than items at 10
+    slow = Guard(10, 1.0, ban_seconds=0, listing_limit=2)
+    assert slow.minimum_seconds(items + listings, exits, listings) == (60 - 4) / 4
+    loose = Guard(10, 1.0, ban_seconds=0, listing_limit=8)
+    assert loose.minimum_seconds(items + listings, exits, listings) == (200 - 20) / 20

@@ -161,8 +161,16 @@ class Guard:
             return 200, {}, SOFT_BLOCK_PAGE
         return 429, {}, "Too many requests"
 
-    def minimum_seconds(self, requests: int, exits: int) -> float:
+    def minimum_seconds(self, requests: int, exits: int, listings: int = 0) -> float:
         """The least time ``requests`` can take through ``exits`` clients: each may send
-        ``limit`` at once, then ``limit`` a ``window``."""
-        per_window = self.limit * exits
-        return max(0, requests - per_window) / per_window * self.window
+        ``limit`` at once, then ``limit`` a ``window``. With a listing limit, the
+        ``listings`` among them count against it instead, and the slower of the two sets
+        the time."""
+
+        def least(n: int, limit: int) -> float:
+            per_window = limit * exits
+            return max(0, n - per_window) / per_window * self.window
+
+        if not self.listing_limit:
+            return least(requests, self.limit)
+        return max(least(requests - listings, self.limit), least(listings, self.listing_limit))
