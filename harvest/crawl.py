@@ -66,12 +66,12 @@ class Worker:
 class WorkerShare:
     """One worker's part of a crawl made by several processes."""
 
-    worker: int | None
-    pid: int | None
-    pages: int | None
-    requests: int | None
-    items: int | None
-    rows_committed: int | None
+    worker: int  # 1 to N
+    pid: int
+    pages: int
+    requests: int | None  # taken from the frontier; None if the worker did not say
+    items: int
+    rows_committed: int
     finish_reason: str | None
 
 

@@ -175,7 +175,7 @@ def _run(
             lake, STAGE, recipe.name, {"crawl_id": crawl_id, "state": "running", "workers": workers}
         )
         results = _wait(_spawn(source, workers, redis_url, start_url, crawl_id, resumed))
-        reasons = {str(r.finish_reason) for _, r in results}
+        reasons = {str(r.finish_reason) for _, _, r in results}
         if reasons == {"finished"}:
             delete_frontier(client, prefix, recipe.name, crawl_id)
     finally:
@@ -233,8 +233,9 @@ def _spawn(
     return procs
 
 
-def _wait(procs: list[WorkerProcess]) -> list[tuple[WorkerProcess, CrawlSummary]]:
-    """Waits for every worker; the first to fail stops the others and is named."""
+def _wait(procs: list[WorkerProcess]) -> list[tuple[int, int, CrawlSummary]]:
+    """Waits for every worker; the first to fail stops the others and is named. Returns
+    each one's number, process id and summary."""
     previous = signal.getsignal(signal.SIGTERM)
     # a SIGTERM unwinds through the finally below, so no worker outlives this process
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -255,37 +256,37 @@ def _wait(procs: list[WorkerProcess]) -> list[tuple[WorkerProcess, CrawlSummary]
                 f"{failed.process.returncode}; the others were stopped and the crawl can be "
                 f"resumed. Its last lines:\n{failed.error_tail()}"
             )
-        return [(p, p.result()) for p in procs]
+        return [(p.number, p.process.pid, p.result()) for p in procs]
     finally:
         shutil.rmtree(procs[0].out.parent, ignore_errors=True)
 
 
-def merge(results: list[tuple[WorkerProcess, CrawlSummary]]) -> CrawlSummary:
-    """One summary from the workers' own: counts added up, and each worker's share. Its
-    crawl id and whether it resumed are the caller's to set."""
+def merge(results: list[tuple[int, int, CrawlSummary]]) -> CrawlSummary:
+    """One summary from the workers' own (number, process id, summary): counts added up,
+    and each worker's share. Its crawl id and whether it resumed are the caller's to set."""
     stats: dict[str, float] = {}
-    for _, result in results:
+    for _, _, result in results:
         for key, value in result.stats.items():
             stats[key] = stats.get(key, 0) + value
-    reasons = sorted({str(r.finish_reason) for _, r in results})
+    reasons = sorted({str(r.finish_reason) for _, _, r in results})
     return CrawlSummary(
         crawl_id="",
         resumed=False,
-        pages=sum(r.pages for _, r in results),
-        items=sum(r.items for _, r in results),
-        rows_committed=sum(r.rows_committed for _, r in results),
+        pages=sum(r.pages for _, _, r in results),
+        items=sum(r.items for _, _, r in results),
+        rows_committed=sum(r.rows_committed for _, _, r in results),
         finish_reason=",".join(reasons),
         stats=dict(sorted(stats.items())),
         workers=[
             WorkerShare(
-                worker=p.number,
-                pid=p.process.pid,
+                worker=number,
+                pid=pid,
                 pages=r.pages,
                 requests=r.requests,
                 items=r.items,
                 rows_committed=r.rows_committed,
                 finish_reason=r.finish_reason,
             )
-            for p, r in results
+            for number, pid, r in results
         ],
     )

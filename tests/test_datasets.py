@@ -315,6 +315,18 @@ def test_dataset_create_command(lake_env: dict[str, str], tmp_path: Path) -> Non
 
     args = ["dataset", "create", "d", "--from", "a,b", "--labels", "p", "--split", "0.6/0.2/0.2"]
     made = last_json(run_harvest(args, env).stdout)
+    assert list(made) == [
+        "dataset",
+        "version",
+        "rows",
+        "reused",
+        "splits",
+        "tables",
+        "split_rules",
+        "groups",
+        "leakage",
+        "content_sha256",
+    ]
     assert made["version"] == 0 and made["rows"] == 80 and made["reused"] is False
     assert made["leakage"] == {"exact": 0, "near": 0, "near_threshold": 0.7}
     assert made["tables"] == {"curated/a": 0, "curated/b": 0, "labels/p": 0}

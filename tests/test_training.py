@@ -110,6 +110,37 @@ def test_cut_without_labels_is_a_clear_error(tmp_path: Path) -> None:
         cut_dataset(lake, "d", "s", "labels/s", "body")
 
 
+SUMMARY_KEYS = [
+    "dataset",
+    "dataset_version",
+    "lineage",
+    "model",
+    "device",
+    "precision",
+    "world_size",
+    "finetuned",
+    "epochs",
+    "epochs_run",
+    "best_epoch",
+    "best_val_macro_f1",
+    "stopped_early",
+    "interrupted",
+    "resumed_from",
+    "train_samples_per_s",
+    "train_seconds",
+    "history",
+    "rows",
+    "test",
+    "baseline",
+    "cv",
+    "config",
+    "checkpoint_dir",
+    "model_path",
+    "report_html",
+    "report_dir",
+]
+
+
 def test_train_evaluate_and_export(tmp_path: Path) -> None:
     lake = lake_with_labels(tmp_path)
     version = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0)
@@ -142,6 +173,10 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     assert result.model == "ngram" and result.epochs_run == len(result.history)
     assert (Path(result.checkpoint_dir) / "last.pt").exists()
     assert len(result.history) >= 1 and "val_loss" in result.history[0]
+    # metrics.json holds the whole result under the names it always had; no MLflow run yet
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert list(saved) == SUMMARY_KEYS and saved == json.loads(json.dumps(result.to_dict()))
+    assert saved["config"]["epochs"] == 8 and saved["baseline"]["name"] == "tfidf-logreg"
 
     out = export_version(lake, "d", tmp_path / "export").out
     parts = {s: pq.read_table(out / f"{s}.parquet") for s in ("train", "validation", "test")}
