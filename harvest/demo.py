@@ -73,7 +73,7 @@ def run_demo(
             say(f"pushed {pushed.imported} tasks to Label Studio project {pushed.project_id}")
             labeled = simulate(sync, pushed.project_id, truth["classes"], None)  # type: ignore[arg-type]
             pulled = stages.pull_source(cfg, recipe, sync)
-            say(f"simulated annotator labelled {labeled}; pulled {pulled['labels']} labels")
+            say(f"simulated annotator labelled {labeled}; pulled {pulled.labels} labels")
         finally:
             if ours:
                 server.stop()
@@ -104,7 +104,7 @@ def run_demo(
         "quarantined": gate.quarantined,
         "duplicates_dropped": gate.duplicates_dropped,
         "near_duplicates_dropped": gate.near_duplicates_dropped,
-        "labeled": int(pulled["labels"]),
+        "labeled": int(pulled.labels),
         "dataset_version": version.version,
         "test_accuracy": round(result.test["accuracy"], 4),
         "test_macro_f1": round(result.test["macro_f1"], 4),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harvest.config import Config
+from harvest.recipe import Recipe, list_recipes, load_recipe
 from ingestion.lake import Lake
 from ingestion.locks import SourceLock
 from ingestion.runs import CRAWL_STAGE as CRAWL_STAGE  # callers lock by these names
@@ -14,8 +16,7 @@ from ingestion.runs import CURATE_STAGE
 from ingestion.split import SplitRules
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, PushResult, SyncError
-from spiders.recipe import Recipe, list_recipes, load_recipe
-from validation.suite import BatchSpec, GateSpec, Rule
+from validation.suite import GateSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +31,65 @@ if TYPE_CHECKING:
     from validation.gate import CurateResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One fit of a source's labelling model as recorded in MLflow: the version registered,
+    the aliases it holds, whether it became the champion, and the contest that decided
+    (None when there was no champion to beat)."""
+
+    registered_model: str
+    registered_version: int
+    aliases: dict[str, int]  # alias -> version
+    promoted: bool
+    contest: Contest | None
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """A new fit of a source's labelling model, what was recorded of it, and the model that
+    serves now: the new one when it was promoted, else the champion it did not beat."""
+
+    model: LabelModel
+    serving: LabelModel
+    record: ModelRecord
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What `harvest label pull` prints for a source (``to_dict``)."""
+
+    source: str
+    project_id: int
+    labels: int  # labelled tasks pulled
+    version: int | None  # of labels/<source>; None when nothing was written
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """What `harvest label retrain` prints (``to_dict``): the new model, the tasks whose
+    predictions were replaced, and the model version that made them."""
+
+    source: str
+    project_id: int
+    model_version: str
+    labels: int
+    classes: list[str]
+    refreshed: int
+    champion_version: str
+    registered_model: str
+    registered_version: int
+    aliases: dict[str, int]
+    promoted: bool
+    contest: Contest | None
+    model_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def recipe(config: Config, source: str) -> Recipe:
@@ -47,8 +107,8 @@ def gate_spec(r: Recipe) -> GateSpec:
         text_field=r.text_field,
         required=[n for n, f in r.fields.items() if f.required],
         dates={n: f.format for n, f in r.fields.items() if f.type == "date"},
-        rules=[Rule(e.expect, e.column, e.min, e.max, e.format) for e in r.expectations],
-        batch=BatchSpec(**vars(r.batch)) if r.batch else None,
+        rules=list(r.expectations),
+        batch=r.batch,
         steps=r.steps,
     )
 
@@ -185,15 +245,14 @@ def push_source(
 
 def train_source_model(config: Config, r: Recipe) -> LabelModel:
     """Fits the labelling model of ``r`` on its labels so far (see ``retrain_source_model``)."""
-    return retrain_source_model(config, r)[0]
+    return retrain_source_model(config, r).model
 
 
-def retrain_source_model(config: Config, r: Recipe) -> tuple[LabelModel, dict[str, Any]]:
+def retrain_source_model(config: Config, r: Recipe) -> Retrained:
     """Fits the labelling model of ``r`` on its labels so far and records it in MLflow as a
     new version of ``labeling-<source>``. It becomes the champion when there is none or when
     it predicts the labels the champion never saw at least as well (``labeling.model.
-    contest``); the champion is also saved in the source's model folder. Returns the new
-    model and what was recorded, with ``serving``: the champion now."""
+    contest``); the champion is also saved in the source's model folder."""
     from labeling.model import ModelError, contest, fit_labelled, labelled_rows
 
     if r.label_type != "single":
@@ -209,9 +268,10 @@ def retrain_source_model(config: Config, r: Recipe) -> tuple[LabelModel, dict[st
     outcome = contest(rows, champion, features=r.label_features) if champion is not None else None
     promote = outcome is None or outcome.promote
     recorded = track_source_model(config, r.name, lake, rows, trained, outcome, promote)
-    if promote:
+    if promote or champion is None:
         trained.save(model_dir(config, r.name))
-    return trained, {**recorded, "serving": trained if promote else champion}
+        return Retrained(trained, trained, recorded)
+    return Retrained(trained, champion, recorded)
 
 
 def track_source_model(
@@ -222,7 +282,7 @@ def track_source_model(
     trained: LabelModel,
     outcome: Contest | None,
     promote: bool,
-) -> dict[str, Any]:
+) -> ModelRecord:
     """Records one fit of the labelling model as a new version of ``labeling-<source>``,
     made champion with ``promote``."""
     from training import registry, tracking
@@ -263,18 +323,12 @@ def track_source_model(
     aliases = {a: int(version.version) for a in version.aliases}
     if promote:
         aliases = registry.promote(store, name, int(version.version))["aliases"]
-    return {
-        "registered_model": name,
-        "registered_version": int(version.version),
-        "aliases": aliases,
-        "promoted": promote,
-        "contest": vars(outcome) if outcome is not None else None,
-    }
+    return ModelRecord(name, int(version.version), aliases, promote, outcome)
 
 
 def retrain_and_refresh(
     config: Config, r: Recipe, sync: LabelSync | None = None, pull: bool = False
-) -> dict[str, Any]:
+) -> RetrainResult:
     """Retrains the labelling model of ``r`` and replaces the predictions of every task still
     waiting for a label, so the queue sorts by what the model knows now. With ``pull``, the
     annotations are pulled into labels/<source> first."""
@@ -283,29 +337,33 @@ def retrain_and_refresh(
     sync = sync or label_sync(config)
     if pull:
         pull_source(config, r, sync)
-    trained, recorded = retrain_source_model(config, r)
-    serving = recorded.pop("serving")
+    done = retrain_source_model(config, r)
+    trained, serving, recorded = done.model, done.serving, done.record
     project_id = sync.project(project_title(r.name), r.labels, r.label_type)
     # the waiting tasks carry the champion's guesses, the newer model's only once it wins
     refreshed = refresh(sync, project_id, serving)
-    return {
-        "source": r.name,
-        "project_id": project_id,
-        "model_version": trained.version,
-        "labels": trained.labels,
-        "classes": trained.classes,
-        "refreshed": refreshed.tasks,
-        "champion_version": serving.version,
-        **recorded,
-        "model_dir": str(model_dir(config, r.name)),
-    }
+    return RetrainResult(
+        source=r.name,
+        project_id=project_id,
+        model_version=trained.version,
+        labels=trained.labels,
+        classes=trained.classes,
+        refreshed=refreshed.tasks,
+        champion_version=serving.version,
+        registered_model=recorded.registered_model,
+        registered_version=recorded.registered_version,
+        aliases=recorded.aliases,
+        promoted=recorded.promoted,
+        contest=recorded.contest,
+        model_dir=str(model_dir(config, r.name)),
+    )
 
 
-def pull_source(config: Config, r: Recipe, sync: LabelSync | None = None) -> dict[str, Any]:
+def pull_source(config: Config, r: Recipe, sync: LabelSync | None = None) -> PullResult:
     sync = sync or label_sync(config)
     project_id = sync.project(project_title(r.name), r.labels, r.label_type)
     rows, version = sync.pull(project_id, f"labels/{r.name}", r.label_type, f"annotations/{r.name}")
-    return {"source": r.name, "project_id": project_id, "labels": rows, "version": version}
+    return PullResult(r.name, project_id, rows, version)
 
 
 def studio_tasks(config: Config, r: Recipe) -> tuple[int | None, str | None]:
@@ -342,29 +400,29 @@ def report_labels(config: Config, r: Recipe, folds: int = 5, studio: bool = True
     )
 
 
-def retrain_source(config: Config, r: Recipe) -> dict[str, Any]:
+def retrain_source(config: Config, r: Recipe) -> PullResult | RetrainResult:
     """What the webhook receiver runs once enough new labels of ``r`` arrived: a pull, which
     reconciles labels/<source> with Label Studio (a webhook sent while the receiver was down
     is never sent again), then, where the labelling model applies, a new model and fresh
     predictions for the tasks still waiting."""
     if r.label_type != "single":
-        result = pull_source(config, r)
+        pulled = pull_source(config, r)
         log.info(
             "retrain %s: %s labelled tasks pulled; no model for %s labels",
             r.name,
-            result["labels"],
+            pulled.labels,
             r.label_type,
         )
-        return result
+        return pulled
     result = retrain_and_refresh(config, r, pull=True)
     log.info(
         "retrain %s: model %s from %s labels, %s; %s waiting tasks re-predicted by %s",
         r.name,
-        result["model_version"],
-        result["labels"],
-        "now the champion" if result["promoted"] else "the challenger",
-        result["refreshed"],
-        result["champion_version"],
+        result.model_version,
+        result.labels,
+        "now the champion" if result.promoted else "the challenger",
+        result.refreshed,
+        result.champion_version,
     )
     return result
 
@@ -435,9 +493,9 @@ def create_dataset(
 
 def source_notes(config: Config, sources: list[str]) -> dict[str, SourceNotes]:
     """Licence and robots.txt notes of each source, from its recipe where there is one."""
+    from harvest.recipe import RecipeError
     from ingestion.export import NOT_RECORDED, SourceNotes
     from spiders import settings as defaults
-    from spiders.recipe import RecipeError
 
     notes = {}
     for source in sources:

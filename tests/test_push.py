@@ -314,15 +314,15 @@ def test_push_retrain_and_refresh_through_the_stages(
 
     label(6)
     retrained = stages.retrain_and_refresh(config, recipe, sync)
-    assert (retrained["labels"], retrained["refreshed"]) == (6, 0)
-    assert len(retrained["classes"]) >= 2
+    assert (retrained.labels, retrained.refreshed) == (6, 0)
+    assert len(retrained.classes) >= 2
     second = stages.push_source(config, recipe, sync, strategy="margin", batch=10)
     assert (second.imported, second.skipped) == (10, 6)
-    assert second.model_version == retrained["model_version"]  # type: ignore[attr-defined]
+    assert second.model_version == retrained.model_version  # type: ignore[attr-defined]
     label(4)
     again = stages.retrain_and_refresh(config, recipe, sync)
-    assert again["labels"] == 10 and again["model_version"] != retrained["model_version"]
-    assert again["refreshed"] == 6  # the tasks still waiting now carry the new guess
-    assert sync.client.projects.get(id=first.project_id).model_version == again["model_version"]
+    assert again.labels == 10 and again.model_version != retrained.model_version
+    assert again.refreshed == 6  # the tasks still waiting now carry the new guess
+    assert sync.client.projects.get(id=first.project_id).model_version == again.model_version
     third = stages.push_source(config, recipe, sync, batch=5)
     assert (third.imported, third.skipped, third.refreshed) == (5, 16, 0)  # type: ignore[attr-defined]

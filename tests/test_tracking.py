@@ -233,29 +233,32 @@ def test_labelling_models_are_registered_and_the_better_one_serves(config: Confi
     lake = Lake(config.lake)
     ids = [f"h{i}" for i in range(90)]
     lake.overwrite("labels/lm", pa.table({"row_id": ids[:30], "label": truth[:30]}))
-    first, rec = stages.retrain_source_model(config, recipe("lm"))
-    assert rec["promoted"] and rec["contest"] is None  # no champion yet
-    assert (rec["registered_model"], rec["registered_version"]) == ("labeling-lm", 1)
-    assert rec["aliases"] == {"champion": 1}
+    done = stages.retrain_source_model(config, recipe("lm"))
+    first, rec = done.model, done.record
+    assert rec.promoted and rec.contest is None and done.serving is first  # no champion yet
+    assert (rec.registered_model, rec.registered_version) == ("labeling-lm", 1)
+    assert rec.aliases == {"champion": 1}
 
     # 30 more rows, labelled at random: the old model predicts them better than any
     # model that learns from them
     wrong = list(np.random.default_rng(1).choice(sorted(set(truth)), 30))
     lake.overwrite("labels/lm", pa.table({"row_id": ids[:60], "label": truth[:30] + wrong}))
-    second, rec = stages.retrain_source_model(config, recipe("lm"))
-    assert not rec["promoted"] and rec["serving"].version == first.version
-    assert rec["contest"]["rows"] == 30
-    assert rec["contest"]["champion"] > rec["contest"]["candidate"]
-    assert rec["aliases"] == {"challenger": 2}
+    done = stages.retrain_source_model(config, recipe("lm"))
+    rec = done.record
+    assert not rec.promoted and done.serving.version == first.version
+    assert rec.contest is not None and rec.contest.rows == 30
+    assert rec.contest.champion > rec.contest.candidate  # type: ignore[operator]
+    assert rec.aliases == {"challenger": 2}
     assert stages.source_model(config, "lm").version == first.version  # type: ignore[union-attr]
     assert model.load(stages.model_dir(config, "lm")).version == first.version  # type: ignore[union-attr]
 
     # right labels for those rows: the newcomer wins them and takes over
     lake.overwrite("labels/lm", pa.table({"row_id": ids[:60], "label": truth[:60]}))
-    third, rec = stages.retrain_source_model(config, recipe("lm"))
-    assert rec["promoted"] and rec["contest"]["rows"] == 30
-    assert rec["contest"]["candidate"] >= rec["contest"]["champion"]
-    assert rec["aliases"] == {"champion": 3}  # it was the challenger a moment
+    done = stages.retrain_source_model(config, recipe("lm"))
+    third, rec = done.model, done.record
+    assert rec.promoted and rec.contest is not None and rec.contest.rows == 30
+    assert rec.contest.candidate >= rec.contest.champion  # type: ignore[operator]
+    assert rec.aliases == {"champion": 3}  # it was the challenger a moment
     assert stages.source_model(config, "lm").version == third.version  # type: ignore[union-attr]
 
     client = MlflowClient(config.tracking, config.tracking)

@@ -83,7 +83,7 @@ def label_retrain(
     from harvest import stages
 
     cfg = config()
-    emit(stages.retrain_and_refresh(cfg, stages.recipe(cfg, source), pull=pull))
+    emit(stages.retrain_and_refresh(cfg, stages.recipe(cfg, source), pull=pull).to_dict())
 
 
 @app.command("pull")
@@ -96,7 +96,7 @@ def label_pull(sources: list[str] = typer.Argument(None, help="default: every re
     sync = stages.label_sync(cfg)
     for r in recipes:
         if sources or stages.project_title(r.name) in sync.project_titles():
-            emit(stages.pull_source(cfg, r, sync))
+            emit(stages.pull_source(cfg, r, sync).to_dict())
 
 
 @app.command("webhook")
