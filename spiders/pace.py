@@ -15,9 +15,10 @@ A block that outlasts that pause by far (nothing but throttles or block pages fo
 ``block_factor`` times the first pause) is a cost to learn from, not a pause to sit out:
 the rate goes down to what got through since the last such block, block included, and the
 request counts per window that led to it are capped from then on (spiders/windows.py), so
-neither the rate nor the burst that caused it comes back soon. Its length is kept for every
-exit to the site: the next block is looked at where the last one ended, not after pauses
-that double past it.
+neither the rate nor the burst that caused it comes back soon. What a block teaches is
+kept for every exit to the site (``SiteLore``): the next block is looked at where the last
+one ended, not after pauses that grow past it, and a window one exit found paces the others
+at its limit before they meet the block that taught it.
 
 ``Pacer.acquire`` hands a request the exit that can take one soonest, and waits until it
 can; a pause that begins while a request waits is honoured. Once a pace has a rate, it also
@@ -84,6 +85,16 @@ class BlockLength:
 
 
 @dataclass
+class SiteLore:
+    """What one exit learns of a site that holds for every exit to it, since a site limits
+    each client alike: how long its blocks last, and its window (span -> requests that get
+    through), once one exit's blocks have told it apart."""
+
+    block: BlockLength = field(default_factory=BlockLength)
+    window: dict[float, int] = field(default_factory=dict)
+
+
+@dataclass
 class Pace:
     settings: PaceSettings = field(default_factory=PaceSettings)
     clock: Callable[[], float] = time.monotonic
@@ -104,8 +115,15 @@ class Pace:
     _onset_pause: float = 0.0  # and the pause it got
     _streak_start: float = 0.0  # since the last long block
     _streak_ok: int = 0
-    block_length: BlockLength = field(default_factory=BlockLength)
+    lore: SiteLore = field(default_factory=SiteLore)
+    # the first exit to a site climbs back from a long block twice as fast as the others:
+    # the first to be blocked again finds the window and tells the others (``SiteLore``),
+    # sparing them that block
+    scout: bool = True
     _still_blocked: float | None = None  # the last request of this block that met it
+    _learned: bool = False  # the current block was long, and has been learned from
+    _onset_rate: float = 0.0  # the rate it began at
+    _adopted: dict[float, int] = field(default_factory=dict)  # the lore's window, last taken
 
     def __post_init__(self) -> None:
         self._cycle_start = self._streak_start = self.clock()
@@ -113,6 +131,8 @@ class Pace:
     def take(self) -> None:
         """One request goes now."""
         now = self.clock()
+        if self.lore.window and self.lore.window != self._adopted:
+            self._adopt(now)
         self.windows.sent(now)
         if self.windows.caps:
             # spread evenly under the caps rather than in bursts up to them, and no climb
@@ -137,6 +157,8 @@ class Pace:
             return
         near = 1 / self.interval >= self.settings.near * self.ceiling
         probe = self.settings.probe_slow if near else self.settings.probe_fast
+        if self.long_blocks and self.scout and not self.windows.known:
+            probe *= 2
         # the same gain a second whatever the rate: a fast exit must not probe faster
         self.interval *= 1 - min(0.5, probe * self.interval)
 
@@ -154,11 +176,12 @@ class Pace:
         """A block page. The proxy pool backs the exit off, so no pause here; but the rate
         comes down as for a throttle, so that requests waiting for the exit do not all
         rush it, and each be blocked, the moment it is back."""
+        now = self.clock()
+        if self._onset is None and sent_at >= self._reacted_at:
+            self._onset, self._onset_pause = sent_at, self.settings.pause
+        self._met_block(sent_at, now)
         if sent_at < self._reacted_at:
             return
-        now = self.clock()
-        if self._onset is None:
-            self._onset, self._onset_pause = sent_at, self.settings.pause
         if self._cycle_ok >= 2:
             self._slow_down(now, self.settings.pause)
         self._reacted_at = now
@@ -170,8 +193,7 @@ class Pace:
         self.throttles += 1
         if self._onset is None and sent_at >= self._reacted_at:
             self._onset, self._onset_pause = sent_at, retry_after or self.settings.pause
-        if self._onset is not None:
-            self._still_blocked = max(self._still_blocked or sent_at, sent_at)
+        self._met_block(sent_at, now)
         if sent_at < self._reacted_at:
             # sent before the last reaction: its answer was already taken into account
             self.next_at = max(self.next_at, now + retry_after)
@@ -184,6 +206,11 @@ class Pace:
             backoff = self.settings.pause * GROWTH ** (self._in_a_row - 1)
             probe = None if retry_after else self._probe_at(now)
             pause = min(self.settings.max_pause, retry_after or probe or backoff)
+            # outlasting a pause, it is a block like the site's last: learned from now, not
+            # when it ends, so the other exits hear of it in time
+            lasts = now + pause - (self._onset if self._onset is not None else now)
+            if probe and not self._learned and lasts >= self._long_after():
+                self._long_block(now)
             if probe:
                 # a look at a block's end goes when planned, whatever the rate: nothing
                 # gets through until then anyway
@@ -199,7 +226,7 @@ class Pace:
         if self._onset is None:
             return None
         elapsed = now - self._onset
-        later = [t for t in self.block_length.probes() if t > elapsed + 0.05]
+        later = [t for t in self.lore.block.probes() if t > elapsed + 0.05]
         return later[0] - elapsed if later else None
 
     def _slow_down(self, now: float, pause: float) -> None:
@@ -215,26 +242,63 @@ class Pace:
     def _block_over(self, sent_at: float) -> None:
         """The first answer to get through since the block began, sent at ``sent_at``."""
         assert self._onset is not None
-        onset, self._onset = self._onset, None
-        still, self._still_blocked = self._still_blocked, None
-        length = sent_at - onset
-        if length < self.settings.block_factor * max(self._onset_pause, self.settings.pause):
-            return  # a pause sat out, as the site asked
-        self.block_length.learn((still or onset) - onset, length)
-        self.long_blocks += 1
-        now = self.clock()
-        onset_rate = self.windows.learn(onset, self._streak_start, now, length)
-        if self.windows.known:
-            # the caps are the site's window at its limit: no climb back to it is needed
-            self.interval = 1 / self.windows.rate(now)
-        elif self._streak_ok:
+        onset, still = self._onset, self._still_blocked
+        if not self._learned:
+            if sent_at - onset < self._long_after():
+                self._onset = self._still_blocked = None
+                return  # a pause sat out, as the site asked
+            self._long_block(self.clock())
+        self._onset = self._still_blocked = None
+        self._learned = False
+        self.lore.block.learn((still or onset) - onset, sent_at - onset)
+        self.windows.lasted(sent_at - onset, self.clock())
+        if self._streak_ok and not self.windows.known:
             # what got through, the block included, is all that rate was worth
             got = self._streak_ok / max(sent_at - self._streak_start, 1e-3)
             self.interval = max(self.interval, 1 / got)
-        self.ceiling = max(onset_rate, self.rate or 0.0)
-        self._streak_start, self._streak_ok = sent_at, 0
+        self.ceiling = max(self._onset_rate, self.rate or 0.0)
+        self._streak_ok = 0
+        # the evidence for the next block starts here: nothing got through before
+        self._streak_start = sent_at
         self._reacted_at = max(self._reacted_at, sent_at)
-        self.next_at = self.windows.earliest(max(self.next_at, now))
+        self.next_at = self.windows.earliest(max(self.next_at, self.clock()))
+
+    def _met_block(self, sent_at: float, now: float) -> None:
+        """A request sent at ``sent_at`` met the block that began at ``_onset``."""
+        if self._onset is None:
+            return
+        self._still_blocked = max(self._still_blocked or sent_at, sent_at)
+        if not self._learned and now - self._onset >= self._long_after():
+            self._long_block(now)
+
+    def _long_after(self) -> float:
+        """How long a block lasts before it is a long one, a cost to learn from."""
+        return self.settings.block_factor * max(self._onset_pause, self.settings.pause)
+
+    def _long_block(self, now: float) -> None:
+        """The block that began at ``_onset`` has lasted long: learned from at once, while
+        it lasts, so that a window found reaches the other exits before they meet it too."""
+        assert self._onset is not None
+        self.long_blocks += 1
+        self._learned = True
+        by_lore = bool(self.lore.window) and self._adopted == self.lore.window
+        length = max(now - self._onset, self.lore.block.high)
+        onset_rate = self.windows.learn(self._onset, self._streak_start, now, length)
+        exact = {span: cap.blocked for span, cap in self.windows.caps.items() if cap.exact}
+        if exact and (self.windows.known or by_lore):
+            # the site's window, or one less through it than thought: every exit's now
+            self.lore.window = self._adopted = exact
+        if self.windows.known:
+            # the caps are the site's window at its limit: no climb back to it is needed
+            self.interval = 1 / self.windows.rate(now)
+        self._onset_rate = onset_rate
+
+    def _adopt(self, now: float) -> None:
+        """Takes the window another exit to the site found: paced at its limit at once."""
+        self._adopted = dict(self.lore.window)
+        self.windows.adopt(self._adopted, now)
+        self.interval = 1 / self.windows.rate(now)
+        self.ceiling = max(self.ceiling, 1 / self.interval)
 
     @property
     def rate(self) -> float | None:
@@ -255,13 +319,14 @@ class Pacer:
         self.settings = settings or PaceSettings()
         self.clock = clock
         self.paces: dict[tuple[str, str], Pace] = {}
-        self.block_lengths: dict[str, BlockLength] = {}  # per host, shared by its exits
+        self.lore: dict[str, SiteLore] = {}  # per host, shared by its exits
 
     def pace(self, exit_: str, host: str) -> Pace:
         key = (exit_, host)
         if key not in self.paces:
-            known = self.block_lengths.setdefault(host, BlockLength())
-            self.paces[key] = Pace(self.settings, self.clock, block_length=known)
+            scout = host not in self.lore
+            lore = self.lore.setdefault(host, SiteLore())
+            self.paces[key] = Pace(self.settings, self.clock, lore=lore, scout=scout)
         return self.paces[key]
 
     def soonest(self, host: str, exits: Iterable[str]) -> tuple[str, float] | None:

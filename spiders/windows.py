@@ -66,6 +66,7 @@ class WindowCaps:
     # the last block told the window apart from spans it ruled out: its caps are the site's
     # limit, not a guess that every span up to the evidence's reach is it
     known: bool = False
+    learned_at: float = -math.inf  # when the caps were last learned
 
     def sent(self, at: float) -> None:
         self.sends.append(at)
@@ -126,6 +127,7 @@ class WindowCaps:
         span the evidence covers is capped below its count when the block began."""
         # a block costs its length: climb back over several of them
         cooldown = max(self.cooldown, 6 * length)
+        self.learned_at = now
         found = self.windows(began, covered_from)
         if found:
             for span in SPANS:
@@ -156,6 +158,18 @@ class WindowCaps:
             self.caps[span] = Cap(blocked, now, cooldown, bounded)
             onset = min(onset, blocked / span)
         return onset if onset < math.inf else 0.0
+
+    def lasted(self, length: float, now: float) -> None:
+        """The block last learned from, while it lasted, is over at ``now`` after
+        ``length`` seconds: the caps it set climb from here, over several of its length."""
+        for cap in self.caps.values():
+            if cap.since == self.learned_at:
+                cap.since, cap.cooldown = now, max(cap.cooldown, 6 * length)
+
+    def adopt(self, window: dict[float, int], now: float) -> None:
+        """Caps at the site's window that another exit found (span -> what gets through)."""
+        self.caps = {span: Cap(n, now, self.cooldown, exact=True) for span, n in window.items()}
+        self.known = True
 
     def limit(self, span: float, at: float) -> int | None:
         """How many requests ``span`` may hold at ``at``; None if it is not capped."""

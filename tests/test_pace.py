@@ -66,7 +66,7 @@ def test_answers_to_requests_sent_before_the_reaction_are_old_news() -> None:
 
 def test_throttles_in_a_row_back_off_and_honour_retry_after() -> None:
     clock = Clock()
-    p = pace(clock)
+    p = Pace(PaceSettings(block_factor=100.0), clock)  # pauses, not a long block
     for _ in range(5):
         p.take()
         p.ok(clock.now)
@@ -398,7 +398,7 @@ def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_kn
     pacer = Pacer(clock=clock)
     block = random.uniform(4.0, 20.0)
     first, other = pacer.pace("a", "site"), pacer.pace("b", "site")
-    assert pacer.pace("c", "elsewhere").block_length is not first.block_length
+    assert pacer.pace("c", "elsewhere").lore.block is not first.lore.block
 
     def blocked_for(p: Pace) -> float:
         for _ in range(5):
@@ -419,9 +419,65 @@ def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_kn
     found = blocked_for(first)
     assert block <= found <= 1.5 * block + 1.0  # growing pauses overshoot, by half at most
     assert first.long_blocks == 1
-    assert first.block_length.low < block <= first.block_length.high == found
-    known = first.block_length.high - first.block_length.low
+    assert first.lore.block.low < block <= first.lore.block.high == found
+    known = first.lore.block.high - first.lore.block.low
     again = blocked_for(other)
     assert block <= again <= found
     # each block halves what is not known of its length
-    assert other.block_length.high - other.block_length.low <= known / 2 + 0.02
+    assert other.lore.block.high - other.lore.block.low <= known / 2 + 0.02
+
+
+def crawl_simulated_through(
+    pacer: Pacer, clock: Clock, sites: dict[str, BlockingSite], pages: int
+) -> None:
+    """As ``crawl_simulated``, through several exits at once, each to a site of its own
+    (a site that limits each client address alike), until ``pages`` got through."""
+    answers: list[tuple[float, float, str, bool]] = []
+    in_flight = dict.fromkeys(sites, 0)
+    got = 0
+    while got < pages:
+        free = [n for n in sites if in_flight[n] < 8]
+        ready = [n for n in free if pacer.pace(n, "site").next_at <= clock.now]
+        if ready:
+            name = min(ready, key=lambda n: pacer.pace(n, "site").next_at)
+            pacer.pace(name, "site").take()
+            sent = clock.now
+            heapq.heappush(answers, (sent + 0.005, sent, name, sites[name].answer(sent)))
+            in_flight[name] += 1
+            clock.now += 1e-4
+            continue
+        soonest = answers[0][0] if answers else math.inf
+        paced = min((pacer.pace(n, "site").next_at for n in free), default=math.inf)
+        clock.now = max(clock.now, min(soonest, paced))
+        while answers and answers[0][0] <= clock.now:
+            _, sent, name, ok = heapq.heappop(answers)
+            in_flight[name] -= 1
+            if ok:
+                got += 1
+                pacer.pace(name, "site").ok(sent, latency=0.005)
+            else:
+                pacer.pace(name, "site").throttled(sent)
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_window_one_exit_finds_paces_the_others_before_they_meet_its_block(draw: int) -> None:
+    """Four exits, each limited alike to N per W and blocked for B past it, all drawn at
+    random. The opening burst blocks every exit once; the first exit's climb back then
+    finds the window in one more block, and the others take it from there, never blocked
+    again."""
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    limit, window = rng.randint(6, 40), rng.choice([1.0, 2.0, 3.0, 5.0])
+    block = window * rng.uniform(3.0, 8.0)
+    about = f"seed {seed}: {limit} per {window}s, block {block:.1f}s"
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    exits = ["a", "b", "c", "d"]
+    sites = {name: BlockingSite(limit, window, block) for name in exits}
+    crawl_simulated_through(pacer, clock, sites, pages=int(4 * limit / window * 60))
+    assert pacer.pace("a", "site").scout and not pacer.pace("b", "site").scout
+    assert sites["a"].blocks <= 3, about
+    assert all(sites[name].blocks == 1 for name in exits[1:]), (about, sites)
+    for name in exits:
+        cap = pacer.pace(name, "site").windows.caps.get(window)
+        assert cap is not None and limit - 1 <= cap.blocked <= limit, (about, name, cap)
