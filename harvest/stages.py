@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harvest.config import Config
+from harvest.recipe import Recipe, list_recipes, load_recipe
 from ingestion.lake import Lake
 from ingestion.locks import SourceLock
 from ingestion.runs import CRAWL_STAGE as CRAWL_STAGE  # callers lock by these names
@@ -15,8 +16,7 @@ from ingestion.runs import CURATE_STAGE
 from ingestion.split import SplitRules
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, PushResult, SyncError
-from spiders.recipe import Recipe, list_recipes, load_recipe
-from validation.suite import BatchSpec, GateSpec, Rule
+from validation.suite import GateSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,8 +107,8 @@ def gate_spec(r: Recipe) -> GateSpec:
         text_field=r.text_field,
         required=[n for n, f in r.fields.items() if f.required],
         dates={n: f.format for n, f in r.fields.items() if f.type == "date"},
-        rules=[Rule(e.expect, e.column, e.min, e.max, e.format) for e in r.expectations],
-        batch=BatchSpec(**vars(r.batch)) if r.batch else None,
+        rules=list(r.expectations),
+        batch=r.batch,
         steps=r.steps,
     )
 
@@ -493,9 +493,9 @@ def create_dataset(
 
 def source_notes(config: Config, sources: list[str]) -> dict[str, SourceNotes]:
     """Licence and robots.txt notes of each source, from its recipe where there is one."""
+    from harvest.recipe import RecipeError
     from ingestion.export import NOT_RECORDED, SourceNotes
     from spiders import settings as defaults
-    from spiders.recipe import RecipeError
 
     notes = {}
     for source in sources:

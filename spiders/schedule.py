@@ -1,4 +1,4 @@
-"""A recipe's ``schedule:``: when ``harvest serve`` crawls the source, and what follows.
+"""The crawl's part of a recipe's ``schedule:``: when ``harvest serve`` crawls the source.
 
 ``cron`` takes the five crontab fields (minute hour day month weekday) or six with seconds
 first. Weekdays keep crontab's meaning (0 and 7 are Sunday); the scheduler numbers them
@@ -8,96 +8,58 @@ from Monday, so numeric weekdays are rewritten as names before they reach it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ingestion.errors import ConfigurationError
+from pydantic import Field as Described
+from pydantic.dataclasses import dataclass
 
-SCHEDULE_KEYS = {"cron", "timezone", "label", "retrain", "time_limit"}
-LABEL_KEYS = {"push", "strategy"}
-# labeling.strategies.STRATEGIES, which spiders may not import (a test keeps them equal)
-STRATEGIES = ("random", "least_confidence", "margin", "entropy", "kcenter", "hybrid", "coldstart")
+from ingestion.sections import SECTION, Bounded, Checked, Section
+
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 DEFAULT_TIME_LIMIT = 3600.0
 
 
-class ScheduleError(ConfigurationError):
-    def __init__(self, key: str, problem: str):
-        self.key, self.problem = key, problem
-        super().__init__(f"{key}: {problem}")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    cron: str
-    timezone: str = "UTC"
-    push: int | None = None  # label push: this many rows a run (None: no push)
-    strategy: str | None = None  # None: the push command's default
-    retrain: bool = False
-    time_limit: float = DEFAULT_TIME_LIMIT  # seconds a whole run may take
-
-    def fields(self) -> dict[str, str]:
-        return cron_fields(self.cron)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "cron": self.cron,
-            "timezone": self.timezone,
-            "label": {"push": self.push, "strategy": self.strategy} if self.push else None,
-            "retrain": self.retrain,
-            "time_limit": self.time_limit,
-        }
-
-
-def parse_schedule(raw: Any) -> Schedule:
-    """The ``schedule:`` mapping of a recipe; ScheduleError names the key at fault."""
-    if not isinstance(raw, dict):
-        known = ", ".join(sorted(SCHEDULE_KEYS))
-        raise ScheduleError("schedule", f"a mapping with keys from {known}")
-    for key in raw:
-        if key not in SCHEDULE_KEYS:
-            known = ", ".join(sorted(SCHEDULE_KEYS))
-            raise ScheduleError(f"schedule.{key}", f"unknown key (expected one of {known})")
-    cron = raw.get("cron")
-    if not isinstance(cron, str):
-        raise ScheduleError("schedule.cron", 'required: a crontab expression like "*/30 * * * *"')
-    tz = raw.get("timezone", "UTC")
+def cron_problem(cron: str) -> str | None:
+    """Why ``cron`` is not a crontab expression the scheduler takes, or None."""
     try:
-        if not isinstance(tz, str) or not tz:
-            raise ValueError
-        zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScheduleError(
-            "schedule.timezone", f"not an IANA time zone like Europe/Paris: {tz!r}"
-        ) from exc
-    try:
-        fields = cron_fields(cron)
         # the scheduler's own check of each field's values
         from apscheduler.triggers.cron import CronTrigger
 
-        CronTrigger(**fields, timezone=zone)
+        CronTrigger(**cron_fields(cron), timezone="UTC")
     except ValueError as exc:
-        raise ScheduleError("schedule.cron", f"{cron!r}: {exc}") from exc
-    push, strategy = None, None
-    if "label" in raw:
-        label = raw["label"]
-        if not isinstance(label, dict) or set(label) - LABEL_KEYS or "push" not in label:
-            raise ScheduleError("schedule.label", "a mapping: push (rows a run) and strategy")
-        push, strategy = label["push"], label.get("strategy")
-        if not isinstance(push, int) or isinstance(push, bool) or push < 1:
-            raise ScheduleError("schedule.label.push", f"a whole number >= 1, got {push!r}")
-        if strategy is not None and strategy not in STRATEGIES:
-            raise ScheduleError(
-                "schedule.label.strategy", f"one of {', '.join(STRATEGIES)}, got {strategy!r}"
-            )
-    retrain = raw.get("retrain", False)
-    if not isinstance(retrain, bool):
-        raise ScheduleError("schedule.retrain", "true or false")
-    limit = raw.get("time_limit", DEFAULT_TIME_LIMIT)
-    if not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0:
-        raise ScheduleError("schedule.time_limit", f"seconds > 0, got {limit!r}")
-    return Schedule(cron, tz, push, strategy, retrain, float(limit))
+        return f"{cron!r}: {exc}"
+    return None
+
+
+def timezone_problem(tz: str) -> str | None:
+    try:
+        if not tz:
+            raise ValueError
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"not an IANA time zone like Europe/Paris: {tz!r}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True, config=SECTION)
+class Schedule(Section):
+    """When ``harvest serve`` crawls a source, and how long a run may take. What follows
+    the crawl (a label push, a retrain) is labeling's part (``labeling.section``);
+    ``harvest.recipe.Schedule`` is both."""
+
+    cron: Annotated[str, Checked(cron_problem, "a crontab expression")] = Described(
+        description='a crontab expression like "*/30 * * * *" (5 fields, or 6 with seconds first)'
+    )
+    timezone: Annotated[str, Checked(timezone_problem, "an IANA time zone")] = Described(
+        default="UTC", description="an IANA time zone like Europe/Paris the cron is read in"
+    )
+    time_limit: Annotated[float, Bounded(gt=0)] = Described(
+        default=DEFAULT_TIME_LIMIT, description="seconds a whole run may take"
+    )
+
+    def fields(self) -> dict[str, str]:
+        return cron_fields(self.cron)
 
 
 def cron_fields(cron: str) -> dict[str, str]:

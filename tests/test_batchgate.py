@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from harvest.recipe import RecipeError, parse_recipe
 from ingestion.lake import Lake
 from ingestion.schema import content_sha256
 from ingestion.writer import BatchWriter
-from spiders.recipe import RecipeError, parse_recipe
 from tests.helpers import last_json, run_harvest
 
 RECIPE = """

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from harvest.demosite import Site, generate
+from harvest.recipe import load_recipe
 from harvest.stages import gate_spec
 from ingestion.dedup import EXACT, NEAR, Deduper, NearDuplicates, shingles
 from ingestion.lake import Lake, LakeError
 from ingestion.schema import content_sha256
-from spiders.recipe import load_recipe
 from tests.helpers import ROOT
 
 BASE = "http://news.test"

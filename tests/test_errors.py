@@ -44,7 +44,6 @@ EXPECTED = {
     # spiders
     "RecipeError": (78, 422),
     "UnknownRecipeError": (2, 404),
-    "ScheduleError": (78, 422),
     "ProxyListError": (78, 422),
     # validation
     "QuarantineError": (2, 422),

@@ -14,12 +14,12 @@ import pytest
 
 from harvest import stages
 from harvest.config import Config
+from harvest.recipe import load_recipe
 from ingestion.lake import Lake
 from labeling import model, push
 from labeling.model import LabelModel, ModelError
 from labeling.server import LabelStudioServer
 from labeling.sync import LabelSync, choice_result
-from spiders.recipe import load_recipe
 from tests.helpers import ROOT
 
 CLASSES = ["A", "B"]

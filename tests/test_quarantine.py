@@ -197,8 +197,8 @@ expectations:
 
 def test_recheck_runs_the_recipe_s_current_steps(tmp_path: Path) -> None:
     """Titles padded with white space fail until the recipe normalises them too."""
+    from harvest.recipe import parse_recipe
     from harvest.stages import gate_spec
-    from spiders.recipe import parse_recipe
     from validation import quarantine
 
     lake, raw = spaced_lake(tmp_path)
@@ -220,9 +220,9 @@ def spaced_lake(tmp_path: Path) -> tuple[Lake, dict[str, object]]:
     import pyarrow as pa
     import yaml
 
+    from harvest.recipe import parse_recipe
     from harvest.stages import gate_spec
     from ingestion.schema import content_sha256
-    from spiders.recipe import parse_recipe
     from validation.gate import curate
 
     lake = Lake(tmp_path / "lake")
@@ -278,8 +278,8 @@ def test_recheck_of_rows_quarantined_twice_moves_each_once(tmp_path: Path) -> No
 
 
 def test_reviews_of_rows_quarantined_twice_keep_one_row_per_key(tmp_path: Path) -> None:
+    from harvest.recipe import parse_recipe
     from harvest.stages import gate_spec
-    from spiders.recipe import parse_recipe
     from validation import quarantine
 
     lake, raw = spaced_lake(tmp_path)

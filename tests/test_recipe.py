@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from harvest.demosite import DemoSite
+from harvest.recipe import RecipeError, list_recipes, load_recipe
 from ingestion.schema import LAKE_COLUMNS
-from spiders.recipe import RecipeError, list_recipes, load_recipe
 from tests.helpers import ROOT, run_harvest
 
 GOOD = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
@@ -40,23 +40,46 @@ def test_demo_recipe_loads() -> None:
     assert recipe.fields["published"].type == "date"
     assert recipe.labels == ["World", "Sports", "Business", "Sci/Tech"]
     assert recipe.label_type == "single"  # the default
-    assert recipe.label_features == "tfidf+minilm"  # the default
+    # none named: the labelling model reads what it reads by default (features.DEFAULT)
+    assert recipe.label_features is None
 
 
-@pytest.mark.parametrize("kind", ["single", "multi", "spans"])
-def test_label_type_chooses_the_task_type(kind: str) -> None:
-    from spiders.recipe import parse_recipe
+def test_label_type_is_one_of_labelings_task_types() -> None:
+    from harvest.recipe import parse_recipe
+    from labeling.tasktypes import TASK_TYPES
 
-    assert parse_recipe(mutate(label_type=kind), "x.yaml").label_type == kind
+    for kind in TASK_TYPES:
+        assert parse_recipe(mutate(label_type=kind), "x.yaml").label_type == kind
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(label_type="tree"), "x.yaml")
+    assert info.value.problems == [("label_type", f"one of {', '.join(TASK_TYPES)}, got 'tree'")]
 
 
 def test_label_features_are_those_the_labelling_model_knows() -> None:
+    from harvest.recipe import parse_recipe
     from labeling.features import KINDS
-    from spiders.recipe import LABEL_FEATURES, parse_recipe
 
-    assert LABEL_FEATURES == KINDS
     for kind in KINDS:
         assert parse_recipe(mutate(label_features=kind), "x.yaml").label_features == kind
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(label_features="bert"), "x.yaml")
+    assert info.value.problems == [("label_features", f"one of {', '.join(KINDS)}, got 'bert'")]
+
+
+def test_a_scheduled_push_takes_one_of_labelings_strategies() -> None:
+    from harvest.recipe import parse_recipe
+    from labeling.strategies import STRATEGIES
+
+    for name in STRATEGIES:
+        schedule = {"cron": "* * * * *", "label": {"push": 5, "strategy": name}}
+        s = parse_recipe(mutate(schedule=schedule), "x.yaml").schedule
+        assert s is not None and (s.push, s.strategy) == (5, name)
+    with pytest.raises(RecipeError) as info:
+        schedule = {"cron": "* * * * *", "label": {"push": 5, "strategy": "guess"}}
+        parse_recipe(mutate(schedule=schedule), "x.yaml")
+    assert info.value.problems == [
+        ("schedule.label.strategy", f"one of {', '.join(STRATEGIES)}, got 'guess'")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -114,7 +137,7 @@ def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
 
 
 def test_licence_is_an_optional_note() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     assert parse_recipe(mutate(), "x.yaml").licence is None
     assert parse_recipe(mutate(licence=" CC BY 4.0 "), "x.yaml").licence == "CC BY 4.0"
@@ -143,7 +166,7 @@ def test_crawling_options_parse() -> None:
         proxies=["http://user:secret@127.0.0.2:8888"],
         ban={"statuses": [429], "markers": ["captcha"]},
     )
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     r = parse_recipe(recipe, "x.yaml")
     assert r.renders and r.browser.wait_for == "div.body" and r.browser.block == ("image",)
@@ -156,15 +179,15 @@ def test_crawling_options_parse() -> None:
     [
         ({"render": "telepathy"}, "render"),
         ({"browser": {"wait_until": "forever"}}, "browser.wait_until"),
-        ({"browser": {"block": ["pictures"]}}, "browser.block"),
+        ({"browser": {"block": ["pictures"]}}, "browser.block[0]"),
         ({"browser": {"wait_for": "div..x"}}, "browser.wait_for"),
         ({"proxies": ["user:secret@host"]}, "proxies.urls[0]"),
-        ({"ban": {"statuses": [999]}}, "ban.statuses"),
+        ({"ban": {"statuses": [999]}}, "ban.statuses[0]"),
         ({"ban": {"backoff_base": -1}}, "ban.backoff_base"),
     ],
 )
 def test_broken_crawling_options_are_named(changes: dict[str, object], key: str) -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(**changes), "x.yaml")
@@ -175,9 +198,7 @@ def test_broken_crawling_options_are_named(changes: dict[str, object], key: str)
 def test_schedule_is_optional_and_parses() -> None:
     from apscheduler.triggers.cron import CronTrigger
 
-    from labeling.strategies import STRATEGIES
-    from spiders.recipe import parse_recipe
-    from spiders.schedule import STRATEGIES as NAMED
+    from harvest.recipe import parse_recipe
 
     assert parse_recipe(mutate(), "x.yaml").schedule is None
     raw = {
@@ -214,7 +235,6 @@ def test_schedule_is_optional_and_parses() -> None:
     six = parse_recipe(mutate(schedule={"cron": "*/3 * * * * 0,7"}), "x.yaml").schedule
     assert six is not None and six.fields()["second"] == "*/3"
     assert six.fields()["day_of_week"] == "sun"
-    assert set(NAMED) == set(STRATEGIES)
 
 
 @pytest.mark.parametrize(
@@ -237,7 +257,7 @@ def test_schedule_is_optional_and_parses() -> None:
     ],
 )
 def test_broken_schedule_is_named(schedule: object, key: str) -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(schedule=schedule), "x.yaml")
@@ -258,7 +278,7 @@ def test_broken_schedule_is_named(schedule: object, key: str) -> None:
     ],
 )
 def test_start_urls_are_parsed_in_full(url: str, words: str) -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(start_urls=["http://example.com/", url]), "x.yaml")
@@ -283,7 +303,7 @@ def test_start_urls_are_parsed_in_full(url: str, words: str) -> None:
     ],
 )
 def test_settings_take_the_type_of_scrapys_default(settings: dict[str, object], words: str) -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(settings=settings), "x.yaml")
@@ -292,7 +312,7 @@ def test_settings_take_the_type_of_scrapys_default(settings: dict[str, object], 
 
 
 def test_settings_of_the_right_type_and_harvests_own_pass() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     settings = {
         "CONCURRENT_REQUESTS": 4,
@@ -313,7 +333,7 @@ def test_settings_of_the_right_type_and_harvests_own_pass() -> None:
 
 @pytest.mark.parametrize("column", sorted(LAKE_COLUMNS))
 def test_a_field_may_not_take_a_column_the_lake_writes(column: str) -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(**{f"fields__{column}": {"css": "a::attr(href)"}}), "x.yaml")
@@ -334,7 +354,7 @@ def test_a_field_may_not_take_a_column_the_lake_writes(column: str) -> None:
     ],
 )
 def test_a_date_format_is_a_strptime_string(changes: dict[str, object], key: str) -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(**changes), "x.yaml")
@@ -342,7 +362,7 @@ def test_a_date_format_is_a_strptime_string(changes: dict[str, object], key: str
 
 
 def test_every_problem_is_named_in_one_line() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     recipe = mutate(
         start_urls=["http://127.0.0.1:99999/"],
@@ -354,12 +374,13 @@ def test_every_problem_is_named_in_one_line() -> None:
     with pytest.raises(RecipeError) as info:
         parse_recipe(recipe, "x.yaml")
     keys = [key for key, _ in info.value.problems]
+    # section by section (the crawl's, then the labels'), each in the order of its keys
     assert keys == [
         "start_urls[0]",
         "fields.published.format",
         "fields.url",
-        "label_type",
         "settings.CONCURRENT_REQUESTS",
+        "label_type",
     ]
     message = str(info.value)
     assert "\n" not in message and message.startswith("x.yaml: start_urls[0]: ")
@@ -367,7 +388,7 @@ def test_every_problem_is_named_in_one_line() -> None:
 
 
 def test_a_problem_is_not_named_again_by_what_depends_on_it() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     # without fields, the text field, expectations and batch gates cannot be checked
     with pytest.raises(RecipeError) as info:
@@ -376,7 +397,7 @@ def test_a_problem_is_not_named_again_by_what_depends_on_it() -> None:
 
 
 def test_a_proxy_url_with_a_bad_port_is_refused_without_its_password() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(proxies=["http://user:secret@127.0.0.2:99999"]), "x.yaml")
@@ -403,7 +424,7 @@ def test_yml_recipes_are_listed_beside_yaml_ones(tmp_path: Path) -> None:
 
 
 def test_allowed_domains_default_to_the_start_urls_hosts() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     urls = ["http://News.example.com:8080/a", "https://news.example.com/b", "http://[::1]:9/"]
     recipe = parse_recipe(mutate(allowed_domains=None, start_urls=urls), "x.yaml")
@@ -415,7 +436,7 @@ def test_allowed_domains_default_to_the_start_urls_hosts() -> None:
 
 
 def test_allowed_domains_named_in_the_recipe_are_kept() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
 
     named = parse_recipe(mutate(allowed_domains=["example.org"]), "x.yaml")
     assert named.domains() == named.domains(["http://127.0.0.1/"]) == ["example.org"]
@@ -424,7 +445,7 @@ def test_allowed_domains_named_in_the_recipe_are_kept() -> None:
 
 
 def test_the_spider_stays_on_the_hosts_it_starts_from() -> None:
-    from spiders.recipe import parse_recipe
+    from harvest.recipe import parse_recipe
     from spiders.recipe_spider import RecipeSpider
 
     recipe = parse_recipe(mutate(allowed_domains=None), "x.yaml")

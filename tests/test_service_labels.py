@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from harvest.recipe import load_recipe
 from harvest.service import summary
 from ingestion.lake import Lake
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType
-from spiders.recipe import load_recipe
 from tests.helpers import ROOT
 from tests.service import Live
 

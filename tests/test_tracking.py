@@ -18,10 +18,10 @@ from mlflow import MlflowClient
 from harvest import stages
 from harvest.config import Config
 from harvest.demosite import generate
+from harvest.recipe import Recipe, load_recipe
 from ingestion.lake import Lake
 from labeling import model
 from labeling.server import LabelStudioServer
-from spiders.recipe import Recipe, load_recipe
 from tests.helpers import ROOT, free_port, last_json, run_harvest
 from training import registry
 from training.registry import RegistryError

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from harvest.recipe import RecipeError, load_recipe, parse_recipe
 from harvest.stages import gate_spec
 from ingestion.lake import Lake
 from ingestion.schema import content_sha256
@@ -23,7 +24,6 @@ from ingestion.transforms import (
     parse_steps,
 )
 from ingestion.transforms.normalize import normalize_text
-from spiders.recipe import RecipeError, load_recipe, parse_recipe
 from tests.helpers import ROOT
 
 PAGE = """<!doctype html>

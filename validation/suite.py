@@ -10,29 +10,12 @@ import pyarrow as pa
 
 from ingestion.transforms import Step
 
+# the recipe's gate section is read straight into these (validation.section)
+from validation.section import BatchSpec, Rule
+
+__all__ = ["DEFAULT_MAX_TEXT", "BatchSpec", "GateSpec", "Rule", "curated_rows", "rule_name"]
+
 DEFAULT_MAX_TEXT = 100_000
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A column must meet: not_null, unique, length_between, date_parses or between."""
-
-    expect: str
-    column: str
-    min: float | None = None
-    max: float | None = None
-    format: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchSpec:
-    """Batch-level gates against the source's last good batch; None turns one off."""
-
-    min_rows_ratio: float | None = None
-    max_null_rate_increase: float | None = None
-    drift_fields: tuple[str, ...] = ()
-    max_mean_shift: float | None = None
-    min_ks_pvalue: float | None = None
 
 
 @dataclass(frozen=True)

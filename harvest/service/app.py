@@ -150,7 +150,7 @@ def create_app(service: Service) -> FastAPI:
     )
     def start_crawl(body: CrawlRequest) -> Run:
         """Starts a run of SOURCE now: its crawl, curation and the recipe's label steps."""
-        from spiders.recipe import find_recipe, load_recipe
+        from harvest.recipe import find_recipe, load_recipe
 
         find_recipe(body.source, cfg.sources)  # RecipeError: unknown, 404
         load_recipe(body.source, cfg.sources)  # RecipeError: broken, 422
@@ -175,7 +175,7 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/sources", tags=["sources"])
     def list_sources() -> list[dict[str, Any]]:
         """Every recipe with its schedule, next scheduled run and last run."""
-        from spiders.recipe import RecipeError, list_recipes, load_recipe
+        from harvest.recipe import RecipeError, list_recipes, load_recipe
 
         next_runs = service.next_runs()
         out = []
@@ -232,8 +232,8 @@ def create_app(service: Service) -> FastAPI:
     def create_dataset(body: DatasetRequest) -> dict[str, Any]:
         """Cuts a new version of a dataset (as `harvest dataset create`)."""
         from harvest import stages
+        from harvest.recipe import find_recipe
         from ingestion.split import SplitRules, parse_fractions
-        from spiders.recipe import find_recipe
 
         for source in body.sources:
             find_recipe(source, cfg.sources)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from harvest.config import Config
+from harvest.recipe import Recipe, load_recipe
 from harvest.service.runs import COUNTS, RunStore, progress_path
 from ingestion.errors import UnavailableError
 from ingestion.locks import BusyError, holder
 from ingestion.runs import CRAWL_STAGE, FAILED, FINISHED, INTERRUPTED, TIMED_OUT
-from spiders.recipe import Recipe, load_recipe
 from spiders.schedule import DEFAULT_TIME_LIMIT
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from harvest.config import Config
+from harvest.recipe import RecipeError, Schedule, list_recipes, load_recipe
 from harvest.service.runner import Runner
 from harvest.service.runs import SourceBusyError
 from ingestion.locks import BusyError
-from spiders.recipe import RecipeError, list_recipes, load_recipe
-from spiders.schedule import Schedule
 
 log = logging.getLogger(__name__)
 JOB_PREFIX = "crawl:"

@@ -78,9 +78,9 @@ class Service:
         """Label Studio, unless one already answers at the configured address, and this
         service's webhook in each labelled source's project."""
         from harvest import stages
+        from harvest.recipe import RecipeError
         from labeling.server import LabelStudioError
         from labeling.sync import SyncError
-        from spiders.recipe import RecipeError
 
         server = stages.label_server(self.config)
         try:

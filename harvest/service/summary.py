@@ -84,7 +84,7 @@ def build(
 
 def _recipes(config: Config) -> dict[str, Any]:
     """Recipe file stem -> the parsed recipe, or the error text of one that does not parse."""
-    from spiders.recipe import RecipeError, list_recipes, load_recipe
+    from harvest.recipe import RecipeError, list_recipes, load_recipe
 
     out: dict[str, Any] = {}
     for path in list_recipes(config.sources):
@@ -144,7 +144,7 @@ def _source(
 
 
 def next_fire(schedule: Any, now: datetime | None = None) -> datetime | None:
-    """The next time a recipe's schedule fires (a ``spiders.schedule.Schedule`` or its JSON);
+    """The next time a recipe's schedule fires (a ``harvest.recipe.Schedule`` or its JSON);
     None when it cannot be read."""
     from zoneinfo import ZoneInfo
 
@@ -176,7 +176,7 @@ def _schedule(schedule: Any) -> Any:
 
 def known_sources(config: Config) -> list[str]:
     """Every source with a recipe or a raw table in the lake."""
-    from spiders.recipe import list_recipes
+    from harvest.recipe import list_recipes
 
     names = {p.stem for p in list_recipes(config.sources)}
     return sorted(names | _lake_sources(Lake(config.lake)))

@@ -67,11 +67,11 @@ class Webhooks:
 
     def _lookup(self) -> dict[int, Route] | None:
         from harvest import stages
+        from harvest.recipe import RecipeError, load_recipe
         from ingestion.lake import Lake
         from labeling.store import LabelStore
         from labeling.sync import SyncError
         from labeling.tasktypes import task_type
-        from spiders.recipe import RecipeError, load_recipe
 
         routes: dict[int, Route] = {}
         try:
@@ -98,7 +98,7 @@ class Webhooks:
         return routes
 
     def config_sources(self) -> list[str]:
-        from spiders.recipe import list_recipes
+        from harvest.recipe import list_recipes
 
         return [str(p) for p in list_recipes(self.config.sources)]
 
