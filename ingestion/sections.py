@@ -111,19 +111,29 @@ class Section:
         found: list[tuple[tuple[Any, ...], str, Any]] = [
             ((key,), unknown_key(key, known), v) for key, v in value.items() if key not in known
         ]
-        # a misspelt key is named once, as unknown, not again as a missing one
-        meant = {_nearest(key, known) for key in value if key not in known}
+        # a misspelt key is named once, as unknown: not again as a missing one, nor by a
+        # check of the whole mapping that the key meant would have met
+        meant = {_nearest(key, known) for key in value if key not in known} - set(value)
         try:
             result = handler({k: v for k, v in value.items() if k in known})
         except PydanticValidationError as exc:
             found += [
                 (e["loc"], _worded(cls, e), e.get("input"))
                 for e in exc.errors()
-                if not (e["type"].startswith("missing") and e["loc"][0] in meant)
+                if not _said_already(e, meant)
             ]
         if found:
             raise problems_error(cls.__name__, found)
         return result
+
+
+def _said_already(error: Any, meant: set[str | None]) -> bool:
+    """Whether ``error`` only repeats that a key was misspelt: the key ``meant`` instead is
+    missing, or the mapping as a whole fails a check that key would have met."""
+    loc = error["loc"]
+    if not meant:
+        return False
+    return not loc or (error["type"].startswith("missing") and loc[0] in meant)
 
 
 def _worded(cls: type, error: Any) -> str:

@@ -452,3 +452,95 @@ def test_the_spider_stays_on_the_hosts_it_starts_from() -> None:
     assert RecipeSpider(recipe=recipe).allowed_domains == ["127.0.0.1"]
     moved = RecipeSpider(recipe=recipe, start_url="http://localhost:9000/")
     assert moved.allowed_domains == ["localhost"]
+
+
+def test_every_section_names_its_problems_at_once() -> None:
+    from harvest.recipe import parse_recipe
+
+    recipe = mutate(
+        colour="blue",
+        render="telepathy",
+        expectations=[{"expect": "sparkles", "column": "body"}],
+        label_type="tree",
+        schedule={"cron": "* * * * *", "retrain": "yes"},
+    )
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(recipe, "x.yaml")
+    # unknown keys first, then the crawl's, the gate's, the labels' and the schedule's
+    assert [key for key, _ in info.value.problems] == [
+        "colour",
+        "render",
+        "expectations[0].expect",
+        "label_type",
+        "schedule.retrain",
+    ]
+    assert info.value.key == "colour"
+    assert "; schedule.retrain: true or false, got 'yes'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "meant"),
+    [
+        ({"lables": ["a"]}, "lables", "labels"),
+        ({"expectation": []}, "expectation", "expectations"),
+        ({"fields__title": {"csss": "h1::text"}}, "fields.title.csss", "css"),
+        ({"schedule": {"cron": "* * * * *", "retrian": True}}, "schedule.retrian", "retrain"),
+        ({"settings": {"AUTOTHROTTLE_ENABLE": True}}, "settings.AUTOTHROTTLE_ENABLE", None),
+    ],
+)
+def test_a_misspelt_key_is_told_the_one_meant(
+    changes: dict[str, object], key: str, meant: str | None
+) -> None:
+    from harvest.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(**changes), "x.yaml")
+    # the misspelt key alone: not again as a required key that is missing
+    (found, problem), *more = info.value.problems
+    assert (found, more) == (key, [])
+    if meant is None:  # a Scrapy setting: the nearest of Scrapy's own
+        assert problem == "not a Scrapy setting (did you mean AUTOTHROTTLE_ENABLED?)"
+    else:
+        assert problem == f"unknown key (did you mean {meant}?)"
+
+
+def test_a_key_near_none_lists_those_known() -> None:
+    from harvest.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(fields__title={"css": "h1::text", "zzz": 1}), "x.yaml")
+    assert info.value.problems == [
+        ("fields.title.zzz", "unknown key (expected one of css, format, required, type, xpath)")
+    ]
+
+
+@pytest.mark.parametrize("bound", ["min", "max"])
+def test_true_is_not_a_number(bound: str) -> None:
+    from harvest.recipe import parse_recipe
+
+    rule = {"expect": "length_between", "column": "body", bound: True}
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(mutate(expectations=[rule]), "x.yaml")
+    assert info.value.problems == [(f"expectations[0].{bound}", "a number, got True")]
+    rule[bound] = 3
+    assert parse_recipe(mutate(expectations=[rule]), "x.yaml").expectations[0].expect == (
+        "length_between"
+    )
+
+
+def test_the_spider_reads_the_crawl_section_alone(tmp_path: Path) -> None:
+    """spiders may not import harvest: the spider's own load reads the crawl's keys and
+    leaves the others' to them; harvest's reads them all."""
+    import spiders.recipe
+    from harvest.recipe import Recipe
+
+    path = write(tmp_path, mutate(label_type="tree", steps="none"))
+    crawl = spiders.recipe.load_recipe(path)
+    assert type(crawl) is spiders.recipe.Recipe and crawl.name == "demo"
+    assert not hasattr(crawl, "label_type")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert [key for key, _ in info.value.problems] == ["steps", "label_type"]
+    # a whole recipe is a crawl recipe, which the spider takes
+    assert isinstance(load_recipe("demo", ROOT / "sources"), (Recipe, spiders.recipe.Recipe))
+    assert issubclass(Recipe, spiders.recipe.Recipe)

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import typer
 
-from harvest.cli import crawl, dataset, demo, drift, label, lake, model, quarantine, serve
+from harvest.cli import (
+    crawl,
+    dataset,
+    demo,
+    drift,
+    label,
+    lake,
+    model,
+    quarantine,
+    recipe,
+    serve,
+)
 from harvest.cli import status as status_cmd
 from harvest.cli import train as train_cmd
 from harvest.cli.group import HarvestGroup
@@ -29,6 +40,7 @@ app.add_typer(lake.app, name="lake")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(model.app, name="model")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(recipe.app, name="recipe")
 
 
 def main() -> None:
