@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,7 @@ def find(store: Store, name: str, alias: str = CHAMPION) -> ModelVersion | None:
 
 
 def register(
-    store: Store, name: str, run_id: str, source: str, tags: dict[str, Any]
+    store: Store, name: str, run_id: str, source: str, tags: Mapping[str, object]
 ) -> ModelVersion:
     """A new version of ``name`` (created on first use) pointing at ``source``, the run's
     model artifacts; it takes the ``challenger`` alias."""

@@ -231,7 +231,7 @@ class Run:
         self.run_id = run_id
         self.artifact_uri = artifact_uri
 
-    def params(self, values: dict[str, Any]) -> None:
+    def params(self, values: Mapping[str, object]) -> None:
         from mlflow.entities import Param
 
         # MLflow keeps a parameter value of at most 6,000 characters
@@ -254,7 +254,7 @@ class Run:
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 
-    def tags(self, values: dict[str, Any]) -> None:
+    def tags(self, values: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag
 
         batch = [RunTag(k, str(v)) for k, v in values.items() if v is not None]
@@ -274,7 +274,7 @@ class Run:
 
 
 @contextmanager
-def run(store: Store, experiment: str, name: str, tags: dict[str, Any]) -> Iterator[Run]:
+def run(store: Store, experiment: str, name: str, tags: Mapping[str, object]) -> Iterator[Run]:
     """An MLflow run in ``experiment``, ended FINISHED when the block ends and FAILED (or
     KILLED, on Ctrl-C) when it raises."""
     client = store.client
@@ -300,8 +300,8 @@ def log_model(
     name: str,
     run_name: str,
     save: Callable[[Path], object],
-    tags: dict[str, Any],
-    params: dict[str, Any],
+    tags: Mapping[str, object],
+    params: Mapping[str, object],
     metrics: dict[str, float | None],
     dataset: tuple[str, str, str] | None = None,
 ) -> ModelVersion:
