@@ -92,6 +92,7 @@ class SiteLore:
 
     block: BlockLength = field(default_factory=BlockLength)
     window: dict[float, int] = field(default_factory=dict)
+    exits: int = 0  # exits to the site so far
 
 
 @dataclass
@@ -116,9 +117,9 @@ class Pace:
     _streak_start: float = 0.0  # since the last long block
     _streak_ok: int = 0
     lore: SiteLore = field(default_factory=SiteLore)
-    # the first exit to a site climbs back from a long block twice as fast as the others:
-    # the first to be blocked again finds the window and tells the others (``SiteLore``),
-    # sparing them that block
+    # the first exit to a site climbs back from a long block twice as fast as the others,
+    # if any: the first to be blocked again finds the window and tells the others
+    # (``SiteLore``), sparing them that block. Alone, it has no one to spare
     scout: bool = True
     _still_blocked: float | None = None  # the last request of this block that met it
     _learned: bool = False  # the current block was long, and has been learned from
@@ -157,7 +158,7 @@ class Pace:
             return
         near = 1 / self.interval >= self.settings.near * self.ceiling
         probe = self.settings.probe_slow if near else self.settings.probe_fast
-        if self.long_blocks and self.scout and not self.windows.known:
+        if self.long_blocks and self.scout and self.lore.exits > 1 and not self.windows.known:
             probe *= 2
         # the same gain a second whatever the rate: a fast exit must not probe faster
         self.interval *= 1 - min(0.5, probe * self.interval)
@@ -326,6 +327,7 @@ class Pacer:
         if key not in self.paces:
             scout = host not in self.lore
             lore = self.lore.setdefault(host, SiteLore())
+            lore.exits += 1
             self.paces[key] = Pace(self.settings, self.clock, lore=lore, scout=scout)
         return self.paces[key]
 
