@@ -107,6 +107,9 @@ HARVEST_SUSPECT_SHARE = 0.8
 HARVEST_SUSPECT_SIZE_RATIO = 0.25
 HARVEST_SUSPECT_RETRIES = 3
 HARVEST_SUSPECT_PAUSE = 1.0
+# and is kept only once it has been doubted this many seconds, past its RETRIES: a block
+# outlasts quick tries through every proxy at once
+HARVEST_SUSPECT_PATIENCE = 30.0
 HARVEST_SUSPECT_MARKERS = [
     r"(?i)checking (if the site connection is secure|your browser)",
     r"(?i)verify (that )?you are (a )?human",

@@ -4,6 +4,7 @@ never end a crawl quietly; a page that is empty for real still reaches the gate.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import threading
 import time
@@ -29,6 +30,7 @@ from spiders.account import account, describe
 from spiders.middlewares.bans import SUSPECT_FLAG, BanDetector
 from spiders.middlewares.pacing import NOT_BEFORE_META
 from spiders.middlewares.suspect import (
+    FIRST_META,
     TRIES_META,
     Page,
     PageReader,
@@ -227,6 +229,7 @@ RECIPE: dict[str, Any] = {
     # short pauses keep the crawl small; how long they are does not change what is judged
     "settings": {
         "HARVEST_SUSPECT_PAUSE": 0.05,
+        "HARVEST_SUSPECT_PATIENCE": 0.0,
         "HARVEST_PACING_PAUSE": 0.05,
         "CONCURRENT_REQUESTS": 4,
     },
@@ -401,13 +404,21 @@ def test_the_middleware_sends_a_suspect_again_then_keeps_it_as_a_broken_chain() 
     request, response = answer("http://site.test/page/4", lookalike(None, 0), harvest_proxy=0)
     flagged = mw.process_response(request, response)
     assert isinstance(flagged, HtmlResponse) and flagged.flags[0].startswith(SUSPECT_FLAG)
-    # its retries spent, it goes on as it came, counted and named
-    request, response = answer(
-        "http://site.test/page/4", lookalike(None, 0), **{TRIES_META: RETRIES}
-    )
+    assert NOT_BEFORE_META not in request.meta  # at once, through another proxy
+    # its quick tries spent but doubted only a moment: a block may outlast quick tries
+    # through every proxy, so it waits a growing pause and goes again
+    meta = {TRIES_META: RETRIES, FIRST_META: time.time(), "harvest_proxy": 0}
+    request, response = answer("http://site.test/page/4", lookalike(None, 0), **meta)
+    flagged = mw.process_response(request, response)
+    assert flagged is not response and flagged.flags[0].startswith(SUSPECT_FLAG)
+    assert request.meta[NOT_BEFORE_META] > time.time()
+    # its retries spent and doubted for the patience's length, it goes on as it came,
+    # counted and named
+    meta = {TRIES_META: RETRIES, FIRST_META: time.time() - mw.patience}
+    request, response = answer("http://site.test/page/4", lookalike(None, 0), **meta)
     assert mw.process_response(request, response) is response
     stats = mw.crawler.stats.get_stats()  # type: ignore[union-attr]
-    assert stats["harvest/failed/suspected_block"] == 1 and stats["harvest/suspect/blocks"] == 3
+    assert stats["harvest/failed/suspected_block"] == 1 and stats["harvest/suspect/blocks"] == 4
     # what lies behind it: as many pages as its siblings linked to (an article, the next)
     assert stats["harvest/broken_chain/http://site.test/page/4"] == 2
     acc = account(stats)
@@ -553,3 +564,36 @@ def test_a_site_that_soft_blocks_a_client_past_its_rate_gives_every_item(
         assert code == 0 and acc["given_up_total"] == 0, why
         assert Lake(lake_env["HARVEST_LAKE"]).read("raw/guarded").num_rows == 60, why
         assert acc["suspected_blocks"] == soft >= 1, why
+
+
+@pytest.mark.slow
+def test_through_proxies_a_soft_block_that_outlasts_quick_tries_gives_every_item(
+    tmp_path: Path, lake_env: dict[str, str], tinyproxies: list[proxies.TinyProxy]
+) -> None:
+    """Every proxy soft-blocked at once, for longer than a few quick tries take: the pages
+    wait for the block to lift rather than being kept as look-alikes."""
+    seed = int(os.environ.get("HARVEST_TEST_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
+    limit, block = rng.randint(6, 12), round(rng.uniform(8.0, 12.0), 1)
+    guard = Guard(limit, 1.0, ban_seconds=block, ban_status=200)
+    with DemoSite(generate(40, seed=seed % 1000), guard=guard) as server:
+        data = {
+            **yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text()),
+            "name": "softproxied",
+            "follow": [
+                {"allow": r"/guarded/page/\d+$", "restrict_css": "nav.pagination"},
+                {"allow": "/guarded/article/", "restrict_css": "ul.articles"},
+            ],
+            "item_urls": "/guarded/article/",
+            "proxies": {"urls": [p.url for p in tinyproxies]},
+        }
+        path = tmp_path / "softproxied.yaml"
+        path.write_text(yaml.safe_dump(data))
+        start = f"{server.url}/guarded/"
+        code, summary, stderr = crawl(path, lake_env, "--start-url", start, "--no-curate")
+    acc = summary["account"]
+    why = f"seed {seed}: {limit}/s, soft-blocked {block:g}s\n{stderr[-3000:]}"
+    assert code == 0 and acc["given_up_total"] == 0, why
+    rows = Lake(lake_env["HARVEST_LAKE"]).read("raw/softproxied").to_pylist()
+    assert len(rows) == 40 and all(r["title"] for r in rows), why
+    assert acc["suspected_blocks"] >= 1, why

@@ -18,8 +18,11 @@ A suspected block is taken as a 429 and a ban at once: its exit's pace pauses an
 proxy the pool also backs that proxy off and retries elsewhere (it sees the response
 flagged, see ``bans.SUSPECT_FLAG``); on the direct connection the page waits a pause of
 its own that doubles with each try (``HARVEST_SUSPECT_PAUSE``). After
-``HARVEST_SUSPECT_RETRIES`` tries the page is kept as it came, since a page may be empty
-for real: an item page goes on to the gate, a listing page to the spider. Either way it
+``HARVEST_SUSPECT_RETRIES`` tries, and once it has been doubted for
+``HARVEST_SUSPECT_PATIENCE`` seconds (a block outlasts quick tries through every proxy at
+once; past the tries, a proxied page waits the same growing pauses), the page is kept as
+it came, since a page may be empty for real: an item page goes on to the gate, a listing
+page to the spider. Either way it
 is counted as given up (``harvest/failed/suspected_block``) and named in the account,
 a listing page as a broken chain, so a block that never lifts never ends a crawl quietly.
 """
@@ -51,6 +54,7 @@ from spiders.recipe import Recipe
 logger = logging.getLogger(__name__)
 
 TRIES_META = "harvest_suspect_tries"
+FIRST_META = "harvest_suspect_first"  # time.time() the page was first suspected
 SIZES_KEPT = 200  # sizes a pattern remembers for its median: the latest ones
 
 
@@ -175,10 +179,11 @@ class SuspectMiddleware:
         model: PatternModel,
         retries: int = 3,
         pause: float = 1.0,
+        patience: float = 30.0,
     ):
         self.crawler = crawler
         self.reader, self.model = reader, model
-        self.retries, self.pause = retries, pause
+        self.retries, self.pause, self.patience = retries, pause, patience
         self.pacer = pacer_for(crawler)
 
     @classmethod
@@ -194,7 +199,8 @@ class SuspectMiddleware:
         )
         reader = PageReader(recipe, s.getlist("HARVEST_SUSPECT_MARKERS"))
         retries, pause = s.getint("HARVEST_SUSPECT_RETRIES"), s.getfloat("HARVEST_SUSPECT_PAUSE")
-        return cls(crawler, reader, model, retries, pause)
+        patience = s.getfloat("HARVEST_SUSPECT_PATIENCE")
+        return cls(crawler, reader, model, retries, pause, patience)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
         if (
@@ -210,8 +216,11 @@ class SuspectMiddleware:
             self.model.good(key, page)
             return response
         tries = request.meta.get(TRIES_META, 0) + 1
+        first = request.meta.setdefault(FIRST_META, time.time())
         self._inc("blocks")
-        if tries > self.retries:
+        # a block outlasts a few quick tries through every exit at once: the page is kept
+        # only once it has also been doubted for the patience's length
+        if tries > self.retries and time.time() - first >= self.patience:
             return self._keep(request, response, key, page, reason)
         logger.info("suspected block of %s (%s): try %d", request.url, reason, tries + 1)
         request.meta[TRIES_META] = tries
@@ -222,7 +231,11 @@ class SuspectMiddleware:
             pace.throttled(request.meta.get(SENT_META, 0.0))
         if PROXY_META in request.meta:
             # the pool, next, takes it for a ban: backs that proxy off, retries (and counts
-            # the retry) through another
+            # the retry) through another, at once while the quick tries last, then after
+            # pauses that grow, as on the direct connection
+            past = tries - self.retries
+            if past > 0:
+                request.meta[NOT_BEFORE_META] = time.time() + self.pause * 2 ** (past - 1)
             return response.replace(flags=[*response.flags, f"{SUSPECT_FLAG}: {reason}"])
         self._inc("retries")
         retry = request.copy()
