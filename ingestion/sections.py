@@ -113,7 +113,7 @@ class Section:
         ]
         # a misspelt key is named once, as unknown: not again as a missing one, nor by a
         # check of the whole mapping that the key meant would have met
-        meant = {_nearest(key, known) for key in value if key not in known} - set(value)
+        meant = {_nearest(key, known) for key in value if key not in known} - {None, *value}
         try:
             result = handler({k: v for k, v in value.items() if k in known})
         except PydanticValidationError as exc:

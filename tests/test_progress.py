@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from harvest.demosite import DemoSite
+from harvest.recipe import load_recipe
 from harvest.service.runner import steps
 from harvest.service.runs import progress_path, read_progress
-from spiders.recipe import load_recipe
 from tests.helpers import last_json, run_harvest
 from tests.service import write_recipe
 

@@ -11,9 +11,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from harvest.recipe import SECTIONS, Recipe, list_recipes, schema, yaml_keys
+from harvest.recipe import SECTIONS, Recipe, RecipeError, list_recipes, schema, yaml_keys
 from ingestion.sections import Section
-from spiders.recipe import RecipeError
 from tests.helpers import ROOT, last_json, run_harvest
 
 GOOD = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
