@@ -383,7 +383,7 @@ class Recipe(Section):
     )
     follow: Annotated[
         list[Annotated[Follow, BeforeValidator(_follow, json_schema_input_type=str | Follow)]],
-        null_is(list),
+        null_is(list, list[str | Follow]),
     ] = Described(
         default_factory=list,
         description="a list of links to follow: URL regexes, or mappings with allow, "

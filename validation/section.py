@@ -167,7 +167,7 @@ Steps = Annotated[tuple[Step, ...], PlainValidator(_steps), WithJsonSchema(_step
 class GateSection(Section):
     """The gate's section of a recipe: what rows and batches must meet to be curated."""
 
-    expectations: Annotated[list[Rule], null_is(list)] = Described(
+    expectations: Annotated[list[Rule], null_is(list, list[Rule])] = Described(
         default_factory=list,
         description="a list of rules the rows must meet, on top of harvest's own (a url, "
         "unique; the text field, not empty; the required fields; dates that parse)",
