@@ -23,9 +23,11 @@ class GaveUp(IgnoreRequest):
     tell it from pages left out by policy (robots.txt, other sites).
     """
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, transient: bool = True):
         super().__init__(message)
         self.reason = reason
+        # worth another try later, for a listing page; False when waiting has run out
+        self.transient = transient
 
 
 BROKEN_CHAIN = "harvest/broken_chain/"  # + the URL of a listing page given up on

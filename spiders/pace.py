@@ -301,6 +301,10 @@ class Pace:
         self.interval = 1 / self.windows.rate(now)
         self.ceiling = max(self.ceiling, 1 / self.interval)
 
+    def blocked_for(self) -> float:
+        """Seconds since the block the exit is in began; 0 when it is in none."""
+        return self.clock() - self._onset if self._onset is not None else 0.0
+
     @property
     def rate(self) -> float | None:
         """Requests per second this pace allows; None while unlimited."""
@@ -366,7 +370,8 @@ class Pacer:
             if wait <= 0:
                 self.pace(name, host).take()
                 return name
-            await sleep(min(wait, SLOT_POLL) if len(free) < len(offered) else wait)
+            # exits can go meanwhile (a proxy dies, a ban is given up on): look again soon
+            await sleep(min(wait, SLOT_POLL) if len(free) < len(offered) else min(wait, 1.0))
 
     def figures(self) -> dict[str, dict[str, Any]]:
         """Per exit: requests sent, throttles, and the rate learned per host."""

@@ -96,7 +96,8 @@ class RecipeSpider(scrapy.Spider):
             status = failure.value.response.status
             reason, transient = f"http_{status}", status == 429 or status >= 500
         elif failure.check(GaveUp):
-            reason, transient = failure.value.reason, True  # counted where it was dropped
+            # counted where it was dropped
+            reason, transient = failure.value.reason, failure.value.transient
         elif failure.check(IgnoreRequest):
             return []  # harvest's and Scrapy's middlewares count these where they drop them
         else:

@@ -79,6 +79,9 @@ HARVEST_PROXY_FILE = ""
 HARVEST_PROXY_MAX_FAILURES = 3
 # retries through other proxies after a ban or a failed connection, per request
 HARVEST_BAN_MAX_RETRIES = 10
+# on the direct connection, with no other exit, a banned page is waited for (paced as a 429
+# without Retry-After) until the block has lasted this many seconds, then given up
+HARVEST_BAN_MAX_WAIT = 300.0
 
 # learn each exit's pace to each site from its answers (429/503, Retry-After always
 # honoured, block pages, dropped connections); see spiders/pace.py. A throttle without a

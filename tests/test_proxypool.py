@@ -337,13 +337,17 @@ def test_without_proxies_the_site_bans_the_crawl(
     guarded: DemoSite, site: Site, tmp_path: Path, lake_env: dict[str, str]
 ) -> None:
     recipe = write_recipe(tmp_path, guarded, None)
+    # banned for an hour: waited for (paced, probed) only so long, then given up
+    with recipe.open("a") as f:
+        f.write("settings: {HARVEST_BAN_MAX_WAIT: 3}\n")
     proc = run_harvest(["crawl", str(recipe), "--no-curate"], lake_env, check=False)
     summary = last_json(proc.stdout)
     raw = Lake(lake_env["HARVEST_LAKE"]).read("raw/guarded")
     assert summary["items"] == raw.num_rows < len(site.articles)
     # the crawl does not pass for a success: its account names the banned pages
     assert proc.returncode == 3
-    assert summary["account"]["given_up"]["http_403"] >= 1  # type: ignore[index]
+    assert summary["account"]["given_up"]["banned"] >= 1  # type: ignore[index]
+    assert summary["account"]["exits"]["direct"]["bans"] >= 1  # type: ignore[index]
     assert "127.0.0.1" in guarded.guard.banned_until
     assert_no_ban_page_in(Lake(lake_env["HARVEST_LAKE"]))
 

@@ -8,7 +8,8 @@ request is sent again, through whichever exit is free first; one still throttled
 ``HARVEST_PACING_MAX_TRIES`` is given up and counted. A block page (the recipe's ``ban``
 policy) through a proxy is the proxy pool's to retry, but its pace notes it; through the
 direct connection it is paced and sent again as a 429 would be, at most
-``HARVEST_BAN_MAX_RETRIES`` times. A block that lasts far longer than a pause caps the
+``HARVEST_BAN_MAX_RETRIES`` times, and not once the exit has been blocked for
+``HARVEST_BAN_MAX_WAIT`` seconds. A block that lasts far longer than a pause caps the
 exit's requests per window (spiders/windows.py).
 
 Each exit keeps its own cookies: a site that limits per session cookie would otherwise see
@@ -50,8 +51,12 @@ class PacingMiddleware:
         recipe: Recipe | None = getattr(crawler.spider, "recipe", None)
         self.detector = BanDetector(recipe.ban if recipe is not None else BanPolicy())
         self.max_tries = crawler.settings.getint("HARVEST_PACING_MAX_TRIES")
-        # a page blocked for good is given up as soon as the proxy pool would give it up
+        # a page blocked for good is given up as soon as the proxy pool would give it up,
+        # or once the direct connection has been blocked for longer than a site blocks for
+        # a while: a ban for good must end the crawl, not keep it probing for hours
         self.max_ban_tries = crawler.settings.getint("HARVEST_BAN_MAX_RETRIES")
+        self.max_ban_wait = crawler.settings.getfloat("HARVEST_BAN_MAX_WAIT")
+        self.banned: set[str] = set()  # hosts whose direct block is a ban, until one gets through
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
@@ -67,8 +72,14 @@ class PacingMiddleware:
         # connection, whatever exit a retried request's meta still names
         if PROXY_META not in request.meta:
             host = urlparse_cached(request).hostname or ""
+            self._give_up_if_banned_for_good(request, host)
             full = slot_full(self.crawler, host)
-            request.meta[EXIT_META] = await self.pacer.acquire(host, lambda: (DIRECT,), full)
+
+            def direct() -> tuple[str, ...]:
+                return () if self._banned_for_good(host) else (DIRECT,)
+
+            request.meta[EXIT_META] = await self.pacer.acquire(host, direct, full)
+            self._give_up_if_banned_for_good(request, host)
         request.meta[SENT_META] = self.pacer.clock()
         if request.meta.get("cookiejar") == request.meta.get(JAR_META):
             request.meta["cookiejar"] = request.meta[JAR_META] = request.meta.get(EXIT_META)
@@ -87,6 +98,8 @@ class PacingMiddleware:
         if ban is None:
             if response.status < 400:
                 pace.ok(sent, request.meta.get("download_latency"))
+                if PROXY_META not in request.meta:
+                    self.banned.discard(urlparse_cached(request).hostname or "")
             return response
         if PROXY_META in request.meta:
             # the pool backs that proxy off and retries elsewhere; a long block is learned
@@ -96,7 +109,24 @@ class PacingMiddleware:
         # without Retry-After, its end found by pauses that grow (spiders/pace.py)
         pause = pace.throttled(sent, ban.retry_after)
         self._inc(f"bans/{exit_}")
+        host = urlparse_cached(request).hostname or ""
+        self.banned.add(host)
+        self._give_up_if_banned_for_good(request, host)
         return self._again(request, response.status, pause, banned=True)
+
+    def _give_up_if_banned_for_good(self, request: Request, host: str) -> None:
+        """Every page to a host the direct connection has been banned from for longer than
+        ``HARVEST_BAN_MAX_WAIT`` is given up, not sent: nothing else can fetch it."""
+        if self._banned_for_good(host):
+            assert self.crawler.stats is not None
+            self.crawler.stats.inc_value("harvest/failed/banned")
+            seconds = self.pacer.pace(DIRECT, host).blocked_for()
+            message = f"{request.url}: banned for {seconds:.0f} s"
+            raise GaveUp("banned", message, transient=False)
+
+    def _banned_for_good(self, host: str) -> bool:
+        blocked = self.pacer.pace(DIRECT, host).blocked_for()
+        return host in self.banned and blocked > self.max_ban_wait
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         exit_ = request.meta.get(EXIT_META)
