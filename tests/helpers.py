@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from harvest.workers import free_port as free_port  # the tests take it from here
 
@@ -45,3 +48,21 @@ def run_scrapy(args: list[str], timeout: float = 300) -> subprocess.CompletedPro
 def last_json(stdout: str) -> dict[str, object]:
     """The JSON summary a command prints as its last line."""
     return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+def section_recipe(tmp_path: Path, name: str, section: str = "/guarded", **extra: Any) -> Path:
+    """The demo recipe, named ``name``, crawling one section of the demo site (the guarded
+    one by default), with ``extra`` keys on top; written to ``tmp_path``."""
+    data = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
+    data.update(
+        name=name,
+        follow=[
+            {"allow": rf"{section}/page/\d+$", "restrict_css": "nav.pagination"},
+            {"allow": f"{section}/article/", "restrict_css": "ul.articles"},
+        ],
+        item_urls=f"{section}/article/",
+        **extra,
+    )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

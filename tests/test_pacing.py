@@ -15,32 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from harvest.demosite import DemoSite, Guard, generate
 from harvest.demosite.guard import REGIMES
 from harvest.workers import free_port
 from ingestion.lake import Lake
 from tests import proxies
-from tests.helpers import ROOT, last_json, run_harvest
+from tests.helpers import last_json, run_harvest, section_recipe
 
 pytestmark = pytest.mark.slow
-
-
-def recipe(tmp_path: Path, section: str = "/guarded", **extra: Any) -> Path:
-    data = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
-    data.update(
-        name="paced",
-        follow=[
-            {"allow": rf"{section}/page/\d+$", "restrict_css": "nav.pagination"},
-            {"allow": f"{section}/article/", "restrict_css": "ul.articles"},
-        ],
-        item_urls=f"{section}/article/",
-        **extra,
-    )
-    path = tmp_path / "paced.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def crawl(
@@ -89,7 +72,7 @@ def test_default_settings_get_every_page_through_the_direct_connection(
     tmp_path: Path, limited: tuple[DemoSite, int], lake_env: dict[str, str]
 ) -> None:
     server, limit = limited
-    code, summary, _ = crawl(recipe(tmp_path), server, lake_env)
+    code, summary, _ = crawl(section_recipe(tmp_path, "paced"), server, lake_env)
     account = summary["account"]
     assert code == 0 and account["given_up_total"] == 0
     assert_every_article_once(lake_env, len(server.site.articles))
@@ -112,7 +95,7 @@ def test_several_proxies_each_learn_their_own_pace_and_a_dead_one_is_dropped(
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there, for good
     urls = [p.url for p in tinyproxies] + [dead]
     # short backoffs, so the dead proxy fails its three times well within the crawl
-    path = recipe(tmp_path, proxies={"urls": urls}, ban={"backoff_base": 0.05})
+    path = section_recipe(tmp_path, "paced", proxies={"urls": urls}, ban={"backoff_base": 0.05})
     code, summary, _ = crawl(path, server, lake_env)
     account = summary["account"]
     assert code == 0 and account["given_up_total"] == 0, account
@@ -133,7 +116,7 @@ def test_without_pacing_the_same_crawl_loses_pages_and_says_so(
     tmp_path: Path, limited: tuple[DemoSite, int], lake_env: dict[str, str]
 ) -> None:
     server, _ = limited
-    path = recipe(tmp_path, settings={"HARVEST_PACING": False})
+    path = section_recipe(tmp_path, "paced", settings={"HARVEST_PACING": False})
     code, summary, stderr = crawl(path, server, lake_env)
     assert code == 3
     assert summary["account"]["given_up"].get("http_429", 0) >= 1
@@ -145,8 +128,9 @@ def test_every_exit_banned_for_good_ends_non_zero_and_the_account_says_so(
 ) -> None:
     guard = Guard(limit=4, window=3600, ban_seconds=3600)  # a few pages each, then a captcha
     with DemoSite(generate(60, seed=3), guard=guard) as server:
-        path = recipe(
+        path = section_recipe(
             tmp_path,
+            "paced",
             proxies={"urls": [p.url for p in tinyproxies[:2]]},
             ban={"backoff_base": 0.05, "backoff_max": 0.2},
             settings={"HARVEST_BAN_MAX_RETRIES": 3, "HARVEST_LISTING_BACKOFF": 0.05},
@@ -170,7 +154,7 @@ def test_a_listing_page_that_keeps_failing_is_named_a_broken_chain(
     tmp_path: Path, open_site: DemoSite, lake_env: dict[str, str]
 ) -> None:
     open_site.failing["/page/3"] = -1
-    path = recipe(tmp_path, section="", settings={"HARVEST_LISTING_BACKOFF": 0.05})
+    path = section_recipe(tmp_path, "paced", section="", settings={"HARVEST_LISTING_BACKOFF": 0.05})
     code, summary, stderr = crawl(path, open_site, lake_env, section="")
     account = summary["account"]
     assert code == 3
@@ -191,7 +175,7 @@ def test_a_listing_page_that_fails_for_a_while_is_waited_for(
 ) -> None:
     # RetryMiddleware's three tries fail, then two more after a pause; the third gets it
     open_site.failing["/page/2"] = 5
-    path = recipe(tmp_path, section="", settings={"HARVEST_LISTING_BACKOFF": 0.05})
+    path = section_recipe(tmp_path, "paced", section="", settings={"HARVEST_LISTING_BACKOFF": 0.05})
     code, summary, _ = crawl(path, open_site, lake_env, section="")
     assert code == 0 and summary["account"]["broken_chains"] == {}
     assert summary["stats"]["harvest/listing/retries"] == 3
@@ -221,7 +205,7 @@ def test_a_regime_drawn_at_random_is_crawled_whole_through_proxies(
     guard, words = draw_guard(random.Random(seed))
     said = f"seed {seed}: {words}"
     with DemoSite(generate(60, seed=seed % 1000), guard=guard) as server:
-        path = recipe(tmp_path, proxies={"urls": [p.url for p in tinyproxies]})
+        path = section_recipe(tmp_path, "paced", proxies={"urls": [p.url for p in tinyproxies]})
         code, summary, stderr = crawl(path, server, lake_env)
         articles = len(server.site.articles)
     account = summary.get("account", {})
@@ -244,7 +228,7 @@ def test_a_block_drawn_at_random_is_waited_out_on_the_direct_connection(
     guard = Guard(limit, window, block, rng.choice(REGIMES), status)
     said = f"seed {seed}: {guard.regime} {limit}/{window:g}s, blocked {block:g}s with {status}"
     with DemoSite(generate(40, seed=seed % 1000), guard=guard) as server:
-        code, summary, stderr = crawl(recipe(tmp_path), server, lake_env)
+        code, summary, stderr = crawl(section_recipe(tmp_path, "paced"), server, lake_env)
         articles = len(server.site.articles)
     account = summary.get("account", {})
     assert code == 0 and account.get("given_up_total") == 0, f"{said}: {account or stderr[-2000:]}"

@@ -40,7 +40,7 @@ from spiders.middlewares.suspect import (
 from spiders.recipe import BanPolicy, Field, Follow, Recipe, parse_recipe
 from spiders.recipe_spider import RecipeSpider
 from tests import proxies
-from tests.helpers import ROOT, last_json, run_harvest
+from tests.helpers import last_json, run_harvest, section_recipe
 
 LAYOUT = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - Loopback Ledger</title></head>
@@ -543,17 +543,7 @@ def test_a_site_that_soft_blocks_a_client_past_its_rate_gives_every_item(
     limit = random.randint(6, 12)
     guard = Guard(limit, 1.0, ban_seconds=2.0, ban_status=200)
     with DemoSite(generate(60, seed=limit), guard=guard) as server:
-        data = {
-            **yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text()),
-            "name": "guarded",
-            "follow": [
-                {"allow": r"/guarded/page/\d+$", "restrict_css": "nav.pagination"},
-                {"allow": "/guarded/article/", "restrict_css": "ul.articles"},
-            ],
-            "item_urls": "/guarded/article/",
-        }
-        path = tmp_path / "guarded.yaml"
-        path.write_text(yaml.safe_dump(data))
+        path = section_recipe(tmp_path, "guarded")
         start = f"{server.url}/guarded/"
         code, summary, stderr = crawl(path, lake_env, "--start-url", start, "--no-curate")
         acc = summary["account"]
@@ -577,18 +567,8 @@ def test_through_proxies_a_soft_block_that_outlasts_quick_tries_gives_every_item
     limit, block = rng.randint(6, 12), round(rng.uniform(8.0, 12.0), 1)
     guard = Guard(limit, 1.0, ban_seconds=block, ban_status=200)
     with DemoSite(generate(40, seed=seed % 1000), guard=guard) as server:
-        data = {
-            **yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text()),
-            "name": "softproxied",
-            "follow": [
-                {"allow": r"/guarded/page/\d+$", "restrict_css": "nav.pagination"},
-                {"allow": "/guarded/article/", "restrict_css": "ul.articles"},
-            ],
-            "item_urls": "/guarded/article/",
-            "proxies": {"urls": [p.url for p in tinyproxies]},
-        }
-        path = tmp_path / "softproxied.yaml"
-        path.write_text(yaml.safe_dump(data))
+        urls = [p.url for p in tinyproxies]
+        path = section_recipe(tmp_path, "softproxied", proxies={"urls": urls})
         start = f"{server.url}/guarded/"
         code, summary, stderr = crawl(path, lake_env, "--start-url", start, "--no-curate")
     acc = summary["account"]
