@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ SLOT_POLL = 0.02  # seconds between looks at a full download slot
 # each pause that proves too short is this much longer: doubling finds a 10 s block's end
 # at 15 s, this at 13 s, for a probe or two more
 GROWTH = 1.5
+LATENCY_SETTLED = 10  # answers before the smoothed latency is a baseline
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Pace:
     _in_a_row: int = 0  # throttles with nothing got through in between
     _best_latency: float = math.inf
     _latency: float = 0.0
+    _latencies: int = 0  # answers the smoothed latency has seen
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # latencies
     windows: WindowCaps = field(default_factory=WindowCaps)
     long_blocks: int = 0
     _onset: float | None = None  # when the request that met the current block was sent
@@ -152,8 +156,17 @@ class Pace:
         self.windows.answered(sent_at)
         self._in_a_row = 0
         if latency is not None:
-            self._best_latency = min(self._best_latency, latency)
             self._latency = latency if not self._latency else 0.8 * self._latency + 0.2 * latency
+            self._latencies += 1
+            self._recent.append(latency)
+            if len(self._recent) >= LATENCY_SETTLED:
+                ordered = sorted(self._recent)
+                spread = ordered[int(0.9 * len(ordered))] - ordered[int(0.1 * len(ordered))]
+                self.windows.jitter = spread
+            # against the smoothed latency's best, once it has seen a few answers: one lucky
+            # answer would make every ordinary spread of latencies look like a slowing site
+            if self._latencies >= LATENCY_SETTLED:
+                self._best_latency = min(self._best_latency, self._latency)
         if self.interval <= 0 or sent_at < self._reacted_at or self._slowing():
             return
         near = 1 / self.interval >= self.settings.near * self.ceiling

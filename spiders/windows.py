@@ -31,6 +31,8 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 SPANS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0)
 KEEP = 4 * SPANS[-1]  # seconds of send times kept
 SHORTEST = 1.0  # the span any block covers, however soon it came
@@ -67,6 +69,9 @@ class WindowCaps:
     # limit, not a guess that every span up to the evidence's reach is it
     known: bool = False
     learned_at: float = -math.inf  # when the caps were last learned
+    # seconds by which requests may reach the site closer together, or further apart,
+    # than they left (the spread of their latencies): a window counts arrivals, not sends
+    jitter: float = 0.0
 
     def sent(self, at: float) -> None:
         self.sends.append(at)
@@ -85,9 +90,22 @@ class WindowCaps:
         at = bisect.bisect_right(self.oks, sent_at)
         self.oks.insert(at, sent_at)
         for span in SPANS:
-            before = at - bisect.bisect_right(self.oks, sent_at - span)
+            # only those surely counted with it, had they reached the site spread apart
+            before = at - bisect.bisect_right(self.oks, sent_at - max(span - self.jitter, 0.0))
             if before > self.passed.get(span, -1):
                 self.passed[span] = before
+
+    def _recount(self) -> None:
+        """Counts again what got through before each request that got through: answers
+        come back out of order, and one counted as it came missed those sent before it
+        but answered after."""
+        oks = np.asarray(self.oks)
+        if not len(oks):
+            return
+        for span in SPANS:
+            reach = max(span - self.jitter, 0.0)
+            before = np.arange(len(oks)) - np.searchsorted(oks, oks - reach, side="right")
+            self.passed[span] = max(self.passed.get(span, -1), int(before.max()))
 
     def windows(self, began: float, covered_from: float) -> list[float]:
         """The spans the history shows could be the site's window, given a block that
@@ -95,12 +113,16 @@ class WindowCaps:
         request is more than any request that got through had. Only spans within the
         sends since ``covered_from`` count: one reaching back into an earlier block, when
         nothing could get through, holds fewer than the site would have allowed."""
+        self._recount()
         fit, tie, ruled_out = [], [], False
         for span in SPANS:
             if not self.count(span, began):
                 continue  # a block so long its start is forgotten says nothing
             oks = self.oks
-            before = bisect.bisect_left(oks, began) - bisect.bisect_right(oks, began - span)
+            # and every one that may have been counted with it, had they bunched up
+            before = bisect.bisect_left(oks, began) - bisect.bisect_right(
+                oks, began - span - self.jitter
+            )
             self.stopped[span] = min(before, self.stopped.get(span, before))
             passed = self.passed.get(span, -1)
             if span > max(began - covered_from, SHORTEST) or passed < 0:
@@ -202,7 +224,7 @@ class WindowCaps:
             for span in self.caps:
                 limit = self.limit(span, at)
                 assert limit is not None
-                kept = span * 1.02 + 0.02
+                kept = span * 1.02 + 0.02 + self.jitter
                 if self.count(kept, at) >= limit:
                     # the limit-th most recent send must leave the span first
                     end = bisect.bisect_right(self.sends, at)

@@ -112,14 +112,24 @@ def test_a_dropped_connection_slows_without_pausing() -> None:
     assert p.interval == pytest.approx(0.1 / 0.85) and p.next_at <= clock.now
 
 
-def test_slow_answers_hold_the_climb() -> None:
+@pytest.mark.parametrize("seed", range(4))
+def test_slow_answers_hold_the_climb_and_an_ordinary_spread_does_not(seed: int) -> None:
+    rng = random.Random(seed)
     clock = Clock()
     p = pace(clock)
     p.interval, p.ceiling = 0.2, 10.0
-    p.ok(clock.now, latency=0.01)
+    typical = rng.uniform(0.005, 0.5)
+    for _ in range(30):
+        # answers spread from a sixtieth of the typical to twice it: the climb goes on
+        p.ok(clock.now, latency=rng.uniform(typical / 60, 2 * typical))
+    climbed = p.interval
+    assert climbed < 0.2 * (1 - 0.02) ** 20
+    for _ in range(60):
+        p.ok(clock.now, latency=rng.uniform(20, 30) * typical)  # the site slowing down
+    held = p.interval
     for _ in range(20):
-        p.ok(clock.now, latency=1.0)  # a hundred times slower than its best
-    assert p.interval == pytest.approx(0.2 * (1 - 0.02))  # only the first answer climbed
+        p.ok(clock.now, latency=rng.uniform(20, 30) * typical)
+    assert p.interval == held > climbed * (1 - 0.02) ** 20
 
 
 class WindowSite:
@@ -343,25 +353,32 @@ def test_a_window_limit_with_long_blocks_is_learned_in_few_blocks(
     assert served / 600.0 >= 0.5 * allowed, (served / 600.0, allowed)
 
 
-def crawl_simulated(p: Pace, clock: Clock, site: BlockingSite, pages: int) -> list[float]:
-    """Up to 8 requests in flight, each answered 5 ms after it is sent, until ``pages`` got
-    through; returns when each that got through was sent."""
+def crawl_simulated(
+    p: Pace, clock: Clock, site: BlockingSite, pages: int, jitter: float = 0.0, seed: int = 0
+) -> list[float]:
+    """Up to 8 requests in flight until ``pages`` got through; returns when each that got
+    through was sent. Each reaches the site up to ``jitter`` seconds after it left, drawn at
+    random, so the site counts arrivals the pace never sees, and is answered as much again
+    later (5 ms each way when ``jitter`` is 0)."""
+    rng = random.Random(seed)
     got: list[float] = []
     answers: list[tuple[float, float, bool]] = []  # (answered at, sent at, got through)
     while len(got) < pages:
         if len(answers) < 8 and clock.now >= p.next_at:
             p.take()
             sent = clock.now
-            heapq.heappush(answers, (sent + 0.005, sent, site.answer(sent)))
+            there = sent + (rng.uniform(0.0, jitter) if jitter else 0.0025)
+            back = there + (rng.uniform(0.001, jitter) if jitter else 0.0025)
+            heapq.heappush(answers, (back, sent, site.answer(there)))
             clock.now += 1e-4  # two requests never leave at the same instant
             continue
         soonest = answers[0][0] if answers else math.inf
         clock.now = max(clock.now, min(soonest, p.next_at) if len(answers) < 8 else soonest)
         while answers and answers[0][0] <= clock.now:
-            _, sent, ok = heapq.heappop(answers)
+            answered, sent, ok = heapq.heappop(answers)
             if ok:
                 got.append(sent)
-                p.ok(sent, latency=0.005)
+                p.ok(sent, latency=answered - sent)
             else:
                 p.throttled(sent)
     return got
@@ -369,25 +386,28 @@ def crawl_simulated(p: Pace, clock: Clock, site: BlockingSite, pages: int) -> li
 
 @pytest.mark.parametrize("draw", range(6))
 def test_a_sliding_window_is_found_and_paced_at_its_limit(draw: int) -> None:
-    """N requests in any W seconds, then a block of several W with no Retry-After, each
-    drawn at random: in a couple of blocks the pace finds the window and sends at its limit,
+    """N requests in any W seconds, then a block of several W with no Retry-After, and the
+    time requests take to reach the site, each drawn at random: in a couple of blocks the
+    pace finds the window and sends at its limit, less what the spread of arrivals takes,
     with no block after. (A window longer than the climb back from a block takes to fill
     is not found this way, and is held below its limit by the older caps instead.)"""
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     limit, window = rng.randint(6, 40), rng.choice([1.0, 2.0, 3.0, 5.0, 7.5, 10.0])
     site = BlockingSite(limit, window, block=window * rng.uniform(3.0, 8.0))
+    jitter = rng.choice([0.0, rng.uniform(0.0, 0.1 * window)])
     clock = Clock()
     p = pace(clock)
     allowed = limit / window
-    got = crawl_simulated(p, clock, site, pages=int(allowed * 240))
-    about = f"seed {seed}: {limit} per {window}s, block {site.block:.1f}s"
+    got = crawl_simulated(p, clock, site, pages=int(allowed * 240), jitter=jitter, seed=seed)
+    about = f"seed {seed}: {limit} per {window}s, block {site.block:.1f}s, jitter {jitter:.2f}s"
     assert site.blocks <= 3, about
     cap = p.windows.caps.get(window)
-    assert cap is not None and cap.exact and p.windows.limit(window, clock.now) == limit, about
+    assert cap is not None and cap.exact, about
+    assert limit - (1 if jitter else 0) <= p.windows.limit(window, clock.now) <= limit, about
     # the last minute went at the limit: nothing left on the table, nothing blocked
     late = sum(1 for sent in got if sent > clock.now - 60.0)
-    assert late >= 0.9 * allowed * 60.0, (about, late / 60.0, allowed)
+    assert late >= 0.9 * limit / (window + 2 * jitter) * 60.0, (about, late / 60.0, allowed)
     assert site.blocked_until < clock.now - 60.0, about
 
 
@@ -428,10 +448,16 @@ def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_kn
 
 
 def crawl_simulated_through(
-    pacer: Pacer, clock: Clock, sites: dict[str, BlockingSite], pages: int
+    pacer: Pacer,
+    clock: Clock,
+    sites: dict[str, BlockingSite],
+    pages: int,
+    jitter: float = 0.0,
+    seed: int = 0,
 ) -> None:
     """As ``crawl_simulated``, through several exits at once, each to a site of its own
     (a site that limits each client address alike), until ``pages`` got through."""
+    rng = random.Random(seed)
     answers: list[tuple[float, float, str, bool]] = []
     in_flight = dict.fromkeys(sites, 0)
     got = 0
@@ -442,7 +468,9 @@ def crawl_simulated_through(
             name = min(ready, key=lambda n: pacer.pace(n, "site").next_at)
             pacer.pace(name, "site").take()
             sent = clock.now
-            heapq.heappush(answers, (sent + 0.005, sent, name, sites[name].answer(sent)))
+            there = sent + (rng.uniform(0.0, jitter) if jitter else 0.0025)
+            back = there + (rng.uniform(0.001, jitter) if jitter else 0.0025)
+            heapq.heappush(answers, (back, sent, name, sites[name].answer(there)))
             in_flight[name] += 1
             clock.now += 1e-4
             continue
@@ -450,11 +478,11 @@ def crawl_simulated_through(
         paced = min((pacer.pace(n, "site").next_at for n in free), default=math.inf)
         clock.now = max(clock.now, min(soonest, paced))
         while answers and answers[0][0] <= clock.now:
-            _, sent, name, ok = heapq.heappop(answers)
+            answered, sent, name, ok = heapq.heappop(answers)
             in_flight[name] -= 1
             if ok:
                 got += 1
-                pacer.pace(name, "site").ok(sent, latency=0.005)
+                pacer.pace(name, "site").ok(sent, latency=answered - sent)
             else:
                 pacer.pace(name, "site").throttled(sent)
 
@@ -462,22 +490,27 @@ def crawl_simulated_through(
 @pytest.mark.parametrize("draw", range(3))
 def test_a_window_one_exit_finds_paces_the_others_before_they_meet_its_block(draw: int) -> None:
     """Four exits, each limited alike to N per W and blocked for B past it, all drawn at
-    random. The opening burst blocks every exit once; the first exit's climb back then
-    finds the window in one more block, and the others take it from there, never blocked
-    again."""
+    random, and the time requests take to reach the site drawn too. The opening burst
+    blocks every exit once; the first exit's climb back then finds the window in one more
+    block, and the others take it from there, never blocked again but for a drift of
+    arrivals at the window's very limit."""
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     limit, window = rng.randint(6, 40), rng.choice([1.0, 2.0, 3.0, 5.0])
     block = window * rng.uniform(3.0, 8.0)
-    about = f"seed {seed}: {limit} per {window}s, block {block:.1f}s"
+    jitter = rng.choice([0.0, rng.uniform(0.0, 0.1 * window)])
+    about = f"seed {seed}: {limit} per {window}s, block {block:.1f}s, jitter {jitter:.2f}s"
     clock = Clock()
     pacer = Pacer(clock=clock)
     exits = ["a", "b", "c", "d"]
     sites = {name: BlockingSite(limit, window, block) for name in exits}
-    crawl_simulated_through(pacer, clock, sites, pages=int(4 * limit / window * 60))
+    pages = int(4 * limit / window * 60)
+    crawl_simulated_through(pacer, clock, sites, pages, jitter=jitter, seed=seed)
     assert pacer.pace("a", "site").scout and not pacer.pace("b", "site").scout
     assert sites["a"].blocks <= 3, about
-    assert all(sites[name].blocks == 1 for name in exits[1:]), (about, sites)
+    # arrivals drifting from sends can cost one more block at the window's very limit
+    again = 1 if jitter else 0
+    assert all(1 <= sites[name].blocks <= 1 + again for name in exits[1:]), (about, sites)
     for name in exits:
         cap = pacer.pace(name, "site").windows.caps.get(window)
         assert cap is not None and limit - 1 <= cap.blocked <= limit, (about, name, cap)
