@@ -34,6 +34,7 @@ BROKEN_CHAIN = "harvest/broken_chain/"  # + the URL of a listing page given up o
 # + the URL of a suspected block kept as it came after its retries (spiders/middlewares/suspect.py)
 SUSPECT_KEPT = "harvest/suspect/kept/"
 SHOWN = 10  # pages named on an account line; the JSON account names them all
+FRACTIONAL = ("rate_per_s", "window_seconds")  # exit figures that are not counts
 # stats prefix -> how the account names the reason
 GIVE_UP = {
     "harvest/failed/": "",
@@ -89,7 +90,7 @@ def account(stats: dict[str, Any]) -> CrawlAccount:
     for key, value in stats.items():
         parts = key.split("/", 3)
         if len(parts) == 4 and parts[0] == "harvest" and parts[1] in ("proxy", "pace"):
-            exits[parts[3]][parts[2]] = value if parts[2] == "rate_per_s" else int(value)
+            exits[parts[3]][parts[2]] = value if parts[2] in FRACTIONAL else int(value)
     throttled = sum(int(e.get("throttled", 0)) for e in exits.values())
     broken = {
         key[len(BROKEN_CHAIN) :]: int(value)

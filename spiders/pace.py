@@ -387,7 +387,8 @@ class Pacer:
             await sleep(min(wait, SLOT_POLL) if len(free) < len(offered) else min(wait, 1.0))
 
     def figures(self) -> dict[str, dict[str, Any]]:
-        """Per exit: requests sent, throttles, and the rate learned per host."""
+        """Per exit: requests sent, throttles, and per host the rate learned and the window
+        cap that holds it lowest, (seconds, requests)."""
         out: dict[str, dict[str, Any]] = {}
         for (name, host), pace in sorted(self.paces.items()):
             mine = out.setdefault(name, {"sent": 0, "throttled": 0})
@@ -397,6 +398,11 @@ class Pacer:
                 mine["long_blocks"] = mine.get("long_blocks", 0) + pace.long_blocks
             if pace.rate is not None:
                 mine.setdefault("rate_per_s", {})[host] = round(pace.rate, 2)
+            now = pace.clock()
+            if capped := {s: pace.windows.limit(s, now) or 0 for s in pace.windows.caps}:
+                # the span that holds the rate lowest: the site's window, once it is known
+                span = min(capped, key=lambda s: capped[s] / s)
+                mine.setdefault("window", {})[host] = (span, capped[span])
         return out
 
 

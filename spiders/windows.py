@@ -118,11 +118,10 @@ class WindowCaps:
         for span in SPANS:
             if not self.count(span, began):
                 continue  # a block so long its start is forgotten says nothing
-            oks = self.oks
-            # and every one that may have been counted with it, had they bunched up
-            before = bisect.bisect_left(oks, began) - bisect.bisect_right(
-                oks, began - span - self.jitter
-            )
+            # every one that may have been counted before it, had they bunched up; and
+            # every one sent after it that got through: nothing gets through a block, so
+            # those overtook it on the way
+            before = len(self.oks) - bisect.bisect_right(self.oks, began - span - self.jitter)
             self.stopped[span] = min(before, self.stopped.get(span, before))
             passed = self.passed.get(span, -1)
             if span > max(began - covered_from, SHORTEST) or passed < 0:

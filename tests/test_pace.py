@@ -218,6 +218,13 @@ def test_figures_name_every_exit() -> None:
     assert figures["127.0.0.1:3128"] == {"sent": 0, "throttled": 1}
 
 
+def test_figures_name_the_window_that_holds_the_rate_lowest() -> None:
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.pace("direct", "site").windows.adopt({1.0: 30, 2.0: 20, 10.0: 150}, clock.now)
+    assert pacer.figures()["direct"]["window"] == {"site": (2.0, 20)}
+
+
 class BlockingSite:
     """``limit`` requests a client in any ``window`` seconds; past it, blocked for ``block``
     seconds with no Retry-After (a 429 or a block page, whichever: the pace sees a block)."""
@@ -445,6 +452,38 @@ def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_kn
     assert block <= again <= found
     # each block halves what is not known of its length
     assert other.lore.block.high - other.lore.block.low <= known / 2 + 0.02
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_requests_that_overtake_a_block_on_the_way_do_not_hide_the_window(draw: int) -> None:
+    """The opening burst reaches the site shuffled, so requests sent after the first one
+    blocked got through before it: the window is still found in the next block."""
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    limit, window = rng.randint(6, 40), rng.choice([1.0, 2.0, 3.0, 5.0])
+    site = BlockingSite(limit, window, block=window * rng.uniform(3.0, 8.0))
+    clock = Clock()
+    p = pace(clock)
+    sends = []
+    for _ in range(limit + 6):
+        p.take()
+        sends.append(clock.now)
+        clock.now += 0.001
+    arrivals = rng.sample(sends, len(sends))
+    through = {sent: site.answer(clock.now + i * 1e-4) for i, sent in enumerate(arrivals)}
+    first_blocked = min(sent for sent in sends if not through[sent])
+    assert any(through[sent] for sent in sends if sent > first_blocked), seed  # overtaken
+    clock.now += 0.01
+    for sent in arrivals:  # answered in the order they arrived
+        if through[sent]:
+            p.ok(sent, latency=clock.now - sent)
+        else:
+            p.throttled(sent)
+    crawl_simulated(p, clock, site, pages=int(limit / window * 240))
+    about = f"seed {seed}: {limit} per {window}s, block {site.block:.1f}s"
+    assert site.blocks <= 3, about
+    cap = p.windows.caps.get(window)
+    assert cap is not None and cap.exact and cap.blocked == limit, (about, p.windows.caps)
 
 
 def crawl_simulated_through(

@@ -162,6 +162,12 @@ class PacingMiddleware:
                 stats.set_value(f"harvest/pace/long_blocks/{name}", blocks)
             if rates := figures.get("rate_per_s"):
                 stats.set_value(f"harvest/pace/rate_per_s/{name}", round(sum(rates.values()), 2))
+            if windows := figures.get("window"):
+                # the busiest host's: one crawl mostly paces one site
+                host = max(windows, key=lambda h: self.pacer.paces[(name, h)].sent)
+                span, limit = windows[host]
+                stats.set_value(f"harvest/pace/window_seconds/{name}", span)
+                stats.set_value(f"harvest/pace/window_requests/{name}", limit)
 
     def _inc(self, key: str) -> None:
         assert self.crawler.stats is not None
