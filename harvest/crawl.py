@@ -245,12 +245,12 @@ def _crawl(recipe: Recipe, settings: Settings, start_url: str | None, log: Path)
         process.crawl(crawler, recipe=recipe, start_url=start_url).addErrback(failures.append)
         process.start()
     except Exception:
-        failures.append(Failure())
+        failures.append(Failure())  # type: ignore[no-untyped-call]
     if failures:
         failure = failures[0]
         logger.error("crawl of %s failed:\n%s", recipe.name, failure.getTraceback())
         raise CrawlSetupError(
-            f"crawl of {recipe.name} failed: {failure.type.__name__}: "
+            f"crawl of {recipe.name} failed: {type(failure.value).__name__}: "
             f"{failure.getErrorMessage()} (log: {log})"
         )
     return dict(crawler.stats.get_stats()) if crawler.stats is not None else {}

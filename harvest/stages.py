@@ -12,10 +12,8 @@ from harvest.recipe import Recipe, list_recipes, load_recipe
 from ingestion.lake import Lake
 from ingestion.locks import SourceLock
 from ingestion.runs import CRAWL_STAGE as CRAWL_STAGE  # callers lock by these names
-from ingestion.runs import CURATE_STAGE
+from ingestion.runs import CURATE_STAGE as CURATE_STAGE
 from ingestion.split import SplitRules
-from labeling.server import LabelStudioServer
-from labeling.sync import LabelSync, PushResult, SyncError
 from validation.suite import GateSpec
 
 if TYPE_CHECKING:
@@ -24,6 +22,8 @@ if TYPE_CHECKING:
     from ingestion.datasets import DatasetVersion
     from ingestion.export import SourceNotes
     from labeling.model import Contest, Labelled, LabelModel
+    from labeling.server import LabelStudioServer
+    from labeling.sync import LabelSync, PushResult
     from labeling.webhook import WebhookServer
     from training.run import TrainingResult
     from training.tracking import Store
@@ -133,6 +133,10 @@ def project_title(source: str) -> str:
 
 
 def label_server(config: Config) -> LabelStudioServer:
+    # imported here: the Label Studio client costs every crawl's start (each worker's
+    # too) half a second it never uses
+    from labeling.server import LabelStudioServer
+
     return LabelStudioServer(
         executable=config.label_studio_executable,
         data_dir=Path(config.label_studio_data_dir),
@@ -145,6 +149,8 @@ def label_server(config: Config) -> LabelStudioServer:
 
 
 def label_sync(config: Config) -> LabelSync:
+    from labeling.sync import LabelSync
+
     return LabelSync(config.label_studio_url, config.label_studio_token, Lake(config.lake))
 
 
@@ -222,6 +228,7 @@ def push_source(
     labelled, chosen by ``strategy``, each with the labelling model's prediction when one
     was trained (see ``labeling.push``)."""
     from labeling import push
+    from labeling.sync import PushResult
 
     sync = sync or label_sync(config)
     lake = Lake(config.lake)
@@ -370,6 +377,7 @@ def studio_tasks(config: Config, r: Recipe) -> tuple[int | None, str | None]:
     """How many tasks the project of ``r`` holds, or None and why when Label Studio does
     not answer. Creates no project: a report must not change what it reports on."""
     from labeling.health import studio_down
+    from labeling.sync import SyncError
 
     down = studio_down(config.label_studio_url)
     if down:
@@ -435,6 +443,7 @@ def start_webhook(
     the local address). Returns the running server and one line per source."""
     from labeling.retrain import Debouncer
     from labeling.store import LabelStore
+    from labeling.sync import SyncError
     from labeling.tasktypes import task_type
     from labeling.webhook import Receiver, Route, WebhookServer, register
 

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHash
+from numpy.typing import NDArray
 
 from ingestion.lake import Lake, LakeError
 
@@ -38,6 +39,9 @@ EXACT, NEAR = "exact_duplicate", "near_duplicate"
 GROUP, SIGNATURE = "dup_group", "minhash"
 _WORDS = re.compile(r"[^\w]+")
 SIGNATURE_SLICE = 2_000  # texts shingled at once
+Signatures = NDArray[np.uint32]  # (texts, num_perm) MinHash values
+Mask = NDArray[np.bool_]  # per text: whether it has a signature
+Keys = NDArray[np.uint64]  # (texts, bands) band hashes
 
 
 def shingles(text: str, k: int) -> list[bytes]:
@@ -61,7 +65,7 @@ class NearDuplicates:
     shingle: int = 5
     seed: int = 1
 
-    def signatures(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    def signatures(self, texts: list[str | None]) -> tuple[Signatures, Mask]:
         """(n, num_perm) uint32 signatures, and which texts had any (None or blank: not)."""
         valid = np.zeros(len(texts), dtype=bool)
         sigs = np.zeros((len(texts), self.num_perm), dtype=np.uint32)
@@ -82,19 +86,19 @@ class NearDuplicates:
             valid[start : start + len(part)] = has
         return sigs, valid
 
-    def band_keys(self, sigs: np.ndarray) -> np.ndarray:
+    def band_keys(self, sigs: Signatures) -> Keys:
         """(n, bands) uint64: one key per band, equal when the band's rows are equal."""
         n = sigs.shape[0]
         keys = np.zeros((n, self.bands), dtype=np.uint64)
         prime = np.uint64(0x100000001B3)
         for b in range(self.bands):
-            k = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
+            k: Keys = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
             for j in range(b * self.rows, (b + 1) * self.rows):
                 k = (k ^ sigs[:, j].astype(np.uint64)) * prime
             keys[:, b] = k
         return keys
 
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+    def similarity(self, a: Signatures, b: Signatures) -> float:
         return float(np.count_nonzero(a == b)) / self.num_perm
 
 
@@ -229,8 +233,8 @@ class Deduper:
     def _best_kept(
         self,
         i: int,
-        sigs: np.ndarray,
-        keys: np.ndarray,
+        sigs: Signatures,
+        keys: Keys,
         kept_by_key: list[dict[int, list[int]]],
     ) -> tuple[int, float] | None:
         candidates = {
@@ -244,7 +248,7 @@ class Deduper:
         return best
 
     def _against_table(
-        self, hashes: set[str], sigs: np.ndarray, valid: np.ndarray, keys: np.ndarray
+        self, hashes: set[str], sigs: Signatures, valid: Mask, keys: Keys
     ) -> tuple[dict[str, Match], dict[int, Match]]:
         """Rows of the batch the table already holds: exact ones by hash, near ones by index."""
         near = self.near
@@ -301,7 +305,7 @@ class Deduper:
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])
 
-    def _stored(self, column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    def _stored(self, column: pa.ChunkedArray) -> tuple[Signatures, Mask]:
         """Stored signatures as (n, num_perm) uint32, and which rows have one.
 
         Any binary type is accepted: Delta has no fixed-size binary, so signatures written

@@ -15,7 +15,8 @@ from pyarrow import fs as pafs
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in uri:
         uri = str(Path(uri).resolve())
-    return pafs.FileSystem.from_uri(uri)
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    return filesystem, str(path)
 
 
 def table_filesystem(uri: str) -> pafs.FileSystem:

@@ -32,10 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingestion.datasets import SPLITS, read_dataset
+from ingestion.datasets import read_dataset
 from ingestion.lake import Lake, LakeError
 from ingestion.markdown import md_code, md_escape
 from ingestion.runs import CURATE_STAGE, runs_of
+from ingestion.split import SPLITS
 
 FORMATS = ("parquet", "jsonl")
 CARD, MANIFEST, DATA = "README.md", "manifest.json", "data"

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import NDArray
 
-from ingestion.dedup import SIGNATURE, NearDuplicates
+from ingestion.dedup import SIGNATURE, Mask, NearDuplicates, Signatures
 from ingestion.errors import CheckFailedError
 
 EXACT, NEAR = "exact", "near"
@@ -59,7 +60,7 @@ def checker(threshold: float) -> NearDuplicates:
 
 def signatures(
     texts: list[str | None], stored: list[bytes | None] | None, near: NearDuplicates
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Signatures, Mask]:
     """Signatures of ``texts``: the gate's stored ones where they are whole, the others
     computed (the gate's parameters give the same values either way)."""
     width = near.num_perm * 4
@@ -82,8 +83,8 @@ def signatures(
 def duplicate_pairs(
     row_ids: list[str],
     texts: list[str | None],
-    sigs: np.ndarray,
-    valid: np.ndarray,
+    sigs: Signatures,
+    valid: Mask,
     near: NearDuplicates,
 ) -> list[Pair]:
     """Every pair of rows that are exact or near duplicates, sorted."""
@@ -107,16 +108,16 @@ def _text_key(text: str | None) -> bytes | None:
 
 
 def _near_pairs(
-    sigs: np.ndarray, valid: np.ndarray, near: NearDuplicates
+    sigs: Signatures, valid: Mask, near: NearDuplicates
 ) -> list[tuple[int, int, float]]:
     rows = np.flatnonzero(valid)
     if len(rows) < 2:
         return []
     keys = near.band_keys(sigs[rows])
-    found: list[np.ndarray] = []
-    for b in range(near.bands):
-        order = np.argsort(keys[:, b], kind="stable")
-        k = keys[order, b]
+    found: list[NDArray[np.int64]] = []
+    for band in range(near.bands):
+        order = np.argsort(keys[:, band], kind="stable")
+        k = keys[order, band]
         starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
         ends = np.r_[starts[1:], len(k)]
         for s, e in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):

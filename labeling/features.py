@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline, make_union
 from sklearn.preprocessing import Normalizer
 
 from labeling.model import ModelError
+from training.arrays import Floats
 
 TFIDF = "tfidf"
 TFIDF_MINILM = "tfidf+minilm"
@@ -52,11 +53,11 @@ class SentenceVectors(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def fit(self, texts: Iterable[str], y: Any = None) -> SentenceVectors:
         return self
 
-    def transform(self, texts: Iterable[str]) -> np.ndarray:
+    def transform(self, texts: Iterable[str]) -> Floats:
         return vectors(list(texts), self.max_length)
 
 
-def vectors(texts: list[str], max_length: int = 128) -> np.ndarray:
+def vectors(texts: list[str], max_length: int = 128) -> Floats:
     """Unit-length sentence embeddings (rows x 384), from the cache where it has them."""
     from training import embedding
 

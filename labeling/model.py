@@ -24,6 +24,7 @@ import numpy as np
 
 from ingestion.errors import ConflictError
 from ingestion.lake import Lake
+from training.arrays import Floats
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -55,7 +56,7 @@ class LabelModel:
     # the labelled rows it saw, so a newer model can be judged on the rows this one did not
     row_ids: list[str] = field(default_factory=list)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str]) -> Floats:
         """(rows, classes) probabilities, columns in the order of ``classes``."""
         if len(texts) == 0:
             return np.empty((0, len(self.classes)))
@@ -64,7 +65,7 @@ class LabelModel:
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
-    def vectors(self, texts: Sequence[str]) -> np.ndarray | None:
+    def vectors(self, texts: Sequence[str]) -> Floats | None:
         """The sentence vectors the model reads for ``texts``; None when it reads none."""
         from labeling import features
 
@@ -283,7 +284,7 @@ def contest(
     return Contest(len(unseen), right / len(unseen), champion_right / len(unseen))
 
 
-def embed(texts: Sequence[str], dims: int = EMBED_DIMS, seed: int = 0) -> np.ndarray:
+def embed(texts: Sequence[str], dims: int = EMBED_DIMS, seed: int = 0) -> Floats:
     """Unit-length dense vectors for ``texts``: TF-IDF reduced by a truncated SVD.
 
     Fitted on the texts given (the pool to choose from), so the directions are those

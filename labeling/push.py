@@ -17,6 +17,7 @@ import numpy as np
 from labeling import strategies
 from labeling.model import LabelModel, embed
 from labeling.sync import LabelSync, PushResult, choice_result
+from training.arrays import Floats, Indices
 
 CHUNK = 1000  # tasks or predictions per request: big enough to amortise, small enough to retry
 MEASURE = "least_confidence"  # the uncertainty the score encodes, and the default strategy
@@ -38,17 +39,17 @@ UNLABELLED = {
 
 # Builds a prediction's ``result`` from the classes and one row of probabilities; other
 # task types (multi-label, spans) plug in their own.
-ResultBuilder = Callable[[list[str], np.ndarray], list[dict[str, Any]]]
+ResultBuilder = Callable[[list[str], Floats], list[dict[str, Any]]]
 
 
-def single_choice(classes: list[str], p: np.ndarray) -> list[dict[str, Any]]:
+def single_choice(classes: list[str], p: Floats) -> list[dict[str, Any]]:
     return choice_result(classes[int(np.argmax(p))])
 
 
 def prediction(
     model_version: str,
     classes: list[str],
-    p: np.ndarray,
+    p: Floats,
     score: float,
     result: ResultBuilder = single_choice,
 ) -> dict[str, Any]:
@@ -145,15 +146,15 @@ def push(
 
 def choose(
     name: str,
-    fresh: np.ndarray,
-    covered: np.ndarray,
+    fresh: Indices,
+    covered: Indices,
     n: int,
     texts: list[str],
-    probs: np.ndarray | None,
-    scores: np.ndarray | None,
+    probs: Floats | None,
+    scores: Floats | None,
     seed: int,
     model: LabelModel | None = None,
-) -> np.ndarray:
+) -> Indices:
     """Pool indices of the ``n`` rows to import, most useful first."""
     if n == 0:
         return np.empty(0, dtype=np.int64)
@@ -207,7 +208,7 @@ def set_model_version(sync: LabelSync, project_id: int, version: str) -> None:
 
 def unlabelled_tasks(sync: LabelSync, project_id: int) -> list[Any]:
     """Tasks without a (non-cancelled) annotation, with their data."""
-    return sync.call(
+    tasks: list[Any] = sync.call(
         "listing unlabelled tasks",
         lambda: list(
             sync.client.tasks.list(
@@ -218,6 +219,7 @@ def unlabelled_tasks(sync: LabelSync, project_id: int) -> list[Any]:
             )
         ),
     )
+    return tasks
 
 
 def refresh(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.arrays import Floats, Indices
+
 
 @dataclass(frozen=True)
 class TaskAgreement:
@@ -67,7 +69,7 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:
     return _kappa(observed, expected)
 
 
-def fleiss_kappa(counts: np.ndarray) -> float:
+def fleiss_kappa(counts: Indices) -> float:
     """Fleiss' kappa from an items x categories matrix of how many raters chose each.
 
     Items may have different numbers of raters (at least two each): each item's pairwise
@@ -76,7 +78,7 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     return _kappa(*_fleiss_parts(np.asarray(counts, dtype=np.float64)))
 
 
-def _fleiss_parts(c: np.ndarray) -> tuple[float, float]:
+def _fleiss_parts(c: Indices) -> tuple[float, float]:
     if c.ndim != 2 or not len(c) or (c.sum(axis=1) < 2).any():
         raise ValueError("fleiss_kappa needs items x categories counts, two raters an item")
     raters = c.sum(axis=1)
@@ -121,7 +123,7 @@ class LabelIssue:
     self_confidence: float  # the model's probability of the given label
 
 
-def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> list[LabelIssue]:
+def label_issues(labels: Indices, pred_probs: Floats) -> list[LabelIssue]:
     """Rows whose label is likely wrong, by confident learning, most suspect first.
 
     ``pred_probs`` must be out-of-sample (e.g. cross-validated): a model that saw a row's

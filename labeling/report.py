@@ -26,6 +26,7 @@ from ingestion.lake import Lake
 from labeling.progress import annotator, progress
 from labeling.quality import agreement, label_issues, latest
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType, task_type
+from training.arrays import Floats
 
 # fewer labelled rows than this make cross-validated probabilities noise, not evidence
 MIN_LABELS = 10
@@ -303,7 +304,7 @@ def suspected_errors(
 
 def out_of_sample(
     texts: Sequence[str], labels: Sequence[str], folds: int, seed: int = 0
-) -> tuple[np.ndarray, list[str]]:
+) -> tuple[Floats, list[str]]:
     """(rows, classes) probabilities, each row's from the labelling model fitted on the
     other folds (stratified), and the classes in column order (sorted)."""
     from sklearn.model_selection import StratifiedKFold

@@ -53,7 +53,7 @@ class PushResult:
 class LabelSync:
     def __init__(self, url: str, token: str, lake: Lake):
         self.url = url
-        self.client = LabelStudio(base_url=url, api_key=token)
+        self.client = LabelStudio(base_url=url, api_key=token)  # type: ignore[no-untyped-call]
         self.lake = lake
 
     def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

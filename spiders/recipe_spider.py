@@ -63,7 +63,7 @@ class RecipeSpider(scrapy.Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.listing_retries = crawler.settings.getint("HARVEST_LISTING_RETRIES")
         spider.listing_backoff = crawler.settings.getfloat("HARVEST_LISTING_BACKOFF")
-        return spider  # type: ignore[return-value]
+        return spider
 
     async def start(self) -> AsyncIterator[Any]:
         for url in self.start_urls:
@@ -91,17 +91,18 @@ class RecipeSpider(scrapy.Spider):
         assert stats is not None
         if stats.get_value(FIRST_FAILURE) is None:
             stats.set_value(FIRST_FAILURE, f"{getattr(request, 'url', '?')}: {why(failure)}")
-        if failure.check(HttpError):
+        value = failure.value
+        if isinstance(value, HttpError):
             # with an errback, Scrapy's HttpErrorMiddleware leaves the counting to us
-            status = failure.value.response.status
+            status = value.response.status
             reason, transient = f"http_{status}", status == 429 or status >= 500
-        elif failure.check(GaveUp):
+        elif isinstance(value, GaveUp):
             # counted where it was dropped
-            reason, transient = failure.value.reason, failure.value.transient
-        elif failure.check(IgnoreRequest):
+            reason, transient = value.reason, value.transient
+        elif isinstance(value, IgnoreRequest):
             return []  # harvest's and Scrapy's middlewares count these where they drop them
         else:
-            reason, transient = failure.type.__name__, True
+            reason, transient = type(value).__name__, True
             if request is not None and request.meta.get("playwright"):
                 stats.inc_value("harvest/browser/failed")
         if request is not None and request.meta.get(LISTING_META):
@@ -117,7 +118,7 @@ class RecipeSpider(scrapy.Spider):
                 reason,
                 behind,
             )
-        if not failure.check(GaveUp):
+        if not isinstance(value, GaveUp):
             stats.inc_value(f"harvest/failed/{reason}")
         message = failure.getErrorMessage()
         self.logger.warning("gave up on %s: %s", getattr(request, "url", "?"), message)
@@ -163,9 +164,9 @@ class RecipeSpider(scrapy.Spider):
 
 
 def why(failure: Failure) -> str:
-    if failure.check(HttpError):
+    if isinstance(failure.value, HttpError):
         return f"HTTP status {failure.value.response.status}"
-    return failure.getErrorMessage() or failure.type.__name__
+    return failure.getErrorMessage() or type(failure.value).__name__
 
 
 def select(response: Response, field: Field) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from training.arrays import Floats
+
 
 @dataclass
 class Baseline:
@@ -22,7 +24,7 @@ class Baseline:
     seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str]) -> Floats:
         """Probabilities in ``classes`` order; 0 for a class absent from the training rows."""
         out = np.zeros((len(texts), len(self.classes)))
         if not texts:

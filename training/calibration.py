@@ -12,6 +12,8 @@ from typing import TypedDict
 
 import numpy as np
 
+from training.arrays import Floats, Indices
+
 
 class Bin(TypedDict):
     """Test rows whose predicted class has a probability in (low, high]."""
@@ -28,7 +30,7 @@ class Reliability(TypedDict):
     bins: list[Bin]
 
 
-def reliability(probs: np.ndarray, y_true: list[int] | np.ndarray, bins: int = 15) -> Reliability:
+def reliability(probs: Floats, y_true: list[int] | Indices, bins: int = 15) -> Reliability:
     probs = np.asarray(probs, dtype=float)
     y = np.asarray(y_true)
     confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
@@ -58,9 +60,7 @@ def reliability(probs: np.ndarray, y_true: list[int] | np.ndarray, bins: int = 1
     return {"ece": float(ece), "bins": rows}
 
 
-def expected_calibration_error(
-    probs: np.ndarray, y_true: list[int] | np.ndarray, bins: int = 15
-) -> float:
+def expected_calibration_error(probs: Floats, y_true: list[int] | Indices, bins: int = 15) -> float:
     return float(reliability(probs, y_true, bins)["ece"])
 
 

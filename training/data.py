@@ -37,6 +37,8 @@ import torch
 from pyarrow import fs as pafs
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from training.arrays import Indices
+
 if TYPE_CHECKING:
     from ingestion.lake import Lake
 
@@ -203,7 +205,7 @@ class StreamingDataset(IterableDataset[Any]):
         ):
             if stats.min == stats.max == self.split:
                 return int(meta.num_rows)
-            if not stats.min <= self.split <= stats.max:  # type: ignore[operator]
+            if not stats.min <= self.split <= stats.max:
                 return 0
         values = pf.read_row_group(index, columns=[SPLIT_COLUMN])[SPLIT_COLUMN]
         return int(pc.sum(pc.equal(values, self.split)).as_py() or 0)
@@ -216,11 +218,11 @@ class StreamingDataset(IterableDataset[Any]):
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, *key])
 
-    def _group_order(self) -> np.ndarray:
+    def _group_order(self) -> Indices:
         n = len(self.groups)
         return self._rng(_GROUP_ORDER, 0, 0).permutation(n) if self.shuffle else np.arange(n)
 
-    def _row_order(self, group: int) -> np.ndarray | None:
+    def _row_order(self, group: int) -> Indices | None:
         """Positions in the epoch's order to rows of the row group; None: as stored."""
         if not self.shuffle:
             return None

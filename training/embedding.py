@@ -27,6 +27,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from ingestion.errors import ConfigurationError
+from training.arrays import Floats
 from training.model import Inputs, TextClassifier, VectorInputs
 
 ENCODER = "all-MiniLM-L6-v2"
@@ -58,8 +59,8 @@ def _quiet_offline_transformers() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,7 +75,8 @@ def load_bert() -> nn.Module:
     _quiet_offline_transformers()
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(str(encoder_dir()), local_files_only=True)
+    model: nn.Module = AutoModel.from_pretrained(str(encoder_dir()), local_files_only=True)
+    return model
 
 
 class SentenceEncoder(nn.Module):
@@ -127,7 +129,7 @@ class EmbeddingCache:
 
     def __init__(self, folder: str | Path | None = None):
         self.file = Path(folder) / f"{ENCODER}.npz" if folder else None
-        self.vectors: dict[str, np.ndarray] = {}
+        self.vectors: dict[str, Floats] = {}
         if self.file is not None and self.file.exists():
             with np.load(self.file) as blob:
                 self.vectors = dict(zip(blob["keys"].tolist(), blob["vectors"], strict=True))
@@ -240,7 +242,8 @@ class EmbeddingClassifier(TextClassifier):
         x = self.encoder(*inputs) if self.encoder is not None else inputs[0]
         # unit-length vectors have coordinates near 1/sqrt(384); scaled to about unit
         # variance, the head's usual initialisation and learning rate fit them
-        return self.head(x * DIM**0.5)
+        logits: torch.Tensor = self.head(x * DIM**0.5)
+        return logits
 
     def inputs(self, texts: list[str]) -> Inputs:
         if self.encoder is not None:

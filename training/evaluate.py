@@ -11,6 +11,7 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
+from training.arrays import Floats, Indices
 from training.calibration import Bin, reliability
 
 
@@ -39,14 +40,14 @@ class Metrics(TypedDict):
     reliability: NotRequired[list[Bin]]
 
 
-def confusion(y_true: list[int], y_pred: list[int], n: int) -> np.ndarray:
+def confusion(y_true: list[int], y_pred: list[int], n: int) -> Indices:
     m = np.zeros((n, n), dtype=np.int64)
     for t, p in zip(y_true, y_pred, strict=True):
         m[t, p] += 1
     return m
 
 
-def per_class(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def per_class(m: Indices) -> tuple[Floats, Floats, Floats]:
     tp = np.diag(m).astype(float)
     predicted = m.sum(axis=0)
     actual = m.sum(axis=1)
@@ -65,7 +66,7 @@ def macro_f1(y_true: list[int], y_pred: list[int], n: int) -> float:
 
 
 def roc_auc_ovr(
-    y_true: list[int], probs: np.ndarray, n: int
+    y_true: list[int], probs: Floats, n: int
 ) -> tuple[float | None, list[float | None]]:
     """One-vs-rest ROC AUC per class and their mean; None for a class the split lacks or
     holds alone (AUC needs rows on both sides)."""
@@ -83,7 +84,7 @@ def roc_auc_ovr(
     return (float(np.mean(known)) if known else None), out
 
 
-def log_loss(y_true: list[int], probs: np.ndarray) -> float:
+def log_loss(y_true: list[int], probs: Floats) -> float:
     if not len(y_true):
         return 0.0
     p = np.clip(probs[np.arange(len(y_true)), np.asarray(y_true)], 1e-12, 1.0)
@@ -91,7 +92,7 @@ def log_loss(y_true: list[int], probs: np.ndarray) -> float:
 
 
 def metrics(
-    y_true: list[int], y_pred: list[int], classes: list[str], probs: np.ndarray | None = None
+    y_true: list[int], y_pred: list[int], classes: list[str], probs: Floats | None = None
 ) -> Metrics:
     m = confusion(y_true, y_pred, len(classes))
     precision, recall, f1 = per_class(m)
@@ -126,7 +127,7 @@ def metrics(
     return out
 
 
-def evaluate(probs: np.ndarray, labels: list[str], classes: list[str]) -> Metrics:
+def evaluate(probs: Floats, labels: list[str], classes: list[str]) -> Metrics:
     """``metrics`` from probabilities and label names."""
     index = {c: i for i, c in enumerate(classes)}
     y_true = [index[label] for label in labels]
@@ -142,7 +143,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def draw_confusion(m: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+def draw_confusion(m: Indices, classes: list[str], path: Path, title: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.1 * len(classes) + 2))
     ax.imshow(m, cmap="Blues")
@@ -196,7 +197,7 @@ def draw_loss_curves(history: list[dict[str, float]], path: Path, best_epoch: in
     plt.close(fig)
 
 
-def draw_roc(y_true: list[int], probs: np.ndarray, classes: list[str], path: Path) -> None:
+def draw_roc(y_true: list[int], probs: Floats, classes: list[str], path: Path) -> None:
     from sklearn.metrics import roc_curve
 
     plt = _pyplot()

@@ -85,7 +85,8 @@ class NgramClassifier(TextClassifier):
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embedding(ids, offsets))
+        logits: torch.Tensor = self.head(self.embedding(ids, offsets))
+        return logits
 
     def inputs(self, texts: list[str]) -> Inputs:
         return BagInputs([ngram_ids(t, self.config.buckets, self.config.ngrams) for t in texts])

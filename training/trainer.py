@@ -26,6 +26,7 @@ from torch import nn
 
 from ingestion.errors import InvalidInputError
 from training import checkpoint, distributed
+from training.arrays import Floats
 from training.evaluate import log_loss, macro_f1
 from training.model import Inputs, ModelConfig, NgramClassifier, TextClassifier
 
@@ -143,7 +144,7 @@ def autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractConte
 
 def predict_inputs(
     model: nn.Module, inputs: Inputs, batch_size: int = 256, dtype: torch.dtype | None = None
-) -> np.ndarray:
+) -> Floats:
     device = str(next(model.parameters()).device)
     model.eval()
     out = []
@@ -156,7 +157,7 @@ def predict_inputs(
     return np.concatenate(out) if out else np.zeros((0, n))
 
 
-def predict(model: TextClassifier, texts: list[str], batch_size: int = 256) -> np.ndarray:
+def predict(model: TextClassifier, texts: list[str], batch_size: int = 256) -> Floats:
     """Class probabilities, one row per text."""
     device = str(next(model.parameters()).device)
     return predict_inputs(model, model.inputs(texts), batch_size, amp_dtype(device, True))
@@ -309,7 +310,7 @@ def fit(
         # Adagrad takes sparse gradients except with weight decay; NCCL cannot reduce them
         bare.embedding.sparse = not is_ddp and not config.weight_decay
         # torch's default, made explicit, which also stops its warning on every step
-        torch.sparse.check_sparse_tensor_invariants.disable()
+        torch.sparse.check_sparse_tensor_invariants.disable()  # type: ignore[no-untyped-call]
     model: nn.Module = bare
     if is_ddp:
         from torch.nn.parallel import DistributedDataParallel

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import NDArray
 from scipy import stats
 
 from ingestion.lake import Lake
@@ -98,12 +99,12 @@ def profile(table: pa.Table) -> dict[str, Any]:
     return out
 
 
-def summary(values: np.ndarray) -> dict[str, Any]:
+def summary(values: NDArray[np.float64]) -> dict[str, Any]:
     if len(values) == 0:
         return {"count": 0, "mean": None, "std": None, "min": None, "max": None, "sample": []}
     ordered = np.sort(values)
     if len(ordered) > SAMPLE:
-        ordered = np.quantile(ordered, np.linspace(0, 1, SAMPLE))
+        ordered = np.asarray(np.quantile(ordered, np.linspace(0, 1, SAMPLE)), dtype=np.float64)
     return {
         "count": len(values),
         "mean": float(values.mean()),
@@ -196,7 +197,7 @@ def check_batch(
     return verdict
 
 
-def ks_pvalue(before: dict[str, Any], values: np.ndarray | None) -> float:
+def ks_pvalue(before: dict[str, Any], values: NDArray[np.float64] | None) -> float:
     """Two-sample Kolmogorov-Smirnov p-value of ``values`` against a stored summary. When
     the summary holds quantiles rather than every value, the statistic is taken against
     them and the p-value from the asymptotic distribution with the true sizes."""
@@ -268,7 +269,7 @@ def recorded(
     lake: Lake, source: str, raw_from: int | None, raw_to: int | None
 ) -> dict[str, Any] | None:
     """The good record of batch ``raw_from``..``raw_to``, if one was written."""
-    for b in reversed(history(lake, source)):
+    for b in history(lake, source)[::-1]:
         if b["raw_from"] == raw_from and b["raw_to"] == raw_to and b["status"] != HELD:
             return b
     return None
@@ -282,7 +283,7 @@ def held(lake: Lake, source: str) -> list[dict[str, Any]]:
     return list(reversed(batches[since + 1 :]))
 
 
-def _values(column: pa.ChunkedArray) -> tuple[str, np.ndarray | None]:
+def _values(column: pa.ChunkedArray) -> tuple[str, NDArray[np.float64] | None]:
     kind = column.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         values = column.drop_null().cast(pa.float64())

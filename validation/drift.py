@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import NDArray
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -174,7 +175,7 @@ def _kind(a: pa.ChunkedArray, b: pa.ChunkedArray) -> str:
     return "other"
 
 
-def _numeric(column: pa.ChunkedArray) -> np.ndarray:
+def _numeric(column: pa.ChunkedArray) -> NDArray[np.float64]:
     values = column.drop_null()
     t = values.type
     if pa.types.is_temporal(t):
@@ -192,7 +193,7 @@ def _items(column: pa.ChunkedArray) -> list[str]:
 
 
 def _numbers(
-    name: str, kind: str, a: np.ndarray, b: np.ndarray, alpha: float, min_effect: float
+    name: str, kind: str, a: NDArray[Any], b: NDArray[Any], alpha: float, min_effect: float
 ) -> FieldDrift:
     rows = (len(a), len(b))
     if len(a) == 0 or len(b) == 0:
@@ -274,7 +275,7 @@ def _tokens(column: pa.ChunkedArray) -> Counter[str]:
     return counts
 
 
-def _dist(counts: Counter[str], keys: list[str]) -> np.ndarray:
+def _dist(counts: Counter[str], keys: list[str]) -> NDArray[np.float64]:
     v = np.array([counts[k] for k in keys], dtype=float)
     return v / v.sum() if v.sum() else np.full(len(keys), 1 / max(len(keys), 1))
 
@@ -338,14 +339,16 @@ def _plot(f: FieldDrift, before: pa.Table, after: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def _hist(ax: Any, series: list[np.ndarray], labels: tuple[str, str]) -> None:
+def _hist(ax: Any, series: list[NDArray[Any]], labels: tuple[str, str]) -> None:
     """Both versions over the same bins, so their shapes can be compared."""
     edges = np.histogram_bin_edges(np.concatenate(series), bins=30)
     for values, label in zip(series, labels, strict=True):
         ax.hist(values, bins=edges, alpha=0.55, density=True, label=label)
 
 
-def _bars(ax: Any, keys: list[str], a: np.ndarray, b: np.ndarray, title: str) -> None:
+def _bars(
+    ax: Any, keys: list[str], a: NDArray[np.float64], b: NDArray[np.float64], title: str
+) -> None:
     x = np.arange(len(keys))
     ax.bar(x - 0.2, a, width=0.4, label="from")
     ax.bar(x + 0.2, b, width=0.4, label="to")

@@ -1,6 +1,7 @@
 """A deterministic local news site with planted invalid and duplicate articles."""
 
 from harvest.demosite.generator import CLASSES, Article, Site, generate
-from harvest.demosite.server import DemoSite, Guard
+from harvest.demosite.guard import Guard
+from harvest.demosite.server import DemoSite
 
 __all__ = ["CLASSES", "Article", "DemoSite", "Guard", "Site", "generate"]

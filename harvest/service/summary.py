@@ -76,7 +76,8 @@ def build(
     }
     if runs_error:
         summary["runs_error"] = runs_error
-    return jsonable(summary)
+    out: dict[str, Any] = jsonable(summary)
+    return out
 
 
 # -- sources -------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def column_names(options: dict[str, Any], key: str, default: tuple[str, ...]) ->
 
 def values(df: pd.DataFrame, column: str) -> list[Any]:
     """A column as Python values, None where missing (pandas would give pd.NA)."""
-    return pa.array(df[column], from_pandas=True).to_pylist()
+    out: list[Any] = pa.array(df[column], from_pandas=True).to_pylist()
+    return out
 
 
 def strings(values: list[str | None]) -> pd.api.extensions.ExtensionArray:

@@ -6,6 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
+from training.arrays import Floats, Indices
+
 # Scores closer than this count as tied, so float noise never decides an order.
 TIE_DECIMALS = 12
 
@@ -20,15 +22,15 @@ class Strategy(Protocol):
 
     def __call__(
         self,
-        probs: np.ndarray | None,
-        embeddings: np.ndarray | None,
+        probs: Floats | None,
+        embeddings: Floats | None,
         n: int,
         rng: np.random.Generator,
-        labelled: np.ndarray | None = None,
-    ) -> np.ndarray: ...
+        labelled: Indices | None = None,
+    ) -> Indices: ...
 
 
-def check_probs(name: str, probs: np.ndarray | None) -> np.ndarray:
+def check_probs(name: str, probs: Floats | None) -> Floats:
     if probs is None:
         raise ValueError(f"strategy {name!r} needs predicted probabilities (probs), got None")
     p = np.asarray(probs, dtype=np.float64)
@@ -42,7 +44,7 @@ def check_probs(name: str, probs: np.ndarray | None) -> np.ndarray:
     return p
 
 
-def check_embeddings(name: str, embeddings: np.ndarray | None) -> np.ndarray:
+def check_embeddings(name: str, embeddings: Floats | None) -> Floats:
     if embeddings is None:
         raise ValueError(f"strategy {name!r} needs embeddings, got None")
     x = np.asarray(embeddings, dtype=np.float64)
@@ -53,7 +55,7 @@ def check_embeddings(name: str, embeddings: np.ndarray | None) -> np.ndarray:
     return x
 
 
-def pool(name: str, rows: int, n: int, labelled: np.ndarray | None) -> np.ndarray:
+def pool(name: str, rows: int, n: int, labelled: Indices | None) -> Indices:
     """Indices of the unlabelled rows, after checking ``n`` and ``labelled``."""
     if n < 0:
         raise ValueError(f"strategy {name!r}: n must be >= 0, got {n}")
@@ -66,16 +68,17 @@ def pool(name: str, rows: int, n: int, labelled: np.ndarray | None) -> np.ndarra
     return np.flatnonzero(mask)
 
 
-def same_rows(name: str, probs: np.ndarray, embeddings: np.ndarray) -> None:
+def same_rows(name: str, probs: Floats, embeddings: Floats) -> None:
     if len(probs) != len(embeddings):
         raise ValueError(
             f"strategy {name!r}: probs has {len(probs)} rows, embeddings {len(embeddings)}"
         )
 
 
-def top(candidates: np.ndarray, *keys: np.ndarray, n: int) -> np.ndarray:
+def top(candidates: Indices, *keys: Floats, n: int) -> Indices:
     """The ``n`` candidates with the highest keys, compared in order, ties by lower index."""
     cols = [-np.round(k[candidates], TIE_DECIMALS) for k in keys]
     # lexsort sorts by its last key first
     order = np.lexsort([candidates, *reversed(cols)])
-    return candidates[order[:n]]
+    picked: Indices = candidates[order[:n]]
+    return picked

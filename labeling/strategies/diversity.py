@@ -9,21 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 from labeling.strategies.base import check_embeddings, pool
+from training.arrays import Floats, Indices
 
 CHUNK = 1024  # centres compared at once, to bound a rows x centres distance block
 KMEANS_ITERATIONS = 100
 KMEANS_RESTARTS = 3
 
 
-def sq_distances(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def sq_distances(x: Floats, centres: Floats) -> Floats:
     """Squared Euclidean distances, rows of ``x`` x rows of ``centres``."""
     d = (x * x).sum(1)[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None, :]
-    return np.maximum(d, 0.0)  # the expansion can dip below zero by rounding
+    out: Floats = np.maximum(d, 0.0)  # the expansion can dip below zero by rounding
+    return out
 
 
 def greedy_kcenter(
-    x: np.ndarray, candidates: np.ndarray, covered: np.ndarray, n: int, first: int | None
-) -> np.ndarray:
+    x: Floats, candidates: Indices, covered: Indices, n: int, first: int | None
+) -> Indices:
     """Picks, ``n`` times, the candidate farthest from everything covered or picked so far.
 
     ``covered`` are rows already labelled; with none, the walk starts at ``first``
@@ -44,12 +46,12 @@ def greedy_kcenter(
 
 
 def kcenter(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
+    probs: Floats | None,
+    embeddings: Floats | None,
     n: int,
     rng: np.random.Generator,
-    labelled: np.ndarray | None = None,
-) -> np.ndarray:
+    labelled: Indices | None = None,
+) -> Indices:
     """k-center greedy: each pick the unlabelled row farthest from the labelled and picked.
 
     It covers the embedding space evenly, outliers included; the first pick is random
@@ -62,7 +64,7 @@ def kcenter(
     return greedy_kcenter(x, candidates, covered, n, first)
 
 
-def kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(x: Floats, k: int, rng: np.random.Generator) -> tuple[Floats, Indices]:
     """Lloyd's k-means, the best of KMEANS_RESTARTS greedy k-means++ starts; returns
     (centres, cluster of each row).
 
@@ -71,7 +73,7 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray,
     seeding (the candidate that lowers the spread most, as scikit-learn does) and a
     few restarts kept by the lowest inertia make that rare enough not to be seen.
     """
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    best: tuple[float, Floats, Indices] | None = None
     for _ in range(KMEANS_RESTARTS):
         centres, assign = lloyd(x, greedy_seeds(x, k, rng))
         inertia = float(sq_distances(x, centres)[np.arange(len(x)), assign].sum())
@@ -82,7 +84,7 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray,
     return best[1], best[2]
 
 
-def greedy_seeds(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def greedy_seeds(x: Floats, k: int, rng: np.random.Generator) -> Floats:
     """k-means++ where each step draws 2 + ln k candidates by squared distance and keeps
     the one that leaves the smallest total squared distance to the centres."""
     trials = 2 + int(np.log(k))
@@ -100,7 +102,7 @@ def greedy_seeds(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return centres
 
 
-def lloyd(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lloyd(x: Floats, centres: Floats) -> tuple[Floats, Indices]:
     """Lloyd's iterations from ``centres`` until no row changes cluster."""
     k = len(centres)
     assign = np.full(len(x), -1)
@@ -123,12 +125,12 @@ def lloyd(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def coldstart(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
+    probs: Floats | None,
+    embeddings: Floats | None,
     n: int,
     rng: np.random.Generator,
-    labelled: np.ndarray | None = None,
-) -> np.ndarray:
+    labelled: Indices | None = None,
+) -> Indices:
     """For before any model exists: k-means with k = n, the row nearest each centre.
 
     One representative per cluster of the unlabelled rows, biggest cluster first, so the
@@ -142,7 +144,7 @@ def coldstart(
     return candidates[representatives(x[candidates], k, rng)]
 
 
-def representatives(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def representatives(x: Floats, k: int, rng: np.random.Generator) -> Indices:
     """Positions of ``k`` rows of ``x``, one per k-means cluster, the row nearest its
     centre, biggest cluster first."""
     centres, _ = kmeans(x, k, rng)

@@ -7,17 +7,18 @@ import numpy as np
 from labeling.strategies.base import check_embeddings, check_probs, pool, same_rows, top
 from labeling.strategies.diversity import representatives
 from labeling.strategies.uncertainty import MEASURES
+from training.arrays import Floats, Indices
 
 POOL_FACTOR = 20
 
 
 def hybrid(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
+    probs: Floats | None,
+    embeddings: Floats | None,
     n: int,
     rng: np.random.Generator,
-    labelled: np.ndarray | None = None,
-) -> np.ndarray:
+    labelled: Indices | None = None,
+) -> Indices:
     """The ``n`` · POOL_FACTOR rows of smallest margin, split by k-means into ``n``
     clusters; from each, the row nearest its centre. Most uncertain first.
 

@@ -49,7 +49,7 @@ class PageCheckMiddleware:
 class BoundedDecompressionMiddleware(HttpCompressionMiddleware):
     """Scrapy's decompression, which already stops at DOWNLOAD_MAXSIZE, with the stop counted."""
 
-    def process_response(  # type: ignore[override]
+    def process_response(
         self, request: Request, response: Response, spider: Spider | None = None
     ) -> Any:
         try:

@@ -169,7 +169,7 @@ class ProxyPool:
     def backoff(self, n: int) -> float:
         delay = min(self.backoff_max, self.backoff_base * 2**n)
         # jitter, so that proxies banned together do not all come back together
-        return delay / 2 + self.rng.uniform(0, delay / 2)
+        return float(delay / 2 + self.rng.uniform(0, delay / 2))
 
     def ban(self, proxy: Proxy, retry_after: float = 0.0) -> float | None:
         """Backs ``proxy`` off; returns the delay, or None if it was backing off already."""
