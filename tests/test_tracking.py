@@ -109,8 +109,10 @@ def test_a_training_run_is_recorded_with_its_dataset_version(config: Config) -> 
     report = Path(str(out["report_dir"]))
     files = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/confusion.png", "report/metrics.json"} <= files
-    stored = Path(client.download_artifacts(run.info.run_id, "model/model.pt", str(report.parent)))
-    assert stored.read_bytes() == (report / "model.pt").read_bytes()
+    stored = client.download_artifacts(run.info.run_id, "model/data/model.pt", str(report.parent))
+    assert Path(stored).read_bytes() == (report / "model.pt").read_bytes()
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/MLmodel" in files  # an MLflow model, which the registry points at
     # artifacts live beside the store, not in the working folder
     assert (Path(config.lake).parent / "mlflow" / "artifacts" / "harvest-demo").is_dir()
 

@@ -336,8 +336,10 @@ def train_tracked(
     """``training.run.train_and_evaluate``, recorded as an MLflow run in the experiment
     ``harvest-<dataset>`` and registered as a new version of the model of that name, which
     takes the ``challenger`` alias. The result gains ``mlflow``: where it was recorded."""
+    import tempfile
+
     from ingestion.datasets import dataset_lineage
-    from training import registry
+    from training import pyfunc, registry
     from training.run import train_and_evaluate
 
     name = registry.model_name(dataset)
@@ -394,9 +396,14 @@ def train_tracked(
         )
         folder = Path(result.report_dir)
         for path in sorted(folder.iterdir()):
-            if path.is_file():
-                # the model once, under model/: it is what the registry points at
-                r.artifact(path, "model" if path.name == MODEL_FILE else "report")
+            if path.name == MODEL_FILE:
+                # the model once, under model/, as an MLflow model: what the registry
+                # points at, and what mlflow.pyfunc.load_model reads
+                with tempfile.TemporaryDirectory(prefix="harvest-model-") as tmp:
+                    pyfunc.save(path, Path(tmp) / "model")
+                    r.client.log_artifacts(r.run_id, str(Path(tmp) / "model"), "model")
+            elif path.is_file():
+                r.artifact(path, "report")
             elif path.is_dir():
                 r.client.log_artifacts(r.run_id, str(path), f"report/{path.name}")
         # a run stopped part way (to resume later) holds no model worth serving yet

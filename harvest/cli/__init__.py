@@ -16,6 +16,7 @@ from harvest.cli import (
     label,
     lake,
     model,
+    predict,
     quarantine,
     recipe,
     serve,
@@ -32,6 +33,7 @@ app.command("curate")(crawl.curate_cmd)
 app.command("status")(status_cmd.status)
 app.command("drift")(drift.drift)
 app.command("train")(train_cmd.train)
+app.command("predict")(predict.predict)
 app.command("export")(dataset.export)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)

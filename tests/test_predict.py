@@ -1,0 +1,132 @@
+"""Registered models as MLflow models: loaded by MLflow in a fresh process, and files
+scored by `harvest predict`, on a real SQLite store in the test's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harvest.config import Config
+from tests.helpers import ROOT, last_json, run_harvest
+from tests.test_tracking import env_of, labelled_lake
+from training import pyfunc, registry
+from training.tracking import Store
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, list[str]]:
+    """A model of the demo's labels, trained and registered once for the module."""
+    tmp = tmp_path_factory.mktemp("predict")
+    cfg = Config(lake=str(tmp / "lake"), reports=str(tmp / "reports"))
+    labels = labelled_lake(cfg, "demo", 120)
+    out = last_json(run_harvest(["train", "--source", "demo", "--epochs", "2"], env_of(cfg)).stdout)
+    assert out["mlflow"]["model_version"] == 1  # type: ignore[index]
+    return cfg, sorted(set(labels))
+
+
+def test_mlflow_loads_the_registered_model_in_a_fresh_process(
+    trained: tuple[Config, list[str]],
+) -> None:
+    cfg, classes = trained
+    script = (
+        "import json, sys, mlflow, mlflow.pyfunc, pandas as pd\n"
+        "mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_registry_uri(sys.argv[1])\n"
+        "m = mlflow.pyfunc.load_model('models:/harvest-demo@challenger')\n"
+        "texts = ['The council voted on the budget.', 'The striker scored twice.']\n"
+        "a = m.predict(texts)\n"
+        "b = m.predict(pd.DataFrame({'text': texts}))\n"
+        "print(json.dumps({'a': a.to_dict('list'), 'b': b.to_dict('list')}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, cfg.tracking],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["a"] == got["b"]  # a list of texts and a DataFrame are the same input
+    assert set(got["a"]["label"]) <= set(classes) and len(got["a"]["label"]) == 2
+    probs = pd.DataFrame({c: got["a"][pyfunc.PROB + c] for c in classes})
+    assert probs.sum(axis=1).tolist() == pytest.approx([1.0, 1.0], abs=1e-4)
+    # the label is the class of highest probability
+    assert probs.idxmax(axis=1).tolist() == got["a"]["label"]
+
+
+@pytest.mark.parametrize(("suffix_in", "suffix_out"), [(".jsonl", ".parquet"), (".csv", ".csv")])
+def test_predict_scores_a_file_in_batches_keeping_every_row_and_column(
+    trained: tuple[Config, list[str]], tmp_path: Path, suffix_in: str, suffix_out: str
+) -> None:
+    cfg, classes = trained
+    texts = [f"Report {i}: the {('market', 'match', 'election')[i % 3]} moved." for i in range(23)]
+    frame = pd.DataFrame({"id": range(23), "body": texts})
+    source = tmp_path / f"in{suffix_in}"
+    if suffix_in == ".csv":
+        frame.to_csv(source, index=False)
+    else:
+        frame.to_json(source, orient="records", lines=True)
+    output = tmp_path / f"out{suffix_out}"
+    argv = ["predict", "harvest-demo@1", "--input", str(source), "--output", str(output)]
+    argv += ["--text-column", "body", "--batch-size", "5", "--device", "cpu"]
+    out = last_json(run_harvest(argv, env_of(cfg)).stdout)
+    assert (out["model"], out["version"], out["rows"]) == ("harvest-demo", 1, 23)
+    scored = pd.read_parquet(output) if suffix_out == ".parquet" else pd.read_csv(output)
+    assert scored["id"].tolist() == list(range(23)) and scored["body"].tolist() == texts
+    # batches of 5 score exactly as one batch of all
+    folder, tmp = registry.local_copy(
+        Store(cfg.tracking), registry.version(Store(cfg.tracking), "harvest-demo", 1)
+    )
+    whole = pyfunc.load(folder).predict(texts)
+    assert scored["label"].tolist() == whole["label"].tolist()
+    for c in classes:
+        assert scored[pyfunc.PROB + c].tolist() == pytest.approx(
+            whole[pyfunc.PROB + c].tolist(), abs=1e-5
+        )
+    assert sum(out["labels"].values()) == 23  # type: ignore[union-attr]
+
+
+def test_bad_input_to_predict_is_a_clear_error(
+    trained: tuple[Config, list[str]], tmp_path: Path
+) -> None:
+    cfg, _ = trained
+    env = env_of(cfg)
+    good = tmp_path / "in.jsonl"
+    good.write_text(json.dumps({"text": "a"}) + "\n")
+    cases = [
+        (["harvest-demo", "--input", str(tmp_path / "none.jsonl")], "no input file"),
+        (["harvest-demo@1", "--input", str(good), "--text-column", "body"], "no 'body' column"),
+        (["harvest-demo@1", "--input", str(tmp_path / "in.xlsx")], "unknown file kind"),
+        (["harvest-nope", "--input", str(good)], "harvest-nope"),
+        (["harvest-demo@9", "--input", str(good)], "no version 9"),
+        (["harvest-demo@gold", "--input", str(good)], "alias 'gold'"),
+    ]
+    for argv, expected in cases:
+        output = tmp_path / "out.parquet"
+        done = run_harvest(["predict", *argv, "--output", str(output)], env, check=False)
+        assert done.returncode != 0 and expected in done.stderr, (argv, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert not output.exists()  # nothing half written
+
+
+def test_a_version_holding_only_model_pt_still_scores(
+    trained: tuple[Config, list[str]], tmp_path: Path
+) -> None:
+    cfg, classes = trained
+    store = Store(cfg.tracking)
+    folder, _ = registry.local_copy(store, registry.version(store, "harvest-demo", 1))
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / pyfunc.MODEL_FILE).write_bytes((folder / "data" / pyfunc.MODEL_FILE).read_bytes())
+    texts = ["The council voted on the budget."]
+    assert pyfunc.load(old).predict(texts).equals(pyfunc.load(folder).predict(texts))
+    with pytest.raises(Exception, match="no model harvest can score with"):
+        pyfunc.load(tmp_path)

@@ -1,0 +1,116 @@
+"""A trained model as an MLflow pyfunc model, so that MLflow itself can load and serve it.
+
+``save`` writes the MLflow model folder: ``MLmodel`` (the pyfunc flavour, pointing at this
+module as its loader), the weights as ``model.pt``, the signature (one ``text`` column in;
+the label and a probability per class out) and an input example. The folder is logged as
+a run's ``model/`` artifacts, where the registry points, so
+
+    mlflow.pyfunc.load_model("models:/harvest-demo@champion").predict(["some text"])
+
+works in any process that has harvest installed: ``predict`` takes a DataFrame with a
+``text`` column, a Series or a list of texts. A version registered before models were
+saved this way holds only ``model.pt``; ``load`` reads those too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ingestion.errors import InvalidInputError
+from training.model import TextClassifier, load_model
+
+MODEL_FILE = "model.pt"
+TEXT = "text"
+PROB = "prob_"  # + a class name: that class's probability
+EXAMPLE = ["A local council approved the new budget on Tuesday."]
+
+
+class Scorer:
+    """What ``mlflow.pyfunc.load_model`` wraps: a model and the classes it predicts."""
+
+    def __init__(self, model: TextClassifier):
+        self.model = model.eval()
+        self.classes = list(model.classes)
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One row per text: ``label``, then ``prob_<class>`` for every class."""
+        from training.trainer import predict
+
+        texts = texts_of(model_input)
+        probs = predict(self.model, texts) if texts else np.zeros((0, len(self.classes)))
+        out = pd.DataFrame({"label": [self.classes[int(i)] for i in probs.argmax(1)]}, dtype=str)
+        for j, name in enumerate(self.classes):
+            out[PROB + name] = probs[:, j].astype(np.float64)
+        return out
+
+
+def texts_of(model_input: Any) -> list[str]:
+    """The texts of a DataFrame (its ``text`` column, or its only column), a Series, a
+    list of strings or one string."""
+    if isinstance(model_input, pd.DataFrame):
+        if TEXT in model_input.columns:
+            column = model_input[TEXT]
+        elif len(model_input.columns) == 1:
+            column = model_input.iloc[:, 0]
+        else:
+            raise InvalidInputError(
+                f"a DataFrame to score needs a {TEXT!r} column; it has "
+                f"{', '.join(map(str, model_input.columns))}"
+            )
+        values: Sequence[Any] = column.tolist()
+    elif isinstance(model_input, pd.Series):
+        values = model_input.tolist()
+    elif isinstance(model_input, str):
+        values = [model_input]
+    else:
+        values = list(model_input)
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise InvalidInputError(f"text {bad[0]} is {type(values[bad[0]]).__name__}, not a string")
+    return list(values)
+
+
+def _load_pyfunc(path: str, device: str = "cpu") -> Scorer:
+    """MLflow's entry point: ``path`` is the model's data, ``model.pt``."""
+    return Scorer(load_model(path, device))
+
+
+def load(folder: Path, device: str = "cpu") -> Scorer:
+    """The model in a registered version's folder: the MLflow model, or only ``model.pt``
+    for a version registered before models were saved as MLflow models."""
+    for weights in (folder / "data" / MODEL_FILE, folder / MODEL_FILE):
+        if weights.is_file():
+            return _load_pyfunc(str(weights), device)
+    raise InvalidInputError(
+        f"{folder} holds no model harvest can score with (no {MODEL_FILE}): it is not a "
+        "model `harvest train` registered"
+    )
+
+
+def save(weights: Path, folder: Path) -> None:
+    """Writes the MLflow model folder for the model saved at ``weights``."""
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import TensorSpec
+
+    scorer = _load_pyfunc(str(weights))
+    example = pd.DataFrame({TEXT: EXAMPLE})
+    outputs: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, "label")]
+    outputs += [ColSpec(DataType.double, PROB + c) for c in scorer.classes]
+    mlflow.pyfunc.save_model(
+        path=str(folder),
+        loader_module=__name__,
+        data_path=str(weights),
+        # one unnamed string column: MLflow then takes a list of texts as readily as a
+        # DataFrame, which a named column would refuse
+        signature=ModelSignature(Schema([ColSpec(DataType.string)]), Schema(outputs)),
+        input_example=example,
+        # what loading needs beside harvest itself; nothing is inferred by importing it
+        pip_requirements=["torch", "numpy", "pandas", "mlflow-skinny"],
+    )
