@@ -8,6 +8,7 @@ answers with its kind's status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harvest.config import Config
 from harvest.service.auth import HostGuard, allowed_hosts, bearer
@@ -28,6 +29,7 @@ from ingestion.errors import HarvestError
 from ingestion.runs import STATUSES
 
 if TYPE_CHECKING:
+    from harvest.service.predict import Predictor
     from ingestion.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,37 @@ class DatasetRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
+MAX_TEXT = 100_000  # characters in one text to score
+MAX_TEXTS = 1_000  # texts in one request
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
+
+
+class PredictRequest(BaseModel):
+    """One text or several: exactly one of ``text`` and ``texts``."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: Text | None = None
+    texts: list[Text] | None = Field(None, min_length=1, max_length=MAX_TEXTS)
+
+    @model_validator(mode="after")
+    def one_of(self) -> PredictRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of text and texts")
+        return self
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    alias: str
+    version: int = Field(description="the registered version that scored every text here")
+    predictions: list[Prediction]
+
+
 class ExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: Name
@@ -119,9 +152,11 @@ def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
+        await asyncio.to_thread(predictor.start)
         try:
             yield
         finally:
+            predictor.stop()
             service.stop()
 
     app = FastAPI(
@@ -133,6 +168,7 @@ def create_app(service: Service) -> FastAPI:
         responses={422: {"model": Message, "description": "invalid request"}},
     )
     cfg = service.config
+    predictor = _predictor(cfg)
     auth = [Depends(bearer(service.token))]
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Message}, 401: {"model": Message}}
     webhooks = service.webhooks
@@ -155,6 +191,38 @@ def create_app(service: Service) -> FastAPI:
         find_recipe(body.source, cfg.sources)  # RecipeError: unknown, 404
         load_recipe(body.source, cfg.sources)  # RecipeError: broken, 422
         return Run(**service.trigger(body.source))
+
+    @app.post(
+        "/predict",
+        dependencies=auth,
+        tags=["models"],
+        responses={**errors, 404: {"model": Message}},
+    )
+    async def predict(
+        body: PredictRequest,
+        model: Annotated[str | None, Query(pattern=NAME)] = None,
+        alias: Annotated[str, Query(pattern=NAME)] = "champion",
+    ) -> PredictResponse:
+        """Scores one text or a batch with a registered model (the only one `harvest train`
+        registered, unless ``model`` names another) at ``alias``."""
+        from training.pyfunc import PROB
+
+        name = model if model else await asyncio.to_thread(predictor.default_model)
+        texts = [body.text] if body.text is not None else list(body.texts or [])
+        used, scored = await predictor.predict(name, alias, texts)
+        probs = [c for c in scored.columns if c.startswith(PROB)]
+        return PredictResponse(
+            model=used.name,
+            alias=used.alias,
+            version=used.version,
+            predictions=[
+                Prediction(
+                    label=str(row["label"]),
+                    probabilities={c[len(PROB) :]: float(row[c]) for c in probs},
+                )
+                for _, row in scored.iterrows()
+            ],
+        )
 
     @app.get("/runs", tags=["runs"])
     def list_runs(
@@ -353,6 +421,14 @@ def _versions(lake: Lake, name: str) -> list[dict[str, Any]]:
         )
         out.append({"version": version, "rows": rows, **keep, "created": created})
     return out
+
+
+def _predictor(cfg: Config) -> Predictor:
+    from harvest.service.predict import Predictor
+    from training.tracking import Store
+    from training.trainer import pick_device
+
+    return Predictor(Store(cfg.tracking), device=pick_device("auto"))
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -1,0 +1,176 @@
+"""Online scoring for ``POST /predict``: registered models held in memory, requests scored
+together in micro-batches, and a model swapped the moment its alias moves.
+
+A request's texts join a queue per (model, alias); a batcher takes whatever arrives within
+``window`` seconds of the first (up to ``max_rows`` texts) and scores it in one call, off
+the event loop, so concurrent requests share the model's batched kernels. Every answer
+names the version that scored it.
+
+A watcher looks at the registry every ``poll`` seconds. When an alias points at another
+version (``harvest model promote``), the new version is loaded in full first and only
+then put in the old one's place, so a batch is scored by one whole model, never half of
+one. A version that fails to load leaves the old one serving, and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from training import pyfunc, registry
+from training.tracking import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+MODEL_PREFIX = "harvest-"  # models `harvest train` registers, one a dataset
+
+
+@dataclass(frozen=True)
+class Loaded:
+    name: str
+    alias: str
+    version: int
+    scorer: pyfunc.Scorer
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    done: asyncio.Future[tuple[Loaded, pd.DataFrame]]
+
+
+@dataclass
+class Predictor:
+    store: Store
+    device: str = "cpu"
+    window: float = 0.005  # seconds a batch waits for more requests after its first
+    max_rows: int = 512  # texts scored at once, at most
+    poll: float = 2.0  # seconds between looks at the registry's aliases
+    models: dict[tuple[str, str], Loaded] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _queues: dict[tuple[str, str], asyncio.Queue[_Pending]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Loads the champion of every model `harvest train` registered, then watches."""
+        if self.store.exists():
+            for m in registry.list_models(self.store):
+                if m["model"].startswith(MODEL_PREFIX) and registry.CHAMPION in m["aliases"]:
+                    try:
+                        self.get(m["model"], registry.CHAMPION)
+                    except Exception as exc:  # the service still starts; asking says why
+                        log.error("cannot load %s@champion: %s", m["model"], exc)
+        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+
+    def default_model(self) -> str:
+        """The model a request that names none means: the only one `harvest train`
+        registered."""
+        from ingestion.errors import InvalidInputError, NotFoundError
+
+        names = (
+            sorted(
+                m["model"]
+                for m in registry.list_models(self.store)
+                if m["model"].startswith(MODEL_PREFIX)
+            )
+            if self.store.exists()
+            else []
+        )
+        if not names:
+            raise NotFoundError("no model to predict with: train one first (`harvest train`)")
+        if len(names) > 1:
+            raise InvalidInputError(f"several models: name one with ?model= ({', '.join(names)})")
+        return str(names[0])
+
+    def get(self, name: str, alias: str) -> Loaded:
+        """The model serving ``name@alias``, loaded on first use (a RegistryError, a 404,
+        when there is no such model or alias)."""
+        with self._lock:
+            held = self.models.get((name, alias))
+        if held is not None:
+            return held
+        loaded = self._load(name, alias)
+        with self._lock:
+            return self.models.setdefault((name, alias), loaded)
+
+    def _load(self, name: str, alias: str) -> Loaded:
+        mv = registry.by_alias(self.store, name, alias)
+        folder, tmp = registry.local_copy(self.store, mv)
+        try:
+            scorer = pyfunc.load(folder, self.device)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+        log.info("serving %s@%s: version %s", name, alias, mv.version)
+        return Loaded(name, alias, int(mv.version), scorer)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll):
+            with self._lock:
+                keys = list(self.models)
+            for name, alias in keys:
+                try:
+                    version = int(registry.by_alias(self.store, name, alias).version)
+                    if version != self.models[(name, alias)].version:
+                        fresh = self._load(name, alias)  # whole before it serves
+                        with self._lock:
+                            self.models[(name, alias)] = fresh
+                except Exception as exc:  # the old version keeps serving
+                    log.error("cannot refresh %s@%s: %s", name, alias, exc)
+
+    async def predict(self, name: str, alias: str, texts: list[str]) -> tuple[Loaded, pd.DataFrame]:
+        """Scores ``texts`` with ``name@alias`` in the next micro-batch."""
+        await asyncio.to_thread(self.get, name, alias)  # a missing model fails this request
+        key = (name, alias)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._batches(key, queue))
+        done: asyncio.Future[tuple[Loaded, pd.DataFrame]] = asyncio.Future()
+        await queue.put(_Pending(texts, done))
+        return await done
+
+    async def _batches(self, key: tuple[str, str], queue: asyncio.Queue[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            rows = len(batch[0].texts)
+            until = loop.time() + self.window
+            while rows < self.max_rows:
+                left = until - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    break
+                batch.append(item)
+                rows += len(item.texts)
+            with self._lock:
+                model = self.models[key]  # one version for the whole batch
+            texts = [t for item in batch for t in item.texts]
+            try:
+                scored = await asyncio.to_thread(model.scorer.predict, texts)
+            except Exception as exc:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+                continue
+            start = 0
+            for item in batch:
+                part = scored.iloc[start : start + len(item.texts)].reset_index(drop=True)
+                start += len(item.texts)
+                if not item.done.done():
+                    item.done.set_result((model, part))

@@ -1,0 +1,122 @@
+"""`POST /predict` on a real `harvest serve`: the champion scores, micro-batched, and a
+promote swaps the model under a stream of requests without an error."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from harvest.config import Config
+from tests.helpers import last_json, run_harvest
+from tests.service import Live
+from tests.test_tracking import env_of, labelled_lake
+
+TEXTS = ["The council voted on the budget.", "The striker scored twice.", "Shares fell."]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, list[str]]]:
+    """Two versions of harvest-demo, v1 the champion, and the service started after."""
+    tmp = tmp_path_factory.mktemp("serve-predict")
+    live = Live(tmp)
+    cfg = Config(lake=live.env["HARVEST_LAKE"], reports=live.env["HARVEST_REPORTS"])
+    classes = sorted(set(labelled_lake(cfg, "demo", 120)))
+    for seed in ("0", "1"):
+        argv = ["train", "--source", "demo", "--epochs", "1", "--seed", seed]
+        out = last_json(run_harvest(argv, env_of(cfg)).stdout)  # the project's demo recipe
+        assert out["mlflow"]["model_version"] == int(seed) + 1  # type: ignore[index]
+    run_harvest(["model", "promote", "harvest-demo", "1"], live.env)
+    live.start()
+    try:
+        yield live, classes
+    finally:
+        live.stop()
+
+
+def test_the_champion_scores_one_text_or_a_batch_and_needs_the_token(
+    served: tuple[Live, list[str]],
+) -> None:
+    live, classes = served
+    assert live.post("/predict", auth=False, json={"text": TEXTS[0]}).status_code == 401
+    one = live.post("/predict", json={"text": TEXTS[0]})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert (body["model"], body["alias"], body["version"]) == ("harvest-demo", "champion", 1)
+    (p,) = body["predictions"]
+    assert sorted(p["probabilities"]) == classes and p["label"] in classes
+    assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+    many = live.post("/predict", json={"texts": TEXTS}).json()
+    assert len(many["predictions"]) == 3
+    assert many["predictions"][0] == p  # the same text scores the same in a batch
+    other = live.post("/predict", params={"alias": "challenger"}, json={"texts": TEXTS}).json()
+    assert (other["alias"], other["version"]) == ("challenger", 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "status", "said"),
+    [
+        ({"text": ""}, {}, 422, "text"),
+        ({"text": "   "}, {}, 422, "text"),
+        ({"text": "x" * 10_000_000}, {}, 422, "at most 100000"),
+        ({"texts": []}, {}, 422, "texts"),
+        ({"text": "a", "texts": ["b"]}, {}, 422, "exactly one"),
+        ({"text": 5}, {}, 422, "text"),
+        (b"{not json", {}, 422, "JSON"),
+        ({"text": "a"}, {"model": "harvest-none"}, 404, "harvest-none"),
+        ({"text": "a"}, {"alias": "gold"}, 404, "gold"),
+        ({"text": "a"}, {"model": "../etc"}, 422, "model"),
+    ],
+)
+def test_bad_input_is_a_4xx_with_a_message(
+    served: tuple[Live, list[str]], body: object, params: dict[str, str], status: int, said: str
+) -> None:
+    live, _ = served
+    if isinstance(body, bytes):
+        answer = live.post(
+            "/predict", data=body, params=params, headers={"Content-Type": "application/json"}
+        )
+    else:
+        answer = live.post("/predict", json=body, params=params)
+    assert answer.status_code == status, answer.text[:500]
+    assert said in answer.json()["detail"], answer.text[:500]
+
+
+def test_a_promote_during_a_stream_swaps_the_model_without_an_error(
+    served: tuple[Live, list[str]],
+) -> None:
+    live, _ = served
+    stop = time.monotonic() + 60
+    promoted_at: list[float] = []
+
+    def stream() -> list[tuple[float, int]]:
+        seen = []
+        session = requests.Session()
+        while time.monotonic() < stop:
+            sent = time.monotonic()
+            answer = session.post(
+                live.url + "/predict", headers=live.auth, json={"texts": TEXTS}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text[:500]
+            seen.append((sent, answer.json()["version"]))
+            if promoted_at and sent > promoted_at[0] + 15:
+                break  # long enough past the promote for the watcher to have swapped
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        streams = [pool.submit(stream) for _ in range(8)]
+        time.sleep(2)
+        before = time.monotonic()
+        run_harvest(["model", "promote", "harvest-demo", "2"], live.env)
+        promoted_at.append(time.monotonic())
+        seen = [s for f in streams for s in f.result()]
+    assert {v for _, v in seen} == {1, 2}
+    # the champion was v1 until the promote began, and v2 from well after it ended
+    assert all(sent > before for sent, v in seen if v == 2)
+    late = [v for sent, v in seen if sent > promoted_at[0] + 10]
+    assert late and set(late) == {2}
+    run_harvest(["model", "promote", "harvest-demo", "1"], live.env)  # as the module had it
