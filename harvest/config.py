@@ -43,6 +43,10 @@ class Config:
     # names `harvest serve` answers to (Host header) besides loopback and the address it
     # listens on, comma-separated; "*" for any, only behind a proxy that checks the name
     allowed_hosts: str = ""
+    # the share of `POST /predict` answers kept in predictions/<model>, and whether with
+    # their text (otherwise its hash and length only)
+    serve_log_sample: float = 1.0
+    serve_log_text: bool = False
 
     @property
     def models_dir(self) -> str:
@@ -118,9 +122,24 @@ def load_config(path: str | Path = "harvest.toml", env: dict[str, str] | None = 
                 values[name] = int(value)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{name}: expected a whole number, got {value!r}") from exc
+        elif want in ("float", float):
+            try:
+                values[name] = float(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{name}: expected a number, got {value!r}") from exc
+        elif want in ("bool", bool):
+            values[name] = _flag(name, value)
         elif not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
     return Config(**values)
+
+
+def _flag(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ConfigError(f"{name}: expected true or false, got {value!r}")
 
 
 def _flatten(path: Path, raw: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -4,13 +4,19 @@ promote swaps the model under a stream of requests without an error."""
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import json
+import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 
 from harvest.config import Config
+from ingestion.lake import Lake
 from tests.helpers import last_json, run_harvest
 from tests.service import Live
 from tests.test_tracking import env_of, labelled_lake
@@ -120,3 +126,50 @@ def test_a_promote_during_a_stream_swaps_the_model_without_an_error(
     late = [v for sent, v in seen if sent > promoted_at[0] + 10]
     assert late and set(late) == {2}
     run_harvest(["model", "promote", "harvest-demo", "1"], live.env)  # as the module had it
+
+
+def test_answers_are_logged_to_the_lake_off_the_request_path(
+    served: tuple[Live, list[str]],
+) -> None:
+    live, _ = served
+    texts = [f"Logged text number {i} about the market." for i in range(5)]
+    answer = live.post("/predict", json={"texts": texts}).json()
+    lake = Lake(live.env["HARVEST_LAKE"])
+    deadline = time.monotonic() + 30
+    mine = None
+    while time.monotonic() < deadline:
+        if lake.exists("predictions/harvest-demo"):
+            rows = lake.read("predictions/harvest-demo").to_pylist()
+            hashes = {hashlib.sha256(t.encode()).hexdigest(): t for t in texts}
+            mine = [r for r in rows if r["text_sha256"] in hashes]
+            if len(mine) == len(texts):
+                break
+        time.sleep(0.5)
+    assert mine is not None and len(mine) == len(texts)
+    by_hash = {r["text_sha256"]: r for r in mine}
+    for text, p in zip(texts, answer["predictions"], strict=True):
+        row = by_hash[hashlib.sha256(text.encode()).hexdigest()]
+        assert row["text"] is None and row["text_length"] == len(text)  # no raw text
+        assert (row["label"], row["model_version"]) == (p["label"], answer["version"])
+        assert json.loads(row["probabilities"]) == pytest.approx(p["probabilities"])
+        assert row["latency_ms"] > 0
+
+
+def test_the_log_keeps_the_share_asked_for_and_the_text_only_when_told(tmp_path: Path) -> None:
+    from harvest.service.predict import Loaded
+    from harvest.service.predictlog import PredictionLog
+
+    scored = pd.DataFrame({"label": ["a"] * 400, "prob_a": [0.9] * 400, "prob_b": [0.1] * 400})
+    texts = [f"t{i}" for i in range(400)]
+    model = Loaded("harvest-x", "champion", 3, None)  # type: ignore[arg-type]
+    for sample, keep_text in ((0.25, True), (1.0, False)):
+        lake = Lake(str(tmp_path / f"lake-{sample}"))
+        log = PredictionLog(lake, sample, keep_text, rng=random.Random(7))
+        log.start()
+        log.record(model, texts, scored, 0.01)
+        log.stop()
+        rows = lake.read("predictions/harvest-x").to_pylist()
+        assert abs(len(rows) - 400 * sample) <= 40 * sample + 5
+        assert all((r["text"] is not None) == keep_text for r in rows)
+    with pytest.raises(Exception, match="log_sample"):
+        PredictionLog(Lake(str(tmp_path / "l")), 1.5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from ingestion.runs import STATUSES
 
 if TYPE_CHECKING:
     from harvest.service.predict import Predictor
+    from harvest.service.predictlog import PredictionLog
     from ingestion.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -153,10 +155,12 @@ def create_app(service: Service) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
         await asyncio.to_thread(predictor.start)
+        predictions.start()
         try:
             yield
         finally:
             predictor.stop()
+            predictions.stop()
             service.stop()
 
     app = FastAPI(
@@ -168,7 +172,7 @@ def create_app(service: Service) -> FastAPI:
         responses={422: {"model": Message, "description": "invalid request"}},
     )
     cfg = service.config
-    predictor = _predictor(cfg)
+    predictor, predictions = _predictor(cfg)
     auth = [Depends(bearer(service.token))]
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Message}, 401: {"model": Message}}
     webhooks = service.webhooks
@@ -207,9 +211,11 @@ def create_app(service: Service) -> FastAPI:
         registered, unless ``model`` names another) at ``alias``."""
         from training.pyfunc import PROB
 
+        began = time.perf_counter()
         name = model if model else await asyncio.to_thread(predictor.default_model)
         texts = [body.text] if body.text is not None else list(body.texts or [])
         used, scored = await predictor.predict(name, alias, texts)
+        predictions.record(used, texts, scored, time.perf_counter() - began)
         probs = [c for c in scored.columns if c.startswith(PROB)]
         return PredictResponse(
             model=used.name,
@@ -423,12 +429,15 @@ def _versions(lake: Lake, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def _predictor(cfg: Config) -> Predictor:
+def _predictor(cfg: Config) -> tuple[Predictor, PredictionLog]:
     from harvest.service.predict import Predictor
+    from harvest.service.predictlog import PredictionLog
+    from ingestion.lake import Lake
     from training.tracking import Store
     from training.trainer import pick_device
 
-    return Predictor(Store(cfg.tracking), device=pick_device("auto"))
+    log = PredictionLog(Lake(cfg.lake), cfg.serve_log_sample, cfg.serve_log_text)
+    return Predictor(Store(cfg.tracking), device=pick_device("auto")), log
 
 
 def add_error_handlers(app: FastAPI) -> None:
