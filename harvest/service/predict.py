@@ -1,9 +1,11 @@
 """Online scoring for ``POST /predict``: registered models held in memory, requests scored
 together in micro-batches, and a model swapped the moment its alias moves.
 
-A request's texts join a queue per (model, alias); a batcher takes whatever arrives within
-``window`` seconds of the first (up to ``max_rows`` texts) and scores it in one call, off
-the event loop, so concurrent requests share the model's batched kernels. Every answer
+A request's texts join a queue per (model, alias); a batcher takes what is queued, and
+while requests keep coming (the last batch held several) whatever arrives within
+``window`` seconds of the first, up to ``max_rows`` texts, and scores it in one call off
+the event loop, so concurrent requests share the model's batched kernels. A lone request
+waits for no one. Every answer
 names the version that scored it.
 
 A watcher looks at the registry every ``poll`` seconds. When an alias points at another
@@ -56,6 +58,7 @@ class Predictor:
     _queues: dict[tuple[str, str], asyncio.Queue[_Pending]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
+    _names: list[str] = field(default_factory=list)  # models `harvest train` registered
 
     def start(self) -> None:
         """Loads the champion of every model `harvest train` registered, then watches."""
@@ -76,9 +79,17 @@ class Predictor:
 
     def default_model(self) -> str:
         """The model a request that names none means: the only one `harvest train`
-        registered."""
+        registered (the registry is asked once it has one, and then by the watcher)."""
         from ingestion.errors import InvalidInputError, NotFoundError
 
+        names = self._names or self._registered()
+        if not names:
+            raise NotFoundError("no model to predict with: train one first (`harvest train`)")
+        if len(names) > 1:
+            raise InvalidInputError(f"several models: name one with ?model= ({', '.join(names)})")
+        return str(names[0])
+
+    def _registered(self) -> list[str]:
         names = (
             sorted(
                 m["model"]
@@ -88,11 +99,8 @@ class Predictor:
             if self.store.exists()
             else []
         )
-        if not names:
-            raise NotFoundError("no model to predict with: train one first (`harvest train`)")
-        if len(names) > 1:
-            raise InvalidInputError(f"several models: name one with ?model= ({', '.join(names)})")
-        return str(names[0])
+        self._names = names
+        return names
 
     def get(self, name: str, alias: str) -> Loaded:
         """The model serving ``name@alias``, loaded on first use (a RegistryError, a 404,
@@ -118,6 +126,10 @@ class Predictor:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.poll):
+            try:
+                self._registered()
+            except Exception as exc:
+                log.error("cannot list the registered models: %s", exc)
             with self._lock:
                 keys = list(self.models)
             for name, alias in keys:
@@ -132,8 +144,9 @@ class Predictor:
 
     async def predict(self, name: str, alias: str, texts: list[str]) -> tuple[Loaded, pd.DataFrame]:
         """Scores ``texts`` with ``name@alias`` in the next micro-batch."""
-        await asyncio.to_thread(self.get, name, alias)  # a missing model fails this request
         key = (name, alias)
+        if key not in self.models:  # loaded here; a missing model fails this request
+            await asyncio.to_thread(self.get, name, alias)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
@@ -144,20 +157,27 @@ class Predictor:
 
     async def _batches(self, key: tuple[str, str], queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
+        busy = False  # the last batch held more than one request: others are on their way
         while True:
             batch = [await queue.get()]
             rows = len(batch[0].texts)
-            until = loop.time() + self.window
+            # alone, a request is scored at once; under load, a batch waits a moment
+            # for the requests that will join it
+            until = loop.time() + (self.window if busy else 0.0)
             while rows < self.max_rows:
-                left = until - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(queue.get(), left)
-                except TimeoutError:
-                    break
+                if not queue.empty():
+                    item = queue.get_nowait()
+                else:
+                    left = until - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(queue.get(), left)
+                    except TimeoutError:
+                        break
                 batch.append(item)
                 rows += len(item.texts)
+            busy = len(batch) > 1
             with self._lock:
                 model = self.models[key]  # one version for the whole batch
             texts = [t for item in batch for t in item.texts]

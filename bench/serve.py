@@ -1,0 +1,258 @@
+"""Serving benchmark: ``POST /predict`` on a real ``harvest serve`` against the same model
+called in-process, and ``harvest predict`` over a long file.
+
+``python -m bench.serve [--requests N] [--rows R]``
+
+Two models of the demo's labels are trained and registered in a temporary lake: the
+n-gram model (the champion) and the frozen MiniLM one (the challenger, ``?alias=``).
+For each: the in-process p50 of scoring one text (``training.pyfunc.Scorer``), its
+in-process throughput scoring batches of 256, and over HTTP the p50, p99 and throughput
+of one-text requests from 1, 8 and 32 concurrent clients (threads with a session each,
+on the same machine as the server). Goals: at most 2 ms more p50 over HTTP at
+concurrency 1 than in-process; at concurrency 32, with micro-batching, at least 0.8x the
+in-process batch throughput. Then ``harvest predict`` scores R and R/5 rows of JSONL; its
+peak RSS should not grow with the file. Writes ``bench/results/serve.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import requests
+
+from bench.crawl import machine
+from harvest.demosite import generate
+from ingestion.lake import Lake
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "serve.json"
+HARVEST = [sys.executable, "-m", "harvest.cli"]
+
+
+def harvest(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [*HARVEST, *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"harvest {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def labelled(lake: Lake, n: int) -> list[str]:
+    """curated/demo and labels/demo from the demo site's articles; returns the texts."""
+    arts = [a for a in generate(n + 40, seed=5).articles if not a.planted][:n]
+    ids = [f"h{i}" for i in range(len(arts))]
+    texts = [" ".join(a.paragraphs) for a in arts]
+    lake.append(
+        "curated/demo",
+        pa.table(
+            {
+                "content_sha256": ids,
+                "dup_group": ids,
+                "source": ["demo"] * len(ids),
+                "url": [f"http://site/{i}" for i in ids],
+                "body": texts,
+            }
+        ),
+    )
+    lake.overwrite("labels/demo", pa.table({"row_id": ids, "label": [a.label for a in arts]}))
+    return texts
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def in_process(folder: Path, texts: list[str], n: int) -> dict[str, float]:
+    from training import pyfunc
+
+    scorer = pyfunc.load(folder)
+    scorer.predict(texts[:8])  # warm
+    one = []
+    for i in range(n):
+        start = time.perf_counter()
+        scorer.predict([texts[i % len(texts)]])
+        one.append(time.perf_counter() - start)
+    batch = (texts * (1 + 2048 // len(texts)))[:2048]
+    start = time.perf_counter()
+    for i in range(0, len(batch), 256):
+        scorer.predict(batch[i : i + 256])
+    seconds = time.perf_counter() - start
+    return {
+        "p50_ms": round(1000 * statistics.median(one), 3),
+        "batch_texts_per_s": round(len(batch) / seconds, 1),
+    }
+
+
+def over_http(
+    url: str, token: str, alias: str, texts: list[str], clients: int, n: int
+) -> dict[str, float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    each = max(1, n // clients)
+
+    def client(k: int) -> None:
+        session = requests.Session()
+        mine = []
+        for i in range(each):
+            start = time.perf_counter()
+            answer = session.post(
+                f"{url}/predict",
+                params={"alias": alias},
+                headers={"Authorization": f"Bearer {token}"},
+                json={"text": texts[(k * each + i) % len(texts)]},
+                timeout=60,
+            )
+            mine.append(time.perf_counter() - start)
+            answer.raise_for_status()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "p50_ms": round(1000 * statistics.median(latencies), 3),
+        "p99_ms": round(1000 * percentile(latencies, 0.99), 3),
+        "texts_per_s": round(len(latencies) / seconds, 1),
+    }
+
+
+def peak_rss_mib(argv: list[str], env: dict[str, str]) -> float:
+    probe = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:]).returncode\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if code == 0 else -1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    kib = int(done.stdout.strip().splitlines()[-1])
+    if kib < 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    return round(kib / 1024, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=640, help="HTTP requests per row")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows for harvest predict")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    from training import registry
+    from training.tracking import Store
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        folder = Path(tmp)
+        env = {"HARVEST_LAKE": str(folder / "lake"), "HARVEST_REPORTS": str(folder / "reports")}
+        texts = labelled(Lake(env["HARVEST_LAKE"]), 300)
+        harvest(["train", "--source", "demo", "--epochs", "3"], env)
+        harvest(["train", "--source", "demo", "--epochs", "3", "--model", "embedding"], env)
+        harvest(["model", "promote", "harvest-demo", "1"], env)
+        store = Store(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
+        port = 8600 + os.getpid() % 1000
+        token = "bench-token"
+        serve_env = {
+            **env,
+            "HARVEST_SOURCES": str(folder / "sources"),
+            "HARVEST_API_TOKEN": token,
+            "HARVEST_LABEL_STUDIO_DATA_DIR": str(folder / "ls"),
+            "HARVEST_SERVE_LOG_SAMPLE": "1.0",
+        }
+        (folder / "sources").mkdir()
+        server = subprocess.Popen(
+            [*HARVEST, "serve", "--port", str(port), "--no-label-studio"],
+            cwd=ROOT,
+            env={**os.environ, **serve_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        rows: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if requests.get(url + "/openapi.json", timeout=2).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("harvest serve did not start")
+                time.sleep(0.3)
+            for alias, kind in (("champion", "ngram"), ("challenger", "embedding")):
+                mv = registry.by_alias(store, "harvest-demo", alias)
+                local, _ = registry.local_copy(store, mv)
+                base = in_process(local, texts, 200)
+                over_http(url, token, alias, texts, 4, 64)  # warm the route and the model
+                http = [over_http(url, token, alias, texts, c, args.requests) for c in (1, 8, 32)]
+                extra = round(http[0]["p50_ms"] - base["p50_ms"], 3)
+                ratio = round(http[2]["texts_per_s"] / base["batch_texts_per_s"], 3)
+                row = {
+                    "model": kind,
+                    "alias": alias,
+                    "version": int(mv.version),
+                    "in_process": base,
+                    "http": http,
+                    "extra_p50_ms_at_1": extra,
+                    "goal_extra_p50_ms": 2.0,
+                    "throughput_32_over_batch": ratio,
+                    "goal_throughput_ratio": 0.8,
+                }
+                rows.append(row)
+                print(json.dumps(row))
+        finally:
+            server.terminate()
+            server.wait(60)
+        data = folder / "texts.jsonl"
+        with data.open("w") as f:
+            for i in range(args.rows):
+                f.write(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n")
+        small = folder / "small.jsonl"
+        with small.open("w") as f:
+            for i in range(args.rows // 5):
+                f.write(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n")
+        predict = [*HARVEST, "predict", "harvest-demo", "--device", "cpu"]
+        memory = {
+            "rows_small": args.rows // 5,
+            "peak_rss_mib_small": peak_rss_mib(
+                [*predict, "--input", str(small), "--output", str(folder / "s.parquet")], env
+            ),
+            "rows": args.rows,
+            "peak_rss_mib": peak_rss_mib(
+                [*predict, "--input", str(data), "--output", str(folder / "o.parquet")], env
+            ),
+        }
+        print(json.dumps(memory))
+    result = {"machine": machine({}), "models": rows, "predict_memory": memory}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
