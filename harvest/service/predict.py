@@ -5,8 +5,8 @@ A request's texts join a queue per (model, alias); a batcher takes what is queue
 while requests keep coming (the last batch held several) whatever arrives within
 ``window`` seconds of the first, up to ``max_rows`` texts, and scores it in one call off
 the event loop, so concurrent requests share the model's batched kernels. A lone request
-waits for no one. Every answer
-names the version that scored it.
+waits for no one. Every answer names the version that scored it, and none waits longer
+than ``deadline`` seconds.
 
 A watcher looks at the registry every ``poll`` seconds. When an alias points at another
 version (``harvest model promote``), the new version is loaded in full first and only
@@ -53,6 +53,7 @@ class Predictor:
     window: float = 0.005  # seconds a batch waits for more requests after its first
     max_rows: int = 512  # texts scored at once, at most
     poll: float = 2.0  # seconds between looks at the registry's aliases
+    deadline: float = 60.0  # seconds a request may wait for its batch to be scored
     models: dict[tuple[str, str], Loaded] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _queues: dict[tuple[str, str], asyncio.Queue[_Pending]] = field(default_factory=dict)
@@ -153,7 +154,14 @@ class Predictor:
             asyncio.get_running_loop().create_task(self._batches(key, queue))
         done: asyncio.Future[tuple[Loaded, pd.DataFrame]] = asyncio.Future()
         await queue.put(_Pending(texts, done))
-        return await done
+        try:
+            return await asyncio.wait_for(done, self.deadline)
+        except TimeoutError:
+            from ingestion.errors import UnavailableError
+
+            raise UnavailableError(
+                f"{name}@{alias} did not score within {self.deadline:g} s: try again later"
+            ) from None
 
     async def _batches(self, key: tuple[str, str], queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -178,10 +186,10 @@ class Predictor:
                 batch.append(item)
                 rows += len(item.texts)
             busy = len(batch) > 1
-            with self._lock:
-                model = self.models[key]  # one version for the whole batch
             texts = [t for item in batch for t in item.texts]
             try:
+                with self._lock:
+                    model = self.models[key]  # one version for the whole batch
                 scored = await asyncio.to_thread(model.scorer.predict, texts)
             except Exception as exc:
                 for item in batch:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from training.pyfunc import PROB
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -41,7 +43,7 @@ SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
     ]
 )
-MAX_QUEUED = 100_000  # rows held while the lake lags; past it, the oldest are dropped
+MAX_QUEUED = 100_000  # answers held while the lake lags; past it, the oldest are dropped
 
 
 def table_of(model: str) -> str:
@@ -57,7 +59,9 @@ class PredictionLog:
     flush_rows: int = 5_000
     rng: random.Random = field(default_factory=random.Random)
     dropped: int = 0
-    _rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _answers: list[tuple[datetime, Loaded, list[str], pd.DataFrame, float]] = field(
+        default_factory=list
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -83,36 +87,37 @@ class PredictionLog:
             self._thread.join(timeout=30)
 
     def record(self, model: Loaded, texts: list[str], scored: pd.DataFrame, seconds: float) -> None:
+        """Queues an answer; the writer thread turns it into rows (hashing included)."""
         if self.sample <= 0:
             return
-        now = datetime.now(UTC)
-        probs = [c for c in scored.columns if c.startswith("prob_")]
+        with self._lock:
+            self._answers.append((datetime.now(UTC), model, texts, scored, seconds))
+            full = len(self._answers) >= self.flush_rows
+        if full:
+            self._wake.set()
+
+    def _rows_of(
+        self, at: datetime, model: Loaded, texts: list[str], scored: pd.DataFrame, seconds: float
+    ) -> list[dict[str, Any]]:
+        probs = [c for c in scored.columns if c.startswith(PROB)]
         rows = []
         for text, (_, row) in zip(texts, scored.iterrows(), strict=True):
             if self.sample < 1 and self.rng.random() >= self.sample:
                 continue
             rows.append(
                 {
-                    "at": now,
+                    "at": at,
                     "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
                     "text_length": len(text),
                     "text": text if self.text else None,
                     "label": str(row["label"]),
-                    "probabilities": json.dumps({c[5:]: float(row[c]) for c in probs}),
+                    "probabilities": json.dumps({c[len(PROB) :]: float(row[c]) for c in probs}),
                     "model_version": model.version,
                     "alias": model.alias,
                     "latency_ms": seconds * 1000,
                 }
             )
-        with self._lock:
-            queued = self._rows.setdefault(model.name, [])
-            queued.extend(rows)
-            if len(queued) > MAX_QUEUED:
-                self.dropped += len(queued) - MAX_QUEUED
-                del queued[: len(queued) - MAX_QUEUED]
-            full = len(queued) >= self.flush_rows
-        if full:
-            self._wake.set()
+        return rows
 
     def _run(self) -> None:
         while True:
@@ -125,12 +130,22 @@ class PredictionLog:
 
     def flush(self) -> None:
         with self._lock:
-            taken, self._rows = self._rows, {}
-        for model, rows in taken.items():
+            answers, self._answers = self._answers, []
+        if len(answers) > MAX_QUEUED:  # the lake lagged far behind: keep the newest
+            self.dropped += len(answers) - MAX_QUEUED
+            answers = answers[-MAX_QUEUED:]
+        taken: dict[str, list[dict[str, Any]]] = {}
+        for at, model, texts, scored, seconds in answers:
+            taken.setdefault(model.name, []).extend(
+                self._rows_of(at, model, texts, scored, seconds)
+            )
+        for model_name, rows in taken.items():
             if not rows:
                 continue
             try:
-                self.lake.append(table_of(model), pa.Table.from_pylist(rows, schema=SCHEMA))
+                self.lake.append(table_of(model_name), pa.Table.from_pylist(rows, schema=SCHEMA))
             except Exception as exc:
                 self.dropped += len(rows)
-                log.error("prediction log of %s: %d rows not written: %s", model, len(rows), exc)
+                log.error(
+                    "prediction log of %s: %d rows not written: %s", model_name, len(rows), exc
+                )
