@@ -1,9 +1,9 @@
 """A trained model as an MLflow pyfunc model, so that MLflow itself can load and serve it.
 
 ``save`` writes the MLflow model folder: ``MLmodel`` (the pyfunc flavour, pointing at this
-module as its loader), the weights as ``model.pt``, the signature (one ``text`` column in;
-the label and a probability per class out) and an input example. The folder is logged as
-a run's ``model/`` artifacts, where the registry points, so
+module as its loader), the weights as its data (``data/model.pt``), the signature (one
+string column in; ``label`` and ``prob_<class>`` out) and an input example. The folder is
+logged as a run's ``model/`` artifacts, where the registry points, so
 
     mlflow.pyfunc.load_model("models:/harvest-demo@champion").predict(["some text"])
 
