@@ -58,7 +58,10 @@ def test_the_champion_scores_one_text_or_a_batch_and_needs_the_token(
     assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
     many = live.post("/predict", json={"texts": TEXTS}).json()
     assert len(many["predictions"]) == 3
-    assert many["predictions"][0] == p  # the same text scores the same in a batch
+    # the same text scores the same in a batch, but for the last bits of float32 kernels
+    first = many["predictions"][0]
+    assert first["label"] == p["label"]
+    assert first["probabilities"] == pytest.approx(p["probabilities"], abs=1e-5)
     other = live.post("/predict", params={"alias": "challenger"}, json={"texts": TEXTS}).json()
     assert (other["alias"], other["version"]) == ("challenger", 2)
 
