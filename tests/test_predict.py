@@ -130,3 +130,21 @@ def test_a_version_holding_only_model_pt_still_scores(
     assert pyfunc.load(old).predict(texts).equals(pyfunc.load(folder).predict(texts))
     with pytest.raises(Exception, match="no model harvest can score with"):
         pyfunc.load(tmp_path)
+
+
+def test_a_request_waits_for_its_batch_no_longer_than_the_deadline(
+    trained: tuple[Config, list[str]],
+) -> None:
+    import asyncio
+
+    from harvest.service.predict import Predictor
+    from ingestion.errors import UnavailableError
+
+    cfg, classes = trained
+    predictor = Predictor(Store(cfg.tracking), deadline=60.0)
+    loaded, scored = asyncio.run(predictor.predict("harvest-demo", "challenger", ["a text"]))
+    assert loaded.version == 1 and scored["label"].iloc[0] in classes
+    # no real model scores within a microsecond: the request ends, it does not hang
+    hurried = Predictor(Store(cfg.tracking), deadline=1e-6)
+    with pytest.raises(UnavailableError, match="did not score within"):
+        asyncio.run(hurried.predict("harvest-demo", "challenger", ["a text"] * 500))

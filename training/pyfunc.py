@@ -16,13 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ingestion.errors import InvalidInputError
 from training.model import TextClassifier, load_model
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from training.tracking import Store
 
 MODEL_FILE = "model.pt"
 TEXT = "text"
@@ -90,6 +95,18 @@ def load(folder: Path, device: str = "cpu") -> Scorer:
         f"{folder} holds no model harvest can score with (no {MODEL_FILE}): it is not a "
         "model `harvest train` registered"
     )
+
+
+def load_version(store: Store, mv: ModelVersion, device: str = "cpu") -> Scorer:
+    """The scorer of registered version ``mv``, read from a local copy of its artifacts."""
+    from training import registry
+
+    folder, tmp = registry.local_copy(store, mv)
+    try:
+        return load(folder, device)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
 
 def save(weights: Path, folder: Path) -> None:

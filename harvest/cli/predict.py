@@ -41,12 +41,7 @@ def predict(
         else registry.by_alias(store, name, which or registry.CHAMPION)
     )
     used = pick_device(device)
-    folder, tmp = registry.local_copy(store, mv)
-    try:
-        scorer = pyfunc.load(folder, used)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    scorer = pyfunc.load_version(store, mv, used)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

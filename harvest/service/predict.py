@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-MODEL_PREFIX = "harvest-"  # models `harvest train` registers, one a dataset
+MODEL_PREFIX = registry.model_name("")  # models `harvest train` registers, one a dataset
 
 
 @dataclass(frozen=True)
@@ -116,12 +116,7 @@ class Predictor:
 
     def _load(self, name: str, alias: str) -> Loaded:
         mv = registry.by_alias(self.store, name, alias)
-        folder, tmp = registry.local_copy(self.store, mv)
-        try:
-            scorer = pyfunc.load(folder, self.device)
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
+        scorer = pyfunc.load_version(self.store, mv, self.device)
         log.info("serving %s@%s: version %s", name, alias, mv.version)
         return Loaded(name, alias, int(mv.version), scorer)
 
