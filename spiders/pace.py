@@ -112,7 +112,6 @@ class Pace:
     _in_a_row: int = 0  # throttles with nothing got through in between
     _best_latency: float = math.inf
     _latency: float = 0.0
-    _latencies: int = 0  # answers the smoothed latency has seen
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # latencies
     windows: WindowCaps = field(default_factory=WindowCaps)
     long_blocks: int = 0
@@ -157,15 +156,14 @@ class Pace:
         self._in_a_row = 0
         if latency is not None:
             self._latency = latency if not self._latency else 0.8 * self._latency + 0.2 * latency
-            self._latencies += 1
             self._recent.append(latency)
             if len(self._recent) >= LATENCY_SETTLED:
                 ordered = sorted(self._recent)
                 spread = ordered[int(0.9 * len(ordered))] - ordered[int(0.1 * len(ordered))]
                 self.windows.jitter = spread
-            # against the smoothed latency's best, once it has seen a few answers: one lucky
-            # answer would make every ordinary spread of latencies look like a slowing site
-            if self._latencies >= LATENCY_SETTLED:
+                # against the smoothed latency's best, once it has seen a few answers: one
+                # lucky answer would make an ordinary spread of latencies look like a
+                # slowing site
                 self._best_latency = min(self._best_latency, self._latency)
         if self.interval <= 0 or sent_at < self._reacted_at or self._slowing():
             return
