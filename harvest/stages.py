@@ -292,6 +292,9 @@ def track_source_model(
 ) -> ModelRecord:
     """Records one fit of the labelling model as a new version of ``labeling-<source>``,
     made champion with ``promote``."""
+    from functools import partial
+
+    from labeling import pyfunc as labeling_pyfunc
     from training import registry, tracking
 
     store = tracking_store(config)
@@ -316,7 +319,7 @@ def track_source_model(
         store,
         name,
         trained.version,
-        trained.save,
+        partial(labeling_pyfunc.save, trained),
         {
             "harvest.source": source,
             "harvest.kind": "labeling",

@@ -153,10 +153,13 @@ def _content_version(texts: Sequence[str], labels: Sequence[str]) -> str:
 
 
 def load(folder: str | Path) -> LabelModel | None:
-    """The model saved in ``folder``, or None when none was saved yet."""
+    """The model saved in ``folder``, or in the MLflow model folder ``folder`` (its
+    ``data/model``, ``labeling.pyfunc``); None when none was saved yet."""
     import joblib
 
     path = Path(folder) / MODEL_FILE
+    if not path.exists():
+        path = Path(folder) / "data" / "model" / MODEL_FILE
     if not path.exists():
         return None
     try:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harvest import stages
 from harvest.config import Config
+from harvest.recipe import load_recipe
 from tests.helpers import ROOT, last_json, run_harvest
 from tests.test_tracking import env_of, labelled_lake
 from training import pyfunc, registry
@@ -21,23 +23,27 @@ from training.tracking import Store
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, list[str]]:
-    """A model of the demo's labels, trained and registered once for the module."""
+    """A model of the demo's labels, trained and registered once for the module, and
+    the demo's labelling model, registered as its champion."""
     tmp = tmp_path_factory.mktemp("predict")
     cfg = Config(lake=str(tmp / "lake"), reports=str(tmp / "reports"))
     labels = labelled_lake(cfg, "demo", 120)
     out = last_json(run_harvest(["train", "--source", "demo", "--epochs", "2"], env_of(cfg)).stdout)
     assert out["mlflow"]["model_version"] == 1  # type: ignore[index]
+    done = stages.retrain_source_model(cfg, load_recipe("demo", str(ROOT / "sources")))
+    assert done.record.aliases == {"champion": 1}
     return cfg, sorted(set(labels))
 
 
+@pytest.mark.parametrize("model", ["harvest-demo@challenger", "labeling-demo@champion"])
 def test_mlflow_loads_the_registered_model_in_a_fresh_process(
-    trained: tuple[Config, list[str]],
+    trained: tuple[Config, list[str]], model: str
 ) -> None:
     cfg, classes = trained
     script = (
         "import json, sys, mlflow, mlflow.pyfunc, pandas as pd\n"
         "mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_registry_uri(sys.argv[1])\n"
-        "m = mlflow.pyfunc.load_model('models:/harvest-demo@challenger')\n"
+        "m = mlflow.pyfunc.load_model('models:/' + sys.argv[2])\n"
         "texts = ['The council voted on the budget.', 'The striker scored twice.']\n"
         "a = m.predict(texts)\n"
         "b = m.predict(pd.DataFrame({'text': texts}))\n"
@@ -45,7 +51,7 @@ def test_mlflow_loads_the_registered_model_in_a_fresh_process(
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     done = subprocess.run(
-        [sys.executable, "-c", script, cfg.tracking],
+        [sys.executable, "-c", script, cfg.tracking, model],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -92,6 +98,26 @@ def test_predict_scores_a_file_in_batches_keeping_every_row_and_column(
             whole[pyfunc.PROB + c].tolist(), abs=1e-5
         )
     assert sum(out["labels"].values()) == 23  # type: ignore[union-attr]
+
+
+def test_the_labelling_model_scores_files_as_it_ranks_tasks(
+    trained: tuple[Config, list[str]], tmp_path: Path
+) -> None:
+    cfg, classes = trained
+    texts = ["The council voted on the budget.", "The striker scored twice in the final."]
+    source = tmp_path / "in.jsonl"
+    pd.DataFrame({"text": texts}).to_json(source, orient="records", lines=True)
+    output = tmp_path / "out.parquet"
+    argv = ["predict", "labeling-demo", "--input", str(source), "--output", str(output)]
+    out = last_json(run_harvest(argv, env_of(cfg)).stdout)
+    assert (out["model"], out["version"]) == ("labeling-demo", 1)
+    served = stages.source_model(cfg, "demo")
+    assert served is not None
+    scored = pd.read_parquet(output)
+    assert scored["label"].tolist() == served.predict(texts)
+    probs = served.predict_proba(texts)
+    for j, c in enumerate(served.classes):
+        assert scored[pyfunc.PROB + c].tolist() == pytest.approx(probs[:, j].tolist(), abs=1e-9)
 
 
 def test_bad_input_to_predict_is_a_clear_error(

@@ -10,11 +10,16 @@ logged as a run's ``model/`` artifacts, where the registry points, so
 works in any process that has harvest installed: ``predict`` takes a DataFrame with a
 ``text`` column, a Series or a list of texts. A version registered before models were
 saved this way holds only ``model.pt``; ``load`` reads those too.
+
+``write`` is the same for any model that gives class probabilities: the labelling model
+(``labeling.pyfunc``) is saved through it with its own loader module, and ``load`` reads
+whichever loader a folder's ``MLmodel`` names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ingestion.errors import InvalidInputError
+from training.arrays import Floats
 from training.model import TextClassifier, load_model
 
 if TYPE_CHECKING:
@@ -36,22 +42,28 @@ EXAMPLE = ["A local council approved the new budget on Tuesday."]
 
 
 class Scorer:
-    """What ``mlflow.pyfunc.load_model`` wraps: a model and the classes it predicts."""
+    """What ``mlflow.pyfunc.load_model`` wraps: the classes a model predicts and a function
+    from texts to their (rows, classes) probabilities."""
 
-    def __init__(self, model: TextClassifier):
-        self.model = model.eval()
-        self.classes = list(model.classes)
+    def __init__(self, classes: Sequence[str], proba: Callable[[list[str]], Floats]):
+        self.classes = list(classes)
+        self.proba = proba
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per text: ``label``, then ``prob_<class>`` for every class."""
-        from training.trainer import predict
-
         texts = texts_of(model_input)
-        probs = predict(self.model, texts) if texts else np.zeros((0, len(self.classes)))
+        probs = self.proba(texts) if texts else np.zeros((0, len(self.classes)))
         out = pd.DataFrame({"label": [self.classes[int(i)] for i in probs.argmax(1)]}, dtype=str)
         for j, name in enumerate(self.classes):
             out[PROB + name] = probs[:, j].astype(np.float64)
         return out
+
+
+def torch_scorer(model: TextClassifier) -> Scorer:
+    from training.trainer import predict
+
+    model = model.eval()
+    return Scorer(model.classes, lambda texts: predict(model, texts))
 
 
 def texts_of(model_input: Any) -> list[str]:
@@ -82,18 +94,29 @@ def texts_of(model_input: Any) -> list[str]:
 
 def _load_pyfunc(path: str, device: str = "cpu") -> Scorer:
     """MLflow's entry point: ``path`` is the model's data, ``model.pt``."""
-    return Scorer(load_model(path, device))
+    return torch_scorer(load_model(path, device))
 
 
 def load(folder: Path, device: str = "cpu") -> Scorer:
-    """The model in a registered version's folder: the MLflow model, or only ``model.pt``
-    for a version registered before models were saved as MLflow models."""
-    for weights in (folder / "data" / MODEL_FILE, folder / MODEL_FILE):
-        if weights.is_file():
-            return _load_pyfunc(str(weights), device)
+    """The model in a registered version's folder: the MLflow model through the loader
+    its ``MLmodel`` names, or only ``model.pt`` for a version registered before models
+    were saved as MLflow models."""
+    import yaml
+
+    mlmodel = folder / "MLmodel"
+    if mlmodel.is_file():
+        flavor = (yaml.safe_load(mlmodel.read_text()).get("flavors") or {}).get(
+            "python_function"
+        ) or {}
+        module, data = flavor.get("loader_module"), flavor.get("data")
+        if module and data and str(module).split(".")[0] in ("training", "labeling"):
+            loader: Callable[[str, str], Scorer] = importlib.import_module(module)._load_pyfunc
+            return loader(str(folder / data), device)
+    if (folder / MODEL_FILE).is_file():
+        return _load_pyfunc(str(folder / MODEL_FILE), device)
     raise InvalidInputError(
-        f"{folder} holds no model harvest can score with (no {MODEL_FILE}): it is not a "
-        "model `harvest train` registered"
+        f"{folder} holds no model harvest can score with (no MLmodel of harvest's, no "
+        f"{MODEL_FILE}): it is not a model harvest registered"
     )
 
 
@@ -111,23 +134,30 @@ def load_version(store: Store, mv: ModelVersion, device: str = "cpu") -> Scorer:
 
 def save(weights: Path, folder: Path) -> None:
     """Writes the MLflow model folder for the model saved at ``weights``."""
+    scorer = _load_pyfunc(str(weights))
+    write(folder, weights, __name__, scorer.classes, ["torch", "numpy", "pandas"])
+
+
+def write(
+    folder: Path, data: Path, loader_module: str, classes: Sequence[str], needs: list[str]
+) -> None:
+    """Writes an MLflow model folder whose ``data`` (a file or folder) ``loader_module``'s
+    ``_load_pyfunc`` turns into a Scorer of ``classes``; ``needs``: the packages loading
+    takes beside harvest itself, since nothing is inferred by importing it."""
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import TensorSpec
 
-    scorer = _load_pyfunc(str(weights))
-    example = pd.DataFrame({TEXT: EXAMPLE})
     outputs: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, "label")]
-    outputs += [ColSpec(DataType.double, PROB + c) for c in scorer.classes]
+    outputs += [ColSpec(DataType.double, PROB + c) for c in classes]
     mlflow.pyfunc.save_model(
         path=str(folder),
-        loader_module=__name__,
-        data_path=str(weights),
+        loader_module=loader_module,
+        data_path=str(data),
         # one unnamed string column: MLflow then takes a list of texts as readily as a
         # DataFrame, which a named column would refuse
         signature=ModelSignature(Schema([ColSpec(DataType.string)]), Schema(outputs)),
-        input_example=example,
-        # what loading needs beside harvest itself; nothing is inferred by importing it
-        pip_requirements=["torch", "numpy", "pandas", "mlflow-skinny"],
+        input_example=pd.DataFrame({TEXT: EXAMPLE}),
+        pip_requirements=[*needs, "mlflow-skinny"],
     )
