@@ -72,6 +72,9 @@ class WindowCaps:
     # seconds by which requests may reach the site closer together, or further apart,
     # than they left (the spread of their latencies): a window counts arrivals, not sends
     jitter: float = 0.0
+    # the same counts from the other exits to the site: each client is limited alike, so
+    # what got through one rules spans out for every one
+    shared: dict[float, int] = field(default_factory=dict)
 
     def sent(self, at: float) -> None:
         self.sends.append(at)
@@ -79,6 +82,13 @@ class WindowCaps:
         if len(self.sends) > 64 and self.sends[0] < at - KEEP - SPANS[-1]:
             del self.sends[: bisect.bisect_left(self.sends, at - KEEP)]
             del self.oks[: bisect.bisect_left(self.oks, at - KEEP)]
+
+    def oks_count(self) -> int:
+        """Requests that got through, of those still kept."""
+        return len(self.oks)
+
+    def _passed(self, span: float) -> int:
+        return max(self.passed.get(span, -1), self.shared.get(span, -1))
 
     def count(self, span: float, at: float) -> int:
         """Requests sent in ``(at - span, at]``."""
@@ -123,13 +133,17 @@ class WindowCaps:
             # those overtook it on the way
             before = len(self.oks) - bisect.bisect_right(self.oks, began - span - self.jitter)
             self.stopped[span] = min(before, self.stopped.get(span, before))
-            passed = self.passed.get(span, -1)
+            passed = self._passed(span)
             if span > max(began - covered_from, SHORTEST) or passed < 0:
                 continue
             if passed < self.stopped[span]:
                 fit.append(span)
             elif passed == self.stopped[span]:
-                tie.append(span)
+                # a tie tells the window only where the history reaches the next span,
+                # which might fit instead: an exit's short history (a slow start) does not
+                longer = SPANS[min(SPANS.index(span) + 1, len(SPANS) - 1)]
+                if longer <= max(began - covered_from, SHORTEST):
+                    tie.append(span)
             else:
                 ruled_out = True
         # requests overtake each other on the way, so the block's first request may have
@@ -157,7 +171,7 @@ class WindowCaps:
                     continue
                 # requests that overtook each other on the way can make what got through
                 # look like more than what got blocked: the lower is the safe one
-                known = min(self.passed[span] + 1, self.stopped[span])
+                known = min(self._passed(span) + 1, self.stopped[span])
                 self.caps[span] = Cap(known, now, cooldown, exact=True)
             return min((self.stopped[span] + 1) / span for span in found)
         self.known = False
