@@ -47,6 +47,8 @@ class Config:
     # their text (otherwise its hash and length only)
     serve_log_sample: float = 1.0
     serve_log_text: bool = False
+    # seconds between drift checks of the logged predictions (0: none; `harvest monitor`)
+    serve_monitor_every: float = 60.0
 
     @property
     def models_dir(self) -> str:

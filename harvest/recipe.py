@@ -39,7 +39,7 @@ from spiders.recipe import UnknownRecipeError as UnknownRecipeError
 from spiders.recipe import find_recipe as find_recipe
 from spiders.recipe import list_recipes as list_recipes
 from spiders.schedule import Schedule as CrawlSchedule
-from validation.section import TEXT_FIELD, BatchSpec, GateSection
+from validation.section import TEXT_FIELD, BatchSpec, GateSection, MonitorSection
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # the field types a batch's drift compares by value; text and list ones by length
@@ -73,16 +73,22 @@ class ScheduleSection(Section):
 
 
 # every section of a recipe, in the order their keys are listed and their problems named
-SECTIONS: tuple[type[Section], ...] = (CrawlRecipe, GateSection, LabelSection, ScheduleSection)
+SECTIONS: tuple[type[Section], ...] = (
+    CrawlRecipe,
+    GateSection,
+    MonitorSection,
+    LabelSection,
+    ScheduleSection,
+)
 
 
 @dataclass(
     frozen=True, kw_only=True, config=ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 )
-class Recipe(ScheduleSection, LabelSection, GateSection, CrawlRecipe):
+class Recipe(ScheduleSection, LabelSection, MonitorSection, GateSection, CrawlRecipe):
     """A harvest recipe: one YAML file per source, checked whole before any request. Its
-    sections: the crawl (spiders), the gate (validation), the labels (labeling) and the
-    schedule."""
+    sections: the crawl (spiders), the gate and the model's monitoring (validation), the
+    labels (labeling) and the schedule."""
 
 
 def load_recipe(name_or_path: str | Path, sources_dir: str | Path = "sources") -> Recipe:

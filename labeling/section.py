@@ -9,14 +9,28 @@ features; one that does not leaves them to the labelling model (``labeling.model
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import Field as Described
 from pydantic.dataclasses import dataclass
 
-from ingestion.sections import SECTION, Bounded, Flag, OneOf, Section
+from ingestion.sections import SECTION, Bounded, OneOf, Plain, Section, problem
 from labeling.strategies import STRATEGIES
 from labeling.tasktypes import SINGLE, TASK_TYPES
+
+ON_DRIFT = "on_drift"
+
+
+def _retrain(value: Any) -> bool | Literal["on_drift"]:
+    if value is True or value is False or value == ON_DRIFT:
+        return value  # type: ignore[no-any-return]
+    raise problem(f"true, false or {ON_DRIFT!r}, got {value!r}")
+
+
+Retrain = Annotated[
+    bool | Literal["on_drift"],
+    Plain(_retrain, {"oneOf": [{"type": "boolean"}, {"const": ON_DRIFT}]}),
+]
 
 
 def _feature_kinds() -> tuple[str, ...]:
@@ -66,9 +80,11 @@ class LabelSchedule(Section):
     label: LabelRun | None = Described(
         default=None, description="a label push after each run: push (rows) and strategy"
     )
-    retrain: Flag = Described(
+    retrain: Retrain = Described(
         default=False,
-        description="true or false: whether the labelling model is retrained after it",
+        description="true: the labelling model is retrained after each run; "
+        f"{ON_DRIFT!r}: when the live inputs of the source's served model drift, a label "
+        "push and a retrain of that model are queued; false: neither",
     )
 
     @property

@@ -475,7 +475,7 @@ def test_every_section_names_its_problems_at_once() -> None:
         "schedule.retrain",
     ]
     assert info.value.key == "colour"
-    assert "; schedule.retrain: true or false, got 'yes'" in str(info.value)
+    assert "; schedule.retrain: true, false or 'on_drift', got 'yes'" in str(info.value)
 
 
 @pytest.mark.parametrize(

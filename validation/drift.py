@@ -101,9 +101,9 @@ def compare(
         a, b = before[name], after[name]
         kind = _kind(a, b)
         if kind == "number":
-            result = _numbers(name, kind, _numeric(a), _numeric(b), alpha, min_effect)
+            result = numbers(name, kind, _numeric(a), _numeric(b), alpha, min_effect)
         elif kind == "category":
-            result = _categories(name, _items(a), _items(b), alpha, min_effect)
+            result = categories(name, _items(a), _items(b), alpha, min_effect)
         elif kind == "text":
             result = _text(name, a, b, alpha, min_effect)
         else:
@@ -192,9 +192,10 @@ def _items(column: pa.ChunkedArray) -> list[str]:
     return [str(x) for x in column.drop_null().to_pylist()]
 
 
-def _numbers(
+def numbers(
     name: str, kind: str, a: NDArray[Any], b: NDArray[Any], alpha: float, min_effect: float
 ) -> FieldDrift:
+    """Two samples of a number, compared by Kolmogorov-Smirnov."""
     rows = (len(a), len(b))
     if len(a) == 0 or len(b) == 0:
         return FieldDrift(name, kind, "ks", 0.0, 1.0, False, rows, {"note": "no values"})
@@ -209,9 +210,10 @@ def _numbers(
     )
 
 
-def _categories(
+def categories(
     name: str, a: list[str], b: list[str], alpha: float, min_effect: float
 ) -> FieldDrift:
+    """Two samples of a category, compared by chi-squared and Jensen-Shannon distance."""
     ca, cb = Counter(a), Counter(b)
     keys = [k for k, _ in (ca + cb).most_common(MAX_CATEGORIES)]
     rows = (len(a), len(b))
@@ -238,7 +240,7 @@ def _text(
 ) -> FieldDrift:
     la = np.asarray(pc.utf8_length(a).drop_null().to_numpy(), dtype=float)
     lb = np.asarray(pc.utf8_length(b).drop_null().to_numpy(), dtype=float)
-    length = _numbers(name, "text", la, lb, alpha, min_effect)
+    length = numbers(name, "text", la, lb, alpha, min_effect)
     ta, tb = _tokens(a), _tokens(b)
     keys = [k for k, _ in (ta + tb).most_common(TOP_TOKENS)]
     js = float(jensenshannon(_dist(ta, keys), _dist(tb, keys), base=2)) if keys else 0.0

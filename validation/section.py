@@ -182,3 +182,33 @@ class GateSection(Section):
         description="a list of transform steps run before the gate checks a batch, each a "
         "name or a mapping of one name to its options (default: " + ", ".join(DEFAULT_STEPS) + ")",
     )
+
+
+@dataclass(frozen=True, config=SECTION)
+class MonitorSpec(Section):
+    """How the live inputs of a model trained on the source's labels are compared with its
+    training split (``harvest monitor``): a window of predictions at a time, through the
+    tests of ``harvest drift``."""
+
+    window: Annotated[int, Bounded(whole=True, ge=20)] = Described(
+        default=1000, description="a whole number >= 20: the predictions compared at a time"
+    )
+    alpha: Annotated[float, Bounded(gt=0, lt=1)] = Described(
+        default=0.01,
+        description="a number in (0, 1): the p-value below which a feature has changed",
+    )
+    min_effect: Share = Described(
+        default=0.1,
+        description="a number in [0, 1]: the least Kolmogorov-Smirnov statistic or "
+        "Jensen-Shannon distance that counts as drift, however significant",
+    )
+
+
+@dataclass(frozen=True, kw_only=True, config=SECTION)
+class MonitorSection(Section):
+    """The monitoring section of a recipe: when its model's live inputs have drifted."""
+
+    monitor: MonitorSpec = Described(
+        default_factory=MonitorSpec,
+        description="how the served model's live inputs are compared with its training split",
+    )

@@ -16,6 +16,7 @@ from harvest.cli import (
     label,
     lake,
     model,
+    monitor,
     predict,
     quarantine,
     recipe,
@@ -34,6 +35,7 @@ app.command("status")(status_cmd.status)
 app.command("drift")(drift.drift)
 app.command("train")(train_cmd.train)
 app.command("predict")(predict.predict)
+app.command("monitor")(monitor.monitor)
 app.command("export")(dataset.export)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)

@@ -430,14 +430,18 @@ def _versions(lake: Lake, name: str) -> list[dict[str, Any]]:
 
 
 def _predictor(cfg: Config) -> tuple[Predictor, PredictionLog]:
+    from harvest.monitor import Profiles
     from harvest.service.predict import Predictor
     from harvest.service.predictlog import PredictionLog
     from ingestion.lake import Lake
     from training.tracking import Store
     from training.trainer import pick_device
 
-    log = PredictionLog(Lake(cfg.lake), cfg.serve_log_sample, cfg.serve_log_text)
-    return Predictor(Store(cfg.tracking), device=pick_device("auto")), log
+    store = Store(cfg.tracking)
+    log = PredictionLog(
+        Lake(cfg.lake), cfg.serve_log_sample, cfg.serve_log_text, profiles=Profiles(cfg, store)
+    )
+    return Predictor(store, device=pick_device("auto")), log
 
 
 def add_error_handlers(app: FastAPI) -> None:

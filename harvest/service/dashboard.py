@@ -42,6 +42,7 @@ def page(summary: Mapping[str, Any], refresh_ms: int = REFRESH_MS) -> str:
         pass_rates=[_pass_rates(s) for s in sources],
         models=models,
         model_cards=[_model(m) for m in models.get("models") or []],
+        drift_cards=[_drift(m) for m in summary.get("monitoring") or []],
         counts=list(COUNTS),
         statuses=STATUSES,
         refresh_ms=int(refresh_ms),
@@ -86,6 +87,34 @@ def _model(m: Mapping[str, Any]) -> dict[str, Any]:
         "headline": [[k, Cell(_number(v), cls="n")] for k, v in (m.get("headline") or {}).items()],
         "confusion": _confusion(m.get("confusion")),
         "curves": _curves(m.get("curves") or {}),
+    }
+
+
+def _drift(watched: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's drift status, its last window's features and a chart of each feature's
+    statistic (KS statistic, or Jensen-Shannon distance for the class mix) by window."""
+    windows = watched.get("history") or []
+    features = sorted({f for w in windows for f in w.get("statistic", {})})
+    last = windows[-1] if windows else None
+    return {
+        "model": watched.get("model"),
+        "error": watched.get("error"),
+        "status": watched.get("status"),
+        "last": [
+            [
+                f,
+                Cell(_number(last["statistic"].get(f)), cls="n"),
+                Cell("drifted", cls="fail") if f in last["drifted"] else Cell("steady", cls="ok"),
+            ]
+            for f in features
+        ]
+        if last
+        else [],
+        "chart": _chart(
+            {f: [w.get("statistic", {}).get(f) for w in windows] for f in features},
+            [_when(w.get("end")) for w in windows],
+            y_max=1.0,
+        ),
     }
 
 

@@ -4,8 +4,11 @@
 Answers are queued in memory and committed by a thread of their own, a batch at a time
 (every ``flush_seconds`` or ``flush_rows``), never on the request path. Each row: when, the
 text's SHA-256 and length, the label, the probability of every class, the model version
-and alias, and the latency; the text itself only with ``serve.log_text``. A log that
-cannot be written is reported and dropped, never allowed to slow or fail a prediction.
+and alias, and the latency; the text itself only with ``serve.log_text``. With a model's
+profile (``harvest.monitor.Profiles``), also what drift monitoring compares: the share of
+out-of-vocabulary tokens, the distance to the training centroid and the confidence, so
+monitoring needs no text. A log that cannot be written is reported and dropped, never
+allowed to slow or fail a prediction.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from training.pyfunc import PROB
 if TYPE_CHECKING:
     import pandas as pd
 
+    from harvest.monitor import Profiles
     from harvest.service.predict import Loaded
     from ingestion.lake import Lake
 
@@ -41,13 +45,19 @@ SCHEMA = pa.schema(
         ("model_version", pa.int64()),
         ("alias", pa.string()),
         ("latency_ms", pa.float64()),
+        ("oov_share", pa.float64()),
+        ("centroid_distance", pa.float64()),
+        ("confidence", pa.float64()),
     ]
 )
 MAX_QUEUED = 100_000  # answers held while the lake lags; past it, the oldest are dropped
 
 
+PREFIX = "predictions/"
+
+
 def table_of(model: str) -> str:
-    return f"predictions/{model}"
+    return PREFIX + model
 
 
 @dataclass
@@ -57,6 +67,7 @@ class PredictionLog:
     text: bool = False
     flush_seconds: float = 2.0
     flush_rows: int = 5_000
+    profiles: Profiles | None = None
     rng: random.Random = field(default_factory=random.Random)
     dropped: int = 0
     _answers: list[tuple[datetime, Loaded, list[str], pd.DataFrame, float]] = field(
@@ -99,25 +110,48 @@ class PredictionLog:
     def _rows_of(
         self, at: datetime, model: Loaded, texts: list[str], scored: pd.DataFrame, seconds: float
     ) -> list[dict[str, Any]]:
+        from harvest.monitor import confidence
+
+        keep = [i for i in range(len(texts)) if self.sample >= 1 or self.rng.random() < self.sample]
+        if not keep:
+            return []
+        texts, scored = [texts[i] for i in keep], scored.iloc[keep]
         probs = [c for c in scored.columns if c.startswith(PROB)]
-        rows = []
-        for text, (_, row) in zip(texts, scored.iterrows(), strict=True):
-            if self.sample < 1 and self.rng.random() >= self.sample:
-                continue
-            rows.append(
-                {
-                    "at": at,
-                    "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
-                    "text_length": len(text),
-                    "text": text if self.text else None,
-                    "label": str(row["label"]),
-                    "probabilities": json.dumps({c[len(PROB) :]: float(row[c]) for c in probs}),
-                    "model_version": model.version,
-                    "alias": model.alias,
-                    "latency_ms": seconds * 1000,
-                }
-            )
-        return rows
+        sure = confidence(scored)
+        return [
+            {
+                "at": at,
+                "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "text_length": len(text),
+                "text": text,  # dropped after the features are taken, unless kept
+                "label": str(row["label"]),
+                "probabilities": json.dumps({c[len(PROB) :]: float(row[c]) for c in probs}),
+                "model_version": model.version,
+                "alias": model.alias,
+                "latency_ms": seconds * 1000,
+                "confidence": float(sure[i]),
+            }
+            for i, (text, (_, row)) in enumerate(zip(texts, scored.iterrows(), strict=True))
+        ]
+
+    def _add_features(self, model: Loaded, rows: list[dict[str, Any]]) -> None:
+        """Drift features of every row of ``model``'s version, computed in one pass."""
+        profile = (
+            self.profiles.get(model.name, model.version, model.scorer) if self.profiles else None
+        )
+        if profile is not None:
+            try:
+                found = profile.features([r["text"] for r in rows])
+            except Exception as exc:  # the rows are still logged, without features
+                log.error("drift features of %s: %s", model.name, exc)
+                found = {}
+            for name, values in found.items():
+                if name in SCHEMA.names and name != "text_length":
+                    for row, value in zip(rows, values, strict=True):
+                        row[name] = float(value)
+        if not self.text:
+            for row in rows:
+                row["text"] = None
 
     def _run(self) -> None:
         while True:
@@ -134,11 +168,14 @@ class PredictionLog:
         if len(answers) > MAX_QUEUED:  # the lake lagged far behind: keep the newest
             self.dropped += len(answers) - MAX_QUEUED
             answers = answers[-MAX_QUEUED:]
-        taken: dict[str, list[dict[str, Any]]] = {}
+        by_version: dict[tuple[str, int], tuple[Loaded, list[dict[str, Any]]]] = {}
         for at, model, texts, scored, seconds in answers:
-            taken.setdefault(model.name, []).extend(
-                self._rows_of(at, model, texts, scored, seconds)
-            )
+            rows = self._rows_of(at, model, texts, scored, seconds)
+            by_version.setdefault((model.name, model.version), (model, []))[1].extend(rows)
+        taken: dict[str, list[dict[str, Any]]] = {}
+        for model, rows in by_version.values():
+            self._add_features(model, rows)
+            taken.setdefault(model.name, []).extend(rows)
         for model_name, rows in taken.items():
             if not rows:
                 continue

@@ -29,6 +29,7 @@ from ingestion.runs import CRAWL_STAGE, FAILED, FINISHED, INTERRUPTED, TIMED_OUT
 from spiders.schedule import DEFAULT_TIME_LIMIT
 
 log = logging.getLogger(__name__)
+DRIFT = "drift"  # the trigger of a run queued because a model's live inputs drifted
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a run is out of time
 
 
@@ -63,7 +64,10 @@ class Runner:
         with self._lock:
             self._done[run["id"]] = threading.Event()
         threading.Thread(
-            target=self.execute, args=(run["id"], source), name=f"run-{run['id']}", daemon=True
+            target=self.execute,
+            args=(run["id"], source, trigger),
+            name=f"run-{run['id']}",
+            daemon=True,
         ).start()
         return run
 
@@ -75,7 +79,7 @@ class Runner:
         run = self.store.claim(source, trigger)
         with self._lock:
             self._done[run["id"]] = threading.Event()
-        self.execute(run["id"], source)
+        self.execute(run["id"], source, trigger)
         return self.store.get(run["id"])
 
     def check_lock(self, source: str) -> None:
@@ -87,7 +91,7 @@ class Runner:
         if held is not None and held.pid not in ours:  # our own runs: the store says busy
             raise BusyError(CRAWL_STAGE, source, held)
 
-    def execute(self, run_id: int, source: str) -> None:
+    def execute(self, run_id: int, source: str, trigger: str = "schedule") -> None:
         logs = Path(self.config.reports) / "runs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = (logs / f"{run_id}.log").resolve()
@@ -98,7 +102,7 @@ class Runner:
             limit = recipe.schedule.time_limit if recipe.schedule else self.time_limit
             deadline = time.monotonic() + limit
             status, error = FINISHED, None
-            for step in steps(recipe, source, progress_path(log_path)):
+            for step in steps(recipe, source, progress_path(log_path), trigger):
                 if self.stopping.is_set():
                     status, error = INTERRUPTED, f"the service stopped before {step[0]}"
                     break
@@ -190,14 +194,24 @@ class Runner:
             done.wait(max(0.0, deadline - time.monotonic()))
 
 
-def steps(recipe: Recipe, source: str, progress: Path | None = None) -> list[list[str]]:
-    """The commands of one run of ``source``; the crawl writes its counts to ``progress``."""
-    out = [["crawl", source, *(["--progress-file", str(progress)] if progress else [])]]
+def steps(
+    recipe: Recipe, source: str, progress: Path | None = None, trigger: str = "schedule"
+) -> list[list[str]]:
+    """The commands of one run of ``source``; the crawl writes its counts to ``progress``.
+    A run the drift of the source's model triggered labels and retrains, without a crawl."""
     schedule = recipe.schedule
+    if trigger == DRIFT:
+        push = ["label", "push", source]
+        if schedule is not None and schedule.push:
+            push += ["--batch", str(schedule.push)]
+        if schedule is not None and schedule.strategy:
+            push += ["--strategy", schedule.strategy]
+        return [push, ["train", "--source", source]]
+    out = [["crawl", source, *(["--progress-file", str(progress)] if progress else [])]]
     if schedule is not None and schedule.push:
         push = ["label", "push", source, "--batch", str(schedule.push)]
         out.append(push + (["--strategy", schedule.strategy] if schedule.strategy else []))
-    if schedule is not None and schedule.retrain:
+    if schedule is not None and schedule.retrain is True:
         out.append(["label", "retrain", source])
     return out
 

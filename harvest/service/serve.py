@@ -16,6 +16,7 @@ from typing import Any
 
 from harvest.config import Config
 from harvest.service.auth import api_token, host_name
+from harvest.service.monitoring import DriftWatch
 from harvest.service.runner import Runner, kill_orphans
 from harvest.service.runs import RunStore, store_path
 from harvest.service.scheduler import SourceScheduler
@@ -42,6 +43,7 @@ class Service:
         self.runner = Runner(config, self.store, time_limit, stop_grace)
         self.scheduler = SourceScheduler(config, self.runner, folder / "jobs.db")
         self.webhooks = Webhooks(config)
+        self.drift = DriftWatch(config, self.runner, config.serve_monitor_every)
         self.label_studio = label_studio
         self._studio: Any = None
 
@@ -57,12 +59,14 @@ class Service:
             )
         self.scheduler.start()
         log.info("scheduler started", extra={"next_runs": self.scheduler.next_runs()})
+        self.drift.start()
         if self.label_studio:
             threading.Thread(target=self._start_studio, name="label-studio", daemon=True).start()
 
     def stop(self) -> None:
         log.info("stopping: no new runs; active runs finish their current batch")
         self.scheduler.shutdown()
+        self.drift.stop()
         self.runner.stop()
         if self._studio is not None:
             self._studio.stop()

@@ -73,6 +73,7 @@ def build(
         "running": [r for r in runs if r.get("status") in ACTIVE],
         "history": "recorded" if store is not None else "no run history (the service keeps it)",
         "models": models(config),
+        "monitoring": monitoring(lake),
     }
     if runs_error:
         summary["runs_error"] = runs_error
@@ -311,6 +312,21 @@ def models(config: Config) -> dict[str, Any]:
     return out
 
 
+def monitoring(lake: Lake) -> list[dict[str, Any]]:
+    """Each model with logged predictions: its drift status and its recent windows."""
+    from harvest.monitor import history, monitored, status
+
+    out = []
+    for model in monitored(lake):
+        try:
+            out.append(
+                {"model": model, "status": status(lake, model), "history": history(lake, model)}
+            )
+        except Exception as exc:  # one unreadable table never hides the rest
+            out.append({"model": model, "error": _text(exc)})
+    return out
+
+
 def _stamp(path: Path | None) -> tuple[float, int] | None:
     if path is None:
         return None
@@ -483,6 +499,18 @@ def describe(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"{which}: {head or 'no metrics'}")
     if m.get("note"):
         lines.append(f"models: {m['note']}")
+    for watched in summary.get("monitoring") or []:
+        st = watched.get("status")
+        if watched.get("error"):
+            lines.append(f"monitoring {watched['model']}: {watched['error']}")
+        elif st is None:
+            lines.append(f"monitoring {watched['model']}: predictions logged, no window checked")
+        else:
+            said = f"DRIFTED ({', '.join(st['drifted_features'])})" if st["drifted"] else "steady"
+            lines.append(
+                f"monitoring {watched['model']}: {said} in the window of {st['rows']} "
+                f"predictions to {st['last_window_end']} ({st['windows']} windows)"
+            )
     return lines
 
 

@@ -1,0 +1,149 @@
+"""Drift monitoring of a served model: the prediction log's features, windows compared with
+the training split, `harvest monitor` and the status, on a real lake and MLflow store."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from harvest import monitor
+from harvest.config import Config
+from harvest.demosite.generator import generate
+from harvest.service.predict import Loaded
+from harvest.service.predictlog import PredictionLog
+from ingestion.datasets import read_dataset
+from ingestion.lake import Lake
+from tests.helpers import last_json, run_harvest
+from tests.test_tracking import env_of, labelled_lake
+from training import pyfunc, registry
+from training.profile import Profile
+from training.tracking import Store
+from validation.section import MonitorSpec
+
+WINDOW = 40
+# words no demo article uses: a stream of another kind of text
+COOKING = [
+    "whisk",
+    "preheat",
+    "oven",
+    "simmer",
+    "saucepan",
+    "garlic",
+    "butter",
+    "flour",
+    "knead",
+    "dough",
+    "caramelise",
+    "shallots",
+    "zest",
+    "lemon",
+    "marinate",
+    "skillet",
+    "braise",
+    "thyme",
+    "rosemary",
+    "vinaigrette",
+    "ladle",
+]
+
+
+def steady(n: int, seed: int) -> list[str]:
+    """Articles of the demo site's kind, none of them trained on."""
+    arts = [a for a in generate(n + 40, seed=seed).articles if not a.planted]
+    return [" ".join(a.paragraphs) for a in arts[:n]]
+
+
+def shifted(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(COOKING) for _ in range(rng.randint(8, 30))).capitalize() + "."
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Loaded]:
+    tmp = tmp_path_factory.mktemp("monitor")
+    cfg = Config(lake=str(tmp / "lake"), reports=str(tmp / "reports"))
+    labelled_lake(cfg, "demo", 120)
+    run_harvest(["train", "--source", "demo", "--epochs", "2"], env_of(cfg))
+    store = Store(cfg.tracking)
+    scorer = pyfunc.load_version(store, registry.version(store, "harvest-demo", 1))
+    return cfg, Loaded("harvest-demo", "champion", 1, scorer)
+
+
+def log_stream(cfg: Config, model: Loaded, texts: list[str], per_answer: int = 8) -> None:
+    """``texts`` answered in requests of ``per_answer`` and logged as the service logs."""
+    log = PredictionLog(Lake(cfg.lake), profiles=monitor.Profiles(cfg, Store(cfg.tracking)))
+    for i in range(0, len(texts), per_answer):
+        part = texts[i : i + per_answer]
+        log.record(model, part, model.scorer.predict(part), 0.01)
+    log.flush()
+
+
+def test_a_shifted_stream_is_flagged_and_a_steady_one_is_not(
+    served: tuple[Config, Loaded],
+) -> None:
+    cfg, model = served
+    spec = MonitorSpec(window=WINDOW)
+    store = Store(cfg.tracking)
+    lake = Lake(cfg.lake)
+    log_stream(cfg, model, steady(WINDOW + 5, seed=11))
+    (first,) = monitor.check(cfg, store, "harvest-demo", spec)
+    assert first.rows == WINDOW and first.model_version == 1
+    assert first.drifted == [], first.to_dict()
+    assert monitor.status(lake, "harvest-demo")["drifted"] is False  # type: ignore[index]
+    # the 5 rows past the window wait for the next; nothing is compared twice
+    assert monitor.check(cfg, store, "harvest-demo", spec) == []
+
+    log_stream(cfg, model, shifted(WINDOW, seed=3))
+    (second,) = monitor.check(cfg, store, "harvest-demo", spec)
+    assert {"oov_share", "centroid_distance"} <= set(second.drifted), second.to_dict()
+    now = monitor.status(lake, "harvest-demo")
+    assert now is not None and now["drifted"] and now["windows"] == 2
+    rows = lake.read("monitoring/harvest-demo").sort_by("window_end").to_pylist()
+    assert len(rows) == 2 * (len(monitor.FEATURES) + 1)
+    oov = [r for r in rows if r["feature"] == "oov_share"]
+    assert oov[1]["live_mean"] > oov[0]["live_mean"] + 0.3
+
+    # `harvest monitor` says the same, and fails while the last window drifted
+    done = run_harvest(["monitor"], env_of(cfg), check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    out = last_json(done.stdout)
+    assert out["model"] == "harvest-demo" and out["status"]["drifted"] is True  # type: ignore[index]
+    status = run_harvest(["status"], env_of(cfg), check=False)
+    assert "monitoring harvest-demo: DRIFTED" in status.stderr, status.stderr[-2000:]
+
+
+def test_the_profile_is_built_from_held_out_rows_and_kept(served: tuple[Config, Loaded]) -> None:
+    cfg, model = served
+    store = Store(cfg.tracking)
+    profile = monitor.make_profile(cfg, store, "harvest-demo", 1, model.scorer)
+    kept = Profile.load(monitor.profile_path(cfg, "harvest-demo", 1))
+    assert kept is not None and kept.vocabulary == profile.vocabulary
+    # the reference is the validation split's rows, not the training rows
+    data, _ = read_dataset(Lake(cfg.lake), "demo")
+    held = data.filter(pc.equal(data["split"], "validation"))
+    assert {len(v) for v in profile.reference.values()} == {held.num_rows}
+    assert float(np.mean(profile.reference["oov_share"])) < 0.2
+    assert sum(profile.predicted_mix.values()) == held.num_rows
+    assert set(profile.label_mix) == set(model.scorer.classes)
+    texts = steady(3, seed=12)
+    found = profile.features(texts)
+    assert found["text_length"].tolist() == [len(t) for t in texts]
+    assert all(0 <= d <= 2 for d in found["centroid_distance"])
+
+
+def test_a_model_without_predictions_or_dataset_is_a_clear_error(
+    served: tuple[Config, Loaded], tmp_path: Path
+) -> None:
+    cfg, model = served
+    with pytest.raises(monitor.NotFoundError, match="no predictions of harvest-none"):
+        monitor.check(cfg, Store(cfg.tracking), "harvest-none")
+    done = run_harvest(["monitor", "harvest-none"], env_of(cfg), check=False)
+    assert done.returncode != 0 and "no predictions of harvest-none" in done.stderr
+    assert "Traceback" not in done.stderr
