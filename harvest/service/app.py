@@ -87,7 +87,7 @@ class Counts(BaseModel):
 class Run(BaseModel):
     id: int
     source: str
-    trigger: Literal["schedule", "manual"]
+    trigger: Literal["schedule", "manual", "drift"]
     status: RunStatus
     created_at: str
     started_at: str | None

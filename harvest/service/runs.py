@@ -21,7 +21,7 @@ from harvest.config import Config
 from ingestion.errors import LockedError
 from ingestion.runs import ACTIVE, INTERRUPTED, QUEUED, RUNNING, STATUSES
 
-TRIGGERS = ("schedule", "manual")
+TRIGGERS = ("schedule", "manual", "drift")
 COUNTS = ("requests", "items", "curated", "quarantined", "bans")
 # the end of a progress file read for its last line: many lines of counts
 PROGRESS_TAIL = 4096
