@@ -43,6 +43,9 @@ class Config:
     # names `harvest serve` answers to (Host header) besides loopback and the address it
     # listens on, comma-separated; "*" for any, only behind a proxy that checks the name
     allowed_hosts: str = ""
+    # the model `POST /predict` scores with when a request names none (empty: the only
+    # one `harvest train` registered)
+    serve_model: str = ""
     # the share of `POST /predict` answers kept in predictions/<model>, and whether with
     # their text (otherwise its hash and length only)
     serve_log_sample: float = 1.0

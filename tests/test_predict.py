@@ -174,3 +174,20 @@ def test_a_request_waits_for_its_batch_no_longer_than_the_deadline(
     hurried = Predictor(Store(cfg.tracking), deadline=1e-6)
     with pytest.raises(UnavailableError, match="did not score within"):
         asyncio.run(hurried.predict("harvest-demo", "challenger", ["a text"] * 500))
+
+
+def test_a_request_naming_no_model_gets_the_configured_default(
+    trained: tuple[Config, list[str]],
+) -> None:
+    import asyncio
+
+    from harvest.service.predict import Predictor
+
+    cfg, _ = trained
+    store = Store(cfg.tracking)
+    # the labelling model is not one `harvest train` registers: the only such is the default
+    assert Predictor(store).default_model() == "harvest-demo"
+    configured = Predictor(store, default="labeling-demo")
+    name = configured.default_model()
+    loaded, scored = asyncio.run(configured.predict(name, "champion", ["The striker scored."]))
+    assert (loaded.name, loaded.version) == ("labeling-demo", 1) and len(scored) == 1

@@ -441,7 +441,7 @@ def _predictor(cfg: Config) -> tuple[Predictor, PredictionLog]:
     log = PredictionLog(
         Lake(cfg.lake), cfg.serve_log_sample, cfg.serve_log_text, profiles=Profiles(cfg, store)
     )
-    return Predictor(store, device=pick_device("auto")), log
+    return Predictor(store, device=pick_device("auto"), default=cfg.serve_model), log
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -54,6 +54,7 @@ class Predictor:
     max_rows: int = 512  # texts scored at once, at most
     poll: float = 2.0  # seconds between looks at the registry's aliases
     deadline: float = 60.0  # seconds a request may wait for its batch to be scored
+    default: str = ""  # the model a request that names none means (serve.model)
     models: dict[tuple[str, str], Loaded] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _queues: dict[tuple[str, str], asyncio.Queue[_Pending]] = field(default_factory=dict)
@@ -79,15 +80,21 @@ class Predictor:
             self._watcher.join(timeout=10)
 
     def default_model(self) -> str:
-        """The model a request that names none means: the only one `harvest train`
-        registered (the registry is asked once it has one, and then by the watcher)."""
+        """The model a request that names none means: ``serve.model`` when set, else the
+        only one `harvest train` registered (the registry is asked once it has one, and
+        then by the watcher)."""
         from ingestion.errors import InvalidInputError, NotFoundError
 
+        if self.default:
+            return self.default
         names = self._names or self._registered()
         if not names:
             raise NotFoundError("no model to predict with: train one first (`harvest train`)")
         if len(names) > 1:
-            raise InvalidInputError(f"several models: name one with ?model= ({', '.join(names)})")
+            raise InvalidInputError(
+                f"several models: name one with ?model= ({', '.join(names)}), or set the "
+                "default in harvest.toml ([serve] model = ...)"
+            )
         return str(names[0])
 
     def _registered(self) -> list[str]:
