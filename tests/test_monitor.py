@@ -136,6 +136,10 @@ def test_the_profile_is_built_from_held_out_rows_and_kept(served: tuple[Config, 
     found = profile.features(texts)
     assert found["text_length"].tolist() == [len(t) for t in texts]
     assert all(0 <= d <= 2 for d in found["centroid_distance"])
+    # a busy log encodes a sample of the texts; the other features cover every text
+    some = profile.features(steady(40, seed=13), embed=16)
+    assert int(np.isfinite(some["centroid_distance"]).sum()) == 16
+    assert np.isfinite(some["oov_share"]).all() and len(some["text_length"]) == 40
 
 
 def test_a_model_without_predictions_or_dataset_is_a_clear_error(

@@ -40,15 +40,24 @@ class Profile:
     predicted_mix: dict[str, int]  # the model's predictions on held-out rows
     reference: dict[str, Floats]  # feature -> its values on held-out rows
 
-    def features(self, texts: list[str]) -> dict[str, Floats]:
-        """``text_length``, ``oov_share`` and ``centroid_distance`` of each text."""
+    def features(
+        self, texts: list[str], embed: int | None = None, seed: int = 0
+    ) -> dict[str, Floats]:
+        """``text_length``, ``oov_share`` and ``centroid_distance`` of each text; with
+        ``embed``, the distance of only that many texts drawn at random (NaN for the rest):
+        encoding a text costs far more than scoring it with most models."""
         from training import embedding
 
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         oov = np.array([self._oov(t) for t in texts], dtype=np.float64)
-        # a cache of its own: the process cache would keep every live text for good
-        vectors = embedding.embed(texts, cache=embedding.EmbeddingCache()).numpy()
-        distance = 1.0 - vectors.astype(np.float64) @ self.centroid
+        distance = np.full(len(texts), np.nan)
+        chosen = list(range(len(texts)))
+        if embed is not None and embed < len(texts):
+            chosen = sorted(np.random.default_rng(seed).choice(len(texts), embed, replace=False))
+        if chosen:
+            # a cache of its own: the process cache would keep every live text for good
+            vectors = embedding.embed([texts[i] for i in chosen], cache=embedding.EmbeddingCache())
+            distance[chosen] = 1.0 - vectors.numpy().astype(np.float64) @ self.centroid
         return {"text_length": lengths, "oov_share": oov, "centroid_distance": distance}
 
     def _oov(self, text: str) -> float:
