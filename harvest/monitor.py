@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from ingestion.errors import ConflictError, NotFoundError
 from ingestion.lake import Lake
 from training import registry
-from training.profile import FEATURES, Profile, build
+from training.profile import FEATURES, Profile
 from validation.drift import FieldDrift, categories, numbers
 from validation.section import MonitorSpec
 
@@ -95,40 +95,38 @@ def profile_path(config: Config, model: str, version: int) -> Path:
     return Path(config.reports) / "monitoring" / model / f"profile-v{version}.json"
 
 
-def make_profile(config: Config, store: Store, model: str, version: int, scorer: Scorer) -> Profile:
-    """The profile of ``model`` version ``version``, built once from the dataset version it
-    was trained on and kept beside the reports."""
-    from ingestion.datasets import read_dataset
+def make_profile(
+    config: Config, store: Store, model: str, version: int, scorer: Scorer | None = None
+) -> Profile:
+    """The profile of ``model`` version ``version``: the one `harvest train` kept beside
+    the model, else one built from the dataset version it was trained on; either kept
+    beside the reports after."""
+    from training import pyfunc
+    from training.profile import FILE, from_dataset
 
     path = profile_path(config, model, version)
     kept = Profile.load(path)
     if kept is not None:
         return kept
-    tags = registry.version(store, model, version).tags or {}
-    dataset, cut = tags.get("harvest.dataset"), tags.get("harvest.dataset_version")
-    if not dataset:
-        raise MonitorError(
-            f"{model} version {version} records no dataset it was trained on (only models "
-            "`harvest train` registers have one): its inputs cannot be compared"
-        )
-    data, _ = read_dataset(Lake(config.lake), dataset, int(cut) if cut else None)
-
-    def split(name: str) -> tuple[list[str], list[str]]:
-        part = data.filter(pc.equal(data["split"], name))
-        return part["text"].to_pylist(), part["label"].to_pylist()
-
-    train = split("train")
-    held = split("validation")[0] or split("test")[0]
-    if not train[0] or not held:
-        raise MonitorError(f"dataset {dataset} v{cut} has no train or held-out rows to compare")
-
-    def predict(texts: list[str]) -> tuple[list[str], Any]:
-        scored = scorer.predict(texts)
-        return [str(x) for x in scored["label"]], confidence(scored)
-
-    profile = build(train, held, predict)
-    profile.save(path)
-    return profile
+    mv = registry.version(store, model, version)
+    folder, tmp = registry.local_copy(store, mv)
+    try:
+        found = Profile.load(folder / FILE)
+        if found is None:
+            tags = mv.tags or {}
+            dataset, cut = tags.get("harvest.dataset"), tags.get("harvest.dataset_version")
+            if not dataset:
+                raise MonitorError(
+                    f"{model} version {version} records no dataset it was trained on (only "
+                    "models `harvest train` registers have one): its inputs cannot be compared"
+                )
+            scorer = scorer or pyfunc.load(folder)
+            found = from_dataset(Lake(config.lake), dataset, int(cut) if cut else None, scorer)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    found.save(path)
+    return found
 
 
 def confidence(scored: Any) -> Any:
@@ -293,15 +291,9 @@ def _cut(rows: pa.Table, size: int) -> list[pa.Table]:
 
 
 def _compare(config: Config, store: Store, model: str, rows: pa.Table, spec: MonitorSpec) -> Window:
-    from training import pyfunc
-
     versions = Counter(rows["model_version"].to_pylist())
     version = int(versions.most_common(1)[0][0])
-    path = profile_path(config, model, version)
-    profile = Profile.load(path)
-    if profile is None:
-        scorer = pyfunc.load_version(store, registry.version(store, model, version))
-        profile = make_profile(config, store, model, version, scorer)
+    profile = make_profile(config, store, model, version)
     fields = []
     for name in FEATURES:
         live = rows[name].drop_null().to_numpy().astype(np.float64)

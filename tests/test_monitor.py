@@ -122,7 +122,10 @@ def test_a_shifted_stream_is_flagged_and_a_steady_one_is_not(
 def test_the_profile_is_built_from_held_out_rows_and_kept(served: tuple[Config, Loaded]) -> None:
     cfg, model = served
     store = Store(cfg.tracking)
-    profile = monitor.make_profile(cfg, store, "harvest-demo", 1, model.scorer)
+    # `harvest train` kept it beside the model: a service needs no lake to monitor
+    folder, _ = registry.local_copy(store, registry.version(store, "harvest-demo", 1))
+    assert Profile.load(folder / "profile.json") is not None
+    profile = monitor.make_profile(cfg, store, "harvest-demo", 1)
     kept = Profile.load(monitor.profile_path(cfg, "harvest-demo", 1))
     assert kept is not None and kept.vocabulary == profile.vocabulary
     # the reference is the validation split's rows, not the training rows

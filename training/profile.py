@@ -21,14 +21,21 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingestion.errors import ConflictError
 from training.arrays import Floats
 
+if TYPE_CHECKING:
+    from ingestion.lake import Lake
+    from training.pyfunc import Scorer
+
+FILE = "profile.json"  # beside the MLflow model of a version `harvest train` registered
 TOKEN = re.compile(r"\w+", re.UNICODE)
 FEATURES = ("text_length", "oov_share", "centroid_distance", "confidence")
-MAX_ROWS = 2_000  # rows of each split read into a profile: its statistics settle well before
+MAX_ROWS = 500  # rows of each split read into a profile: its statistics settle well before
 FORMAT = 1
 
 
@@ -118,6 +125,40 @@ def build(
     profile = Profile(vocabulary, centroid, *mixes, {})
     profile.reference = {**profile.features(held), "confidence": sure}
     return profile
+
+
+class ProfileError(ConflictError):
+    """A dataset version a profile cannot be made of: no train or held-out rows."""
+
+
+def from_dataset(lake: Lake, dataset: str, version: int | None, scorer: Scorer) -> Profile:
+    """The profile of the model ``scorer`` scores with, trained on ``dataset`` at
+    ``version``: its train split, and its validation split held out (else its test)."""
+    import pyarrow.compute as pc
+
+    from ingestion.datasets import read_dataset
+
+    data, meta = read_dataset(lake, dataset, version)
+
+    def split(name: str) -> tuple[list[str], list[str]]:
+        part = data.filter(pc.equal(data["split"], name))
+        return part["text"].to_pylist(), part["label"].to_pylist()
+
+    train = split("train")
+    held = split("validation")[0] or split("test")[0]
+    if not train[0] or not held:
+        raise ProfileError(
+            f"dataset {dataset} v{meta['version']} has no train or held-out rows to profile"
+        )
+
+    def predict(texts: list[str]) -> tuple[list[str], Any]:
+        from training.pyfunc import PROB
+
+        scored = scorer.predict(texts)
+        probs = scored[[c for c in scored.columns if c.startswith(PROB)]]
+        return [str(x) for x in scored["label"]], probs.max(axis=1).to_numpy(dtype=np.float64)
+
+    return build(train, held, predict)
 
 
 def _pick(rng: np.random.Generator, n: int) -> list[int]:

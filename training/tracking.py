@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # mlflow is imported where used: it takes a second or two, and the command line imports
 # this module for its error type on every command
 
+log = logging.getLogger(__name__)
 ARTIFACTS = "artifacts"  # the artifact folder beside a SQLite store
 MODEL_FILE = "model.pt"  # what train_and_evaluate writes into its report folder
 # figures of a training summary that are metrics of the whole run
@@ -324,6 +325,19 @@ def log_model(
         return registry.register(store, name, r.run_id, f"{r.artifact_uri}/model", tags)
 
 
+def keep_profile(lake: Lake, dataset: str, version: int, folder: Path) -> None:
+    """Writes the profile drift monitoring compares live inputs with beside the model in
+    ``folder``; a model without one is still registered (monitoring builds it later)."""
+    from training import profile, pyfunc
+
+    try:
+        found = profile.from_dataset(lake, dataset, version, pyfunc.load(folder))
+    except Exception as exc:
+        log.warning("no drift profile kept for %s v%s: %s", dataset, version, exc)
+        return
+    found.save(folder / profile.FILE)
+
+
 def train_tracked(
     store: Store,
     lake: Lake,
@@ -400,8 +414,10 @@ def train_tracked(
                 # the model once, under model/, as an MLflow model: what the registry
                 # points at, and what mlflow.pyfunc.load_model reads
                 with tempfile.TemporaryDirectory(prefix="harvest-model-") as tmp:
-                    pyfunc.save(path, Path(tmp) / "model")
-                    r.client.log_artifacts(r.run_id, str(Path(tmp) / "model"), "model")
+                    saved = Path(tmp) / "model"
+                    pyfunc.save(path, saved)
+                    keep_profile(lake, dataset, cut, saved)
+                    r.client.log_artifacts(r.run_id, str(saved), "model")
             elif path.is_file():
                 r.artifact(path, "report")
             elif path.is_dir():
