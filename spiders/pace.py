@@ -113,11 +113,14 @@ class SiteLore:
     window: dict[float, int] = field(default_factory=dict)
     exits: int = 0  # exits to the site so far
     passed: dict[float, int] = field(default_factory=dict)
-    paces: list[Pace] = field(default_factory=list)  # in order of creation: the scout first
+    stopped: dict[float, int] = field(default_factory=dict)
+    # in order of creation: the scout first
+    paces: list[Pace] = field(default_factory=list, repr=False, compare=False)
     created: float = 0.0
     verdict: str = ""  # "" while the scout's first answers are awaited, "free", "paced"
     oks: int = 0  # answers got through before the verdict
-    _explorer: Pace | None = None
+    hint: int = 0  # what got through the exit throttled first, before it was
+    _explorer: Pace | None = field(default=None, repr=False, compare=False)
 
     def decide(self, now: float) -> str:
         if not self.verdict and (self.oks >= VERDICT_OKS or now >= self.created + VERDICT_WAIT):
@@ -132,12 +135,18 @@ class SiteLore:
             self.verdict = "free"
             return
         self.verdict = "paced"
-        hint = max(1, pace.windows.oks_count())
+        self.hint = max(1, pace.windows.oks_count())
         for other in self.paces:
             if other is not pace and not other.interval and not other.windows.caps:
-                other.interval = HINT_SPAN / hint
-                other.ceiling = 1 / other.interval
-                other.next_at = max(other.next_at, now)
+                self.start(other, now)
+
+    def start(self, pace: Pace, now: float) -> None:
+        """An exit other than the one throttled first starts paced, below the site's limit
+        for any window up to ``HINT_SPAN``."""
+        pace.interval = HINT_SPAN / self.hint
+        # throttled at a burst: climbing quickly, if let, up to that count a second
+        pace.ceiling = float(self.hint)
+        pace.next_at = max(pace.next_at, now)
 
     def explorer(self, now: float) -> Pace | None:
         """The exit that climbs to the site's limit while the others hold their rate, if
@@ -159,10 +168,12 @@ class SiteLore:
             self._explorer = current = fresh[0] if fresh else None
         return current
 
-    def share(self, passed: dict[float, int]) -> None:
+    def share(self, passed: dict[float, int], stopped: dict[float, int] | None = None) -> None:
         for span, n in passed.items():
             if n > self.passed.get(span, -1):
                 self.passed[span] = n
+        for span, n in (stopped or {}).items():
+            self.stopped[span] = min(n, self.stopped.get(span, n))
 
 
 @dataclass
@@ -196,6 +207,7 @@ class Pace:
     _learned: bool = False  # the current block was long, and has been learned from
     _onset_rate: float = 0.0  # the rate it began at
     _adopted: dict[float, int] = field(default_factory=dict)  # the lore's window, last taken
+    _adopted_at: float = 0.0
     last_take: float = -math.inf
 
     def __post_init__(self) -> None:
@@ -239,7 +251,8 @@ class Pace:
         self._in_a_row = 0
         if latency is not None:
             self._latency = latency if not self._latency else 0.8 * self._latency + 0.2 * latency
-            self._recent.append(latency)
+            # the spread of arrivals counts the wait between the pace and the wire too
+            self._recent.append(max(latency, self.clock() - sent_at))
             if len(self._recent) >= LATENCY_SETTLED:
                 ordered = sorted(self._recent)
                 spread = ordered[int(0.9 * len(ordered))] - ordered[int(0.1 * len(ordered))]
@@ -379,11 +392,29 @@ class Pace:
             return
         # a site that has blocked another exit for long blocks this one for as long: its
         # first throttle with no longer Retry-After is a long block, learned from at once
+        others = [p for p in self.lore.paces if p is not self]
+        lasted = now - self._onset
+        if len(others) and lasted >= self.settings.pause:
+            # what got through before it, for the other exits' blocks to be told apart by
+            self.windows.observe(self._onset)
+            self.lore.share(self.windows.passed, self.windows.stopped)
         seen = self._onset_pause <= self.settings.pause and any(
-            p.long_blocks for p in self.lore.paces if p is not self
+            p.long_blocks or (p.blocked_for() >= p._long_after() and p.lasted_longer(lasted))
+            for p in others
         )
-        if seen or now - self._onset >= self._long_after():
+        # an earlier block of another exit, not yet learned from, tells more learned first
+        # (what got through before it): waited for, a while
+        first = any(
+            p._onset is not None and not p._learned for p in others if p.lasted_longer(lasted)
+        )
+        if seen or (
+            lasted >= self._long_after() and (not first or lasted >= 2 * self._long_after())
+        ):
             self._long_block(now)
+
+    def lasted_longer(self, seconds: float) -> bool:
+        """Whether this exit's block began more than ``seconds`` ago."""
+        return self._onset is not None and self.clock() - self._onset > seconds
 
     def _long_after(self) -> float:
         """How long a block lasts before it is a long one, a cost to learn from."""
@@ -398,9 +429,15 @@ class Pace:
         by_lore = bool(self.lore.window) and self._adopted == self.lore.window
         length = max(now - self._onset, self.lore.block.high)
         # what got through other exits rules spans out as well as what got through this one
-        self.windows.shared = self.lore.passed
+        self.windows.shared, self.windows.shared_stopped = self.lore.passed, self.lore.stopped
         onset_rate = self.windows.learn(self._onset, self._streak_start, now, length)
-        self.lore.share(self.windows.passed)
+        self.lore.share(self.windows.passed, self.windows.stopped)
+        if by_lore and self._onset < self._adopted_at:
+            # met before the window another exit found was known: that window stands
+            self.windows.adopt(self._adopted, now)
+            self.interval = 1 / self.windows.rate(now)
+            self._onset_rate = onset_rate
+            return
         exact = {span: cap.blocked for span, cap in self.windows.caps.items() if cap.exact}
         if exact and (self.windows.known or by_lore):
             # the site's window, or one less through it than thought: every exit's now
@@ -412,7 +449,7 @@ class Pace:
 
     def _adopt(self, now: float) -> None:
         """Takes the window another exit to the site found: paced at its limit at once."""
-        self._adopted = dict(self.lore.window)
+        self._adopted, self._adopted_at = dict(self.lore.window), now
         self.windows.adopt(self._adopted, now)
         self.interval = 1 / self.windows.rate(now)
         self.ceiling = max(self.ceiling, 1 / self.interval)
@@ -450,11 +487,8 @@ class Pacer:
             lore.exits += 1
             made = self.paces[key] = Pace(self.settings, self.clock, lore=lore, scout=scout)
             lore.paces.append(made)
-            if lore.verdict == "paced" and lore.paces[0].sent:
-                # a late exit starts as the others did
-                hint = max(1, lore.paces[0].windows.oks_count())
-                made.interval = HINT_SPAN / hint
-                made.ceiling = 1 / made.interval
+            if lore.verdict == "paced":
+                lore.start(made, self.clock())  # a late exit starts as the others did
         return self.paces[key]
 
     def soonest(self, host: str, exits: Iterable[str]) -> tuple[str, float] | None:

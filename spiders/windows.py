@@ -75,6 +75,7 @@ class WindowCaps:
     # the same counts from the other exits to the site: each client is limited alike, so
     # what got through one rules spans out for every one
     shared: dict[float, int] = field(default_factory=dict)
+    shared_stopped: dict[float, int] = field(default_factory=dict)  # and the fewest at a block
 
     def sent(self, at: float) -> None:
         self.sends.append(at)
@@ -117,14 +118,11 @@ class WindowCaps:
             before = np.arange(len(oks)) - np.searchsorted(oks, oks - reach, side="right")
             self.passed[span] = max(self.passed.get(span, -1), int(before.max()))
 
-    def windows(self, began: float, covered_from: float) -> list[float]:
-        """The spans the history shows could be the site's window, given a block that
-        began with the request sent at ``began``: every span whose count before that
-        request is more than any request that got through had. Only spans within the
-        sends since ``covered_from`` count: one reaching back into an earlier block, when
-        nothing could get through, holds fewer than the site would have allowed."""
+    def observe(self, began: float) -> None:
+        """Counts what got through before a block that began with the request sent at
+        ``began`` (once the answers sent before it are in), and again what got through
+        before each that got through."""
         self._recount()
-        fit, tie, ruled_out = [], [], False
         for span in SPANS:
             if not self.count(span, began):
                 continue  # a block so long its start is forgotten says nothing
@@ -133,16 +131,31 @@ class WindowCaps:
             # those overtook it on the way
             before = len(self.oks) - bisect.bisect_right(self.oks, began - span - self.jitter)
             self.stopped[span] = min(before, self.stopped.get(span, before))
+
+    def windows(self, began: float, covered_from: float) -> list[float]:
+        """The spans the history shows could be the site's window, given a block that
+        began with the request sent at ``began``: every span whose count before that
+        request is more than any request that got through had. Only spans within the
+        sends since ``covered_from`` count: one reaching back into an earlier block, when
+        nothing could get through, holds fewer than the site would have allowed."""
+        self.observe(began)
+        fit, tie, ruled_out = [], [], False
+        for span in SPANS:
+            if span not in self.stopped or not self.count(span, began):
+                continue  # a block so long its start is forgotten says nothing
             passed = self._passed(span)
             if span > max(began - covered_from, SHORTEST) or passed < 0:
                 continue
             if passed < self.stopped[span]:
                 fit.append(span)
             elif passed == self.stopped[span]:
-                # a tie tells the window only where the history reaches the next span,
-                # which might fit instead: an exit's short history (a slow start) does not
+                # a tie tells the window only where the next span is ruled out too: by
+                # this history, if it reaches that far, or by another exit's block
                 longer = SPANS[min(SPANS.index(span) + 1, len(SPANS) - 1)]
-                if longer <= max(began - covered_from, SHORTEST):
+                stopped = min(
+                    self.stopped.get(longer, math.inf), self.shared_stopped.get(longer, math.inf)
+                )
+                if longer <= max(began - covered_from, SHORTEST) or self._passed(longer) >= stopped:
                     tie.append(span)
             else:
                 ruled_out = True
