@@ -120,7 +120,9 @@ def test_baseline_learns_and_keeps_the_class_order() -> None:
 def test_cross_validation_folds_cover_every_row_once() -> None:
     texts = [t for c in NEWS for t in NEWS[c]] * 2
     labels = [c for c in NEWS for _ in NEWS[c]] * 2
-    config = TrainConfig(epochs=3, device="cpu", buckets=1 << 10, dim=8, progress=False)
+    config = TrainConfig(
+        model="ngram", epochs=3, device="cpu", buckets=1 << 10, dim=8, progress=False
+    )
     cv = cross_validate(texts, labels, ["money", "sport"], config, folds=4)
     assert cv["folds"] == 4 and cv["rows"] == 20
     for who in ("model", "baseline"):

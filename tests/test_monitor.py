@@ -70,7 +70,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Loaded]:
     tmp = tmp_path_factory.mktemp("monitor")
     cfg = Config(lake=str(tmp / "lake"), reports=str(tmp / "reports"))
     labelled_lake(cfg, "demo", 120)
-    run_harvest(["train", "--source", "demo", "--epochs", "2"], env_of(cfg))
+    run_harvest(["train", "--source", "demo", "--epochs", "2", "--model", "ngram"], env_of(cfg))
     store = Store(cfg.tracking)
     scorer = pyfunc.load_version(store, registry.version(store, "harvest-demo", 1))
     return cfg, Loaded("harvest-demo", "champion", 1, scorer)

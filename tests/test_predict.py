@@ -28,7 +28,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, list[str]
     tmp = tmp_path_factory.mktemp("predict")
     cfg = Config(lake=str(tmp / "lake"), reports=str(tmp / "reports"))
     labels = labelled_lake(cfg, "demo", 120)
-    out = last_json(run_harvest(["train", "--source", "demo", "--epochs", "2"], env_of(cfg)).stdout)
+    out = last_json(
+        run_harvest(
+            ["train", "--source", "demo", "--epochs", "2", "--model", "ngram"], env_of(cfg)
+        ).stdout
+    )
     assert out["mlflow"]["model_version"] == 1  # type: ignore[index]
     done = stages.retrain_source_model(cfg, load_recipe("demo", str(ROOT / "sources")))
     assert done.record.aliases == {"champion": 1}

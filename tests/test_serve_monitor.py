@@ -30,7 +30,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     live.env["HARVEST_SERVE_MONITOR_EVERY"] = "1"
     cfg = Config(lake=live.env["HARVEST_LAKE"], reports=live.env["HARVEST_REPORTS"])
     labelled_lake(cfg, "demo", 120)
-    run_harvest(["train", "--source", "demo", "--epochs", "2"], live.env)
+    run_harvest(["train", "--source", "demo", "--epochs", "2", "--model", "ngram"], live.env)
     run_harvest(["model", "promote", "harvest-demo", "1"], live.env)
     live.start()
     try:

@@ -32,7 +32,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, lis
     cfg = Config(lake=live.env["HARVEST_LAKE"], reports=live.env["HARVEST_REPORTS"])
     classes = sorted(set(labelled_lake(cfg, "demo", 120)))
     for seed in ("0", "1"):
-        argv = ["train", "--source", "demo", "--epochs", "1", "--seed", seed]
+        argv = ["train", "--source", "demo", "--epochs", "1", "--seed", seed, "--model", "ngram"]
         out = last_json(run_harvest(argv, env_of(cfg)).stdout)  # the project's demo recipe
         assert out["mlflow"]["model_version"] == int(seed) + 1  # type: ignore[index]
     run_harvest(["model", "promote", "harvest-demo", "1"], live.env)

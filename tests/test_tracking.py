@@ -80,7 +80,8 @@ def labelled_lake(cfg: Config, source: str, n: int) -> list[str]:
 def test_a_training_run_is_recorded_with_its_dataset_version(config: Config) -> None:
     labelled_lake(config, "demo", 120)
     env = env_of(config)
-    out = last_json(run_harvest(["train", "--source", "demo", "--epochs", "2"], env).stdout)
+    argv = ["train", "--source", "demo", "--epochs", "2", "--model", "ngram"]
+    out = last_json(run_harvest(argv, env).stdout)
     tracked = out["mlflow"]
     assert isinstance(tracked, dict)
     assert tracked["tracking_uri"] == config.tracking

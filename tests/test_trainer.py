@@ -38,7 +38,14 @@ def splits(n: int = 120, seed: int = 5) -> tuple[Any, Any, list[str]]:
 
 
 SMALL = TrainConfig(
-    epochs=4, batch_size=16, device="cpu", buckets=1 << 14, dim=32, patience=0, progress=False
+    model="ngram",
+    epochs=4,
+    batch_size=16,
+    device="cpu",
+    buckets=1 << 14,
+    dim=32,
+    patience=0,
+    progress=False,
 )
 
 

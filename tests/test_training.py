@@ -133,6 +133,7 @@ SUMMARY_KEYS = [
     "test",
     "baseline",
     "cv",
+    "candidates",
     "config",
     "checkpoint_dir",
     "model_path",
@@ -145,7 +146,11 @@ def test_train_evaluate_and_export(tmp_path: Path) -> None:
     lake = lake_with_labels(tmp_path)
     version = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0)
     result = train_and_evaluate(
-        lake, "d", version.version, tmp_path / "reports", TrainConfig(epochs=8, device="cpu")
+        lake,
+        "d",
+        version.version,
+        tmp_path / "reports",
+        TrainConfig(model="ngram", epochs=8, device="cpu"),
     )
     test = result.test
     assert test["n"] == result.rows["test"] == 36
@@ -208,7 +213,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def test_train_command_stops_and_resumes(tmp_path: Path) -> None:
     lake_with_labels(tmp_path, 120, source="demo")
     env = cli_env(tmp_path)
-    args = ["train", "--device", "cpu", "--epochs", "3", "--patience", "0"]
+    args = ["train", "--model", "ngram", "--device", "cpu", "--epochs", "3", "--patience", "0"]
     first = last_json(run_harvest([*args, "--stop-after", "1"], env).stdout)
     assert first["epochs_run"] == 1
     resumed = last_json(run_harvest([*args, "--resume"], env).stdout)
@@ -230,6 +235,8 @@ def test_torchrun_two_processes_one_result(tmp_path: Path) -> None:
             "-m",
             "harvest.cli",
             "train",
+            "--model",
+            "ngram",
             "--device",
             "cpu",
             "--epochs",

@@ -39,8 +39,22 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+LINEAR = {
+    "tfidf-logreg": "logistic regression over TF-IDF word 1-2 grams",
+    "tfidf-minilm-logreg": "logistic regression over TF-IDF word 1-2 grams and "
+    "all-MiniLM-L6-v2 sentence embeddings",
+}
+
+
 def model_line(summary: dict[str, Any]) -> str:
     config = summary.get("config", {})
+    chosen = ", chosen on validation by --model auto" if summary.get("candidates") else ""
+    return _model_kind(summary, config) + chosen
+
+
+def _model_kind(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    if summary.get("model") in LINEAR:
+        return LINEAR[summary["model"]]
     if summary.get("model") == "embedding":
         how = "fine-tuned encoder" if summary.get("finetuned") else "frozen encoder"
         return f"sentence embeddings (all-MiniLM-L6-v2, {how}) with a trained head"
@@ -63,6 +77,20 @@ def markdown(summary: dict[str, Any]) -> str:
         f"Test split: {test['n']} rows, accuracy {test['accuracy']:.3f}, "
         f"macro F1 {test['macro_f1']:.3f}.",
     ]
+    if summary.get("candidates"):
+        lines += [
+            "",
+            "Candidates (`--model auto` picks the best validation macro F1):",
+            "",
+            "| model | validation macro F1 | test macro F1 | seconds |",
+            "| --- | --- | --- | --- |",
+            *(
+                f"| {md_escape(c['model'])}{' (chosen)' if c.get('chosen') else ''} "
+                f"| {fmt(c.get('val_macro_f1'))} | {fmt(c.get('test_macro_f1'))} "
+                f"| {fmt(c.get('train_seconds'), 1)} |"
+                for c in summary["candidates"]
+            ),
+        ]
     if summary.get("baseline"):
         b = summary["baseline"]["test"]
         lines += [
@@ -149,11 +177,25 @@ def html(folder: Path, summary: dict[str, Any]) -> str:
             fmt(h["val_loss"], 4),
             fmt(h["val_accuracy"]),
             fmt(h["val_macro_f1"]),
-            f"{h['lr']:.2e}",
+            f"{h['lr']:.2e}" if "lr" in h else "-",
             fmt(h["seconds"], 1),
             fmt(h["samples_per_s"], 0),
         ]
         for h in summary["history"]
+    ]
+    candidates = [
+        [
+            Cell(
+                c["model"] + (" (chosen)" if c.get("chosen") else ""),
+                cls="up" if c.get("chosen") else "",
+            ),
+            fmt(c.get("val_macro_f1")),
+            fmt(c.get("val_accuracy")),
+            fmt(c.get("test_macro_f1")),
+            fmt(c.get("test_accuracy")),
+            fmt(c.get("train_seconds"), 1),
+        ]
+        for c in summary.get("candidates") or []
     ]
     cv = summary.get("cv")
     cv_rows = [
@@ -177,6 +219,7 @@ def html(folder: Path, summary: dict[str, Any]) -> str:
         cv_rows=cv_rows,
         plots=plots,
         history=history,
+        candidates=candidates,
     )
 
 

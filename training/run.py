@@ -17,13 +17,16 @@ import pyarrow.compute as pc
 
 from ingestion.datasets import read_dataset
 from ingestion.lake import Lake, LakeError
-from training import distributed
+from training import distributed, select
 from training.baseline import fit_baseline
 from training.calibration import Reliability, draw_reliability
 from training.evaluate import Metrics, draw_confusion, draw_loss_curves, draw_roc, evaluate
+from training.linear import MODEL_FILE as LINEAR_FILE
+from training.model import TextClassifier
 from training.report import write_report
 from training.trainer import TrainConfig, fit, predict
 
+MODEL_FILE = "model.pt"
 if TYPE_CHECKING:
     from training.crossval import CrossValidation
     from training.tracking import TrackedRun
@@ -68,6 +71,8 @@ class TrainingResult:
     test: Metrics
     baseline: BaselineScore | None
     cv: CrossValidation | None
+    # --model auto: per candidate its validation and test figures, and which was chosen
+    candidates: list[dict[str, Any]] | None
     config: TrainConfig
     checkpoint_dir: str | None
     model_path: str
@@ -154,13 +159,18 @@ def train_on_splits(
     """Fit, evaluate, baseline, cross-validate and report on ``dataset`` version
     ``dataset_version``, cut from the table versions in ``lineage``; every process of a
     ``torchrun`` returns rank 0's result, and only rank 0 writes."""
-    result = fit(train, val, classes, config, on_epoch)
+    candidates = None
+    if config.model == select.AUTO:
+        result, chosen, candidates = select.best(train, val, test, classes, config, on_epoch)
+        fitted = replace(config, model=chosen.model, finetune=chosen.finetune)
+    else:
+        result, fitted = fit(train, val, classes, config, on_epoch), config
     cv = None
     if folds:
         from training.crossval import cross_validate
 
         # every process takes part: each fold's fit is distributed too
-        cv = cross_validate(train[0] + val[0], train[1] + val[1], classes, config, folds, baseline)
+        cv = cross_validate(train[0] + val[0], train[1] + val[1], classes, fitted, folds, baseline)
     if distributed.rank() != 0:
         received: TrainingResult = distributed.broadcast(None)
         return received
@@ -191,12 +201,13 @@ def train_on_splits(
             f"baseline, {title}",
         )
     draw_reliability(curves, out / "reliability.png")
-    result.model.save(str(out / "model.pt"))
+    model_path = out / (MODEL_FILE if isinstance(result.model, TextClassifier) else LINEAR_FILE)
+    result.model.save(str(model_path))
     summary = TrainingResult(
         dataset=dataset,
         dataset_version=dataset_version,
         lineage=lineage,
-        model=config.model,
+        model=fitted.model,
         device=result.device,
         precision=result.precision,
         world_size=result.world_size,
@@ -215,9 +226,10 @@ def train_on_splits(
         test=test_metrics,
         baseline=base,
         cv=cv,
+        candidates=candidates,
         config=config,
         checkpoint_dir=result.checkpoint,
-        model_path=str(out / "model.pt"),
+        model_path=str(model_path),
         report_html=str(out / "report.html"),
         report_dir=str(out),
     )

@@ -325,6 +325,10 @@ def log_model(
         return registry.register(store, name, r.run_id, f"{r.artifact_uri}/model", tags)
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def keep_profile(lake: Lake, dataset: str, version: int, folder: Path) -> None:
     """Writes the profile drift monitoring compares live inputs with beside the model in
     ``folder``; a model without one is still registered (monitoring builds it later)."""
@@ -353,7 +357,7 @@ def train_tracked(
     import tempfile
 
     from ingestion.datasets import dataset_lineage
-    from training import pyfunc, registry
+    from training import linear, pyfunc, registry
     from training.run import train_and_evaluate
 
     name = registry.model_name(dataset)
@@ -372,6 +376,10 @@ def train_tracked(
                 on_epoch(row)
 
         result = train_and_evaluate(lake, dataset, version, report_root, config, epoch)
+        if result.candidates:  # --model auto called back with each candidate's own names
+            logged.clear()
+            for c in result.candidates:
+                r.metrics({f"candidate.{c['model']}.{k}": v for k, v in c.items() if _number(v)})
         # epochs the trainer reported only in its history (none, when it calls back)
         for i, row in enumerate(result.history, start=1):
             if int(row.get("epoch", i)) not in logged:
@@ -410,12 +418,15 @@ def train_tracked(
         )
         folder = Path(result.report_dir)
         for path in sorted(folder.iterdir()):
-            if path.name == MODEL_FILE:
+            if path.name in (MODEL_FILE, linear.MODEL_FILE):
                 # the model once, under model/, as an MLflow model: what the registry
                 # points at, and what mlflow.pyfunc.load_model reads
                 with tempfile.TemporaryDirectory(prefix="harvest-model-") as tmp:
                     saved = Path(tmp) / "model"
-                    pyfunc.save(path, saved)
+                    if path.name == MODEL_FILE:
+                        pyfunc.save(path, saved)
+                    else:
+                        linear.save_mlflow(path, saved)
                     keep_profile(lake, dataset, cut, saved)
                     r.client.log_artifacts(r.run_id, str(saved), "model")
             elif path.is_file():

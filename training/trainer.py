@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,9 +30,13 @@ from training.arrays import Floats
 from training.evaluate import log_loss, macro_f1
 from training.model import Inputs, ModelConfig, NgramClassifier, TextClassifier
 
+if TYPE_CHECKING:
+    from training.linear import LinearClassifier
+
 log = logging.getLogger(__name__)
 
-MODELS = ("ngram", "embedding")
+MODELS = ("ngram", "embedding", "tfidf-logreg", "tfidf-minilm-logreg")  # see training.linear
+LINEAR = MODELS[2:]
 SCHEDULES = ("linear", "cosine", "constant")
 # Adagrad on hashed n-grams: sparse updates touch only the rows a batch uses (a dense
 # optimiser rewrites all 16M weights every step) and per-weight rates suit rare n-grams;
@@ -61,7 +65,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
-    model: str = "ngram"  # or "embedding"
+    # auto (training.select: every candidate, the best on validation), or one of MODELS
+    model: str = "auto"
     patience: int = 5  # epochs without a better validation macro F1 before stopping; 0: never
     schedule: str = "linear"  # after warmup: linear decay to 0, cosine, or constant
     warmup: float = 0.05  # share of all steps spent ramping the rate up
@@ -84,7 +89,7 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    model: TextClassifier
+    model: TextClassifier | LinearClassifier
     best_epoch: int
     best_val_f1: float
     history: list[dict[str, float]]
@@ -157,8 +162,12 @@ def predict_inputs(
     return np.concatenate(out) if out else np.zeros((0, n))
 
 
-def predict(model: TextClassifier, texts: list[str], batch_size: int = 256) -> Floats:
+def predict(
+    model: TextClassifier | LinearClassifier, texts: list[str], batch_size: int = 256
+) -> Floats:
     """Class probabilities, one row per text."""
+    if not isinstance(model, TextClassifier):
+        return model.predict_proba(texts)
     device = str(next(model.parameters()).device)
     return predict_inputs(model, model.inputs(texts), batch_size, amp_dtype(device, True))
 
@@ -277,6 +286,43 @@ def fingerprint(
     }
 
 
+def fit_linear(
+    train: tuple[list[str], list[str]],
+    validation: tuple[list[str], list[str]],
+    classes: list[str],
+    config: TrainConfig,
+) -> FitResult:
+    """A linear model (``training.linear``): one fit, with no epochs, scored on validation
+    as an epoch of the torch models is."""
+    from training import linear
+
+    model, seconds = linear.fit_linear(config.model, train, classes, config.seed)
+    index = {c: i for i, c in enumerate(classes)}
+    y_val = [index[label] for label in validation[1]]
+    probs = model.predict_proba(validation[0])
+    picked = probs.argmax(axis=1)
+    y_train = [index[label] for label in train[1]]
+    row = {
+        "epoch": 1,
+        "train_loss": log_loss(y_train, model.predict_proba(train[0])),
+        "val_loss": log_loss(y_val, probs),
+        "val_accuracy": float((picked == np.asarray(y_val)).mean()) if y_val else 0.0,
+        "val_macro_f1": macro_f1(y_val, picked.tolist(), len(classes)),
+        "seconds": seconds,
+        "samples_per_s": len(train[0]) / seconds if seconds else 0.0,
+    }
+    return FitResult(
+        model=model,
+        best_epoch=1,
+        best_val_f1=row["val_macro_f1"],
+        history=[row],
+        device="cpu",
+        epochs_run=1,
+        samples_per_s=row["samples_per_s"],
+        train_seconds=seconds,
+    )
+
+
 def fit(
     train: tuple[list[str], list[str]],
     validation: tuple[list[str], list[str]],
@@ -285,7 +331,10 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     if config.model not in MODELS:
+        # "auto" included: training.run fits each candidate through here
         raise TrainError(f"unknown model {config.model!r}; one of {', '.join(MODELS)}")
+    if config.model in LINEAR:
+        return fit_linear(train, validation, classes, config)
     if config.resume and not config.checkpoint_dir:
         raise TrainError("resume needs a checkpoint folder")
     device = pick_device(config.device)

@@ -10,10 +10,15 @@ from harvest.cli.common import config, emit
 
 
 def train(
-    source: str = typer.Option("demo", help="curated and labels tables to cut from"),
+    source: str = typer.Option("demo", help="curated and labels tables to cut a version from"),
     dataset: str | None = typer.Option(None, help="dataset name (default: the source)"),
+    version: int | None = typer.Option(
+        None, help="train on this version of --dataset as it is, cutting none"
+    ),
     model: str = typer.Option(
-        "ngram", help="ngram (hashed n-gram bag) or embedding (all-MiniLM-L6-v2 and a head)"
+        "auto",
+        help="auto (every candidate, the best on validation), ngram (hashed n-gram bag), "
+        "embedding (all-MiniLM-L6-v2 and a head), tfidf-logreg or tfidf-minilm-logreg",
     ),
     epochs: int = typer.Option(20, help="at most this many; early stopping may end sooner"),
     seed: int = typer.Option(0),
@@ -36,20 +41,24 @@ def train(
     folds: int = typer.Option(0, help="stratified k-fold cross-validation as well (k >= 2)"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="TF-IDF baseline"),
 ) -> None:
-    """Cut a dataset version from curated rows and labels, train and evaluate a model.
+    """Cut a dataset version from curated rows and labels, train and evaluate a model; or,
+    with --dataset and --version, train on that version (of any sources) as it is.
 
     Several processes: torchrun --nproc_per_node N -m harvest.cli train ..."""
     from harvest import stages
-    from ingestion.datasets import cut_dataset
+    from ingestion.datasets import cut_dataset, dataset_lineage
     from ingestion.lake import Lake
     from training import distributed
     from training.run import train_and_evaluate
-    from training.trainer import TrainConfig, pick_device
+    from training.select import AUTO
+    from training.trainer import MODELS, TrainConfig, TrainError, pick_device
 
+    if model not in (AUTO, *MODELS):
+        raise TrainError(f"unknown model {model!r}; one of {AUTO}, {', '.join(MODELS)}")
+    if version is not None and not dataset:
+        raise TrainError("--version needs --dataset: the dataset it is a version of")
     cfg = config()
-    r = stages.recipe(cfg, source)
     lake = Lake(cfg.lake)
-    name = dataset or r.name
     train_config = TrainConfig(
         epochs=epochs,
         seed=seed,
@@ -70,10 +79,16 @@ def train(
     try:
         # under torchrun, rank 0 alone cuts (one dataset version) and records the run
         distributed.init(pick_device(device).split(":")[0])
-        version = None
-        if distributed.rank() == 0:
-            version = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
-        cut = distributed.broadcast(version.version if version else None)
+        if version is not None:
+            name, cut = str(dataset), version
+            dataset_lineage(lake, name, cut)  # no such version: the error before any work
+        else:
+            r = stages.recipe(cfg, source)
+            name = dataset or r.name
+            made = None
+            if distributed.rank() == 0:
+                made = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
+            cut = distributed.broadcast(made.version if made else None)
         if distributed.rank() != 0:
             train_and_evaluate(lake, name, cut, cfg.reports, train_config)
             return
@@ -88,6 +103,7 @@ def train(
             "dataset_version": cut,
             "rows": result.rows,
             "model": result.model,
+            "candidates": result.candidates,
             "device": result.device,
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,

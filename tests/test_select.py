@@ -1,0 +1,99 @@
+"""`--model auto`: every candidate fitted on the same rows, the best on validation
+registered, on a real lake and MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harvest.config import Config
+from ingestion.datasets import cut_dataset
+from tests.helpers import last_json, run_harvest
+from tests.test_tracking import env_of, labelled_lake
+from tests.test_training import lake_with_labels
+from training import pyfunc, registry, select
+from training.run import train_and_evaluate
+from training.tracking import Store
+from training.trainer import TrainConfig
+
+
+def test_auto_keeps_the_best_validation_candidate(tmp_path: Path) -> None:
+    lake = lake_with_labels(tmp_path, 160)
+    version = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0)
+    config = TrainConfig(epochs=4, device="cpu", progress=False)
+    result = train_and_evaluate(lake, "d", version.version, tmp_path / "reports", config)
+    rows = result.candidates
+    assert rows is not None
+    assert [r["model"] for r in rows] == [c.name for c in select.candidates("cpu")]
+    (chosen,) = [r for r in rows if r["chosen"]]
+    best = max(r["val_macro_f1"] for r in rows)
+    # the first of the best (the cheaper on a tie), chosen on validation alone
+    assert chosen == next(r for r in rows if r["val_macro_f1"] == best)
+    assert result.model == chosen["model"] and result.best_val_macro_f1 == best
+    assert result.test["macro_f1"] == pytest.approx(chosen["test_macro_f1"])
+    baseline = next(r for r in rows if r["model"] == "tfidf-logreg")
+    assert result.best_val_macro_f1 >= baseline["val_macro_f1"]
+    # every candidate's figures are in the report
+    page = (Path(result.report_dir) / "report.html").read_text()
+    assert all(r["model"] in page for r in rows) and "chosen on validation" in page
+
+
+@pytest.mark.parametrize("model", ["tfidf-logreg", "tfidf-minilm-logreg"])
+def test_a_linear_model_is_registered_and_served_like_the_others(
+    tmp_path: Path, model: str
+) -> None:
+    cfg = Config(lake=str(tmp_path / "lake"), reports=str(tmp_path / "reports"))
+    labelled_lake(cfg, "demo", 120)
+    argv = ["train", "--source", "demo", "--model", model]
+    out = last_json(run_harvest(argv, env_of(cfg)).stdout)
+    assert out["model"] == model and out["candidates"] is None
+    store = Store(cfg.tracking)
+    mv = registry.version(store, "harvest-demo", 1)
+    folder, _ = registry.local_copy(store, mv)
+    scorer = pyfunc.load(folder)
+    texts = ["The council voted on the budget.", "The striker scored twice."]
+    scored = scorer.predict(texts)
+    assert set(scored["label"]) <= set(scorer.classes) and len(scored) == 2
+    # the registered model is the one the run scored its test split with
+    metrics = json.loads((Path(str(out["report_dir"])) / "metrics.json").read_text())
+    assert metrics["test"]["n"] == out["rows"]["test"]  # type: ignore[index]
+    assert (folder / "profile.json").exists()  # drift monitoring's reference, kept beside it
+
+
+def test_train_on_a_named_dataset_version_cuts_none(tmp_path: Path) -> None:
+    cfg = Config(lake=str(tmp_path / "lake"), reports=str(tmp_path / "reports"))
+    labelled_lake(cfg, "demo", 120)
+    env = env_of(cfg)
+    first = last_json(run_harvest(["train", "--source", "demo", "--model", "ngram"], env).stdout)
+    argv = ["train", "--dataset", "demo", "--version", str(first["dataset_version"])]
+    again = last_json(run_harvest([*argv, "--model", "tfidf-logreg"], env).stdout)
+    assert again["dataset_version"] == first["dataset_version"]
+    assert again["rows"] == first["rows"]
+    missing = run_harvest(["train", "--dataset", "demo", "--version", "9"], env, check=False)
+    assert missing.returncode != 0 and "has no version 9" in missing.stderr
+    alone = run_harvest(["train", "--version", "0"], env, check=False)
+    assert alone.returncode == 2 and "--version needs --dataset" in alone.stderr
+
+
+def test_the_default_train_records_every_candidate_and_serves_the_winner(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    cfg = Config(lake=str(tmp_path / "lake"), reports=str(tmp_path / "reports"))
+    labelled_lake(cfg, "demo", 120)
+    out = last_json(run_harvest(["train", "--source", "demo", "--epochs", "3"], env_of(cfg)).stdout)
+    rows = out["candidates"]
+    assert isinstance(rows, list) and len(rows) == len(select.candidates("cpu"))
+    client = MlflowClient(cfg.tracking, cfg.tracking)
+    run = client.get_run(str(out["mlflow"]["run_id"]))  # type: ignore[index]
+    for row in rows:
+        recorded = run.data.metrics[f"candidate.{row['model']}.val_macro_f1"]
+        assert recorded == pytest.approx(row["val_macro_f1"])
+    # the winner's epochs under the plain names, one value an epoch
+    steps = client.get_metric_history(run.info.run_id, "val_macro_f1")
+    assert len(steps) == out["epochs_run"]
+    store = Store(cfg.tracking)
+    folder, _ = registry.local_copy(store, registry.version(store, "harvest-demo", 1))
+    scored = pyfunc.load(folder).predict(["Shares fell sharply on Monday."])
+    assert scored["label"].iloc[0] in pyfunc.load(folder).classes
