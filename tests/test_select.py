@@ -33,6 +33,9 @@ def test_auto_keeps_the_best_validation_candidate(tmp_path: Path) -> None:
     assert chosen == next(r for r in rows if r["val_macro_f1"] == best)
     assert result.model == chosen["model"] and result.best_val_macro_f1 == best
     assert result.test["macro_f1"] == pytest.approx(chosen["test_macro_f1"])
+    low, high = result.intervals["model"]["macro_f1"]
+    assert low <= result.test["macro_f1"] <= high
+    assert set(result.intervals) >= {"baseline", "difference"}
     baseline = next(r for r in rows if r["model"] == "tfidf-logreg")
     assert result.best_val_macro_f1 >= baseline["val_macro_f1"]
     # every candidate's figures are in the report

@@ -134,6 +134,7 @@ SUMMARY_KEYS = [
     "baseline",
     "cv",
     "candidates",
+    "intervals",
     "config",
     "checkpoint_dir",
     "model_path",

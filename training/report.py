@@ -74,8 +74,11 @@ def markdown(summary: dict[str, Any]) -> str:
         f"Best epoch {summary['best_epoch']} of {summary.get('epochs_run', summary['epochs'])} run "
         f"(validation macro F1 {summary['best_val_macro_f1']:.3f}).",
         "",
-        f"Test split: {test['n']} rows, accuracy {test['accuracy']:.3f}, "
-        f"macro F1 {test['macro_f1']:.3f}.",
+        f"Test split: {test['n']} rows, accuracy {test['accuracy']:.3f}"
+        f"{_span(summary.get('intervals') or {}, 'model', 'accuracy')}, "
+        f"macro F1 {test['macro_f1']:.3f}"
+        f"{_span(summary.get('intervals') or {}, 'model', 'macro_f1')} "
+        "(bootstrap 95% intervals in brackets).",
     ]
     if summary.get("candidates"):
         lines += [
@@ -96,7 +99,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [
             "",
             f"Baseline (TF-IDF + logistic regression), same split: accuracy "
-            f"{b['accuracy']:.3f}, macro F1 {b['macro_f1']:.3f}.",
+            f"{b['accuracy']:.3f}, macro F1 {b['macro_f1']:.3f}; model minus baseline, "
+            f"macro F1{_span(summary.get('intervals') or {}, 'difference', 'macro_f1', True)}.",
         ]
     lines += [
         "",
@@ -114,6 +118,15 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _span(ci: dict[str, Any], who: str, key: str, signed: bool = False) -> str:
+    """`` [low, high]``: the bootstrap interval of a figure, where there is one."""
+    got = (ci.get(who) or {}).get(key)
+    if not got:
+        return ""
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f" [{f.format(got[0])}, {f.format(got[1])}]"
 
 
 def epochs_line(summary: dict[str, Any]) -> str:
@@ -150,14 +163,20 @@ def html(folder: Path, summary: dict[str, Any]) -> str:
         ["lineage", ", ".join(f"{t} v{v}" for t, v in summary.get("lineage", {}).items()) or "-"],
     ]
     compare = []
+    ci = summary.get("intervals") or {}
     for key, name, higher in HEADLINE:
         a, b = test.get(key), btest.get(key)
         diff: Any = "-"
         if isinstance(a, float) and isinstance(b, float):
             d = a - b
             better = d > 0 if higher else d < 0
-            diff = Cell(f"{d:+.3f}", cls="up" if better else "down")
-        compare.append([name, fmt(a), fmt(b), diff])
+            diff = Cell(
+                f"{d:+.3f}{_span(ci, 'difference', key, signed=True)}",
+                cls="up" if better else "down",
+            )
+        compare.append(
+            [name, fmt(a) + _span(ci, "model", key), fmt(b) + _span(ci, "baseline", key), diff]
+        )
     per_class = [
         [
             c,

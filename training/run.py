@@ -21,6 +21,7 @@ from training import distributed, select
 from training.baseline import fit_baseline
 from training.calibration import Reliability, draw_reliability
 from training.evaluate import Metrics, draw_confusion, draw_loss_curves, draw_roc, evaluate
+from training.intervals import bootstrap
 from training.linear import MODEL_FILE as LINEAR_FILE
 from training.model import TextClassifier
 from training.report import write_report
@@ -73,6 +74,8 @@ class TrainingResult:
     cv: CrossValidation | None
     # --model auto: per candidate its validation and test figures, and which was chosen
     candidates: list[dict[str, Any]] | None
+    # bootstrap 95% intervals of the test figures: model, baseline, their difference
+    intervals: dict[str, Any]
     config: TrainConfig
     checkpoint_dir: str | None
     model_path: str
@@ -188,10 +191,12 @@ def train_on_splits(
     curves: dict[str, Reliability] = {
         "model": {"ece": test_metrics["ece"], "bins": test_metrics["reliability"]}
     }
-    base = None
+    base, base_pred = None, None
     if baseline:
         b = fit_baseline(*train, classes, seed=config.seed)
-        base_metrics = evaluate(b.predict_proba(test[0]), test[1], classes)
+        base_probs = b.predict_proba(test[0])
+        base_pred = base_probs.argmax(axis=1).tolist()
+        base_metrics = evaluate(base_probs, test[1], classes)
         base = BaselineScore("tfidf-logreg", b.params, b.seconds, base_metrics)
         curves["baseline"] = {"ece": base_metrics["ece"], "bins": base_metrics["reliability"]}
         draw_confusion(
@@ -201,6 +206,7 @@ def train_on_splits(
             f"baseline, {title}",
         )
     draw_reliability(curves, out / "reliability.png")
+    intervals = bootstrap(y_true, probs.argmax(axis=1).tolist(), base_pred, len(classes))
     model_path = out / (MODEL_FILE if isinstance(result.model, TextClassifier) else LINEAR_FILE)
     result.model.save(str(model_path))
     summary = TrainingResult(
@@ -227,6 +233,7 @@ def train_on_splits(
         baseline=base,
         cv=cv,
         candidates=candidates,
+        intervals=intervals,
         config=config,
         checkpoint_dir=result.checkpoint,
         model_path=str(model_path),

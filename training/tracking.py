@@ -409,6 +409,13 @@ def train_tracked(
                 **{f"test_f1.{c}": m["f1"] for c, m in test["per_class"].items()},
                 **{f"baseline_test_{k}": v for k, v in baseline.items()},
                 **numbers(result.cv, "cv"),
+                **{
+                    f"ci_{who}_{k}_{end}": v[i]
+                    for who, figures in result.intervals.items()
+                    if isinstance(figures, dict)
+                    for k, v in figures.items()
+                    for i, end in enumerate(("low", "high"))
+                },
             }
         )
         r.dataset(

@@ -115,6 +115,7 @@ def train(
             "report_html": result.report_html,
             "checkpoint_dir": result.checkpoint_dir,
             "cv": result.cv,
+            "intervals": result.intervals,
             "mlflow": result.mlflow.to_dict() if result.mlflow else None,
         }
     )
