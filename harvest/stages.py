@@ -223,10 +223,12 @@ def push_source(
     strategy: str | None = None,
     batch: int | None = None,
     seed: int = 0,
+    reserve: float = 0.1,
 ) -> PushResult:
     """Imports ``batch`` (default: every) curated rows of ``r`` that are neither tasks nor
     labelled, chosen by ``strategy``, each with the labelling model's prediction when one
-    was trained (see ``labeling.push``)."""
+    was trained (see ``labeling.push``); a ``reserve`` share of a chosen batch is drawn at
+    random instead, and recorded in ``reserve/<source>`` before it is imported."""
     from labeling import push
     from labeling.sync import PushResult
 
@@ -247,7 +249,30 @@ def push_source(
     )
     # the labelling model predicts one class a row: other task types get no pre-annotation
     current = source_model(config, r.name) if r.label_type == "single" else None
-    return push.push(sync, project_id, tasks, current, strategy, batch, seed, labelled)
+
+    def held(row_ids: list[str]) -> None:
+        from datetime import UTC, datetime
+
+        import pyarrow as pa
+
+        from ingestion.datasets import reserve_table
+
+        at = datetime.now(UTC)
+        rows = pa.table({"row_id": row_ids, "reserved_at": [at] * len(row_ids)})
+        lake.append(reserve_table(labels), rows)
+
+    return push.push(
+        sync,
+        project_id,
+        tasks,
+        current,
+        strategy,
+        batch,
+        seed,
+        labelled,
+        reserve=reserve,
+        on_reserve=held,
+    )
 
 
 def train_source_model(config: Config, r: Recipe) -> LabelModel:

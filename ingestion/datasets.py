@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -85,6 +87,7 @@ class Cut:
     groups: list[int]
     dropped_repeats: int
     times: list[Any] | None
+    reserved: int = 0  # labelled rows of the evaluation reserve, when the split used it
 
 
 def cut_dataset(
@@ -122,6 +125,10 @@ def cut_dataset(
             raise LakeError(f"cannot cut dataset {name!r}: table {table!r} does not exist yet")
     # a compaction's version holds the same rows as the one before: it cuts nothing new
     tables = {t: lake.data_version(t) for t in (*curated_tables, labels_table)}
+    # rows a push held back at random as an evaluation reserve (labeling.push)
+    reserve = reserve_table(labels_table)
+    if lake.exists(reserve):
+        tables[reserve] = lake.data_version(reserve)
     one = len(sources) == 1
     lineage: dict[str, Any] = {
         "tables": tables,
@@ -133,6 +140,8 @@ def cut_dataset(
         "text_field": fields[sources[0]] if one else {f"curated/{s}": fields[s] for s in sources},
         "split": rules.as_lineage(),
     }
+    if reserve in tables:
+        lineage["reserve"] = reserve
     table = f"datasets/{name}"
     if lake.exists(table):
         latest, stored = dataset_lineage(lake, name)
@@ -161,6 +170,10 @@ def _outcome(cut: Cut, rules: SplitRules, report: leakage.LeakReport) -> dict[st
         "counts": {s: counts.get(s, 0) for s in SPLITS},
         "leakage": report.as_json(),
         "repeats_dropped": cut.dropped_repeats,
+        # where the test rows came from: the reserve is a random sample, every labelled row
+        # is what active learning chose and not one
+        "test_from": "evaluation reserve" if cut.reserved else "every labelled row",
+        "reserve_rows": cut.reserved,
     }
     if rules.group is not None:
         sizes = Counter(cut.groups)
@@ -237,15 +250,71 @@ def _cut(lake: Lake, name: str, lineage: dict[str, Any], find_pairs: bool) -> Cu
         raise LakeError(
             f"cannot cut dataset {name!r} by time: {rules.time_field!r} mixes {kinds} values"
         )
+    reserved = _reserved(lake, inputs, rows)
     if times is not None:
         splits = time_split(times, groups, fractions)
+    elif reserved:
+        splits = reserve_split(labels_of, groups, reserved, fractions, inputs["seed"])
     elif rules.group is None and rules.stratify:
         splits = stratified_split(labels_of, fractions, inputs["seed"])
     else:
         splits = group_split(labels_of, groups, fractions, inputs["seed"], rules.stratify)
     for row, split in zip(rows, splits, strict=True):
         row["split"] = split
-    return Cut(pa.Table.from_pylist(rows, schema=SCHEMA), pairs, groups, repeats, times)
+    return Cut(
+        pa.Table.from_pylist(rows, schema=SCHEMA),
+        pairs,
+        groups,
+        repeats,
+        times,
+        len(reserved) if reserved and times is None else 0,
+    )
+
+
+def reserve_table(labels_table: str) -> str:
+    """``reserve/<source>``: the row ids pushes held back for evaluation."""
+    return "reserve/" + labels_table.split("/", 1)[-1]
+
+
+def _reserved(lake: Lake, inputs: dict[str, Any], rows: list[dict[str, Any]]) -> set[int]:
+    """Positions of the labelled rows in the evaluation reserve."""
+    table = inputs.get("reserve")
+    if not table:
+        return set()
+    ids = set(lake.read(table, inputs["tables"][table], columns=["row_id"])["row_id"].to_pylist())
+    return {i for i, r in enumerate(rows) if r["row_id"] in ids}
+
+
+def reserve_split(
+    labels: list[str],
+    groups: list[int],
+    reserved: set[int],
+    fractions: tuple[float, float, float],
+    seed: int,
+) -> list[str]:
+    """Rows active learning chose train; the reserve, drawn at random, is split between
+    test and validation in the ratio of their fractions, each class alike, test first, so
+    that the test metrics are those of a sample of the data. A group (duplicates, or the
+    recipe's group column) with a reserved row is held out whole: none straddles."""
+    held = fractions[1] + fractions[2]
+    test_share = fractions[2] / held if held else 1.0
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    held_out = sorted({groups[i] for i in reserved})
+    by_class: dict[str, list[int]] = {}
+    for g in held_out:
+        by_class.setdefault(labels[members[g][0]], []).append(g)
+    out = ["train"] * len(labels)
+    rng = random.Random(seed)
+    for label in sorted(by_class):
+        chosen = by_class[label]
+        rng.shuffle(chosen)
+        n_test = math.ceil(len(chosen) * test_share)
+        for j, g in enumerate(chosen):
+            for i in members[g]:
+                out[i] = "test" if j < n_test else "validation"
+    return out
 
 
 def _curated(
@@ -333,6 +402,7 @@ def _inputs(lineage: dict[str, Any]) -> dict[str, Any]:
         "tables": tables,
         "curated": curated_list,
         "labels": labels,
+        "reserve": lineage.get("reserve"),
         "seed": lineage.get("seed"),
         "fractions": lineage.get("fractions"),
         "text_field": fields,

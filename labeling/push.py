@@ -8,6 +8,7 @@ Data Manager, sorted by prediction score, show first the rows the strategy ranks
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from labeling.model import LabelModel, embed
 from labeling.sync import LabelSync, PushResult, choice_result
 from training.arrays import Floats, Indices
 
+EVALUATION = "evaluation"  # a task's data.purpose when it is of the evaluation reserve
 CHUNK = 1000  # tasks or predictions per request: big enough to amortise, small enough to retry
 MEASURE = "least_confidence"  # the uncertainty the score encodes, and the default strategy
 NEEDS_PROBS = frozenset({"least_confidence", "margin", "entropy", "hybrid"})
@@ -63,6 +65,7 @@ class BatchPushResult(PushResult):
     strategy: str | None = None
     model_version: str | None = None
     refreshed: int = 0  # waiting tasks whose predictions a newer model replaced first
+    reserved: int = 0  # of the imported, drawn at random for evaluation
 
 
 @dataclass
@@ -92,13 +95,22 @@ def push(
     seed: int = 0,
     labelled: Iterable[str] = (),
     result: ResultBuilder = single_choice,
+    reserve: float = 0.0,
+    on_reserve: Callable[[list[str]], None] | None = None,
 ) -> BatchPushResult:
     """Imports the ``batch`` (default: all) most useful ``rows`` that are neither tasks of the
     project nor ``labelled`` row ids, most useful first, each with the model's prediction.
 
     ``rows`` are dicts with ``row_id``, ``url`` and ``text``: every curated row, so that the
     diversity strategies know the ground the existing tasks already cover.
+
+    When the push chooses (fewer rows than the candidates), a ``reserve`` share of the batch
+    is drawn at random instead, marked ``purpose: evaluation`` and handed to ``on_reserve``
+    before any task is imported: the rows a dataset's test split is drawn from, since the
+    rows a strategy chose are the uncertain ones and not a sample of the data.
     """
+    if not 0.0 <= reserve < 1.0:
+        raise ValueError(f"reserve is a share of the batch in [0, 1), got {reserve}")
     if batch is not None and batch < 0:
         raise ValueError(f"batch must be >= 0, got {batch}")
     name = resolve_strategy(strategy, model)
@@ -121,10 +133,23 @@ def push(
     texts = [r["text"] for r in pool]
     probs = model.predict_proba(texts) if model is not None and n else None
     scores = strategies.score(probs, MEASURE) if probs is not None else None
-    picked = choose(name, fresh, ~is_fresh, n, texts, probs, scores, seed, model)
+    held = np.empty(0, dtype=np.int64)
+    if reserve and n < len(fresh):
+        # a random draw, from its own stream: the strategy's seed keeps its choices
+        k = math.floor(n * reserve + 0.5)
+        held = np.sort(np.random.default_rng([seed, 1]).choice(fresh, k, replace=False))
+        is_fresh[held] = False
+    picked = choose(
+        name, np.flatnonzero(is_fresh), ~is_fresh, n - len(held), texts, probs, scores, seed, model
+    )
+    if len(held) and on_reserve is not None:
+        on_reserve([pool[i]["row_id"] for i in held])
     tasks = []
-    for i in picked:
+    reserved = set(held.tolist())
+    for i in [*picked.tolist(), *held.tolist()]:
         task: dict[str, Any] = {"data": pool[i]}
+        if i in reserved:
+            task["data"] = {**pool[i], "purpose": EVALUATION}
         if model is not None and probs is not None and scores is not None:
             task["predictions"] = [
                 prediction(model.version, model.classes, probs[i], scores[i], result)
@@ -138,6 +163,7 @@ def push(
         imported=len(tasks),
         skipped=len(rows) - len(fresh),
         candidates=len(fresh),
+        reserved=len(held),
         strategy=name,
         model_version=model.version if model is not None else None,
         refreshed=refreshed,

@@ -96,7 +96,35 @@ def label_report(
     summary["suspected_errors"] = suspected_errors(
         kind, labels, lake, curated_table, text_field, folds, seed
     )
+    summary["reserve"] = reserve_section(lake, source, labels)
     return write(summary, Path(report_dir) / "labels")
+
+
+# the test rows a 95% interval of +-0.05 on accuracy needs at worst (accuracy 0.5):
+# 1.96^2 * 0.5 * 0.5 / 0.05^2
+ROWS_FOR_5_POINTS = math.ceil(1.96**2 * 0.25 / 0.05**2)
+
+
+def reserve_section(lake: Lake, source: str, labels: list[dict[str, Any]]) -> dict[str, Any]:
+    """The labelled rows of the evaluation reserve, per class, and how many more a test
+    split drawn from it needs for an interval of +-0.05."""
+    from ingestion.datasets import reserve_table
+
+    table = reserve_table(f"labels/{source}")
+    held = (
+        set(lake.read(table, columns=["row_id"])["row_id"].to_pylist())
+        if lake.exists(table)
+        else set()
+    )
+    mine = [row for row in labels if row.get("row_id") in held]
+    per_class = Counter(str(row.get("label")) for row in mine)
+    return {
+        "pushed": len(held),
+        "labelled": len(mine),
+        "per_class": dict(sorted(per_class.items())),
+        "needed_for_5_points": ROWS_FOR_5_POINTS,
+        "more_needed": max(0, ROWS_FOR_5_POINTS - len(mine)),
+    }
 
 
 # -- agreement -----------------------------------------------------------------------------
@@ -417,6 +445,13 @@ def describe(summary: dict[str, Any]) -> list[str]:
         lines.append(f"suspected label errors: {len(s['issues'])} of {s['rows']} labelled rows")
     else:
         lines.append(f"suspected label errors not computed: {s['reason']}")
+    r = summary.get("reserve")
+    if r:
+        per = ", ".join(f"{c} {n}" for c, n in r["per_class"].items()) or "none"
+        lines.append(
+            f"evaluation reserve: {r['labelled']} labelled of {r['pushed']} pushed ({per}); "
+            f"{r['more_needed']} more for a test interval of +-0.05"
+        )
     return lines
 
 

@@ -345,3 +345,52 @@ def test_dataset_create_command(lake_env: dict[str, str], tmp_path: Path) -> Non
         ["dataset", "create", "x", "--from", "a", "--labels", "nope"], env, check=False
     )
     assert missing.returncode == 2 and "table 'labels/nope' does not exist yet" in missing.stderr
+
+
+def test_a_cut_draws_test_and_validation_from_the_evaluation_reserve(tmp_path: Path) -> None:
+    from ingestion.datasets import build_dataset, dataset_lineage
+
+    lake = Lake(tmp_path / "lake")
+    n = 120
+    arts = [a for a in generate(n + 40, seed=5).articles if not a.planted][:n]
+    ids = [f"h{i}" for i in range(n)]
+    lake.append(
+        "curated/s",
+        pa.table(
+            {
+                "content_sha256": ids,
+                "source": ["s"] * n,
+                "url": [f"u{i}" for i in range(n)],
+                "body": [" ".join(a.paragraphs) for a in arts],
+            }
+        ),
+    )
+    labels = ["a" if i % 3 else "b" for i in range(n)]
+    lake.overwrite("labels/s", pa.table({"row_id": ids, "label": labels}))
+    held = ids[::4]  # 30 rows a push drew at random
+    lake.append("reserve/s", pa.table({"row_id": held}))
+    cut = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0)
+    rows = lake.read("datasets/d").to_pylist()
+    side = {r["row_id"]: r["split"] for r in rows}
+    assert {side[i] for i in ids if i not in held} == {"train"}
+    assert {side[i] for i in held} == {"test", "validation"}
+    tests = [i for i in held if side[i] == "test"]
+    assert 14 <= len(tests) <= 16  # test and validation alike, each class rounded up
+    assert cut.lineage["test_from"] == "evaluation reserve" and cut.lineage["reserve_rows"] == 30
+    # pinned: a rebuild reads the reserve as it was, whatever was reserved since
+    lake.append("reserve/s", pa.table({"row_id": ids[1:5]}))
+    _, lineage = dataset_lineage(lake, "d", cut.version)
+    rebuilt = build_dataset(lake, "d", lineage).to_pylist()
+    assert {r["row_id"]: r["split"] for r in rebuilt} == side
+
+
+def test_the_label_report_counts_the_reserve_and_what_it_still_needs(tmp_path: Path) -> None:
+    from labeling.report import ROWS_FOR_5_POINTS, reserve_section
+
+    lake = Lake(tmp_path / "lake")
+    lake.append("reserve/s", pa.table({"row_id": ["h1", "h2", "h3", "h9"]}))
+    labels = [{"row_id": f"h{i}", "label": "a" if i < 3 else "b"} for i in range(6)]
+    got = reserve_section(lake, "s", labels)
+    assert (got["pushed"], got["labelled"], got["per_class"]) == (4, 3, {"a": 2, "b": 1})
+    assert ROWS_FOR_5_POINTS == 385 and got["more_needed"] == 382
+    assert reserve_section(lake, "other", labels)["labelled"] == 0

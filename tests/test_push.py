@@ -213,6 +213,42 @@ def test_push_imports_the_chosen_batch_most_uncertain_first(
 
 
 @slow
+def test_a_reserve_of_the_batch_is_drawn_at_random_and_marked_for_evaluation(
+    sync: LabelSync, request: pytest.FixtureRequest
+) -> None:
+    project = sync.project(title(request), CLASSES)
+    v1 = fixed_model(dict(zip(TEXTS, P_A, strict=True)), "v1")
+    recorded: list[list[str]] = []
+
+    def on_reserve(ids: list[str]) -> None:
+        # recorded before the import: no task of the reserve exists yet
+        assert sync.task_row_ids(project) == {}
+        recorded.append(ids)
+
+    result = push.push(
+        sync,
+        project,
+        rows_of(TEXTS),
+        v1,
+        "least_confidence",
+        batch=8,
+        reserve=0.25,
+        on_reserve=on_reserve,
+    )
+    assert (result.imported, result.reserved) == (8, 2)
+    tasks = list(sync.client.tasks.list(project=project, fields="all"))
+    held = sorted(t.data["row_id"] for t in tasks if t.data.get("purpose") == push.EVALUATION)
+    assert [sorted(ids) for ids in recorded] == [held] and len(held) == 2
+    # the other six are the strategy's: the most uncertain of the rows not held back
+    chosen = {t.data["row_id"] for t in tasks} - set(held)
+    rest = sorted((r for r in range(12) if f"r{r}" not in held), key=lambda r: lc_score(P_A[r]))
+    assert chosen == {f"r{r}" for r in rest[:6]}
+    # a push that takes every row left makes no choice, so it holds nothing back
+    last = push.push(sync, project, rows_of(TEXTS), v1, batch=None, reserve=0.25)
+    assert (last.imported, last.reserved) == (4, 0)
+
+
+@slow
 def test_rows_already_pushed_or_labelled_are_never_pushed_again(
     sync: LabelSync, request: pytest.FixtureRequest
 ) -> None:

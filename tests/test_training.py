@@ -130,6 +130,7 @@ SUMMARY_KEYS = [
     "train_seconds",
     "history",
     "rows",
+    "test_from",
     "test",
     "baseline",
     "cv",

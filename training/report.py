@@ -74,7 +74,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"Best epoch {summary['best_epoch']} of {summary.get('epochs_run', summary['epochs'])} run "
         f"(validation macro F1 {summary['best_val_macro_f1']:.3f}).",
         "",
-        f"Test split: {test['n']} rows, accuracy {test['accuracy']:.3f}"
+        f"Test split: {test['n']} rows from {summary.get('test_from') or 'every labelled row'}, "
+        f"accuracy {test['accuracy']:.3f}"
         f"{_span(summary.get('intervals') or {}, 'model', 'accuracy')}, "
         f"macro F1 {test['macro_f1']:.3f}"
         f"{_span(summary.get('intervals') or {}, 'model', 'macro_f1')} "
@@ -159,6 +160,7 @@ def html(folder: Path, summary: dict[str, Any]) -> str:
             f"{fmt(summary.get('train_seconds'), 1)} s of training",
         ],
         ["rows", ", ".join(f"{k} {v}" for k, v in summary["rows"].items())],
+        ["test rows from", str(summary.get("test_from") or "every labelled row")],
         ["checkpoint", str(summary.get("checkpoint_dir") or "-")],
         ["lineage", ", ".join(f"{t} v{v}" for t, v in summary.get("lineage", {}).items()) or "-"],
     ]

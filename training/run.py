@@ -69,6 +69,8 @@ class TrainingResult:
     train_seconds: float
     history: list[dict[str, float]]  # one row an epoch: epoch, losses, validation scores
     rows: dict[str, int]  # split -> rows
+    # "evaluation reserve" (rows a push drew at random) or "every labelled row"
+    test_from: str
     test: Metrics
     baseline: BaselineScore | None
     cv: CrossValidation | None
@@ -141,6 +143,7 @@ def train_and_evaluate(
         on_epoch,
         baseline=config.baseline if baseline is None else baseline,
         folds=config.folds if folds is None else folds,
+        test_from=str(meta.get("test_from") or "every labelled row"),
     )
 
 
@@ -158,6 +161,7 @@ def train_on_splits(
     *,
     baseline: bool = True,
     folds: int = 0,
+    test_from: str = "every labelled row",
 ) -> TrainingResult:
     """Fit, evaluate, baseline, cross-validate and report on ``dataset`` version
     ``dataset_version``, cut from the table versions in ``lineage``; every process of a
@@ -229,6 +233,7 @@ def train_on_splits(
         train_seconds=result.train_seconds,
         history=result.history,
         rows={"train": len(train[0]), "validation": len(val[0]), "test": len(test[0])},
+        test_from=test_from,
         test=test_metrics,
         baseline=base,
         cv=cv,

@@ -61,16 +61,25 @@ def label_push(
         None, min=0, help="import this many rows (default: every row not yet a task)"
     ),
     seed: int = typer.Option(0, help="seed of the random and clustering strategies"),
+    reserve: float = typer.Option(
+        0.1,
+        min=0.0,
+        max=0.99,
+        help="share of a chosen batch drawn at random instead, for evaluation: a dataset's "
+        "test split comes from these rows",
+    ),
 ) -> None:
     """Import curated rows of SOURCE as tasks, the most useful first, each with the labelling
-    model's prediction; never the same row twice."""
+    model's prediction; never the same row twice. When the batch is a choice, a --reserve
+    share is drawn at random and marked purpose: evaluation."""
     from harvest import stages
     from labeling.strategies import STRATEGIES
 
     if strategy is not None and strategy not in STRATEGIES:
         raise typer.BadParameter(f"--strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     cfg = config()
-    result = stages.push_source(cfg, stages.recipe(cfg, source), None, strategy, batch, seed)
+    r = stages.recipe(cfg, source)
+    result = stages.push_source(cfg, r, None, strategy, batch, seed, reserve)
     emit({"source": source, **vars(result)})
 
 
