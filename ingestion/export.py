@@ -301,6 +301,8 @@ def card(
         "",
         _split_line(meta),
         "",
+        _test_line(meta),
+        "",
         f"Content SHA-256 of the version: {md_code(meta.get('content_sha256', NOT_RECORDED))}.",
         "",
         "## Leak check",
@@ -345,6 +347,15 @@ def _split_line(meta: dict[str, Any]) -> str:
     repeats = meta.get("repeats_dropped")
     tail = f" {repeats} rows left out: an earlier source holds the same content." if repeats else ""
     return f"Split: {how}; {base}.{tail}"
+
+
+def _test_line(meta: dict[str, Any]) -> str:
+    if meta.get("test_from") == "evaluation reserve":
+        return (
+            f"Test and validation rows: the {meta.get('reserve_rows')} labelled rows of the "
+            "evaluation reserve, drawn at random by the label pushes; every other row trains."
+        )
+    return "Test rows: drawn from every labelled row."
 
 
 def _leak_line(meta: dict[str, Any]) -> str:
