@@ -18,7 +18,15 @@ request counts per window that led to it are capped from then on (spiders/window
 neither the rate nor the burst that caused it comes back soon. What a block teaches is
 kept for every exit to the site (``SiteLore``): the next block is looked at where the last
 one ended, not after pauses that grow past it, and a window one exit found paces the others
-at its limit before they meet the block that taught it.
+at its limit before they meet the block that taught it. A long block no earlier one has
+timed is looked at a quarter of its age apart, so its end is found a quarter late at most.
+
+Exits to a site start slowly (``SiteLore``): the first, the scout, opens unlimited, and the
+others wait for its verdict, a second or two at most. A site that lets it through, or
+throttles it with a ``Retry-After``, lets them loose as well; a block without one starts
+them paced below what got through the scout, one of them climbing to the site's limit while
+the others hold. The block that climb meets, told apart by the scout's burst, shows the
+window to every exit, so two exits meet a block at the opening, not all of them.
 
 ``Pacer.acquire`` hands a request the exit that can take one soonest, and waits until it
 can; a pause that begins while a request waits is honoured. Once a pace has a rate, it also
