@@ -266,3 +266,13 @@ class EmbeddingClassifier(TextClassifier):
         model = cls(EmbeddingConfig(**{**config, "classes": tuple(config["classes"])}))
         model.load_state_dict(blob["state"])
         return model
+
+
+def search_space(trial: Any, prefix: str) -> dict[str, Any]:
+    """What ``harvest tune`` searches for the embedding model's head."""
+    return {
+        "lr": trial.suggest_float(f"{prefix}lr", 1e-4, 1e-2, log=True),
+        "hidden": trial.suggest_categorical(f"{prefix}hidden", [0, 128, 256, 512]),
+        "dropout": trial.suggest_float(f"{prefix}dropout", 0.0, 0.4),
+        "batch_size": trial.suggest_categorical(f"{prefix}batch_size", [16, 32, 64]),
+    }

@@ -53,10 +53,20 @@ class LinearClassifier:
         os.replace(tmp, path)  # readers never see half a model
 
 
+def search_space(trial: Any, prefix: str) -> dict[str, Any]:
+    """What ``harvest tune`` searches for a linear model: its regularisation."""
+    return {"l2": trial.suggest_float(f"{prefix}l2", 0.05, 100.0, log=True)}
+
+
 def fit_linear(
-    kind: str, train: tuple[list[str], list[str]], classes: list[str], seed: int = 0
+    kind: str,
+    train: tuple[list[str], list[str]],
+    classes: list[str],
+    seed: int = 0,
+    c: float | None = None,
 ) -> tuple[LinearClassifier, float]:
-    """The fitted model of ``kind``, and the seconds fitting took."""
+    """The fitted model of ``kind`` (``c``: its inverse regularisation, None for its
+    default), and the seconds fitting took."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
@@ -67,14 +77,13 @@ def fit_linear(
     started = time.perf_counter()
     tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
     if kind == TFIDF:
-        pipeline = make_pipeline(
-            tfidf, LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
-        )
+        logreg = LogisticRegression(C=c or 10.0, max_iter=2000, random_state=seed)
+        pipeline = make_pipeline(tfidf, logreg)
     elif kind == TFIDF_MINILM:
         # each block unit length, then the whole: words and meaning weigh the same
         features = make_pipeline(make_union(tfidf, SentenceVectors()), Normalizer())
         # saga: on sparse n-grams beside a dense block, far faster than lbfgs, as accurate
-        logreg = LogisticRegression(C=4.0, solver="saga", max_iter=1000, random_state=seed)
+        logreg = LogisticRegression(C=c or 4.0, solver="saga", max_iter=1000, random_state=seed)
         pipeline = make_pipeline(features, logreg)
     else:
         raise InvalidInputError(f"unknown linear model {kind!r}; one of {', '.join(KINDS)}")

@@ -117,3 +117,13 @@ def load_model(path: str, device: str = "cpu") -> TextClassifier:
     from training.embedding import EmbeddingClassifier
 
     return EmbeddingClassifier.from_blob(blob).to(device)
+
+
+def search_space(trial: Any, prefix: str) -> dict[str, Any]:
+    """What ``harvest tune`` searches for the n-gram model."""
+    return {
+        "lr": trial.suggest_float(f"{prefix}lr", 0.01, 1.0, log=True),
+        "dim": trial.suggest_categorical(f"{prefix}dim", [32, 64, 128]),
+        "ngrams": trial.suggest_int(f"{prefix}ngrams", 1, 3),
+        "batch_size": trial.suggest_categorical(f"{prefix}batch_size", [16, 32, 64]),
+    }

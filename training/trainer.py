@@ -81,6 +81,7 @@ class TrainConfig:
     ngrams: int = 2
     hidden: int = 256  # embedding model's head; 0: linear
     dropout: float = 0.1
+    l2: float | None = None  # linear models' inverse regularisation C; None: each one's own
     max_length: int = 128  # tokens a text the encoder reads
     embedding_cache: str | None = None  # folder keeping frozen embeddings between runs
     baseline: bool = True  # train_and_evaluate: fit the TF-IDF baseline beside the model
@@ -296,7 +297,7 @@ def fit_linear(
     as an epoch of the torch models is."""
     from training import linear
 
-    model, seconds = linear.fit_linear(config.model, train, classes, config.seed)
+    model, seconds = linear.fit_linear(config.model, train, classes, config.seed, config.l2)
     index = {c: i for i, c in enumerate(classes)}
     y_val = [index[label] for label in validation[1]]
     probs = model.predict_proba(validation[0])

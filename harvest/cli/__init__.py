@@ -24,6 +24,7 @@ from harvest.cli import (
 )
 from harvest.cli import status as status_cmd
 from harvest.cli import train as train_cmd
+from harvest.cli import tune as tune_cmd
 from harvest.cli.group import HarvestGroup
 
 app = typer.Typer(cls=HarvestGroup, help="Crawl, curate, label and train.", no_args_is_help=True)
@@ -34,6 +35,7 @@ app.command("curate")(crawl.curate_cmd)
 app.command("status")(status_cmd.status)
 app.command("drift")(drift.drift)
 app.command("train")(train_cmd.train)
+app.command("tune")(tune_cmd.tune)
 app.command("predict")(predict.predict)
 app.command("monitor")(monitor.monitor)
 app.command("export")(dataset.export)

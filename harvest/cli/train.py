@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from harvest.cli.common import config, emit
+
+if TYPE_CHECKING:
+    from harvest.config import Config
+    from ingestion.lake import Lake
 
 
 def train(
@@ -46,7 +51,6 @@ def train(
 
     Several processes: torchrun --nproc_per_node N -m harvest.cli train ..."""
     from harvest import stages
-    from ingestion.datasets import cut_dataset, dataset_lineage
     from ingestion.lake import Lake
     from training import distributed
     from training.run import train_and_evaluate
@@ -55,8 +59,6 @@ def train(
 
     if model not in (AUTO, *MODELS):
         raise TrainError(f"unknown model {model!r}; one of {AUTO}, {', '.join(MODELS)}")
-    if version is not None and not dataset:
-        raise TrainError("--version needs --dataset: the dataset it is a version of")
     cfg = config()
     lake = Lake(cfg.lake)
     train_config = TrainConfig(
@@ -79,16 +81,7 @@ def train(
     try:
         # under torchrun, rank 0 alone cuts (one dataset version) and records the run
         distributed.init(pick_device(device).split(":")[0])
-        if version is not None:
-            name, cut = str(dataset), version
-            dataset_lineage(lake, name, cut)  # no such version: the error before any work
-        else:
-            r = stages.recipe(cfg, source)
-            name = dataset or r.name
-            made = None
-            if distributed.rank() == 0:
-                made = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
-            cut = distributed.broadcast(made.version if made else None)
+        name, cut = which_version(cfg, lake, source, dataset, version, seed)
         if distributed.rank() != 0:
             train_and_evaluate(lake, name, cut, cfg.reports, train_config)
             return
@@ -119,3 +112,27 @@ def train(
             "mlflow": result.mlflow.to_dict() if result.mlflow else None,
         }
     )
+
+
+def which_version(
+    cfg: Config, lake: Lake, source: str, dataset: str | None, version: int | None, seed: int
+) -> tuple[str, int]:
+    """The dataset version to train on: ``dataset`` at ``version`` as it is, or a new cut
+    of ``source``'s labels (by rank 0 alone under torchrun)."""
+    from harvest import stages
+    from ingestion.datasets import cut_dataset, dataset_lineage
+    from training import distributed
+    from training.trainer import TrainError
+
+    if version is not None:
+        if not dataset:
+            raise TrainError("--version needs --dataset: the dataset it is a version of")
+        dataset_lineage(lake, dataset, version)  # no such version: the error before any work
+        return dataset, version
+    r = stages.recipe(cfg, source)
+    name = dataset or r.name
+    made = None
+    if distributed.rank() == 0:
+        made = cut_dataset(lake, name, r.name, f"labels/{r.name}", r.text_field, seed=seed)
+    cut: int = distributed.broadcast(made.version if made else None)
+    return name, cut
