@@ -19,7 +19,12 @@ from training.tracking import Store
 from training.trainer import TrainConfig
 
 
-def test_auto_keeps_the_best_validation_candidate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cv_rows", [select.CV_ROWS, 0])
+def test_auto_keeps_the_best_candidate_on_what_it_chooses_by(
+    tmp_path: Path, cv_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 160 labels: cross-validated; with no room for it, the validation split decides
+    monkeypatch.setattr(select, "CV_ROWS", cv_rows)
     lake = lake_with_labels(tmp_path, 160)
     version = cut_dataset(lake, "d", "s", "labels/s", "body", seed=0)
     config = TrainConfig(epochs=4, device="cpu", progress=False)
@@ -27,17 +32,22 @@ def test_auto_keeps_the_best_validation_candidate(tmp_path: Path) -> None:
     rows = result.candidates
     assert rows is not None
     assert [r["model"] for r in rows] == [c.name for c in select.candidates("cpu")]
+    by = "5-fold cross-validation" if cv_rows else "validation"
+    assert {r["selected_by"] for r in rows} == {by}
+    for r in rows:
+        assert r["score"] == (r["cv_macro_f1"] if cv_rows else r["val_macro_f1"])
     (chosen,) = [r for r in rows if r["chosen"]]
-    best = max(r["val_macro_f1"] for r in rows)
-    # the first of the best (the cheaper on a tie), chosen on validation alone
-    assert chosen == next(r for r in rows if r["val_macro_f1"] == best)
-    assert result.model == chosen["model"] and result.best_val_macro_f1 == best
+    best = max(r["score"] for r in rows)
+    # the first of the best (the cheaper on a tie), never by the test figures
+    assert chosen == next(r for r in rows if r["score"] == best)
+    assert result.model == chosen["model"]
+    assert result.best_val_macro_f1 == chosen["val_macro_f1"]
     assert result.test["macro_f1"] == pytest.approx(chosen["test_macro_f1"])
     low, high = result.intervals["model"]["macro_f1"]
     assert low <= result.test["macro_f1"] <= high
     assert set(result.intervals) >= {"baseline", "difference"}
     baseline = next(r for r in rows if r["model"] == "tfidf-logreg")
-    assert result.best_val_macro_f1 >= baseline["val_macro_f1"]
+    assert chosen["score"] >= baseline["score"]
     # every candidate's figures are in the report
     page = (Path(result.report_dir) / "report.html").read_text()
     assert all(r["model"] in page for r in rows) and "chosen on validation" in page
