@@ -129,14 +129,6 @@ def make_profile(
     return found
 
 
-def confidence(scored: Any) -> Any:
-    """The top class probability of each scored row."""
-    from training.pyfunc import PROB
-
-    probs = scored[[c for c in scored.columns if c.startswith(PROB)]]
-    return probs.max(axis=1).to_numpy(dtype=np.float64)
-
-
 class Profiles:
     """Profiles by (model, version) for the prediction log; one that cannot be made is
     logged once and left out (its rows are logged without features)."""

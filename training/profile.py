@@ -152,13 +152,18 @@ def from_dataset(lake: Lake, dataset: str, version: int | None, scorer: Scorer) 
         )
 
     def predict(texts: list[str]) -> tuple[list[str], Any]:
-        from training.pyfunc import PROB
-
         scored = scorer.predict(texts)
-        probs = scored[[c for c in scored.columns if c.startswith(PROB)]]
-        return [str(x) for x in scored["label"]], probs.max(axis=1).to_numpy(dtype=np.float64)
+        return [str(x) for x in scored["label"]], confidence(scored)
 
     return build(train, held, predict)
+
+
+def confidence(scored: Any) -> Floats:
+    """The top class probability of each row a Scorer scored."""
+    from training.pyfunc import PROB
+
+    probs = scored[[c for c in scored.columns if c.startswith(PROB)]]
+    return np.asarray(probs.max(axis=1).to_numpy(dtype=np.float64))
 
 
 def _pick(rng: np.random.Generator, n: int) -> list[int]:

@@ -115,7 +115,7 @@ class PredictionLog:
     def _rows_of(
         self, at: datetime, model: Loaded, texts: list[str], scored: pd.DataFrame, seconds: float
     ) -> list[dict[str, Any]]:
-        from harvest.monitor import confidence
+        from training.profile import confidence
 
         keep = [i for i in range(len(texts)) if self.sample >= 1 or self.rng.random() < self.sample]
         if not keep:
