@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,11 @@ class Predictor:
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _names: list[str] = field(default_factory=list)  # models `harvest train` registered
+    # every batch scored on one thread: torch keeps a pool of worker threads for each
+    # thread that calls it, and the idle pools of a changing caller spin on the same cores
+    _scoring: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="scoring")
+    )
 
     def start(self) -> None:
         """Loads the champion of every model `harvest train` registered, then watches."""
@@ -76,6 +82,7 @@ class Predictor:
 
     def stop(self) -> None:
         self._stop.set()
+        self._scoring.shutdown(wait=False, cancel_futures=True)
         if self._watcher is not None:
             self._watcher.join(timeout=10)
 
@@ -192,7 +199,7 @@ class Predictor:
             try:
                 with self._lock:
                     model = self.models[key]  # one version for the whole batch
-                scored = await asyncio.to_thread(model.scorer.predict, texts)
+                scored = await loop.run_in_executor(self._scoring, model.scorer.predict, texts)
             except Exception as exc:
                 for item in batch:
                     if not item.done.done():
