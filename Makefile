@@ -69,9 +69,10 @@ bench-lake: setup
 bench-al: setup
 	$(PY) -m bench.al
 
-# both models and the TF-IDF baseline on AG News (../shared/datasets), on the CPU
+# the models, auto and tune against the TF-IDF baseline on AG News (../shared/datasets), on the CPU
 bench-train: setup
 	$(PY) -m bench.train
+	$(PY) -m bench.models
 
 # on a machine with a CUDA GPU: both models on AG News, GPU against CPU, under 5 minutes
 gpu-check: $(VENV)/.installed
