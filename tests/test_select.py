@@ -32,10 +32,10 @@ def test_auto_keeps_the_best_candidate_on_what_it_chooses_by(
     rows = result.candidates
     assert rows is not None
     assert [r["model"] for r in rows] == [c.name for c in select.candidates("cpu")]
-    by = "5-fold cross-validation" if cv_rows else "validation"
-    assert {r["selected_by"] for r in rows} == {by}
-    for r in rows:
-        assert r["score"] == (r["cv_macro_f1"] if cv_rows else r["val_macro_f1"])
+    by = "5-fold cross-validation" if cv_rows else "the half of validation that did not stop"
+    assert all(r["selected_by"].startswith(by) for r in rows)
+    if cv_rows:
+        assert all(r["score"] == r["cv_macro_f1"] for r in rows)
     (chosen,) = [r for r in rows if r["chosen"]]
     best = max(r["score"] for r in rows)
     # the first of the best (the cheaper on a tie), never by the test figures
