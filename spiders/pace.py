@@ -224,10 +224,13 @@ class Pace:
     @property
     def ready_at(self) -> float:
         """The earliest the next request may go: ``next_at``, or, for an exit still
-        unlimited that is not its site's scout, when the scout's verdict is due (``SiteLore``)."""
+        unlimited that is not its site's scout, past its first request, when the scout's
+        verdict is due (``SiteLore``)."""
         lore = self.lore
         if self.scout or self.interval or self.windows.caps or lore.decide(self.clock()):
             return self.next_at
+        if not self.sent:
+            return self.next_at  # one request, to show the exit works, is no burst
         return max(self.next_at, lore.created + VERDICT_WAIT)
 
     def take(self) -> None:

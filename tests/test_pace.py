@@ -596,6 +596,8 @@ def test_the_others_start_without_the_scouts_verdict_when_it_does_not_come() -> 
     pacer = Pacer(clock=clock)
     scout, other = pacer.pace("a", "site"), pacer.pace("b", "site")
     scout.take()  # never answered
+    assert other.ready_at <= clock.now  # one request each, to show the exit works
+    other.take()
     assert other.ready_at > clock.now and pacer.soonest("site", ["a", "b"])[0] == "a"
     clock.now += VERDICT_WAIT
     assert other.ready_at <= clock.now and other.rate is None
