@@ -85,7 +85,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [
             "",
             "Candidates (`--model auto` picks the best score: validation macro F1, or the "
-            "5-fold cross-validated one under 2,000 labels):",
+            "5-fold cross-validated one up to 10,000 labels):",
             "",
             "| model | score | test macro F1 | seconds |",
             "| --- | --- | --- | --- |",

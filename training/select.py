@@ -6,8 +6,8 @@ The candidates: the n-gram bag, frozen MiniLM with a head, TF-IDF + logistic reg
 labelling model's), and MiniLM fine-tuned end to end where CUDA makes that affordable.
 The winner has the highest validation macro F1, on the half of the validation rows that
 did not stop its training; the test split is scored for every candidate to report, never
-to choose. Below ``CV_ROWS`` labelled rows a validation split
-is too small to choose by (at 100 labels it holds 15 rows, and one row moves macro F1 by
+to choose. Up to ``CV_ROWS`` labelled rows a validation split is
+too small to choose by (at 100 labels it holds 15 rows, and one row moves macro F1 by
 several points), so the candidates are compared by 5-fold cross-validation over the train
 and validation rows instead; the winner is still fitted on train, as every model is.
 Each is a model the registry serves, so the model registered can never fall below the
@@ -24,7 +24,9 @@ from training.evaluate import evaluate
 from training.trainer import FitResult, TrainConfig, fit, pick_device, predict
 
 AUTO = "auto"
-CV_ROWS = 2000  # labelled rows (train and validation) under which candidates are cross-validated
+# labelled rows (train and validation) up to which candidates are cross-validated: half a
+# validation split of 5,600 rows still chose a model 0.02 macro F1 worse on AG News
+CV_ROWS = 10_000
 FOLDS = 5
 FINETUNED = "embedding-finetuned"  # the embedding model with its encoder trained too
 
