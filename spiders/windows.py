@@ -149,13 +149,18 @@ class WindowCaps:
             if passed < self.stopped[span]:
                 fit.append(span)
             elif passed == self.stopped[span]:
-                # a tie tells the window only where the next span is ruled out too: by
-                # this history, if it reaches that far, or by another exit's block
+                # a tie with what got through another exit tells the window only where
+                # the next span is ruled out too: by this history, if it reaches that far
+                # (an exit's slow start does not), or by another exit's block
                 longer = SPANS[min(SPANS.index(span) + 1, len(SPANS) - 1)]
                 stopped = min(
                     self.stopped.get(longer, math.inf), self.shared_stopped.get(longer, math.inf)
                 )
-                if longer <= max(began - covered_from, SHORTEST) or self._passed(longer) >= stopped:
+                if (
+                    self.passed.get(span, -1) == passed
+                    or longer <= max(began - covered_from, SHORTEST)
+                    or self._passed(longer) >= stopped
+                ):
                     tie.append(span)
             else:
                 ruled_out = True
