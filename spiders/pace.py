@@ -216,6 +216,7 @@ class Pace:
     _onset_rate: float = 0.0  # the rate it began at
     _adopted: dict[float, int] = field(default_factory=dict)  # the lore's window, last taken
     _adopted_at: float = 0.0
+    _observed: float | None = None  # the onset of the block last counted for the others
     last_take: float = -math.inf
 
     def __post_init__(self) -> None:
@@ -405,10 +406,12 @@ class Pace:
         # first throttle with no longer Retry-After is a long block, learned from at once
         others = [p for p in self.lore.paces if p is not self]
         lasted = now - self._onset
-        if len(others) and lasted >= self.settings.pause:
-            # what got through before it, for the other exits' blocks to be told apart by
-            self.windows.observe(self._onset)
-            self.lore.share(self.windows.passed, self.windows.stopped)
+        if others:
+            # what got through before each block a pause old (its answers are in), this
+            # exit's or another's that has not been heard from since, for the other
+            # exits' blocks to be told apart by
+            for pace in (self, *others):
+                pace._observe()
         seen = self._onset_pause <= self.settings.pause and any(
             p.long_blocks or (p.blocked_for() >= p._long_after() and p.lasted_longer(lasted))
             for p in others
@@ -422,6 +425,14 @@ class Pace:
             lasted >= self._long_after() and (not first or lasted >= 2 * self._long_after())
         ):
             self._long_block(now)
+
+    def _observe(self) -> None:
+        if self._onset is None or self._observed == self._onset:
+            return
+        if self.clock() - self._onset >= self.settings.pause:
+            self._observed = self._onset
+            self.windows.observe(self._onset)
+            self.lore.share(self.windows.passed, self.windows.stopped)
 
     def lasted_longer(self, seconds: float) -> bool:
         """Whether this exit's block began more than ``seconds`` ago."""
