@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         env = {"HARVEST_LAKE": str(folder / "lake"), "HARVEST_REPORTS": str(folder / "reports")}
         texts = labelled(Lake(env["HARVEST_LAKE"]), 300)
-        harvest(["train", "--source", "demo", "--epochs", "3"], env)
+        harvest(["train", "--source", "demo", "--epochs", "3", "--model", "ngram"], env)
         harvest(["train", "--source", "demo", "--epochs", "3", "--model", "embedding"], env)
         harvest(["model", "promote", "harvest-demo", "1"], env)
         store = Store(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -139,7 +140,15 @@ class EmbeddingCache:
         return hashlib.sha256(f"{max_length}\0{text}".encode()).hexdigest()
 
     def save(self) -> None:
-        if self.file is None or not self.vectors:
+        if self.file is None:
+            # in memory only: a serving process meets new texts for good, so the least
+            # recently met go once it holds MEMORY_VECTORS (about 150 MB of vectors)
+            for key in list(
+                itertools.islice(self.vectors, max(0, len(self.vectors) - MEMORY_VECTORS))
+            ):
+                del self.vectors[key]
+            return
+        if not self.vectors:
             return
         self.file.parent.mkdir(parents=True, exist_ok=True)
         # a name of its own: processes sharing the folder never write the same temporary file
@@ -149,6 +158,7 @@ class EmbeddingCache:
         os.replace(tmp, self.file)
 
 
+MEMORY_VECTORS = 100_000
 _PROCESS_CACHE = EmbeddingCache()
 _FILE_CACHES: dict[Path, EmbeddingCache] = {}
 _ENCODERS: dict[str, SentenceEncoder] = {}
@@ -198,10 +208,15 @@ def embed(
                 out = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
                 for i, vector in zip(chunk, out, strict=True):
                     cache.vectors[missing[i][0]] = vector
-        cache.save()
     if not texts:
         return torch.zeros((0, DIM))
-    return torch.from_numpy(np.stack([cache.vectors[k] for k in keys]).astype(np.float32))
+    found = torch.from_numpy(np.stack([cache.vectors[k] for k in keys]).astype(np.float32))
+    if cache.file is None:
+        for k in keys:  # the texts met now are the newest: the last to go
+            cache.vectors[k] = cache.vectors.pop(k)
+    if missing:
+        cache.save()  # after the lookup: an in-memory cache may let old vectors go
+    return found
 
 
 @dataclass(frozen=True)
