@@ -1,7 +1,7 @@
 """Serving benchmark: ``POST /predict`` on a real ``harvest serve`` against the same model
 called in-process, and ``harvest predict`` over a long file.
 
-``python -m bench.serve [--requests N] [--rows R]``
+``python -m bench.serve [--requests N] [--rows R] [--log-sample S]``
 
 Two models of the demo's labels are trained and registered in a temporary lake: the
 n-gram model (the champion) and the frozen MiniLM one (the challenger, ``?alias=``).
@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=640, help="HTTP requests per row")
     parser.add_argument("--rows", type=int, default=100_000, help="rows for harvest predict")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--log-sample",
+        type=float,
+        default=1.0,
+        help="serve.log_sample: the share of answers logged, drift features included",
+    )
     args = parser.parse_args(argv)
     from training import registry
     from training.tracking import Store
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "HARVEST_SOURCES": str(folder / "sources"),
             "HARVEST_API_TOKEN": token,
             "HARVEST_LABEL_STUDIO_DATA_DIR": str(folder / "ls"),
-            "HARVEST_SERVE_LOG_SAMPLE": "1.0",
+            "HARVEST_SERVE_LOG_SAMPLE": str(args.log_sample),
         }
         (folder / "sources").mkdir()
         server = subprocess.Popen(
@@ -254,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
         print(json.dumps(memory))
-    result = {"machine": machine({}), "models": rows, "predict_memory": memory}
+    result = {
+        "machine": machine({}),
+        "log_sample": args.log_sample,
+        "models": rows,
+        "predict_memory": memory,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"written to {args.out}")
