@@ -9,8 +9,8 @@ from what ``harvest train`` would register and can only improve on it on validat
 
 The study lives in SQLite beside the MLflow store (``optuna.db``), named after the
 dataset version and the model, so a search killed part way resumes where it stopped: the
-trials finished count, the trial that was running is marked failed and tried again. Each
-trial is an MLflow run nested under the search's run.
+trials finished count, and the trial that was running is marked failed and not counted.
+Each trial is an MLflow run nested under the search's run.
 """
 
 from __future__ import annotations
@@ -162,9 +162,9 @@ def tune(
 
 
 def _fail_leftovers(study: Any) -> None:
-    """Trials a killed search left running are failed, so they are run again."""
+    """Trials a killed search left running are failed, so that they count for nothing."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        log.info("trial %s was running when its search stopped: failed, to run again", t.number)
+        log.info("trial %s was running when its search stopped: failed, not counted", t.number)
