@@ -8,7 +8,9 @@ import pytest
 from training import embedding
 
 
-def test_an_in_memory_cache_lets_the_least_recent_vectors_go(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_in_memory_cache_lets_the_least_recent_vectors_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(embedding, "MEMORY_VECTORS", 3)
     cache = embedding.EmbeddingCache()
     first = embedding.embed(["one text", "two texts"], cache=cache).numpy()
