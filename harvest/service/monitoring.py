@@ -1,8 +1,8 @@
 """The service's drift watch: every ``serve.monitor_every`` seconds, ``harvest.monitor.check``
 on each model with logged predictions, under its recipe's ``monitor:`` thresholds. When a
 window drifts and the recipe's schedule says ``retrain: on_drift``, a run that pushes rows
-for labelling and retrains the model is queued (one at a time: a source already running
-is left to finish)."""
+for labelling and retrains the model is queued, once as the model turns drifted (a source
+already running is left to finish)."""
 
 from __future__ import annotations
 
@@ -56,12 +56,14 @@ class DriftWatch:
 
     def _check(self, model: str) -> list[Window]:
         from harvest import stages
-        from harvest.monitor import check, recipe_for
+        from harvest.monitor import check, recipe_for, status
         from harvest.service.runner import DRIFT
         from ingestion.errors import HarvestError
+        from ingestion.lake import Lake
         from labeling.section import ON_DRIFT
 
         recipe = recipe_for(self.config, model)
+        before = status(Lake(self.config.lake), model)
         windows = check(
             self.config,
             stages.tracking_store(self.config),
@@ -79,7 +81,9 @@ class DriftWatch:
                 extra={"model": model, "drifted": w.drifted, "window_end": w.end.isoformat()},
             )
         schedule = recipe.schedule if recipe else None
-        if drifted and schedule is not None and schedule.retrain == ON_DRIFT:
+        # once as the model turns drifted, not again for every window while it stays so
+        turned = drifted and not (before and before["drifted"])
+        if turned and schedule is not None and schedule.retrain == ON_DRIFT:
             assert recipe is not None
             try:
                 run = self.runner.trigger(recipe.name, DRIFT)
