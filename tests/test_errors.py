@@ -64,6 +64,7 @@ EXPECTED = {
     "TrackingError": (69, 503),
     "TrackingStoreError": (78, 422),
     "RegistryError": (2, 404),
+    "ProfileError": (2, 409),
     # harvest
     "ConfigError": (78, 422),
     "CrawlError": (69, 503),
@@ -72,6 +73,7 @@ EXPECTED = {
     "SourceBusyError": (75, 409),
     "StoppingError": (69, 503),
     "BodyTooLargeError": (2, 413),
+    "MonitorError": (2, 409),
 }
 
 
