@@ -488,6 +488,14 @@ def rebuild_dataset(lake: Lake, name: str, version: int | None = None) -> Rebuil
     )
 
 
+def split_rows(data: pa.Table, split: str) -> tuple[list[str], list[str]]:
+    """The texts and labels of one split of a dataset version's rows."""
+    import pyarrow.compute as pc
+
+    part = data.filter(pc.equal(data["split"], split))
+    return part["text"].to_pylist(), part["label"].to_pylist()
+
+
 def read_dataset(
     lake: Lake, name: str, version: int | None = None
 ) -> tuple[pa.Table, dict[str, Any]]:

@@ -134,18 +134,13 @@ class ProfileError(ConflictError):
 def from_dataset(lake: Lake, dataset: str, version: int | None, scorer: Scorer) -> Profile:
     """The profile of the model ``scorer`` scores with, trained on ``dataset`` at
     ``version``: its train split, and its validation split held out (else its test)."""
-    import pyarrow.compute as pc
 
-    from ingestion.datasets import read_dataset
+    from ingestion.datasets import read_dataset, split_rows
 
     data, meta = read_dataset(lake, dataset, version)
 
-    def split(name: str) -> tuple[list[str], list[str]]:
-        part = data.filter(pc.equal(data["split"], name))
-        return part["text"].to_pylist(), part["label"].to_pylist()
-
-    train = split("train")
-    held = split("validation")[0] or split("test")[0]
+    train = split_rows(data, "train")
+    held = split_rows(data, "validation")[0] or split_rows(data, "test")[0]
     if not train[0] or not held:
         raise ProfileError(
             f"dataset {dataset} v{meta['version']} has no train or held-out rows to profile"

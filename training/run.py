@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.compute as pc
 
-from ingestion.datasets import read_dataset
+from ingestion.datasets import read_dataset, split_rows
 from ingestion.lake import Lake, LakeError
 from training import distributed, select
 from training.baseline import fit_baseline
@@ -110,11 +109,7 @@ def train_and_evaluate(
     continues from. ``baseline`` and ``folds`` default to the config's."""
     data, meta = read_dataset(lake, dataset, version)
 
-    def split(name: str) -> Split:
-        part = data.filter(pc.equal(data["split"], name))
-        return part["text"].to_pylist(), part["label"].to_pylist()
-
-    train, val, test = split("train"), split("validation"), split("test")
+    train, val, test = (split_rows(data, s) for s in ("train", "validation", "test"))
     for name, part in (("train", train), ("validation", val), ("test", test)):
         if not part[0]:
             raise LakeError(

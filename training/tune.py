@@ -22,9 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.compute as pc
-
-from ingestion.datasets import read_dataset
+from ingestion.datasets import read_dataset, split_rows
 from ingestion.lake import Lake
 from training import select, tracking
 from training.trainer import TrainConfig, fit
@@ -74,11 +72,7 @@ def tune(
     data, meta = read_dataset(lake, dataset, version)
     cut = int(meta["version"])
 
-    def split(name: str) -> tuple[list[str], list[str]]:
-        part = data.filter(pc.equal(data["split"], name))
-        return part["text"].to_pylist(), part["label"].to_pylist()
-
-    train, val = split("train"), split("validation")
+    train, val = split_rows(data, "train"), split_rows(data, "validation")
     classes = sorted(set(data["label"].to_pylist()))
     searched = spaces()
     names = (
