@@ -19,6 +19,7 @@ from validation.suite import GateSpec
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from harvest.drifted import Inputs
     from ingestion.datasets import DatasetVersion
     from ingestion.export import SourceNotes
     from labeling.model import Contest, Labelled, LabelModel
@@ -224,11 +225,13 @@ def push_source(
     batch: int | None = None,
     seed: int = 0,
     reserve: float = 0.1,
+    rows: list[dict[str, Any]] | None = None,
 ) -> PushResult:
-    """Imports ``batch`` (default: every) curated rows of ``r`` that are neither tasks nor
-    labelled, chosen by ``strategy``, each with the labelling model's prediction when one
-    was trained (see ``labeling.push``); a ``reserve`` share of a chosen batch is drawn at
-    random instead, and recorded in ``reserve/<source>`` before it is imported."""
+    """Imports ``batch`` (default: every) curated rows of ``r`` (or of ``rows``) that are
+    neither tasks nor labelled, chosen by ``strategy``, each with the labelling model's
+    prediction when one was trained (see ``labeling.push``); a ``reserve`` share of a chosen
+    batch is drawn at random instead, and recorded in ``reserve/<source>`` before it is
+    imported."""
     from labeling import push
     from labeling.sync import PushResult
 
@@ -236,13 +239,16 @@ def push_source(
     lake = Lake(config.lake)
     project_id = sync.project(project_title(r.name), r.labels, r.label_type)
     table = f"curated/{r.name}"
-    if not lake.exists(table):
+    if rows is not None:
+        tasks = rows
+    elif not lake.exists(table):
         return PushResult(project_id, 0, 0)
-    rows = lake.read(table, columns=["content_sha256", "url", r.text_field])
-    tasks = [
-        {"row_id": h, "url": u, "text": t}
-        for h, u, t in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
-    ]
+    else:
+        found = lake.read(table, columns=["content_sha256", "url", r.text_field])
+        tasks = [
+            {"row_id": h, "url": u, "text": t}
+            for h, u, t in zip(*(found[c].to_pylist() for c in found.column_names), strict=True)
+        ]
     labels = f"labels/{r.name}"
     labelled = (
         lake.read(labels, columns=["row_id"])["row_id"].to_pylist() if lake.exists(labels) else []
@@ -273,6 +279,27 @@ def push_source(
         reserve=reserve,
         on_reserve=held,
     )
+
+
+def push_drifted(
+    config: Config,
+    r: Recipe,
+    model: str,
+    sync: LabelSync | None = None,
+    strategy: str | None = None,
+    batch: int | None = None,
+    seed: int = 0,
+    reserve: float = 0.1,
+) -> tuple[Inputs, PushResult]:
+    """Pushes the inputs ``model`` met in its drifted windows (see ``harvest.drifted``),
+    first made curated rows of ``r``."""
+    from harvest import drifted
+
+    lake = Lake(config.lake)
+    found = drifted.inputs(lake, model)
+    with source_lock(config, CURATE_STAGE, r.name):
+        rows = drifted.admit(lake, r, found)
+    return found, push_source(config, r, sync, strategy, batch, seed, reserve, rows)
 
 
 def train_source_model(config: Config, r: Recipe) -> LabelModel:

@@ -3,6 +3,7 @@ the training split, `harvest monitor` and the status, on a real lake and MLflow 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -10,14 +11,16 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from harvest import monitor
+from harvest import monitor, stages
 from harvest.config import Config
 from harvest.demosite.generator import generate
+from harvest.recipe import load_recipe
 from harvest.service.predict import Loaded
 from harvest.service.predictlog import PredictionLog
 from ingestion.datasets import read_dataset
 from ingestion.lake import Lake
-from tests.helpers import last_json, run_harvest
+from labeling.server import LabelStudioServer
+from tests.helpers import ROOT, last_json, run_harvest
 from tests.test_tracking import env_of, labelled_lake
 from training import pyfunc, registry
 from training.profile import Profile
@@ -76,9 +79,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Loaded]:
     return cfg, Loaded("harvest-demo", "champion", 1, scorer)
 
 
-def log_stream(cfg: Config, model: Loaded, texts: list[str], per_answer: int = 8) -> None:
+def log_stream(
+    cfg: Config, model: Loaded, texts: list[str], per_answer: int = 8, text: bool = False
+) -> None:
     """``texts`` answered in requests of ``per_answer`` and logged as the service logs."""
-    log = PredictionLog(Lake(cfg.lake), profiles=monitor.Profiles(cfg, Store(cfg.tracking)))
+    profiles = monitor.Profiles(cfg, Store(cfg.tracking))
+    log = PredictionLog(Lake(cfg.lake), text=text, profiles=profiles)
     for i in range(0, len(texts), per_answer):
         part = texts[i : i + per_answer]
         log.record(model, part, model.scorer.predict(part), 0.01)
@@ -154,3 +160,52 @@ def test_a_model_without_predictions_or_dataset_is_a_clear_error(
     done = run_harvest(["monitor", "harvest-none"], env_of(cfg), check=False)
     assert done.returncode != 0 and "no predictions of harvest-none" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_the_drifted_inputs_become_rows_of_the_source_and_tasks(
+    served: tuple[Config, Loaded], label_studio: LabelStudioServer, tmp_path: Path
+) -> None:
+    trained, model = served
+    secrets = tmp_path / "ls"
+    secrets.mkdir()
+    (secrets / ".token").write_text(label_studio.token)
+    # a lake of its own, the model from the same registry
+    cfg = Config(
+        lake=str(tmp_path / "lake"),
+        reports=str(tmp_path / "reports"),
+        tracking_uri=trained.tracking,
+        label_studio_port=label_studio.port,
+        label_studio_data_dir=str(secrets),
+    )
+    spec, store, lake = MonitorSpec(window=WINDOW), Store(cfg.tracking), Lake(cfg.lake)
+    recipe = dataclasses.replace(load_recipe("demo", str(ROOT / "sources")), name="driftdemo")
+    with pytest.raises(monitor.MonitorError, match="harvest-demo is not drifted"):
+        stages.push_drifted(cfg, recipe, "harvest-demo")
+
+    log_stream(cfg, model, shifted(WINDOW, seed=5))  # logged without the text
+    assert monitor.check(cfg, store, "harvest-demo", spec)[0].drifted
+    with pytest.raises(monitor.MonitorError, match=r"without their text: set serve\.log_text"):
+        stages.push_drifted(cfg, recipe, "harvest-demo")
+    log_stream(cfg, model, steady(WINDOW, seed=11), text=True)
+    assert monitor.check(cfg, store, "harvest-demo", spec)[0].drifted == []
+    with pytest.raises(monitor.MonitorError, match="not drifted"):
+        stages.push_drifted(cfg, recipe, "harvest-demo")
+
+    moved = shifted(2 * WINDOW, seed=6)
+    log_stream(cfg, model, moved, text=True)
+    assert all(w.drifted for w in monitor.check(cfg, store, "harvest-demo", spec))
+    found, pushed = stages.push_drifted(cfg, recipe, "harvest-demo")
+    # the whole drifted streak, and nothing of the steady window before it
+    assert found.windows == 2 and found.texts == list(dict.fromkeys(moved))
+    assert pushed.imported == len(found.texts)
+    rows = lake.read("curated/driftdemo").to_pylist()
+    assert sorted(r[recipe.text_field] for r in rows) == sorted(found.texts)
+    assert all(r["url"].startswith("live://harvest-demo/") for r in rows)
+    sync = stages.label_sync(cfg)
+    tasks = sync.task_row_ids(pushed.project_id)
+    assert set(tasks) == {r["content_sha256"] for r in rows}
+    # a second push, as after a kill between the append and the import, adds nothing twice
+    _, again = stages.push_drifted(cfg, recipe, "harvest-demo")
+    assert (again.imported, again.skipped) == (0, len(found.texts))
+    assert lake.read("curated/driftdemo").num_rows == len(rows)

@@ -1,6 +1,6 @@
 """Drift monitoring in a real `harvest serve`: a steady stream of requests leaves the model
 steady, a shifted one marks it drifted, and `retrain: on_drift` queues a run that labels
-and retrains."""
+the drifted inputs and retrains."""
 
 from __future__ import annotations
 
@@ -74,9 +74,13 @@ def test_a_shifted_stream_marks_the_model_drifted_and_queues_a_retrain(live: Liv
         time.sleep(0.5)
     (run,) = queued
     assert run["source"] == "demo"
-    # no Label Studio answers here: the push fails the run, which never crawled
+    # the service logs no text here: the push of the drifted inputs fails the run, saying
+    # why, and the run never crawled
     ended = live.wait_run(run["id"], lambda r: r["status"] in ("finished", "failed"))
+    assert ended["status"] == "failed"
     steps = (live.tmp / "reports" / "runs" / f"{ended['id']}.log").read_text()
-    assert steps.startswith("$ harvest label push demo") and "harvest crawl" not in steps
+    assert steps.startswith("$ harvest label push demo --drifted harvest-demo"), steps
+    assert "set serve.log_text = true" in steps and "harvest crawl" not in steps
+    assert "Traceback" not in steps
     page = live.get("/", headers=live.auth)
     assert page.status_code == 200 and "drifted" in page.text

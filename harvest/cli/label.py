@@ -68,6 +68,12 @@ def label_push(
         help="share of a chosen batch drawn at random instead, for evaluation: a dataset's "
         "test split comes from these rows",
     ),
+    drifted: str | None = typer.Option(
+        None,
+        metavar="MODEL",
+        help="push the inputs MODEL met in its drifted windows instead of curated rows "
+        "(they need serve.log_text); they become curated rows of SOURCE",
+    ),
 ) -> None:
     """Import curated rows of SOURCE as tasks, the most useful first, each with the labelling
     model's prediction; never the same row twice. When the batch is a choice, a --reserve
@@ -79,6 +85,10 @@ def label_push(
         raise typer.BadParameter(f"--strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     cfg = config()
     r = stages.recipe(cfg, source)
+    if drifted is not None:
+        found, result = stages.push_drifted(cfg, r, drifted, None, strategy, batch, seed, reserve)
+        emit({"source": source, **vars(result), "drifted": found.summary()})
+        return
     result = stages.push_source(cfg, r, None, strategy, batch, seed, reserve)
     emit({"source": source, **vars(result)})
 

@@ -1,8 +1,8 @@
 """The service's drift watch: every ``serve.monitor_every`` seconds, ``harvest.monitor.check``
 on each model with logged predictions, under its recipe's ``monitor:`` thresholds. When a
-window drifts and the recipe's schedule says ``retrain: on_drift``, a run that pushes rows
-for labelling and retrains the model is queued, once as the model turns drifted (a source
-already running is left to finish)."""
+window drifts and the recipe's schedule says ``retrain: on_drift``, a run that pushes the
+drifted inputs for labelling and retrains the model is queued, once as the model turns
+drifted (a source already running is left to finish)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,23 @@ class DriftWatch:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if not self.config.serve_log_text:
+            from harvest.drifted import LOG_TEXT
+            from harvest.recipe import RecipeError, list_recipes, load_recipe
+            from labeling.section import ON_DRIFT
+
+            for path in list_recipes(self.config.sources):
+                try:
+                    recipe = load_recipe(path)
+                except RecipeError:  # the scheduler says what is wrong with it
+                    continue
+                if recipe.schedule is not None and recipe.schedule.retrain == ON_DRIFT:
+                    log.warning(
+                        "%s retrains on drift, but the inputs to label are logged without "
+                        "their text: set %s",
+                        recipe.name,
+                        LOG_TEXT,
+                    )
         if self.every > 0:
             self._thread = threading.Thread(target=self._run, name="drift-watch", daemon=True)
             self._thread.start()

@@ -27,6 +27,7 @@ from ingestion.errors import UnavailableError
 from ingestion.locks import BusyError, holder
 from ingestion.runs import CRAWL_STAGE, FAILED, FINISHED, INTERRUPTED, TIMED_OUT
 from spiders.schedule import DEFAULT_TIME_LIMIT
+from training.registry import model_name
 
 log = logging.getLogger(__name__)
 DRIFT = "drift"  # the trigger of a run queued because a model's live inputs drifted
@@ -198,10 +199,11 @@ def steps(
     recipe: Recipe, source: str, progress: Path | None = None, trigger: str = "schedule"
 ) -> list[list[str]]:
     """The commands of one run of ``source``; the crawl writes its counts to ``progress``.
-    A run the drift of the source's model triggered labels and retrains, without a crawl."""
+    A run the drift of the source's model triggered labels the inputs that drifted and
+    retrains, without a crawl."""
     schedule = recipe.schedule
     if trigger == DRIFT:
-        push = ["label", "push", source]
+        push = ["label", "push", source, "--drifted", model_name(source)]
         if schedule is not None and schedule.push:
             push += ["--batch", str(schedule.push)]
         if schedule is not None and schedule.strategy:
