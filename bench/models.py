@@ -162,6 +162,9 @@ def tune_row(data: Split, picked: list[int], trials: int) -> dict[str, Any]:
             "tuned_macro_f1": round(tuned.test["macro_f1"], 4),
             "tune_seconds": round(time.perf_counter() - started, 1),
             "defaults_best_val_macro_f1": found["defaults_best_val_macro_f1"],
+            "adopted": found["adopted"],
+            "margin": found["margin"],
+            "tuned_model": tuned.model,
         }
 
 

@@ -26,6 +26,11 @@ def test_a_search_starts_from_the_defaults_resumes_and_registers_the_best(
     assert sum(out["trials"].values()) == 6  # type: ignore[union-attr]
     best, defaults = out["best"], out["defaults_best_val_macro_f1"]
     assert best["val_macro_f1"] >= defaults  # type: ignore[index,operator]
+    # the search's best is trained only when it leads the defaults beyond the noise
+    lead = best["val_macro_f1"] - defaults  # type: ignore[index,operator]
+    assert out["adopted"] is (lead > out["margin"]) and 0 < out["margin"] < 0.2  # type: ignore[operator]
+    trained_model = out["config"]["model"]  # type: ignore[index]
+    assert trained_model == (best["model"] if out["adopted"] else "auto")  # type: ignore[index]
     # the candidates' defaults were the first trials
     storage = tune.storage_url(Store(cfg.tracking), cfg.reports)
     study = optuna.load_study(study_name=str(out["study"]), storage=storage)

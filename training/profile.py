@@ -48,11 +48,16 @@ class Profile:
     reference: dict[str, Floats]  # feature -> its values on held-out rows
 
     def features(
-        self, texts: list[str], embed: int | None = None, seed: int = 0
+        self,
+        texts: list[str],
+        embed: int | None = None,
+        seed: int = 0,
+        encode: Callable[[list[str]], Floats] | None = None,
     ) -> dict[str, Floats]:
         """``text_length``, ``oov_share`` and ``centroid_distance`` of each text; with
         ``embed``, the distance of only that many texts drawn at random (NaN for the rest):
-        encoding a text costs far more than scoring it with most models."""
+        encoding a text costs far more than scoring it with most models. ``encode`` gives
+        unit-length MiniLM vectors (default: here, in this process)."""
         from training import embedding
 
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
@@ -62,9 +67,12 @@ class Profile:
         if embed is not None and embed < len(texts):
             chosen = sorted(np.random.default_rng(seed).choice(len(texts), embed, replace=False))
         if chosen:
-            # a cache of its own: the process cache would keep every live text for good
-            vectors = embedding.embed([texts[i] for i in chosen], cache=embedding.EmbeddingCache())
-            distance[chosen] = 1.0 - vectors.numpy().astype(np.float64) @ self.centroid
+            picked = [texts[i] for i in chosen]
+            if encode is not None:
+                vectors = np.asarray(encode(picked))
+            else:  # a cache of its own: the process cache would keep every live text
+                vectors = embedding.embed(picked, cache=embedding.EmbeddingCache()).numpy()
+            distance[chosen] = 1.0 - vectors.astype(np.float64) @ self.centroid
         return {"text_length": lengths, "oov_share": oov, "centroid_distance": distance}
 
     def _oov(self, text: str) -> float:

@@ -5,7 +5,11 @@ Optuna's TPE sampler proposes; a median pruner stops a trial whose validation ma
 after an epoch is below the median of earlier trials at that epoch. Each model declares
 what is searched in its own module (``search_space``); with ``--model auto`` the model is
 searched too, and every candidate's defaults are the first trials, so the search starts
-from what ``harvest train`` would register and can only improve on it on validation.
+from what ``harvest train`` would register. The best trial's configuration is trained
+and registered only when its validation macro F1 beats the defaults' best by more than
+one standard error on the validation rows: the best of twenty looks at a few hundred rows
+is flattered by its luck, and a lead within that noise does not carry to new rows. Else
+the defaults are (``harvest train``'s exact choice).
 
 The study lives in SQLite beside the MLflow store (``optuna.db``), named after the
 dataset version and the model, so a search killed part way resumes where it stopped: the
@@ -138,8 +142,19 @@ def tune(
         parent.metrics({"best_val_macro_f1": float(best.value or 0.0)})
         parent.tags({"harvest.best_params": json.dumps({"model": chosen, **params})})
     defaults = [t for t in study.trials if t.number < len(names) and t.value is not None]
-    final = replace(
-        config, model=chosen, finetune=False if chosen == "embedding" else config.finetune, **params
+    default_best = max((float(t.value) for t in defaults if t.value is not None), default=None)
+    margin = noise(default_best, len(val[0])) if default_best is not None else 0.0
+    # a lead within the validation rows' noise is as likely luck: the defaults stay
+    adopted = default_best is None or float(best.value or 0.0) - default_best > margin
+    final = (
+        replace(
+            config,
+            model=chosen,
+            finetune=False if chosen == "embedding" else config.finetune,
+            **params,
+        )
+        if adopted
+        else config
     )
     trained = tracking.train_tracked(store, lake, dataset, cut, report_root, final)
     states = [t.state.name for t in study.trials]
@@ -149,10 +164,19 @@ def tune(
         "trials": {s.lower(): states.count(s) for s in sorted(set(states))},
         "seconds": round(time.monotonic() - started, 1),
         "best": {"model": chosen, **params, "val_macro_f1": best.value, "trial": best.number},
-        "defaults_best_val_macro_f1": max((t.value for t in defaults if t.value), default=None),
+        "defaults_best_val_macro_f1": default_best,
+        "adopted": adopted,
+        "margin": round(margin, 4),
         "config": asdict(final),
         "trained": trained,
     }
+
+
+def noise(score: float, rows: int) -> float:
+    """One standard error of a score near ``score`` measured on ``rows`` rows (as for a
+    proportion): the lead a tuned configuration needs over the defaults to be adopted."""
+    p = min(max(score, 0.0), 1.0)
+    return float((p * (1 - p) / max(rows, 1)) ** 0.5)
 
 
 def _fail_leftovers(study: Any) -> None:

@@ -212,21 +212,23 @@ def create_app(service: Service) -> FastAPI:
         from training.pyfunc import PROB
 
         began = time.perf_counter()
-        name = model if model else await asyncio.to_thread(predictor.default_model)
+        # the registry is asked in a thread only until the default is known
+        name = (
+            model or predictor.known_default() or await asyncio.to_thread(predictor.default_model)
+        )
         texts = [body.text] if body.text is not None else list(body.texts or [])
         used, scored = await predictor.predict(name, alias, texts)
         predictions.record(used, texts, scored, time.perf_counter() - began)
         probs = [c for c in scored.columns if c.startswith(PROB)]
+        classes = [c[len(PROB) :] for c in probs]
+        values = scored[probs].to_numpy(dtype=float).tolist()
         return PredictResponse(
             model=used.name,
             alias=used.alias,
             version=used.version,
             predictions=[
-                Prediction(
-                    label=str(row["label"]),
-                    probabilities={c[len(PROB) :]: float(row[c]) for c in probs},
-                )
-                for _, row in scored.iterrows()
+                Prediction(label=str(label), probabilities=dict(zip(classes, row, strict=True)))
+                for label, row in zip(scored["label"].tolist(), values, strict=True)
             ],
         )
 

@@ -47,7 +47,10 @@ def bearer(token: str) -> Callable[..., None]:
     expected = token.encode()
     scheme = HTTPBearer(auto_error=False, description=f"the token in ${TOKEN_ENV}")
 
-    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)]) -> None:
+    # async: a plain function would be run in the thread pool, a hop on every request
+    async def check(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)],
+    ) -> None:
         given = credentials.credentials.encode() if credentials is not None else b""
         if not hmac.compare_digest(given, expected):
             raise HTTPException(

@@ -86,6 +86,13 @@ class Predictor:
         if self._watcher is not None:
             self._watcher.join(timeout=10)
 
+    def known_default(self) -> str | None:
+        """The default model when it is known without asking the registry."""
+        if self.default:
+            return self.default
+        names = self._names
+        return str(names[0]) if names and len(names) == 1 else None
+
     def default_model(self) -> str:
         """The model a request that names none means: ``serve.model`` when set, else the
         only one `harvest train` registered (the registry is asked once it has one, and

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from harvest.service import encoder
 from training.pyfunc import PROB
 
 if TYPE_CHECKING:
@@ -51,9 +52,10 @@ SCHEMA = pa.schema(
         ("confidence", pa.float64()),
     ]
 )
-# texts a flush encodes for their distance to the training centroid, per model version:
-# about 0.3 s of one CPU core each 2 s flush, where encoding every text of a busy n-gram
-# model would take 40 times the scoring itself and fall behind for good
+# texts a flush encodes for their distance to the training centroid, per model version
+# (in a child at the lowest priority: ``harvest.service.encoder``): about 0.3 s of one
+# core each 2 s flush, where encoding every text of a busy n-gram model would take 40
+# times the scoring itself and fall behind for good
 EMBED_PER_FLUSH = 16
 MAX_QUEUED = 100_000  # answers held while the lake lags; past it, the oldest are dropped
 
@@ -122,21 +124,25 @@ class PredictionLog:
             return []
         texts, scored = [texts[i] for i in keep], scored.iloc[keep]
         probs = [c for c in scored.columns if c.startswith(PROB)]
-        sure = confidence(scored)
+        classes = [c[len(PROB) :] for c in probs]
+        values = scored[probs].to_numpy(dtype=float)
+        sure = values.max(axis=1) if len(probs) else confidence(scored)
         return [
             {
                 "at": at,
                 "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
                 "text_length": len(text),
                 "text": text,  # dropped after the features are taken, unless kept
-                "label": str(row["label"]),
-                "probabilities": json.dumps({c[len(PROB) :]: float(row[c]) for c in probs}),
+                "label": str(label),
+                "probabilities": json.dumps(dict(zip(classes, row.tolist(), strict=True))),
                 "model_version": model.version,
                 "alias": model.alias,
                 "latency_ms": seconds * 1000,
                 "confidence": float(sure[i]),
             }
-            for i, (text, (_, row)) in enumerate(zip(texts, scored.iterrows(), strict=True))
+            for i, (text, label, row) in enumerate(
+                zip(texts, scored["label"].tolist(), values, strict=True)
+            )
         ]
 
     def _add_features(self, model: Loaded, rows: list[dict[str, Any]]) -> None:
@@ -147,7 +153,9 @@ class PredictionLog:
         if profile is not None:
             try:
                 texts = [r["text"] for r in rows]
-                found = profile.features(texts, EMBED_PER_FLUSH, self.rng.randrange(2**32))
+                found = profile.features(
+                    texts, EMBED_PER_FLUSH, self.rng.randrange(2**32), encoder.encode
+                )
             except Exception as exc:  # the rows are still logged, without features
                 log.error("drift features of %s: %s", model.name, exc)
                 found = {}
