@@ -213,9 +213,9 @@ def create_app(service: Service) -> FastAPI:
 
         began = time.perf_counter()
         # the registry is asked in a thread only until the default is known
-        name = (
-            model or predictor.known_default() or await asyncio.to_thread(predictor.default_model)
-        )
+        name = model or predictor.known_default()
+        if name is None:
+            name = await asyncio.to_thread(predictor.default_model)
         texts = [body.text] if body.text is not None else list(body.texts or [])
         used, scored = await predictor.predict(name, alias, texts)
         predictions.record(used, texts, scored, time.perf_counter() - began)

@@ -11,7 +11,7 @@
 import hmac
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -39,7 +39,7 @@ def api_token(folder: Path) -> str:
     return value
 
 
-def bearer(token: str) -> Callable[..., None]:
+def bearer(token: str) -> Callable[..., Awaitable[None]]:
     """A dependency that answers 401 unless the request carries ``Bearer <token>``; the
     OpenAPI document shows it as the routes' security scheme."""
     if not token:
