@@ -114,7 +114,12 @@ def admit(lake: Lake, recipe: Recipe, found: Inputs) -> list[dict[str, Any]]:
     table = f"curated/{recipe.name}"
     have: set[str] = set()
     if lake.exists(table):
-        have = set(lake.read(table, columns=["content_sha256"])["content_sha256"].to_pylist())
+        ids = pa.array([r["row_id"] for r in rows], pa.string())
+        with lake.readable(table):
+            present = lake.dataset(table).to_table(
+                columns=["content_sha256"], filter=pc.field("content_sha256").isin(ids)
+            )
+        have = set(present["content_sha256"].to_pylist())
     new = [r for r in rows if r["row_id"] not in have]
     if new:
         now = datetime.now(UTC)
