@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from harvest.config import Config
+from ingestion.lake import Lake
 from tests.helpers import ROOT, run_harvest
 from tests.service import Live
 from tests.test_monitor import WINDOW, shifted, steady
@@ -67,6 +68,10 @@ def test_a_shifted_stream_marks_the_model_drifted_and_queues_a_retrain(live: Liv
     second = watched(live, 2)
     assert second["status"]["drifted"] is True, second
     assert "oov_share" in second["status"]["drifted_features"]
+    # the service's own log measured every feature, the vectors encoded in its child
+    logged = Lake(live.env["HARVEST_LAKE"]).read("predictions/harvest-demo")
+    assert logged["centroid_distance"].null_count < logged.num_rows
+    assert logged["oov_share"].null_count == 0
     assert [w["drifted"] for w in second["history"]][0] == []
     deadline = time.monotonic() + 30
     while not (queued := [r for r in live.runs() if r["trigger"] == "drift"]):

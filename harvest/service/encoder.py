@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -45,7 +46,13 @@ def encode(texts: list[str]) -> Floats:
             )
             atexit.register(close)
         pool = _pool
-    return pool.submit(_encode, texts).result(timeout=DEADLINE)
+    try:
+        return pool.submit(_encode, texts).result(timeout=DEADLINE)
+    except BrokenProcessPool:  # the child died (killed, out of memory): the next call starts one
+        with _lock:
+            if _pool is pool:
+                _pool = None
+        raise
 
 
 def close() -> None:
