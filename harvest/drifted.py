@@ -86,9 +86,9 @@ def inputs(lake: Lake, model: str) -> Inputs:
             columns=[c for c in ("at", "text") if c in data.schema.names],
             filter=(at >= pa.scalar(start)) & (at <= pa.scalar(end)),
         )
-    texts = rows["text"].to_pylist() if "text" in rows.column_names else [None] * rows.num_rows
-    order = sorted(range(rows.num_rows), key=rows["at"].to_pylist().__getitem__)
-    kept = [str(texts[i]) for i in order if texts[i]]
+    rows = rows.sort_by("at")
+    texts = rows["text"].to_pylist() if "text" in rows.column_names else []
+    kept = [str(t) for t in texts if t]
     if not kept:
         raise MonitorError(
             f"the {rows.num_rows} predictions in {model}'s {windows} drifted window(s) were "

@@ -57,9 +57,7 @@ class Profile:
         """``text_length``, ``oov_share`` and ``centroid_distance`` of each text; with
         ``embed``, the distance of only that many texts drawn at random (NaN for the rest):
         encoding a text costs far more than scoring it with most models. ``encode`` gives
-        unit-length MiniLM vectors (default: here, in this process)."""
-        from training import embedding
-
+        the vectors (default: ``encode_fresh``, in this process)."""
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         oov = np.array([self._oov(t) for t in texts], dtype=np.float64)
         distance = np.full(len(texts), np.nan)
@@ -67,11 +65,7 @@ class Profile:
         if embed is not None and embed < len(texts):
             chosen = sorted(np.random.default_rng(seed).choice(len(texts), embed, replace=False))
         if chosen:
-            picked = [texts[i] for i in chosen]
-            if encode is not None:
-                vectors = np.asarray(encode(picked))
-            else:  # a cache of its own: the process cache would keep every live text
-                vectors = embedding.embed(picked, cache=embedding.EmbeddingCache()).numpy()
+            vectors = np.asarray((encode or encode_fresh)([texts[i] for i in chosen]))
             distance[chosen] = 1.0 - vectors.astype(np.float64) @ self.centroid
         return {"text_length": lengths, "oov_share": oov, "centroid_distance": distance}
 
@@ -133,6 +127,14 @@ def build(
     profile = Profile(vocabulary, centroid, *mixes, {})
     profile.reference = {**profile.features(held), "confidence": sure}
     return profile
+
+
+def encode_fresh(texts: list[str]) -> Floats:
+    """Unit-length MiniLM vectors of ``texts``, in a cache of their own: the process cache
+    would keep every live text for good."""
+    from training import embedding
+
+    return np.asarray(embedding.embed(texts, cache=embedding.EmbeddingCache()).numpy())
 
 
 class ProfileError(ConflictError):

@@ -16,9 +16,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
-
 from training.arrays import Floats
+from training.profile import encode_fresh
 
 DEADLINE = 120.0  # seconds an encoding may take, the child's start included
 _pool: ProcessPoolExecutor | None = None
@@ -27,13 +26,6 @@ _lock = threading.Lock()
 
 def _lowest_priority() -> None:
     os.nice(19)
-
-
-def _encode(texts: list[str]) -> Floats:
-    from training import embedding
-
-    # a cache of its own: the child's process cache would keep every live text
-    return np.asarray(embedding.embed(texts, cache=embedding.EmbeddingCache()).numpy())
 
 
 def encode(texts: list[str]) -> Floats:
@@ -47,7 +39,7 @@ def encode(texts: list[str]) -> Floats:
             atexit.register(close)
         pool = _pool
     try:
-        return pool.submit(_encode, texts).result(timeout=DEADLINE)
+        return pool.submit(encode_fresh, texts).result(timeout=DEADLINE)
     except BrokenProcessPool:  # the child died (killed, out of memory): the next call starts one
         with _lock:
             if _pool is pool:

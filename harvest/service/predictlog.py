@@ -126,7 +126,7 @@ class PredictionLog:
         probs = [c for c in scored.columns if c.startswith(PROB)]
         classes = [c[len(PROB) :] for c in probs]
         values = scored[probs].to_numpy(dtype=float)
-        sure = values.max(axis=1) if len(probs) else confidence(scored)
+        sure = confidence(scored)
         return [
             {
                 "at": at,
