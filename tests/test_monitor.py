@@ -87,7 +87,7 @@ def log_stream(
     log = PredictionLog(Lake(cfg.lake), text=text, profiles=profiles)
     for i in range(0, len(texts), per_answer):
         part = texts[i : i + per_answer]
-        log.record(model, part, model.scorer.predict(part), 0.01)
+        log.record(model, part, model.scorer.proba(part), 0.01)
     log.flush()
 
 

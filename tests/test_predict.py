@@ -172,8 +172,9 @@ def test_a_request_waits_for_its_batch_no_longer_than_the_deadline(
 
     cfg, classes = trained
     predictor = Predictor(Store(cfg.tracking), deadline=60.0)
-    loaded, scored = asyncio.run(predictor.predict("harvest-demo", "challenger", ["a text"]))
-    assert loaded.version == 1 and scored["label"].iloc[0] in classes
+    loaded, probs = asyncio.run(predictor.predict("harvest-demo", "challenger", ["a text"]))
+    assert loaded.version == 1 and loaded.scorer.classes[int(probs[0].argmax())] in classes
+    assert probs.shape == (1, len(classes)) and abs(float(probs.sum()) - 1) < 1e-4
     # no real model scores within a microsecond: the request ends, it does not hang
     hurried = Predictor(Store(cfg.tracking), deadline=1e-6)
     with pytest.raises(UnavailableError, match="did not score within"):
@@ -193,5 +194,5 @@ def test_a_request_naming_no_model_gets_the_configured_default(
     assert Predictor(store).default_model() == "harvest-demo"
     configured = Predictor(store, default="labeling-demo")
     name = configured.default_model()
-    loaded, scored = asyncio.run(configured.predict(name, "champion", ["The striker scored."]))
-    assert (loaded.name, loaded.version) == ("labeling-demo", 1) and len(scored) == 1
+    loaded, probs = asyncio.run(configured.predict(name, "champion", ["The striker scored."]))
+    assert (loaded.name, loaded.version) == ("labeling-demo", 1) and len(probs) == 1

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import pytest
 import requests
 
@@ -161,10 +161,11 @@ def test_answers_are_logged_to_the_lake_off_the_request_path(
 def test_the_log_keeps_the_share_asked_for_and_the_text_only_when_told(tmp_path: Path) -> None:
     from harvest.service.predict import Loaded
     from harvest.service.predictlog import PredictionLog
+    from training.pyfunc import Scorer
 
-    scored = pd.DataFrame({"label": ["a"] * 400, "prob_a": [0.9] * 400, "prob_b": [0.1] * 400})
+    scored = np.tile([0.9, 0.1], (400, 1))
     texts = [f"t{i}" for i in range(400)]
-    model = Loaded("harvest-x", "champion", 3, None)  # type: ignore[arg-type]
+    model = Loaded("harvest-x", "champion", 3, Scorer(["a", "b"], lambda t: scored[: len(t)]))
     for sample, keep_text in ((0.25, True), (1.0, False)):
         lake = Lake(str(tmp_path / f"lake-{sample}"))
         log = PredictionLog(lake, sample, keep_text, rng=random.Random(7))
@@ -174,5 +175,6 @@ def test_the_log_keeps_the_share_asked_for_and_the_text_only_when_told(tmp_path:
         rows = lake.read("predictions/harvest-x").to_pylist()
         assert abs(len(rows) - 400 * sample) <= 40 * sample + 5
         assert all((r["text"] is not None) == keep_text for r in rows)
+        assert {(r["label"], r["confidence"]) for r in rows} == {("a", 0.9)}
     with pytest.raises(Exception, match="log_sample"):
         PredictionLog(Lake(str(tmp_path / "l")), 1.5)

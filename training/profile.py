@@ -168,7 +168,12 @@ def confidence(scored: Any) -> Floats:
     from training.pyfunc import PROB
 
     probs = scored[[c for c in scored.columns if c.startswith(PROB)]]
-    return np.asarray(probs.max(axis=1).to_numpy(dtype=np.float64))
+    return top_probability(probs.to_numpy(dtype=np.float64))
+
+
+def top_probability(probs: Floats) -> Floats:
+    """The confidence of each row of (rows, classes) probabilities."""
+    return np.asarray(np.asarray(probs, dtype=np.float64).max(axis=1))
 
 
 def _pick(rng: np.random.Generator, n: int) -> list[int]:

@@ -27,7 +27,7 @@ from training import pyfunc, registry
 from training.tracking import Store
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from training.arrays import Floats
 
 log = logging.getLogger(__name__)
 MODEL_PREFIX = registry.model_name("")  # models `harvest train` registers, one a dataset
@@ -44,7 +44,7 @@ class Loaded:
 @dataclass
 class _Pending:
     texts: list[str]
-    done: asyncio.Future[tuple[Loaded, pd.DataFrame]]
+    done: asyncio.Future[tuple[Loaded, Floats]]
 
 
 @dataclass
@@ -159,8 +159,9 @@ class Predictor:
                 except Exception as exc:  # the old version keeps serving
                     log.error("cannot refresh %s@%s: %s", name, alias, exc)
 
-    async def predict(self, name: str, alias: str, texts: list[str]) -> tuple[Loaded, pd.DataFrame]:
-        """Scores ``texts`` with ``name@alias`` in the next micro-batch."""
+    async def predict(self, name: str, alias: str, texts: list[str]) -> tuple[Loaded, Floats]:
+        """Scores ``texts`` with ``name@alias`` in the next micro-batch: the model that
+        scored them, and their (texts, classes) probabilities in ``scorer.classes`` order."""
         key = (name, alias)
         if key not in self.models:  # loaded here; a missing model fails this request
             await asyncio.to_thread(self.get, name, alias)
@@ -168,7 +169,7 @@ class Predictor:
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
             asyncio.get_running_loop().create_task(self._batches(key, queue))
-        done: asyncio.Future[tuple[Loaded, pd.DataFrame]] = asyncio.Future()
+        done: asyncio.Future[tuple[Loaded, Floats]] = asyncio.Future()
         await queue.put(_Pending(texts, done))
         try:
             return await asyncio.wait_for(done, self.deadline)
@@ -206,7 +207,9 @@ class Predictor:
             try:
                 with self._lock:
                     model = self.models[key]  # one version for the whole batch
-                scored = await loop.run_in_executor(self._scoring, model.scorer.predict, texts)
+                # probabilities, not the Scorer's DataFrame: a frame and its slices would
+                # cost a lone n-gram request more than scoring it
+                scored = await loop.run_in_executor(self._scoring, model.scorer.proba, texts)
             except Exception as exc:
                 for item in batch:
                     if not item.done.done():
@@ -214,7 +217,7 @@ class Predictor:
                 continue
             start = 0
             for item in batch:
-                part = scored.iloc[start : start + len(item.texts)].reset_index(drop=True)
+                part = scored[start : start + len(item.texts)]
                 start += len(item.texts)
                 if not item.done.done():
                     item.done.set_result((model, part))

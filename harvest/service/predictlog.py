@@ -26,14 +26,12 @@ import numpy as np
 import pyarrow as pa
 
 from harvest.service import encoder
-from training.pyfunc import PROB
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from harvest.monitor import Profiles
     from harvest.service.predict import Loaded
     from ingestion.lake import Lake
+    from training.arrays import Floats
 
 log = logging.getLogger(__name__)
 SCHEMA = pa.schema(
@@ -77,9 +75,7 @@ class PredictionLog:
     profiles: Profiles | None = None
     rng: random.Random = field(default_factory=random.Random)
     dropped: int = 0
-    _answers: list[tuple[datetime, Loaded, list[str], pd.DataFrame, float]] = field(
-        default_factory=list
-    )
+    _answers: list[tuple[datetime, Loaded, list[str], Floats, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -104,45 +100,43 @@ class PredictionLog:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def record(self, model: Loaded, texts: list[str], scored: pd.DataFrame, seconds: float) -> None:
-        """Queues an answer; the writer thread turns it into rows (hashing included)."""
+    def record(self, model: Loaded, texts: list[str], probs: Floats, seconds: float) -> None:
+        """Queues an answer, ``texts`` and their (texts, classes) probabilities in
+        ``model.scorer.classes`` order; the writer thread turns it into rows."""
         if self.sample <= 0:
             return
         with self._lock:
-            self._answers.append((datetime.now(UTC), model, texts, scored, seconds))
+            self._answers.append((datetime.now(UTC), model, texts, probs, seconds))
             full = len(self._answers) >= self.flush_rows
         if full:
             self._wake.set()
 
     def _rows_of(
-        self, at: datetime, model: Loaded, texts: list[str], scored: pd.DataFrame, seconds: float
+        self, at: datetime, model: Loaded, texts: list[str], probs: Floats, seconds: float
     ) -> list[dict[str, Any]]:
-        from training.profile import confidence
+        from training.profile import top_probability
 
         keep = [i for i in range(len(texts)) if self.sample >= 1 or self.rng.random() < self.sample]
         if not keep:
             return []
-        texts, scored = [texts[i] for i in keep], scored.iloc[keep]
-        probs = [c for c in scored.columns if c.startswith(PROB)]
-        classes = [c[len(PROB) :] for c in probs]
-        values = scored[probs].to_numpy(dtype=float)
-        sure = confidence(scored)
+        classes = model.scorer.classes
+        values = np.asarray(probs, dtype=np.float64)[keep]
+        top = values.argmax(1).tolist()
+        sure = top_probability(values).tolist()
         return [
             {
                 "at": at,
-                "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
-                "text_length": len(text),
-                "text": text,  # dropped after the features are taken, unless kept
-                "label": str(label),
-                "probabilities": json.dumps(dict(zip(classes, row.tolist(), strict=True))),
+                "text_sha256": hashlib.sha256(texts[i].encode()).hexdigest(),
+                "text_length": len(texts[i]),
+                "text": texts[i],  # dropped after the features are taken, unless kept
+                "label": str(classes[k]),
+                "probabilities": json.dumps(dict(zip(classes, row, strict=True))),
                 "model_version": model.version,
                 "alias": model.alias,
                 "latency_ms": seconds * 1000,
-                "confidence": float(sure[i]),
+                "confidence": c,
             }
-            for i, (text, label, row) in enumerate(
-                zip(texts, scored["label"].tolist(), values, strict=True)
-            )
+            for i, k, c, row in zip(keep, top, sure, values.tolist(), strict=True)
         ]
 
     def _add_features(self, model: Loaded, rows: list[dict[str, Any]]) -> None:
@@ -183,8 +177,8 @@ class PredictionLog:
             self.dropped += len(answers) - MAX_QUEUED
             answers = answers[-MAX_QUEUED:]
         by_version: dict[tuple[str, int], tuple[Loaded, list[dict[str, Any]]]] = {}
-        for at, model, texts, scored, seconds in answers:
-            rows = self._rows_of(at, model, texts, scored, seconds)
+        for at, model, texts, probs, seconds in answers:
+            rows = self._rows_of(at, model, texts, probs, seconds)
             by_version.setdefault((model.name, model.version), (model, []))[1].extend(rows)
         taken: dict[str, list[dict[str, Any]]] = {}
         for model, rows in by_version.values():
