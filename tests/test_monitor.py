@@ -209,3 +209,25 @@ def test_the_drifted_inputs_become_rows_of_the_source_and_tasks(
     _, again = stages.push_drifted(cfg, recipe, "harvest-demo")
     assert (again.imported, again.skipped) == (0, len(found.texts))
     assert lake.read("curated/driftdemo").num_rows == len(rows)
+
+
+def test_the_log_takes_the_vectors_scoring_computed_and_encodes_only_the_rest() -> None:
+    from harvest.service import encoder
+    from training import embedding
+    from training.profile import encode_fresh
+
+    tag = random.randrange(10**9)  # texts no earlier test embedded in this process
+    scored = [f"The striker scored twice ({tag} {i})." for i in range(3)]
+    unseen = [f"Stocks rallied on Wall Street ({tag} {i})." for i in range(2)]
+    embedding.embed(scored)  # what a MiniLM-based model does as it scores, in this process
+    encoder.close()
+    assert np.allclose(encoder.encode(scored), encode_fresh(scored), atol=1e-5)
+    assert encoder._pool is None  # every vector was known: no child started
+    mixed = [unseen[0], scored[1], unseen[1], scored[0]]
+    try:
+        got = encoder.encode(mixed)
+        assert encoder._pool is not None  # the unseen ones were encoded in the child
+    finally:
+        encoder.close()
+    assert got.shape == (4, embedding.DIM)
+    assert np.allclose(got, encode_fresh(mixed), atol=1e-5)  # in the order asked

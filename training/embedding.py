@@ -219,6 +219,12 @@ def embed(
     return found
 
 
+def already_embedded(texts: list[str], max_length: int = 128) -> list[Floats | None]:
+    """The vectors this process has already computed for ``texts`` (None where it has not),
+    without computing any."""
+    return [_PROCESS_CACHE.vectors.get(EmbeddingCache.key(t, max_length)) for t in texts]
+
+
 @dataclass(frozen=True)
 class EmbeddingConfig:
     classes: tuple[str, ...]
