@@ -196,3 +196,18 @@ def test_a_request_naming_no_model_gets_the_configured_default(
     name = configured.default_model()
     loaded, probs = asyncio.run(configured.predict(name, "champion", ["The striker scored."]))
     assert (loaded.name, loaded.version) == ("labeling-demo", 1) and len(probs) == 1
+
+
+def test_the_stores_stamp_holds_through_reads_and_moves_with_a_promote(
+    trained: tuple[Config, list[str]],
+) -> None:
+    cfg, _ = trained
+    store = Store(cfg.tracking)
+    before = store.stamp()
+    assert before is not None
+    registry.list_models(store)
+    registry.by_alias(store, "harvest-demo", "challenger")
+    assert store.stamp() == before  # reading asks nothing of the watcher
+    registry.promote(store, "harvest-demo", 1, "stamped")
+    assert store.stamp() != before  # a moved alias is seen at the next look
+    assert Store("http://127.0.0.1:9/").stamp() is None  # no file: always asked

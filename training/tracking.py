@@ -126,6 +126,26 @@ class Store:
         path = sqlite_path(self.uri)
         return path is None or path.exists()
 
+    def stamp(self) -> tuple[int, ...] | None:
+        """What changes whenever a SQLite store is written (its file's and its journal's
+        times and sizes), so a watcher can skip the queries while it stays the same; None
+        where there is no such file to look at (a tracking server, another database)."""
+        path = sqlite_path(self.uri)
+        if path is None:
+            return None
+        found: list[int] = []
+        for file in (
+            path,
+            path.with_name(path.name + "-wal"),
+            path.with_name(path.name + "-journal"),
+        ):
+            try:
+                st = file.stat()
+                found += [st.st_mtime_ns, st.st_size, st.st_ino]
+            except FileNotFoundError:
+                found += [0, 0, 0]
+        return tuple(found)
+
     @property
     def client(self) -> MlflowClient:
         if self._client is None:

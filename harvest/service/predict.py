@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -54,6 +55,7 @@ class Predictor:
     window: float = 0.005  # seconds a batch waits for more requests after its first
     max_rows: int = 512  # texts scored at once, at most
     poll: float = 2.0  # seconds between looks at the registry's aliases
+    recheck: float = 60.0  # seconds at most between queries of an unchanged SQLite store
     deadline: float = 60.0  # seconds a request may wait for its batch to be scored
     default: str = ""  # the model a request that names none means (serve.model)
     models: dict[tuple[str, str], Loaded] = field(default_factory=dict)
@@ -142,7 +144,16 @@ class Predictor:
         return Loaded(name, alias, int(mv.version), scorer)
 
     def _watch(self) -> None:
+        # the registry's queries take the GIL for tens of milliseconds, which a MiniLM
+        # forward pass on the scoring thread waits out between its ops: a SQLite store is
+        # asked only when its files changed, and at least every ``recheck`` seconds
+        seen: tuple[int, ...] | None = None  # the first look always asks
+        asked = time.monotonic()
         while not self._stop.wait(self.poll):
+            now = self.store.stamp()
+            if now is not None and now == seen and time.monotonic() - asked < self.recheck:
+                continue
+            seen, asked = now, time.monotonic()
             try:
                 self._registered()
             except Exception as exc:
