@@ -23,7 +23,7 @@ timed is looked at a third of its age apart, so its end is found a third late at
 
 Exits to a site start slowly (``SiteLore``): the first, the scout, opens unlimited, and the
 others go at what it has shown gets through until its verdict, a second or two at most: a
-few requests each at once, then one for every few that got through the scout. A site
+few requests each at once, then at what got through the scout spread over a few seconds. A site
 that lets it through, or throttles it with a ``Retry-After``, lets them loose as well; a
 block without one starts them paced below what got through the scout (what they sent
 before it counted in), one of them climbing to the site's limit while the others hold. The
@@ -63,11 +63,10 @@ LATENCY_SETTLED = 10  # answers before the smoothed latency is a baseline
 # the slow start of the exits to a site after its first (``SiteLore``)
 VERDICT_OKS = 50  # answers got through the scout, none throttled: every exit goes loose
 VERDICT_WAIT = 2.0  # seconds the others wait for the first exit's verdict, at the most
-# before the verdict, each other exit may send this many requests (to show it works, and to
-# have work at once: no burst any site limits), and one more for every so many answers that
-# got through the scout: a count the scout has shown gets through, a share of it
+# before the verdict, each other exit may send this many requests at once (to show it works,
+# and to have work from the start: no burst any site limits), then go at the scout's
+# answers got through spread over ``HINT_SPAN``
 EARLY = 3
-EARLY_SHARE = 1 / 4
 HINT_SPAN = 4.0  # seconds the count the first exit got through before a block is spread over
 EXPLORE = 0.5  # share of its rate the exploring exit gains a second
 STALE = 3.0  # seconds without a request before an exploring exit is replaced
@@ -118,9 +117,10 @@ class SiteLore:
 
     The exits to a site start slowly. The first (the scout) goes unlimited; the others go
     at what it has shown gets through until its verdict, at most ``VERDICT_WAIT`` seconds:
-    ``EARLY`` requests each, and ``EARLY_SHARE`` of the scout's answers that got through,
-    so that each has work from the start, whatever the site, but none sends a burst the
-    scout has not shown to get through. ``VERDICT_OKS`` answers got through the scout with
+    ``EARLY`` requests each at once, then the scout's answers that got through spread over
+    ``HINT_SPAN`` seconds (the pace a block of the scout would start them at), so that each
+    has work from the start, whatever the site, but none sends a burst the scout has not
+    shown to get through. ``VERDICT_OKS`` answers got through the scout with
     no throttle, or a throttle with a ``Retry-After`` (a pause costs little), lets every
     exit loose, as the scout. A block with no ``Retry-After`` does not: the others start
     paced, the scout's count before it spread over ``HINT_SPAN`` seconds, as if what they
@@ -175,10 +175,6 @@ class SiteLore:
             default=now,
         )
         pace.next_at = max(pace.next_at, now, at)
-
-    def allowance(self) -> int:
-        """Requests each exit but the scout may have sent before the verdict."""
-        return EARLY + int(self.oks * EARLY_SHARE)
 
     def pending(self, now: float) -> bool:
         """Whether the scout's verdict is still awaited by other exits."""
@@ -258,9 +254,11 @@ class Pace:
         lore = self.lore
         if self.scout or self.interval or self.windows.caps or lore.decide(self.clock()):
             return self.next_at
-        if self.sent < lore.allowance():
+        if self.sent < EARLY:
             return self.next_at
-        return max(self.next_at, lore.created + VERDICT_WAIT)
+        # at the pace a block of the scout now would start it at, never faster
+        shown = self.last_take + HINT_SPAN / lore.oks if lore.oks else math.inf
+        return max(self.next_at, min(shown, lore.created + VERDICT_WAIT))
 
     @property
     def spaced(self) -> bool:

@@ -146,9 +146,12 @@ class WindowCaps:
             passed = self._passed(span)
             if span > max(began - covered_from, SHORTEST) or passed < 0:
                 continue
-            if passed < self.stopped[span]:
+            # nor one that another exit was blocked at with no more before it than got
+            # through: each client is limited alike
+            least = min(self.stopped[span], self.shared_stopped.get(span, math.inf))
+            if passed < least:
                 fit.append(span)
-            elif passed == self.stopped[span]:
+            elif passed == least:
                 # a tie with what got through another exit tells the window only where
                 # the next span is ruled out too: by this history, if it reaches that far
                 # (an exit's slow start does not), or by another exit's block

@@ -15,7 +15,7 @@ import pytest
 from spiders.pace import EARLY, HINT_SPAN, STALE, VERDICT_WAIT, Pace, Pacer, PaceSettings
 
 # the seed of each test's draw of a site: fixed, so that a run here is a run in CI. Drawn
-# afresh, the four-exit window test fails on about 6% of draws (17 of 300), the
+# afresh, the four-exit window test fails on about 2% of draws (7 of 300), the
 # single-exit one on about 1%: a defect of the pacing, written down in bench/README.md
 DRAWS = 7919
 
@@ -569,7 +569,9 @@ def test_a_slow_start_leaves_the_block_to_two_exits_of_four(draw: int) -> None:
     """Four exits open on a site of N per W, blocked for B past it, all drawn at random,
     with the time requests take to reach the site: the first exit's opening burst meets
     the block, and one more exit, the one that climbs to the site's limit; the other two
-    start paced below it and take the window that block shows without meeting one."""
+    start paced below it and take the window that block shows without meeting one. The
+    window is the site's: a longer span the climb fits as well is ruled out by the first
+    exit's block, which came with fewer before it in that span."""
     seed = DRAWS * (draw + 1)
     rng = random.Random(seed)
     # windows the climb from the slow start reaches the limit of in about a window's span:
@@ -590,9 +592,13 @@ def test_a_slow_start_leaves_the_block_to_two_exits_of_four(draw: int) -> None:
     # window's very limit can block an exit)
     opening = [name for name in exits if any(t < known for t in sites[name].began)]
     assert "a" in opening and len(opening) <= 2, (about, {n: sites[n].began for n in exits})
+    figures = pacer.figures()
     for name in exits:  # every exit paced by a window learned, its own or another's
         caps = pacer.pace(name, "site").windows.caps
         assert caps and all(cap.exact for cap in caps.values()), (about, name, caps)
+        # the site's own: no longer span that fits the climb as well, held lower
+        span, count = figures[name]["window"]["site"]
+        assert span == window and limit - 1 <= count <= limit, (about, name, caps)
 
 
 def test_the_others_start_without_the_scouts_verdict_when_it_does_not_come() -> None:
@@ -733,4 +739,4 @@ def test_a_site_with_no_limit_keeps_every_exit_busy_from_the_start(draw: int) ->
     for name, times in sends.items():
         # the first listing's answer, then a second at most
         assert sum(t < start + latency[1] + 1.0 for t in times) >= 3, (about, name, counts)
-        assert len(times) >= total / 8, (about, name, counts)
+        assert len(times) >= total / 10, (about, name, counts)
