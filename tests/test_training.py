@@ -215,15 +215,19 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def test_train_command_stops_and_resumes(tmp_path: Path) -> None:
     lake_with_labels(tmp_path, 120, source="demo")
     env = cli_env(tmp_path)
-    args = ["train", "--model", "ngram", "--device", "cpu", "--epochs", "3", "--patience", "0"]
+    args = ["train", "--source", "demo", "--model", "ngram", "--device", "cpu", "--epochs", "3"]
+    args += ["--patience", "0"]
     first = last_json(run_harvest([*args, "--stop-after", "1"], env).stdout)
     assert first["epochs_run"] == 1
     resumed = last_json(run_harvest([*args, "--resume"], env).stdout)
     assert resumed["epochs_run"] == 3 and resumed["dataset_version"] == first["dataset_version"]
     summary = json.loads((Path(str(resumed["report_dir"])) / "metrics.json").read_text())
     assert summary["resumed_from"] == 1
-    bad = run_harvest([*args, "--model", "bogus"], env, check=False)
-    assert bad.returncode == 2 and "error: unknown model 'bogus'" in bad.stderr
+    wide = {**env, "COLUMNS": "300"}  # the usage error box on one line
+    bad = run_harvest([*args, "--model", "bogus"], wide, check=False)
+    assert bad.returncode == 2 and "'bogus' is not one of 'auto', 'ngram'" in bad.stderr
+    unnamed = run_harvest(["train", "--epochs", "1"], wide, check=False)
+    assert unnamed.returncode == 2 and "name the source to cut a version from" in unnamed.stderr
 
 
 def test_torchrun_two_processes_one_result(tmp_path: Path) -> None:

@@ -217,9 +217,10 @@ def test_lake_and_dataset_commands(lake_env: dict[str, str], tmp_path: Path) -> 
     add_curated(lake, 50, 70)
     cut_dataset(lake, "d", "s", "labels/s", "body")
 
-    shown = run_harvest(["lake", "history", "raw/s"], {**lake_env, "COLUMNS": "200"}).stdout
+    argv = ["lake", "history", "raw/s", "--table"]
+    shown = run_harvest(argv, {**lake_env, "COLUMNS": "200"}).stdout
     assert "crawl id" in shown and "crawl-7" in shown and "WRITE append" in shown
-    listed = json.loads(run_harvest(["lake", "history", "datasets/d", "--json"], lake_env).stdout)
+    listed = json.loads(run_harvest(["lake", "history", "datasets/d"], lake_env).stdout)
     assert [c["version"] for c in listed] == [1, 0]
     assert listed[1]["lineage"]["tables"] == {"curated/s": 0, "labels/s": 0}
     assert listed[1]["rows_added"] == 50

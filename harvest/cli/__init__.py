@@ -28,6 +28,28 @@ from harvest.cli import tune as tune_cmd
 from harvest.cli.group import HarvestGroup
 
 app = typer.Typer(cls=HarvestGroup, help="Crawl, curate, label and train.", no_args_is_help=True)
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"harvest {version('harvest')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            print("harvest (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Crawl, curate, label and train."""
+
+
 # in the order `harvest --help` lists them
 app.command("demo-site")(demo.demo_site)
 app.command("crawl")(crawl.crawl)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
+from harvest.cli.choices import ExportFormat
 from harvest.cli.common import config, emit
 from ingestion.errors import CheckFailedError
 
-app = typer.Typer(help="Dataset versions.", no_args_is_help=True)
+app = typer.Typer(help="Dataset versions: create, rebuild.", no_args_is_help=True)
 
 
 @app.command("create")
@@ -84,7 +85,7 @@ def export(
     dataset: str,
     out: Path = typer.Option(..., help="folder to write the files, card and manifest into"),
     version: int | None = typer.Option(None, help="dataset version (default: latest)"),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
+    fmt: ExportFormat = typer.Option("parquet", "--format"),
     shards: int | None = typer.Option(
         None, min=1, help="K files per split under data/ (default: one file per split)"
     ),

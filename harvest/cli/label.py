@@ -9,9 +9,13 @@ from pathlib import Path
 
 import typer
 
+from harvest.cli.choices import Strategy
 from harvest.cli.common import config, emit, err
 
-app = typer.Typer(help="Label Studio: serve, push, pull, simulate.", no_args_is_help=True)
+app = typer.Typer(
+    help="Label Studio: serve, stop, push, retrain, pull, webhook, simulate, report.",
+    no_args_is_help=True,
+)
 
 
 @app.command("serve")
@@ -52,10 +56,8 @@ def label_stop() -> None:
 @app.command("push")
 def label_push(
     source: str,
-    strategy: str | None = typer.Option(
-        None,
-        help="random, least_confidence, margin, entropy, kcenter, hybrid or coldstart "
-        "(default: least_confidence with a labelling model, coldstart without)",
+    strategy: Strategy | None = typer.Option(
+        None, help="default: least_confidence with a labelling model, coldstart without"
     ),
     batch: int | None = typer.Option(
         None, min=0, help="import this many rows (default: every row not yet a task)"
@@ -79,10 +81,7 @@ def label_push(
     model's prediction; never the same row twice. When the batch is a choice, a --reserve
     share is drawn at random and marked purpose: evaluation."""
     from harvest import stages
-    from labeling.strategies import STRATEGIES
 
-    if strategy is not None and strategy not in STRATEGIES:
-        raise typer.BadParameter(f"--strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     cfg = config()
     r = stages.recipe(cfg, source)
     if drifted is not None:
@@ -160,7 +159,7 @@ def label_webhook(
 def label_simulate(
     truth: Path = typer.Option(..., help="ground truth JSON from `harvest demo-site --truth`"),
     n: int | None = typer.Option(None, "-n", help="how many tasks to label (default: all)"),
-    source: str = typer.Option("demo"),
+    source: str = typer.Option(..., help="the source whose project is labelled"),
 ) -> None:
     """A simulated annotator: label N tasks through the API from the ground truth."""
     from harvest import stages

@@ -16,16 +16,17 @@ app = typer.Typer(help="Lake tables: history, compact, vacuum, check.", no_args_
 def lake_history(
     table: str = typer.Argument(..., help="e.g. raw/demo, curated/demo, datasets/demo, runs"),
     limit: int | None = typer.Option(None, min=1, help="only the newest N versions"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    as_table: bool = typer.Option(False, "--table", help="a table for people, not JSON"),
 ) -> None:
-    """List the versions of TABLE: time, operation, rows added, crawl id, lineage."""
+    """List the versions of TABLE as JSON, as every command prints: time, operation, rows
+    added, crawl id, lineage."""
     from rich.table import Table
 
     from ingestion.lake import Lake
     from ingestion.versions import history
 
     commits = history(Lake(config().lake), table, limit)
-    if as_json:
+    if not as_table:
         print(json.dumps([c.as_json() for c in commits], default=str))
         return
     out = Table(title=table, title_justify="left")

@@ -9,7 +9,10 @@ import typer
 from harvest.cli.common import config, emit, err
 from harvest.cli.group import report
 
-app = typer.Typer(help="Recipes: their schema, and a check of every problem in them.")
+app = typer.Typer(
+    help="Recipes: schema (their JSON Schema), check (every problem in them).",
+    no_args_is_help=True,
+)
 
 
 @app.command("schema")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from harvest.cli.choices import Model, Schedule
 from harvest.cli.common import config, emit
 
 if TYPE_CHECKING:
@@ -15,12 +16,14 @@ if TYPE_CHECKING:
 
 
 def train(
-    source: str = typer.Option("demo", help="curated and labels tables to cut a version from"),
+    source: str | None = typer.Option(
+        None, help="the source whose curated and labels tables a version is cut from"
+    ),
     dataset: str | None = typer.Option(None, help="dataset name (default: the source)"),
     version: int | None = typer.Option(
         None, help="train on this version of --dataset as it is, cutting none"
     ),
-    model: str = typer.Option(
+    model: Model = typer.Option(
         "auto",
         help="auto (every candidate, the best on validation), ngram (hashed n-gram bag), "
         "embedding (all-MiniLM-L6-v2 and a head), tfidf-logreg or tfidf-minilm-logreg",
@@ -31,7 +34,7 @@ def train(
     batch_size: int = typer.Option(32),
     lr: float | None = typer.Option(None, help="peak learning rate (default: the model's)"),
     patience: int = typer.Option(5, help="epochs without a better validation macro F1; 0: off"),
-    schedule: str = typer.Option("linear", help="after warmup: linear, cosine or constant"),
+    schedule: Schedule = typer.Option("linear", help="the learning rate after warmup"),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="mixed precision on CUDA"),
     finetune: bool | None = typer.Option(
         None,
@@ -54,11 +57,8 @@ def train(
     from ingestion.lake import Lake
     from training import distributed
     from training.run import train_and_evaluate
-    from training.select import AUTO
-    from training.trainer import MODELS, TrainConfig, TrainError, pick_device
+    from training.trainer import TrainConfig, pick_device
 
-    if model not in (AUTO, *MODELS):
-        raise TrainError(f"unknown model {model!r}; one of {AUTO}, {', '.join(MODELS)}")
     cfg = config()
     lake = Lake(cfg.lake)
     train_config = TrainConfig(
@@ -115,7 +115,7 @@ def train(
 
 
 def which_version(
-    cfg: Config, lake: Lake, source: str, dataset: str | None, version: int | None, seed: int
+    cfg: Config, lake: Lake, source: str | None, dataset: str | None, version: int | None, seed: int
 ) -> tuple[str, int]:
     """The dataset version to train on: ``dataset`` at ``version`` as it is, or a new cut
     of ``source``'s labels (by rank 0 alone under torchrun)."""
@@ -129,6 +129,12 @@ def which_version(
             raise TrainError("--version needs --dataset: the dataset it is a version of")
         dataset_lineage(lake, dataset, version)  # no such version: the error before any work
         return dataset, version
+    if source is None:
+        raise typer.BadParameter(
+            "name the source to cut a version from (--source SOURCE), or a version to train "
+            "on as it is (--dataset NAME --version V)",
+            param_hint="--source",
+        )
     r = stages.recipe(cfg, source)
     name = dataset or r.name
     made = None

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import typer
 
+from harvest.cli.choices import Model
 from harvest.cli.common import config, emit
 
 
 def tune(
-    source: str = typer.Option("demo", help="curated and labels tables to cut a version from"),
+    source: str | None = typer.Option(
+        None, help="the source whose curated and labels tables a version is cut from"
+    ),
     dataset: str | None = typer.Option(None, help="dataset name (default: the source)"),
     version: int | None = typer.Option(
         None, help="search on this version of --dataset as it is, cutting none"
     ),
-    model: str = typer.Option(
+    model: Model = typer.Option(
         "auto", help="the model searched; auto searches the model among the candidates too"
     ),
     trials: int = typer.Option(20, min=1, help="trials in the study, counting earlier runs'"),
