@@ -1,5 +1,11 @@
 """Configuration: ``harvest.toml`` (every key optional), then ``HARVEST_*`` environment variables.
 
+The file is the one ``--config`` or ``HARVEST_CONFIG`` names, else the first
+``harvest.toml`` found walking up from the current folder, as Scrapy finds ``scrapy.cfg``.
+Relative paths in force under a file (its own and the defaults) are taken from the file's
+folder, so a command run from anywhere below it means the same lake; paths from the
+environment are taken as they are.
+
 Secrets (the Label Studio token and password, the webhook secret) come from the environment
 only; when unset, one is generated on first use and kept, readable by the owner alone, in the
 data folder.
@@ -105,16 +111,53 @@ def _secret(env: str, path: Path) -> str:
     return value
 
 
-def load_config(path: str | Path = "harvest.toml", env: dict[str, str] | None = None) -> Config:
+FILE = "harvest.toml"
+# the settings that are paths: relative ones under a config file start from its folder
+PATHS = (
+    "lake",
+    "reports",
+    "sources",
+    "models",
+    "label_studio_data_dir",
+    "label_studio_executable",
+    "crawl_proxy_file",
+)
+
+
+def find_config(env: dict[str, str] | None = None, start: Path | None = None) -> Path | None:
+    """The file ``HARVEST_CONFIG`` names, else the nearest ``harvest.toml`` at or above
+    ``start`` (the current folder); None when there is none."""
+    env = dict(os.environ if env is None else env)
+    named = env.get("HARVEST_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"--config / HARVEST_CONFIG names {named}, which is not a file")
+        return path
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / FILE).is_file():
+            return folder / FILE
+    return None
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """The configuration in force: ``path`` (default: ``find_config``), then the
+    environment."""
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
-    path = Path(path)
-    if path.exists():
+    path = find_config(env) if path is None else Path(path)
+    if path is not None and path.exists():
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         values.update(_flatten(path, raw))
+        folder = path.resolve().parent
+        for name in PATHS:
+            value = values.get(name, getattr(Config, name))
+            if isinstance(value, str) and value and "://" not in value:
+                values[name] = str(folder / value)  # an absolute value stays as it is
     types = {f.name: f.type for f in fields(Config)}
     for name in types:
         key = f"HARVEST_{name.upper()}"

@@ -62,3 +62,33 @@ def test_proxies_from_config_reach_the_crawler(tmp_path: Path) -> None:
     settings = crawl_settings(cfg, load_recipe("demo", ROOT / "sources"), "id")
     assert settings.getlist("HARVEST_PROXIES") == ["http://u:p@127.0.0.2:1", "http://127.0.0.3:2"]
     assert settings.get("HARVEST_PROXY_FILE") == "/etc/proxies.txt"
+
+
+def test_the_nearest_file_above_is_found_and_its_paths_start_from_its_folder(
+    tmp_path: Path,
+) -> None:
+    from harvest.config import find_config
+
+    (tmp_path / "harvest.toml").write_text('lake = "data/lake"\nreports = "/abs/reports"\n')
+    below = tmp_path / "a" / "b"
+    below.mkdir(parents=True)
+    assert find_config({}, below) == tmp_path / "harvest.toml"
+    cfg = load_config(tmp_path / "harvest.toml", env={"HARVEST_SOURCES": "mine"})
+    assert cfg.lake == str(tmp_path / "data" / "lake")  # from the file's folder
+    assert cfg.reports == "/abs/reports"  # absolute stays
+    assert cfg.label_studio_data_dir == str(tmp_path / ".labelstudio")  # a default too
+    assert cfg.sources == "mine"  # the environment's, as given
+    assert find_config({}, Path("/")) is None or Path("/harvest.toml").is_file()
+
+
+def test_config_named_by_the_command_line_or_environment(tmp_path: Path) -> None:
+    from tests.helpers import last_json, run_harvest
+
+    (tmp_path / "elsewhere.toml").write_text('lake = "l"\n')
+    missing = run_harvest(["--config", str(tmp_path / "no.toml"), "status"], {}, check=False)
+    assert missing.returncode == ConfigError.exit_code
+    assert "no.toml, which is not a file" in missing.stderr
+    shown = last_json(
+        run_harvest(["status"], {"HARVEST_CONFIG": str(tmp_path / "elsewhere.toml")}).stdout
+    )
+    assert shown["lake"] == str(tmp_path / "l")

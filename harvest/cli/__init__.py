@@ -6,6 +6,9 @@ Every command raises a HarvestError for a failure a person can act on; the root 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
 from harvest.cli import (
@@ -46,8 +49,17 @@ def root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="print the version and exit"
     ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        envvar="HARVEST_CONFIG",
+        help="the harvest.toml in force (default: the nearest at or above this folder)",
+    ),
 ) -> None:
     """Crawl, curate, label and train."""
+    if config is not None:
+        # through the environment, so the processes a command starts read the same file
+        os.environ["HARVEST_CONFIG"] = str(config.resolve())
 
 
 # in the order `harvest --help` lists them
