@@ -146,7 +146,12 @@ def poster(url: str, token: str, alias: str) -> Callable[[str], None]:
 
 
 async def _client(
-    host: str, port: int, head: str, bodies: list[bytes], latencies: list[float]
+    host: str,
+    port: int,
+    head: str,
+    bodies: list[bytes],
+    latencies: list[float],
+    expect: bytes = b"HTTP/1.1 200",
 ) -> None:
     """One kept-alive connection posting ``bodies`` one after another."""
     reader, writer = await asyncio.open_connection(host, port)
@@ -158,16 +163,25 @@ async def _client(
             length = re.search(rb"(?i)content-length: *(\d+)", status)
             answer = await reader.readexactly(int(length.group(1)) if length else 0)
             latencies.append(time.perf_counter() - start)
-            if not status.startswith(b"HTTP/1.1 200"):
+            if not status.startswith(expect):
                 raise SystemExit(f"POST /predict answered {status[:40]!r}: {answer[:300]!r}")
     finally:
         writer.close()
 
 
 def over_http(
-    url: str, token: str, alias: str, texts: list[str], clients: int, n: int, per: int = 1
+    url: str,
+    token: str,
+    alias: str,
+    texts: list[str],
+    clients: int,
+    n: int,
+    per: int = 1,
+    empty: bool = False,
 ) -> dict[str, float]:
-    """``n`` requests of ``per`` texts from ``clients`` concurrent connections."""
+    """``n`` requests of ``per`` texts from ``clients`` concurrent connections; ``empty``:
+    empty texts, which the route refuses (422) after the token, the body's JSON and its
+    validation, before any scoring: the ceiling of the HTTP stack itself."""
     where = urlsplit(url)
     host, port = where.hostname or "127.0.0.1", int(where.port or 80)
     head = (
@@ -178,7 +192,7 @@ def over_http(
     bodies = [
         [
             json.dumps(
-                {"text": fresh(texts, k * each + i, f"http {clients}")}
+                {"text": "" if empty else fresh(texts, k * each + i, f"http {clients}")}
                 if per == 1
                 else {
                     "texts": [
@@ -194,7 +208,8 @@ def over_http(
     latencies: list[float] = []
 
     async def run() -> None:
-        await asyncio.gather(*(_client(host, port, head, b, latencies) for b in bodies))
+        expect = b"HTTP/1.1 422" if empty else b"HTTP/1.1 200"
+        await asyncio.gather(*(_client(host, port, head, b, latencies, expect) for b in bodies))
 
     start = time.perf_counter()
     asyncio.run(run())
@@ -281,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("harvest serve did not start")
                 time.sleep(0.3)
+            # what the stack answers when it scores nothing: no model's one-text requests
+            # can go faster
+            floor = over_http(url, token, "champion", texts, 32, args.requests * 2, empty=True)
+            print(json.dumps({"refused_requests_at_32": floor}))
             for alias, kind in (("champion", "ngram"), ("challenger", "embedding")):
                 mv = registry.by_alias(store, "harvest-demo", alias)
                 local, _ = registry.local_copy(store, mv)
@@ -343,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": machine({}),
         "log_sample": args.log_sample,
+        "refused_requests_at_32": floor,
         "models": rows,
         "predict_memory": memory,
     }
