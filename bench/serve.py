@@ -114,16 +114,18 @@ def in_process(
             bare.append(timed(scorer.proba, [fresh(texts, i, f"bare {round_}")]))
         if round_ == "a":
             http = [timed(post, fresh(texts, i, "post")) for i in range(n)]
-    batch = [fresh(texts, i, "batch") for i in range(2048)]
-    start = time.perf_counter()
-    for i in range(0, len(batch), 256):
-        scorer.predict(batch[i : i + 256])
-    seconds = time.perf_counter() - start
+    rates = []
+    for round_ in range(3):  # the median of three passes: one pass met a busy moment
+        batch = [fresh(texts, i, f"batch {round_}") for i in range(2048)]
+        start = time.perf_counter()
+        for i in range(0, len(batch), 256):
+            scorer.predict(batch[i : i + 256])
+        rates.append(len(batch) / (time.perf_counter() - start))
     return {
         "p50_ms": round(1000 * statistics.median(one), 3),
         "p50_ms_proba": round(1000 * statistics.median(bare), 3),
         "http_p50_ms_same_texts": round(1000 * statistics.median(http), 3),
-        "batch_texts_per_s": round(len(batch) / seconds, 1),
+        "batch_texts_per_s": round(statistics.median(rates), 1),
     }
 
 
