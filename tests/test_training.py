@@ -241,6 +241,8 @@ def test_torchrun_two_processes_one_result(tmp_path: Path) -> None:
             "-m",
             "harvest.cli",
             "train",
+            "--source",
+            "demo",
             "--model",
             "ngram",
             "--device",
