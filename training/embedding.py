@@ -159,6 +159,7 @@ class EmbeddingCache:
 
 
 MEMORY_VECTORS = 100_000
+MAX_LENGTH = 128  # tokens a text is cut to, unless a model says otherwise
 _PROCESS_CACHE = EmbeddingCache()
 _FILE_CACHES: dict[Path, EmbeddingCache] = {}
 _ENCODERS: dict[str, SentenceEncoder] = {}
@@ -182,7 +183,7 @@ def frozen_encoder(device: str) -> SentenceEncoder:
 def embed(
     texts: list[str],
     device: str = "cpu",
-    max_length: int = 128,
+    max_length: int = MAX_LENGTH,
     batch_size: int = 128,
     cache: EmbeddingCache | None = None,
 ) -> torch.Tensor:
@@ -219,7 +220,7 @@ def embed(
     return found
 
 
-def already_embedded(texts: list[str], max_length: int = 128) -> list[Floats | None]:
+def already_embedded(texts: list[str], max_length: int = MAX_LENGTH) -> list[Floats | None]:
     """The vectors this process has already computed for ``texts`` (None where it has not),
     without computing any."""
     return [_PROCESS_CACHE.vectors.get(EmbeddingCache.key(t, max_length)) for t in texts]
@@ -231,7 +232,7 @@ class EmbeddingConfig:
     hidden: int = 256
     dropout: float = 0.1
     finetune: bool = False
-    max_length: int = 128
+    max_length: int = MAX_LENGTH
     encoder: str = ENCODER
 
 

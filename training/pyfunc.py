@@ -49,11 +49,15 @@ class Scorer:
         self.classes = list(classes)
         self.proba = proba
 
+    def labels(self, probs: Floats) -> list[str]:
+        """The most probable class of each row of (texts, classes) probabilities."""
+        return [self.classes[k] for k in probs.argmax(1).tolist()]
+
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per text: ``label``, then ``prob_<class>`` for every class."""
         texts = texts_of(model_input)
         probs = self.proba(texts) if texts else np.zeros((0, len(self.classes)))
-        out = pd.DataFrame({"label": [self.classes[int(i)] for i in probs.argmax(1)]}, dtype=str)
+        out = pd.DataFrame({"label": self.labels(probs)}, dtype=str)
         for j, name in enumerate(self.classes):
             out[PROB + name] = probs[:, j].astype(np.float64)
         return out

@@ -147,15 +147,14 @@ class PredictResponse(BaseModel):
 def predict_answer(used: Loaded, probs: Floats) -> bytes:
     """The PredictResponse of ``probs``, the (texts, classes) probabilities ``used`` gave."""
     classes = used.scorer.classes
-    labels = probs.argmax(1).tolist()
     return json.dumps(
         {
             "model": used.name,
             "alias": used.alias,
             "version": used.version,
             "predictions": [
-                {"label": classes[k], "probabilities": dict(zip(classes, row, strict=True))}
-                for k, row in zip(labels, probs.tolist(), strict=True)
+                {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
+                for label, row in zip(used.scorer.labels(probs), probs.tolist(), strict=True)
             ],
         }
     ).encode()

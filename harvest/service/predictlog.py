@@ -121,7 +121,7 @@ class PredictionLog:
             return []
         classes = model.scorer.classes
         values = np.asarray(probs, dtype=np.float64)[keep]
-        top = values.argmax(1).tolist()
+        labels = model.scorer.labels(values)
         sure = top_probability(values).tolist()
         return [
             {
@@ -129,14 +129,14 @@ class PredictionLog:
                 "text_sha256": hashlib.sha256(texts[i].encode()).hexdigest(),
                 "text_length": len(texts[i]),
                 "text": texts[i],  # dropped after the features are taken, unless kept
-                "label": str(classes[k]),
+                "label": label,
                 "probabilities": json.dumps(dict(zip(classes, row, strict=True))),
                 "model_version": model.version,
                 "alias": model.alias,
                 "latency_ms": seconds * 1000,
                 "confidence": c,
             }
-            for i, k, c, row in zip(keep, top, sure, values.tolist(), strict=True)
+            for i, label, c, row in zip(keep, labels, sure, values.tolist(), strict=True)
         ]
 
     def _add_features(self, model: Loaded, rows: list[dict[str, Any]]) -> None:
