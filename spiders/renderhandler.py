@@ -65,7 +65,11 @@ class _Watch:
     """Fails a render through a proxy as soon as one of its page's requests cannot
     connect: the proxy is going or gone, and the page would wait in vain for what it asked
     for (a script's JSON, say). Set as the request's page init callback, which the handler
-    calls with the page it renders on, new or reused."""
+    calls with the page it renders on, new or reused.
+
+    It also keeps the page's requests still open and the last that failed, for any
+    reason: a ``wait_for`` that timed out through a proxy while either was so waited on the
+    proxy, not on the page."""
 
     def __init__(self, request: Request):
         kwargs = request.meta.get("playwright_context_kwargs") or {}
@@ -74,19 +78,45 @@ class _Watch:
             asyncio.get_running_loop().create_future()
         )
         self.page: Page | None = None
-        self.listener = self._request_failed  # one object, to take it off again
+        self.open: set[PlaywrightRequest] = set()
+        self.last_failure: str | None = None
+        # bound methods, one object each, to take them off again
+        self.listeners = {
+            "request": self._request,
+            "requestfinished": self._request_finished,
+            "requestfailed": self._request_failed,
+        }
 
     async def __call__(self, page: Page, request: Request) -> None:
         self.page = page
         if self.proxied:
-            page.on("requestfailed", self.listener)
+            for event, listener in self.listeners.items():
+                page.on(event, listener)  # type: ignore[call-overload]
 
     def detach(self) -> None:
         if self.page is not None and self.proxied:
-            self.page.remove_listener("requestfailed", self.listener)
+            for event, listener in self.listeners.items():
+                self.page.remove_listener(event, listener)
+
+    def proxy_suspect(self) -> str | None:
+        """Why the proxy, not the page, may be what a timed-out wait waited on."""
+        if self.last_failure:
+            return self.last_failure
+        if self.open:
+            return f"{len(self.open)} request(s) still open, {next(iter(self.open)).url} one"
+        return None
+
+    def _request(self, request: PlaywrightRequest) -> None:
+        self.open.add(request)
+
+    def _request_finished(self, request: PlaywrightRequest) -> None:
+        self.open.discard(request)
 
     def _request_failed(self, request: PlaywrightRequest) -> None:
-        error = CONNECTION_ERROR.search(request.failure or "")
+        self.open.discard(request)
+        failure = request.failure or "failed"
+        self.last_failure = f"{failure} fetching {request.url}"
+        error = CONNECTION_ERROR.search(failure)
         if error and not self.failed.done():
             self.failed.set_result(BrowserConnectionError(f"{error[0]} fetching {request.url}"))
 
@@ -180,7 +210,7 @@ class RenderHandler:
                 response: Response = render.result()
                 return response
             except PlaywrightError as exc:
-                failure = self._failure(exc, request)
+                failure = self._failure(exc, request, watch)
                 if failure is exc:
                     raise
                 raise failure from exc
@@ -189,19 +219,25 @@ class RenderHandler:
             await self.close_context(request.meta["playwright_context"], stuck=True)
         raise RenderTimeoutError(f"rendering {request.url} took over {self.render_timeout:.0f}s")
 
-    def _failure(self, exc: Exception, request: Request) -> Exception:
-        """A download failure for a navigation that timed out or could not connect, which
-        the proxy pool and RetryMiddleware retry; ``exc`` itself for anything else (a
-        ``wait_for`` selector that never appeared is the page's doing)."""
+    def _failure(self, exc: Exception, request: Request, watch: _Watch) -> Exception:
+        """A download failure for a navigation that timed out or could not connect, or a
+        wait through a proxy that may have waited on the proxy, which the proxy pool and
+        RetryMiddleware retry; ``exc`` itself for anything else (a ``wait_for`` selector
+        that never appeared on a page whose requests all came back is the page's doing)."""
         from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
         message = str(exc)
         if error := CONNECTION_ERROR.search(message.split("\n", 1)[0]):
             self.stats.inc_value("harvest/browser/connection_failures")
             return BrowserConnectionError(f"{error[0]} at {request.url}")
-        if isinstance(exc, PlaywrightTimeoutError) and message.startswith("Page.goto:"):
+        if not isinstance(exc, PlaywrightTimeoutError):
+            return exc
+        if message.startswith("Page.goto:"):
             self.stats.inc_value("harvest/browser/timeouts")
             return RenderTimeoutError(f"navigation to {request.url} timed out")
+        if suspect := watch.proxy_suspect():
+            self.stats.inc_value("harvest/browser/timeouts")
+            return RenderTimeoutError(f"waiting on {request.url} timed out: {suspect}")
         return exc
 
     async def close_context(self, name: str, stuck: bool = False) -> None:

@@ -1,21 +1,25 @@
 """Real forward proxies for tests: tinyproxy processes on loopback, stopped by process id.
 
 Proxy ``i`` listens on 127.0.0.1 and connects out from 127.0.0.``i + 2``, so a site sees
-each proxy as its own client address.
+each proxy as its own client address. ``StallingProxy`` is a proxy that hangs mid-page.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from harvest.workers import free_port
 
@@ -111,3 +115,62 @@ def stop(proxies: list[TinyProxy]) -> None:
         except subprocess.TimeoutExpired:
             os.kill(proxy.process.pid, signal.SIGKILL)
             proxy.process.wait()
+
+
+class _StallingHandler(BaseHTTPRequestHandler):
+    """Relays plain-HTTP GETs, except those whose path has ``server.stall`` in it: these it
+    holds open, unanswered, until the proxy stops."""
+
+    protocol_version = "HTTP/1.1"
+    server: StallingProxy
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        url = urlsplit(self.path)
+        if self.server.stall in url.path:
+            self.server.stalled.append(url.path)
+            self.server.stopping.wait(120)
+            return
+        upstream = http.client.HTTPConnection(url.netloc, timeout=30)
+        try:
+            upstream.request("GET", url.path + (f"?{url.query}" if url.query else ""))
+            answer = upstream.getresponse()
+            body = answer.read()
+        finally:
+            upstream.close()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in {"connection", "transfer-encoding", "content-length"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class StallingProxy(ThreadingHTTPServer):
+    """A forward proxy that answers a page but never the requests its scripts make (any
+    path with ``stall`` in it): the fault of a proxy that hangs mid-page."""
+
+    daemon_threads = True
+
+    def __init__(self, stall: str):
+        super().__init__(("127.0.0.1", 0), _StallingHandler)
+        self.stall = stall
+        self.stalled: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> StallingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()

@@ -578,6 +578,33 @@ def test_a_proxy_killed_mid_crawl_loses_no_page(
     assert stats["playwright/page_count/max_concurrent"] <= 4, drawn
 
 
+@pytest.mark.slow
+def test_a_proxy_that_hangs_a_pages_script_loses_no_page(
+    tiny_site: DemoSite,
+    browser_env: dict[str, str],
+    tinyproxies: list[proxies.TinyProxy],
+    tmp_path: Path,
+) -> None:
+    """A proxy that relays pages but never their scripts' JSON: each page through it waits
+    out its ``wait_for`` with a request still open, and goes again through another."""
+    timeout = random.randint(1, 3)
+    with proxies.StallingProxy(stall="/js/api/") as staller:
+        env = {
+            **browser_env,
+            "HARVEST_CRAWL_PROXIES": ",".join([staller.url, *(p.url for p in tinyproxies[:2])]),
+        }
+        recipe = write(tmp_path, demo_js(**{**DEMO_JS["browser"], "timeout": timeout}))
+        args = ["crawl", recipe, "--no-curate", "--start-url", tiny_site.url + "/js/"]
+        proc = run_harvest(args, env, timeout=CRAWL_TIMEOUT)
+    drawn = f"wait_for timeout {timeout}s"
+    summary: dict[str, Any] = last_json(proc.stdout)
+    assert staller.stalled, f"{drawn}: no page went through the stalling proxy"
+    assert summary["items"] == len(tiny_site.site.articles), drawn
+    assert rows_by_url(env) == Counter(dict.fromkeys(article_urls(tiny_site), 1)), drawn
+    assert summary["account"]["given_up_total"] == 0, drawn
+    assert summary["stats"]["harvest/browser/timeouts"] >= 1, drawn
+
+
 def mixed_recipe(server: DemoSite) -> dict[str, Any]:
     """The plain section's articles fetched plainly, the JS section's rendered."""
     recipe = demo_js()
