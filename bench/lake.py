@@ -361,7 +361,7 @@ def dedup_datasketch(args: argparse.Namespace) -> dict[str, Any]:
     (same shingles, sha1 hashing) and MinHashLSH; a document with a candidate is dropped."""
     from datasketch import MinHash, MinHashLSH
 
-    from ingestion.dedup import shingles
+    from ingestion.minhash import shingles
 
     docs, family = documents(args.docs)
     start = time.perf_counter()
@@ -384,7 +384,7 @@ def quality(docs: list[str], family: list[int], pairs: list[tuple[int, int]]) ->
     """Precision and recall of (dropped, kept original) pairs against the planted families.
     Recall is also given over the copies whose true Jaccard with their family's first text
     reaches the 0.7 threshold (weaker edits than that are not meant to be caught)."""
-    from ingestion.dedup import shingles
+    from ingestion.minhash import shingles
 
     copies = [i for i in range(len(docs)) if family[i] != i]
     right = {i for i, j in pairs if family[i] == family[j]}

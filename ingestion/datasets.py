@@ -22,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from ingestion import leakage
-from ingestion.dedup import GROUP, SIGNATURE
+from ingestion.dedup import GROUP
 from ingestion.lake import LINEAGE_KEY, Lake, LakeError, LakeNotFoundError
+from ingestion.minhash import SIGNATURE
 from ingestion.split import (
     DEFAULT_FRACTIONS,
     SPLITS,

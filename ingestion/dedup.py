@@ -7,19 +7,17 @@ back with the reason (``exact_duplicate`` or ``near_duplicate``), the URL of the
 copies, that row's group and the estimated Jaccard similarity, for the caller to write
 down (the gate writes them to ``duplicates/<source>``).
 
-Near duplicates are compared on their text's character 5-grams, after lower-casing and
-dropping punctuation, so a changed title mark or a few edited words keep most shingles.
-Each curated row stores its signature (``minhash``: 128 little-endian uint32, 512 bytes),
-so a later batch is compared against the table by streaming it in slices, never by
-holding it in memory. LSH over 21 bands of 6 rows makes a candidate of a pair with a
-Jaccard of 0.5 28% of the time, of 0.7 93%, of 0.8 99.9%; a candidate counts as a near
-duplicate only if its estimated Jaccard reaches ``threshold``.
+Near duplicates are compared by MinHash (``ingestion/minhash.py``). Each curated row
+stores its signature (``minhash``), and the band index beside the table
+(``ingestion/lshindex.py``) holds every curated row's band keys and content hash: a batch
+looks up its own keys, so its cost follows the batch and its candidates, not the table.
+Where there is no index to ask (a lake on an object store, or a version from before the
+index's last rebuild), the table is streamed in slices instead, never held in memory. A
+candidate counts as a near duplicate only if its estimated Jaccard reaches ``threshold``.
 """
 
 from __future__ import annotations
 
-import re
-import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,77 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-from datasketch import MinHash
-from numpy.typing import NDArray
 
-from ingestion.lake import Lake, LakeError
+from ingestion.lake import Lake
+from ingestion.lshindex import BandIndex, exact_keys
+from ingestion.minhash import SIGNATURE, Keys, Mask, NearDuplicates, Signatures
 
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
-GROUP, SIGNATURE = "dup_group", "minhash"
-_WORDS = re.compile(r"[^\w]+")
-SIGNATURE_SLICE = 2_000  # texts shingled at once
-Signatures = NDArray[np.uint32]  # (texts, num_perm) MinHash values
-Mask = NDArray[np.bool_]  # per text: whether it has a signature
-Keys = NDArray[np.uint64]  # (texts, bands) band hashes
-
-
-def shingles(text: str, k: int) -> list[bytes]:
-    """Character k-grams of the text, lower-cased and with punctuation as spaces."""
-    text = " ".join(_WORDS.sub(" ", text.lower()).split())
-    if not text:
-        return []
-    data = text.encode("utf-8")
-    return list({data[i : i + k] for i in range(max(1, len(data) - k + 1))})
-
-
-@dataclass(frozen=True)
-class NearDuplicates:
-    """How near is a near duplicate: MinHash and LSH parameters, fixed for a table's life
-    (signatures made with others cannot be compared)."""
-
-    threshold: float = 0.7
-    num_perm: int = 128
-    bands: int = 21
-    rows: int = 6
-    shingle: int = 5
-    seed: int = 1
-
-    def signatures(self, texts: list[str | None]) -> tuple[Signatures, Mask]:
-        """(n, num_perm) uint32 signatures, and which texts had any (None or blank: not)."""
-        valid = np.zeros(len(texts), dtype=bool)
-        sigs = np.zeros((len(texts), self.num_perm), dtype=np.uint32)
-        # a slice at a time: a text's shingles take some forty times its size in memory
-        for start in range(0, len(texts), SIGNATURE_SLICE):
-            part = texts[start : start + SIGNATURE_SLICE]
-            grams = [shingles(t, self.shingle) if isinstance(t, str) else [] for t in part]
-            has = np.array([bool(g) for g in grams], dtype=bool)
-            todo = [g for g in grams if g]
-            if todo:
-                # crc32: stable across processes (Python's hash() is not), and twice as
-                # fast as datasketch's sha1
-                hashes = MinHash.bulk(
-                    todo, num_perm=self.num_perm, seed=self.seed, hashfunc=zlib.crc32
-                )
-                block = sigs[start : start + len(part)]
-                block[has] = np.vstack([m.hashvalues for m in hashes]).astype(np.uint32)
-            valid[start : start + len(part)] = has
-        return sigs, valid
-
-    def band_keys(self, sigs: Signatures) -> Keys:
-        """(n, bands) uint64: one key per band, equal when the band's rows are equal."""
-        n = sigs.shape[0]
-        keys = np.zeros((n, self.bands), dtype=np.uint64)
-        prime = np.uint64(0x100000001B3)
-        for b in range(self.bands):
-            k: Keys = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
-            for j in range(b * self.rows, (b + 1) * self.rows):
-                k = (k ^ sigs[:, j].astype(np.uint64)) * prime
-            keys[:, b] = k
-        return keys
-
-    def similarity(self, a: Signatures, b: Signatures) -> float:
-        return float(np.count_nonzero(a == b)) / self.num_perm
+GROUP = "dup_group"
 
 
 @dataclass
@@ -147,14 +81,26 @@ class Deduper:
         near: NearDuplicates | None = None,
         scan_rows: int = 65_536,
         version: int | None = None,
+        index: bool = True,
     ):
         """``version``: compare with the table as it was at that version (-1: before it
-        existed), for a batch finished after a kill, whose own rows it may already hold."""
+        existed), for a batch finished after a kill, whose own rows it may already hold.
+        ``index``: look rows up in the band index (False: stream the table); a lookup
+        brings the index up to the table first, so a Deduper that uses it writes, under
+        the curate lock like every writer of curated."""
         self.lake, self.table = lake, f"curated/{source}"
         self.version = version
         self.text_field = text_field
         self.near = near or NearDuplicates()
         self.scan_rows = scan_rows
+        self.index = (
+            BandIndex(lake, source, self.near) if index and BandIndex.usable(lake) else None
+        )
+
+    def sync_index(self) -> None:
+        """Brings the band index up to the table: called right after a commit to curated."""
+        if self.index is not None:
+            self.index.sync()
 
     def __call__(self, df: pd.DataFrame) -> DedupResult:
         near = self.near
@@ -163,7 +109,7 @@ class Deduper:
         texts = df[self.text_field].astype(object).where(df[self.text_field].notna(), None)
         sigs, valid = near.signatures(texts.tolist())
         keys = near.band_keys(sigs)
-        exact_in_table, near_in_table = self._against_table(set(hashes), sigs, valid, keys)
+        exact_in_table, near_in_table = self._against_table(hashes, sigs, valid, keys)
 
         n = len(df)
         groups: list[str] = list(hashes)
@@ -248,9 +194,53 @@ class Deduper:
         return best
 
     def _against_table(
+        self, hashes: list[str], sigs: Signatures, valid: Mask, keys: Keys
+    ) -> tuple[dict[str, Match], dict[int, Match]]:
+        """Rows of the batch the table already holds: exact ones by hash, near ones by the
+        batch's row."""
+        if self.index is not None and self._exists():
+            manifest = self.index.sync()
+            if manifest is not None and (self.version is None or self.version >= manifest["base"]):
+                return self._from_index(manifest, hashes, sigs, valid, keys)
+        return self._scan_table(set(hashes), sigs, valid, keys)
+
+    def _from_index(
+        self,
+        manifest: dict[str, Any],
+        hashes: list[str],
+        sigs: Signatures,
+        valid: Mask,
+        keys: Keys,
+    ) -> tuple[dict[str, Match], dict[int, Match]]:
+        assert self.index is not None
+        near = self.near
+        rows = np.flatnonzero(valid)
+        asked = np.concatenate([exact_keys(hashes), (keys[rows] ^ self.index.salt).ravel()])
+        by = np.concatenate([np.arange(len(hashes)), np.repeat(rows, near.bands)])
+        found = self.index.lookup(manifest, asked, by, self.version)
+        # the first row indexed wins a tie, as the first row scanned does
+        first = np.argsort(found.order, kind="stable")
+        query = found.query[first]
+        stored = found.rows.take(pa.array(first))
+        urls, groups = stored["url"].to_pylist(), stored["group"].to_pylist()
+        exact: dict[str, Match] = {}
+        for k, (i, h) in enumerate(zip(query, stored["content_sha256"].to_pylist(), strict=True)):
+            if h == hashes[i] and h not in exact:
+                exact[h] = Match(urls[k], groups[k], 1.0)
+        others, has = near.stored(stored[SIGNATURE], self.table)
+        pairs = np.flatnonzero(has & valid[query])
+        same = np.count_nonzero(sigs[query[pairs]] == others[pairs], axis=1)
+        matches: dict[int, Match] = {}
+        for k, equal in zip(pairs, same, strict=True):
+            i, sim = int(query[k]), float(equal) / near.num_perm
+            if sim >= near.threshold and (i not in matches or sim > matches[i].similarity):
+                matches[i] = Match(urls[k], groups[k], sim)
+        return exact, matches
+
+    def _scan_table(
         self, hashes: set[str], sigs: Signatures, valid: Mask, keys: Keys
     ) -> tuple[dict[str, Match], dict[int, Match]]:
-        """Rows of the batch the table already holds: exact ones by hash, near ones by index."""
+        """The same answer as the index's, by streaming the table's signatures."""
         near = self.near
         exact: dict[str, Match] = {}
         found: dict[int, Match] = {}
@@ -273,7 +263,7 @@ class Deduper:
                     exact[h] = Match(u, g, 1.0)
             if SIGNATURE not in part.column_names or not valid.any():
                 continue
-            stored, has = self._stored(part[SIGNATURE])
+            stored, has = near.stored(part[SIGNATURE], self.table)
             stored_keys = near.band_keys(stored)
             lo = np.empty_like(stored_keys, dtype=np.int64)
             hi = np.empty_like(stored_keys, dtype=np.int64)
@@ -304,37 +294,3 @@ class Deduper:
         for batch in self.lake.batches(self.table, dataset, columns, self.scan_rows):
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])
-
-    def _stored(self, column: pa.ChunkedArray) -> tuple[Signatures, Mask]:
-        """Stored signatures as (n, num_perm) uint32, and which rows have one.
-
-        Any binary type is accepted: Delta has no fixed-size binary, so signatures written
-        as ``fixed_size_binary`` read back as plain ``binary``; a value of another length
-        than ``num_perm * 4`` bytes counts as no signature.
-        """
-        width = self.near.num_perm * 4
-        kind = column.type
-        if not (
-            pa.types.is_binary(kind)
-            or pa.types.is_large_binary(kind)
-            or pa.types.is_binary_view(kind)
-            or pa.types.is_fixed_size_binary(kind)
-        ):
-            raise LakeError(
-                f"{self.table}: column {SIGNATURE} is {kind}, not binary of {width} bytes a row"
-            )
-        arr = column.combine_chunks().cast(pa.large_binary())
-        n = len(arr)
-        _, offsets_buf, data_buf = arr.buffers()
-        offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
-        has = pc.is_valid(arr).to_numpy(zero_copy_only=False) & (np.diff(offsets) == width)
-        sigs = np.zeros((n, self.near.num_perm), dtype=np.uint32)
-        if has.any() and data_buf is not None:
-            data = np.frombuffer(data_buf, dtype=np.uint8)
-            rows = np.flatnonzero(has)
-            # a byte index per signature byte takes 8 bytes each: gather a block at a time
-            for start in range(0, len(rows), SIGNATURE_SLICE):
-                block = rows[start : start + SIGNATURE_SLICE]
-                at = offsets[block, None] + np.arange(width)
-                sigs[block] = data[at].view("<u4").reshape(-1, self.near.num_perm)
-        return sigs, has

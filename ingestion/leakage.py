@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from ingestion.dedup import SIGNATURE, Mask, NearDuplicates, Signatures
 from ingestion.errors import CheckFailedError
+from ingestion.minhash import SIGNATURE, Mask, NearDuplicates, Signatures
 
 EXACT, NEAR = "exact", "near"
 BANDS, ROWS = 25, 5

@@ -270,7 +270,8 @@ def _curate_batch(
     # a batch whose curated rows landed before a kill is compared with curated without them
     landed_at = done[curated_t]
     before = None if landed_at is None else landed_at - 1
-    deduped = Deduper(lake, source, spec.text_field, version=before)(good)
+    deduper = Deduper(lake, source, spec.text_field, version=before)
+    deduped = deduper(good)
     result.duplicates_dropped, result.near_duplicates_dropped = deduped.exact, deduped.near
     good = deduped.kept
 
@@ -281,6 +282,8 @@ def _curate_batch(
             rows = curated_rows(good, spec, now)
             result.curated_version = lake.append(curated_t, rows, identity)
     pause_point("curate:curated")
+    deduper.sync_index()  # killed before this, the next lookup replays the commit
+    pause_point("curate:index")
     result.duplicates_version = done[duplicates_t]
     if result.duplicates_version is None:
         result.duplicates_version = keep_dropped(lake, source, deduped, now, identity)
