@@ -20,15 +20,17 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harvest.config import Config
+from harvest.service import runlog
 from harvest.service.auth import HostGuard, allowed_hosts, bearer
-from harvest.service.runs import RunStore
+from harvest.service.cancel import ANSWER_WAIT, NotCancellableError, check_cancellable
+from harvest.service.runs import STATUSES, RunStore
 from harvest.service.webhooks import UNAUTHORIZED, BodyTooLargeError, Webhooks, read_body
 from ingestion.errors import HarvestError
-from ingestion.runs import STATUSES
+from ingestion.runs import ACTIVE
 
 if TYPE_CHECKING:
     from harvest.service.predict import Loaded, Predictor
@@ -42,7 +44,9 @@ COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
 MAX_WEBHOOK_BODY = 16 * 1024 * 1024
 Name = Annotated[str, Field(pattern=NAME, description="a source, dataset or model name")]
 RunId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
-RunStatus = Literal["queued", "running", "finished", "failed", "interrupted", "timed_out"]
+RunStatus = Literal[
+    "queued", "running", "finished", "failed", "interrupted", "timed_out", "cancelled"
+]
 assert set(RunStatus.__args__) == set(STATUSES)  # type: ignore[attr-defined]
 
 
@@ -56,6 +60,7 @@ class Service(Protocol):
     webhooks: Webhooks
 
     def trigger(self, source: str) -> dict[str, Any]: ...
+    def cancel(self, run_id: int, wait: float) -> bool: ...
     def next_runs(self) -> dict[str, str | None]: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -89,7 +94,7 @@ class Counts(BaseModel):
 class Run(BaseModel):
     id: int
     source: str
-    trigger: Literal["schedule", "manual", "drift"]
+    trigger: Literal["schedule", "manual", "drift", "cli"]
     status: RunStatus
     created_at: str
     started_at: str | None
@@ -99,6 +104,9 @@ class Run(BaseModel):
     error: str | None
     pid: int | None = None
     progress: dict[str, int] | None = None
+    attempt: int = Field(1, description="the try of a scheduled run: 2 and on are retries")
+    retry_of: int | None = Field(None, description="the first try, for a retry")
+    report: str | None = Field(None, description="the validation report of its curate")
 
 
 class DatasetRequest(BaseModel):
@@ -255,6 +263,87 @@ def create_app(service: Service) -> FastAPI:
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
         return Run(**run)
+
+    @app.post(
+        "/runs/{run_id}/cancel",
+        dependencies=auth,
+        tags=["runs"],
+        response_model=Run,
+        responses={**errors, 202: {"model": Run}, 404: {"model": Message}, 409: {"model": Message}},
+    )
+    async def cancel_run(run_id: RunId) -> JSONResponse:
+        """Stops a queued or running run: its step's process group gets SIGTERM (a crawl
+        commits the batch in hand), then SIGKILL after the grace; the run ends cancelled.
+        200 with the run once ended, 202 while it is still stopping."""
+        run = await asyncio.to_thread(service.store.get, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        check_cancellable(run)
+        if not await asyncio.to_thread(service.cancel, run_id, ANSWER_WAIT):
+            run = await asyncio.to_thread(service.store.get, run_id)
+            assert run is not None
+            check_cancellable(run)  # it ended meanwhile
+            raise NotCancellableError(f"run {run_id} is not one this service started")
+        run = await asyncio.to_thread(service.store.get, run_id)
+        assert run is not None
+        status = 202 if run["status"] in ACTIVE else 200
+        return JSONResponse(Run(**run).model_dump(), status_code=status)
+
+    @app.get(
+        "/runs/{run_id}/log",
+        tags=["runs"],
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/plain": {}}, "description": "the log"},
+            404: {"model": Message},
+        },
+    )
+    async def run_log(
+        run_id: RunId,
+        tail: Annotated[int | None, Query(ge=0, le=runlog.MAX_TAIL)] = None,
+        follow: bool = False,
+        idle: Annotated[float, Query(gt=0, le=3600)] = 120.0,
+        timeout: Annotated[float, Query(gt=0, le=86400)] = 3600.0,
+    ) -> StreamingResponse:
+        """The run's log (what its steps printed): whole, or its last ``tail`` lines; with
+        ``follow``, streamed as it grows until the run ends, ``idle`` seconds pass without
+        output, or ``timeout`` seconds pass."""
+        run = await asyncio.to_thread(service.store.get, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        if not follow and not (run["log_path"] and Path(run["log_path"]).exists()):
+            raise HTTPException(404, f"run {run_id} has no log (yet)")
+
+        async def current() -> dict[str, Any] | None:
+            return await asyncio.to_thread(service.store.get, run_id)
+
+        return StreamingResponse(
+            runlog.stream(current, tail, follow, idle, timeout),
+            media_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
+
+    @app.get(
+        "/runs/{run_id}/report",
+        tags=["runs"],
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"text/html": {}}, "description": "the report"},
+            404: {"model": Message},
+        },
+    )
+    def run_report(run_id: RunId) -> FileResponse:
+        """The validation report the run's curate wrote."""
+        run = service.store.get(run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        report = Path(run["report"]) if run["report"] else None
+        if report is None or not report.is_file():
+            raise HTTPException(404, f"run {run_id} has no report")
+        # only a file under the reports folder, whatever the history says
+        if not report.resolve().is_relative_to(Path(cfg.reports).resolve()):
+            raise HTTPException(404, f"run {run_id} has no report")
+        return FileResponse(report, headers={"X-Content-Type-Options": "nosniff"})
 
     @app.get("/sources", tags=["sources"])
     def list_sources() -> list[dict[str, Any]]:

@@ -13,9 +13,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harvest.service.runs import STATUSES
 from harvest.service.summary import schedule_text
 from ingestion.html import Cell, render
-from ingestion.runs import STATUSES
 
 REFRESH_MS = 4000
 COUNTS = ("requests", "items", "curated", "quarantined", "bans")

@@ -3,7 +3,9 @@
 A run is the crawl (which curates), then, when the recipe's schedule says so, a label push
 and a retrain. Every step writes to the run's log (``<reports>/runs/<id>.log``); the whole
 run has the schedule's time limit, past which its process group is killed. A crash of a
-step fails the run, never the service.
+step fails the run, never the service. A cancelled run (``harvest.service.cancel``) stops
+before its next step, or ends the step running. Whoever listens (``on_end``: the failure
+notice) hears of every run that ended.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harvest.config import Config
 from harvest.recipe import Recipe, load_recipe
-from harvest.service.runs import COUNTS, RunStore, progress_path
+from harvest.service.cancel import Cancels
+from harvest.service.runs import CANCELLED, COUNTS, RunStore, progress_path
 from ingestion.errors import UnavailableError
 from ingestion.locks import BusyError, holder
 from ingestion.runs import CRAWL_STAGE, FAILED, FINISHED, INTERRUPTED, TIMED_OUT
@@ -32,6 +36,9 @@ from training.registry import model_name
 log = logging.getLogger(__name__)
 DRIFT = "drift"  # the trigger of a run queued because a model's live inputs drifted
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a run is out of time
+# a step knows it runs for the service, and which run it is: a crawl then leaves the
+# recording to the service (harvest.service.clirun)
+RUN_ID_ENV = "HARVEST_RUN_ID"
 
 
 class StoppingError(UnavailableError):
@@ -54,6 +61,8 @@ class Runner:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._done: dict[int, threading.Event] = {}  # set once a run is recorded as ended
         self._lock = threading.Lock()
+        self.cancels = Cancels()
+        self.on_end: list[Callable[[dict[str, Any]], None]] = []
 
     def trigger(self, source: str, trigger: str = "manual") -> dict[str, Any]:
         """Queues a run of ``source`` and starts it in a thread; SourceBusyError when one
@@ -64,6 +73,7 @@ class Runner:
         run = self.store.claim(source, trigger)
         with self._lock:
             self._done[run["id"]] = threading.Event()
+        self.cancels.watch(run["id"])
         threading.Thread(
             target=self.execute,
             args=(run["id"], source, trigger),
@@ -72,16 +82,29 @@ class Runner:
         ).start()
         return run
 
-    def run(self, source: str, trigger: str = "schedule") -> dict[str, Any] | None:
+    def run(
+        self, source: str, trigger: str = "schedule", attempt: int = 1, retry_of: int | None = None
+    ) -> dict[str, Any] | None:
         """Claims and runs ``source`` in this thread (the scheduler's); the finished run."""
         if self.stopping.is_set():
             return None
         self.check_lock(source)
-        run = self.store.claim(source, trigger)
+        run = self.store.claim(source, trigger, attempt, retry_of)
         with self._lock:
             self._done[run["id"]] = threading.Event()
+        self.cancels.watch(run["id"])
         self.execute(run["id"], source, trigger)
         return self.store.get(run["id"])
+
+    def cancel(self, run_id: int, wait: float) -> bool:
+        """Asks run ``run_id`` to stop and waits up to ``wait`` seconds for it to end; False
+        when it is not one of this service's active runs."""
+        with self._lock:
+            done = self._done.get(run_id)
+        if done is None or not self.cancels.request(run_id):
+            return False
+        done.wait(wait)
+        return True
 
     def check_lock(self, source: str) -> None:
         """Refuses at once when a crawl started elsewhere (the CLI) holds the lock; one
@@ -107,9 +130,14 @@ class Runner:
                 if self.stopping.is_set():
                     status, error = INTERRUPTED, f"the service stopped before {step[0]}"
                     break
+                if self.cancels.requested(run_id):
+                    status, error = CANCELLED, f"cancelled before {step[0]}"
+                    break
                 status, error, summary = self._step(run_id, step, log_path, deadline, limit)
                 if step[0] == "crawl" and summary is not None:
                     counts = crawl_counts(summary)
+                    if isinstance(summary.get("report"), str):
+                        self.store.set_report(run_id, summary["report"])
                 if status != FINISHED:
                     break
         except Exception as exc:  # an unreadable recipe, a log that cannot be written
@@ -118,6 +146,7 @@ class Runner:
         try:
             self.store.ended(run_id, status, counts, error)
         finally:
+            self.cancels.forget(run_id)
             with self._lock:
                 done = self._done.pop(run_id, None)
             if done is not None:
@@ -129,6 +158,17 @@ class Runner:
             status,
             extra={"run_id": run_id, "source": source, "status": status, "counts": counts},
         )
+        self._ended(run_id)
+
+    def _ended(self, run_id: int) -> None:
+        run = self.store.get(run_id)
+        if run is None:
+            return
+        for listener in self.on_end:
+            try:
+                listener(run)
+            except Exception:  # a listener's fault is its own, never the run's
+                log.exception("a listener of run %s failed", run_id)
 
     def _step(
         self, run_id: int, cmd: list[str], log_path: Path, deadline: float, limit: float
@@ -143,7 +183,7 @@ class Runner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_ID_ENV: str(run_id)},
                 start_new_session=True,  # its own process group, killed as one
             )
         with self._lock:
@@ -168,6 +208,12 @@ class Runner:
                     _signal(proc, signal.SIGTERM)
                     _wait_or_kill(proc, KILL_GRACE)
                     break
+                if self.cancels.requested(run_id):
+                    # a crawl commits what it holds on SIGTERM; the grace bounds that
+                    status = CANCELLED
+                    _signal(proc, signal.SIGTERM)
+                    _wait_or_kill(proc, self.stop_grace)
+                    break
         finally:
             with self._lock:
                 self._procs.pop(run_id, None)
@@ -181,6 +227,8 @@ class Runner:
             )
         if status == INTERRUPTED:
             return status, f"the service stopped during {cmd[0]}", summary
+        if status == CANCELLED:
+            return status, f"cancelled during {cmd[0]}", summary
         if proc.returncode != 0:
             return FAILED, f"{cmd[0]} exited with {proc.returncode}: {last_error(text)}", summary
         return status, None, summary

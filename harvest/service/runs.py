@@ -4,12 +4,17 @@ The store is also the per-source lock: ``claim`` inserts a queued run only when 
 that source is queued or running, in one write transaction, so a scheduled run and a
 manual trigger can never both start. A service that dies leaves its runs "running";
 ``interrupt_leftovers`` closes them when the next one starts.
+
+A crawl started from the command line is recorded here too (trigger ``cli``, see
+``harvest.service.clirun``). Its process is not the service's: a service starting leaves it
+running, and it is closed as interrupted only once its process is gone.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +24,13 @@ from typing import Any
 
 from harvest.config import Config
 from ingestion.errors import LockedError
-from ingestion.runs import ACTIVE, INTERRUPTED, QUEUED, RUNNING, STATUSES
+from ingestion.runs import ACTIVE, INTERRUPTED, QUEUED, RUNNING
+from ingestion.runs import STATUSES as STAGE_STATUSES
 
-TRIGGERS = ("schedule", "manual", "drift")
+CLI = "cli"  # the trigger of a crawl started from the command line
+TRIGGERS = ("schedule", "manual", "drift", CLI)
+CANCELLED = "cancelled"  # ended by POST /runs/{id}/cancel
+STATUSES = (*STAGE_STATUSES, CANCELLED)
 COUNTS = ("requests", "items", "curated", "quarantined", "bans")
 # the end of a progress file read for its last line: many lines of counts
 PROGRESS_TAIL = 4096
@@ -38,10 +47,19 @@ CREATE TABLE IF NOT EXISTS runs (
     counts TEXT NOT NULL DEFAULT '{}',
     log_path TEXT,
     error TEXT,
-    pid INTEGER
+    pid INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    retry_of INTEGER,
+    report TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_source ON runs (source, id);
 """
+# columns added since the first history was written, with their definitions
+ADDED = {
+    "attempt": "INTEGER NOT NULL DEFAULT 1",
+    "retry_of": "INTEGER",
+    "report": "TEXT",
+}
 
 
 class SourceBusyError(LockedError):
@@ -71,6 +89,10 @@ class RunStore:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+            for column, kind in ADDED.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -82,10 +104,14 @@ class RunStore:
         finally:
             db.close()
 
-    def claim(self, source: str, trigger: str) -> dict[str, Any]:
-        """A new queued run of ``source``; SourceBusyError when one is queued or running."""
+    def claim(
+        self, source: str, trigger: str, attempt: int = 1, retry_of: int | None = None
+    ) -> dict[str, Any]:
+        """A new queued run of ``source``; SourceBusyError when one is queued or running.
+        ``attempt`` counts the tries of one scheduled run, ``retry_of`` names its first."""
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger {trigger!r}: one of {', '.join(TRIGGERS)}")
+        self.close_dead_cli_runs()
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -96,8 +122,9 @@ class RunStore:
                 if busy is not None:
                     raise SourceBusyError(self._row(busy, progress=False))
                 cur = db.execute(
-                    "INSERT INTO runs (source, trigger, status, created_at) VALUES (?, ?, ?, ?)",
-                    (source, trigger, QUEUED, now()),
+                    "INSERT INTO runs (source, trigger, status, created_at, attempt, retry_of) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (source, trigger, QUEUED, now(), attempt, retry_of),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -114,9 +141,29 @@ class RunStore:
                 (RUNNING, now(), str(log_path), run_id),
             )
 
+    def record(self, source: str, trigger: str, pid: int) -> dict[str, Any]:
+        """A run already running in process ``pid`` (a command-line crawl, which holds the
+        source's lock itself), recorded without the queue's busy check."""
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger {trigger!r}: one of {', '.join(TRIGGERS)}")
+        stamp = now()
+        with self._db() as db:
+            cur = db.execute(
+                "INSERT INTO runs (source, trigger, status, created_at, started_at, pid) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (source, trigger, RUNNING, stamp, stamp, pid),
+            )
+        run = self.get(int(cur.lastrowid or 0))
+        assert run is not None
+        return run
+
     def set_pid(self, run_id: int, pid: int | None) -> None:
         with self._db() as db:
             db.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, run_id))
+
+    def set_report(self, run_id: int, report: str | None) -> None:
+        with self._db() as db:
+            db.execute("UPDATE runs SET report = ? WHERE id = ?", (report, run_id))
 
     def ended(
         self, run_id: int, status: str, counts: dict[str, int], error: str | None = None
@@ -131,21 +178,41 @@ class RunStore:
             )
 
     def interrupt_leftovers(self) -> list[int]:
-        """Marks the runs a previous service left queued or running as interrupted."""
+        """Marks the runs a previous service left queued or running as interrupted; a
+        command-line crawl's run only once its process is gone."""
+        self.close_dead_cli_runs()
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             ids = [
                 int(r["id"])
-                for r in db.execute("SELECT id FROM runs WHERE status IN (?, ?)", ACTIVE)
+                for r in db.execute(
+                    "SELECT id FROM runs WHERE status IN (?, ?) AND trigger != ?", (*ACTIVE, CLI)
+                )
             ]
             db.execute(
                 "UPDATE runs SET status = ?, ended_at = ?, pid = NULL, "
                 "error = COALESCE(error, 'the service stopped while this run was active') "
-                "WHERE status IN (?, ?)",
-                (INTERRUPTED, now(), *ACTIVE),
+                "WHERE status IN (?, ?) AND trigger != ?",
+                (INTERRUPTED, now(), *ACTIVE, CLI),
             )
             db.execute("COMMIT")
         return ids
+
+    def close_dead_cli_runs(self) -> list[int]:
+        """Closes as interrupted the command-line runs whose process is gone without
+        recording its end (killed outright)."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id, pid FROM runs WHERE status IN (?, ?) AND trigger = ?", (*ACTIVE, CLI)
+            ).fetchall()
+            dead = [int(r["id"]) for r in rows if not _alive(r["pid"])]
+            for run_id in dead:
+                db.execute(
+                    "UPDATE runs SET status = ?, ended_at = ?, pid = NULL, error = ? "
+                    "WHERE id = ? AND status IN (?, ?)",
+                    (INTERRUPTED, now(), "the crawl's process ended unrecorded", run_id, *ACTIVE),
+                )
+        return dead
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         with self._db() as db:
@@ -191,10 +258,28 @@ class RunStore:
             "error": row["error"],
             "pid": row["pid"],
             "progress": None,
+            "attempt": int(row["attempt"]),
+            "retry_of": row["retry_of"],
+            "report": row["report"],
         }
         if progress and row["status"] == RUNNING and row["log_path"]:
             out["progress"] = read_progress(progress_path(Path(row["log_path"])))
         return out
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has ended: its parent just has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def progress_path(log: Path) -> Path:

@@ -18,7 +18,7 @@ from harvest.config import Config
 from harvest.service.auth import api_token, host_name
 from harvest.service.monitoring import DriftWatch
 from harvest.service.runner import Runner, kill_orphans
-from harvest.service.runs import RunStore, store_path
+from harvest.service.runs import CLI, RunStore, store_path
 from harvest.service.scheduler import SourceScheduler
 from harvest.service.webhooks import Webhooks
 from spiders.schedule import DEFAULT_TIME_LIMIT
@@ -48,7 +48,8 @@ class Service:
         self._studio: Any = None
 
     def start(self) -> None:
-        leftovers = self.store.active()
+        # a command-line crawl is not this service's to kill
+        leftovers = [r for r in self.store.active() if r["trigger"] != CLI]
         killed = kill_orphans(leftovers)
         interrupted = self.store.interrupt_leftovers()
         if interrupted:
@@ -74,6 +75,9 @@ class Service:
 
     def trigger(self, source: str) -> dict[str, Any]:
         return self.runner.trigger(source, "manual")
+
+    def cancel(self, run_id: int, wait: float) -> bool:
+        return self.runner.cancel(run_id, wait)
 
     def next_runs(self) -> dict[str, str | None]:
         return self.scheduler.next_runs()
