@@ -97,6 +97,44 @@ def test_normalize_unicode_controls_and_whitespace() -> None:
     assert out["title"][0] == "  A  title "  # only the columns named
 
 
+def verdicts_agree(texts: list[str]) -> None:
+    """The batch walk gives py3langid's own verdict on each text's first MAX_CHARS
+    characters; the probability differs only by float32 rounding in another order."""
+    from ingestion.transforms.language import MAX_CHARS, classify_batch, identifier
+
+    ident = identifier()
+    codes, scores = classify_batch(ident, texts)
+    for text, code, score in zip(texts, codes, scores, strict=True):
+        want, probability = ident.classify(text[:MAX_CHARS])
+        assert code == want, text[:80]
+        assert abs(score - probability) < 1e-4, text[:80]
+
+
+def test_batch_language_is_py3langids_verdict_on_the_demo_and_many_languages() -> None:
+    from harvest.demosite import generate
+
+    site = generate(120, seed=11)
+    bodies = ["\n".join(a.paragraphs) for a in site.articles]
+    german = "Der Bundestag hat am Donnerstag ein neues Gesetz beschlossen. " * 10
+    verdicts_agree(
+        [
+            *bodies,
+            "Le gouvernement a annoncé mardi un nouveau plan pour les écoles du pays.",
+            "El presidente anunció ayer nuevas medidas económicas para el país.",
+            "Правительство объявило во вторник о новом плане для школ страны.",
+            "政府は火曜日に国内の学校のための新しい計画を発表した。",
+            "ALL CAPITALS ARE READ AS LOWER CASE BY PY3LANGID, SO IT IS HERE.",
+            "!!! ??? ...",  # no feature at all
+            "The rest is German. " * 200 + german,  # only the first 3,000 characters count
+        ]
+    )
+
+
+def test_batch_language_is_py3langids_verdict_on_ag_news(ag_news: Path) -> None:
+    news = pd.read_csv(ag_news, header=None, names=["label", "title", "text"], nrows=1500)
+    verdicts_agree([f"{t}. {b}" for t, b in zip(news["title"], news["text"], strict=True)])
+
+
 def test_language_of_a_few_sentences() -> None:
     texts = [
         "The central bank left interest rates unchanged on Thursday, citing slowing growth.",
