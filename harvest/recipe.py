@@ -48,8 +48,9 @@ NUMERIC = ("int", "float")
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
 class Schedule(LabelSchedule, CrawlSchedule):
-    """When ``harvest serve`` crawls the source (``cron``, ``timezone``, ``time_limit``) and
-    what follows each run: a label push, a retrain."""
+    """When ``harvest serve`` crawls the source (``cron``, ``timezone``, ``time_limit``),
+    how often a failed run is tried again (``retries``, ``retry_delay``) and what follows
+    each run: a label push, a retrain."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,8 @@ class Schedule(LabelSchedule, CrawlSchedule):
             "label": {"push": self.push, "strategy": self.strategy} if self.push else None,
             "retrain": self.retrain,
             "time_limit": self.time_limit,
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
         }
 
 

@@ -57,6 +57,13 @@ class Schedule(Section):
     time_limit: Annotated[float, Bounded(gt=0)] = Described(
         default=DEFAULT_TIME_LIMIT, description="seconds a whole run may take"
     )
+    retries: Annotated[int, Bounded(whole=True, ge=0, le=20)] = Described(
+        default=0, description="times a failed or timed-out scheduled run is tried again"
+    )
+    retry_delay: Annotated[float, Bounded(gt=0, le=86400)] = Described(
+        default=60.0,
+        description="seconds before the first retry; each later one waits twice the one before",
+    )
 
     def fields(self) -> dict[str, str]:
         return cron_fields(self.cron)
