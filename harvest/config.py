@@ -58,6 +58,12 @@ class Config:
     serve_log_text: bool = False
     # seconds between drift checks of the logged predictions (0: none; `harvest monitor`)
     serve_monitor_every: float = 60.0
+    # where `harvest serve` posts a failed or timed-out run as JSON (empty: nowhere); a URL
+    # with a secret in it belongs in the environment (HARVEST_NOTIFY_WEBHOOK)
+    notify_webhook: str = ""
+    notify_timeout: float = 10.0
+    # the MLflow UI the dashboard links to (empty: the tracking URI, when it is http(s))
+    mlflow_url: str = ""
 
     @property
     def models_dir(self) -> str:
