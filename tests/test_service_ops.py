@@ -5,27 +5,81 @@ each test crawls sources of its own."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from harvest.demosite import DemoSite
 from harvest.service.runlog import tail_offset
 from ingestion.lake import Lake
+from tests.helpers import free_port
 from tests.service import DONE, SLOW, Live, write_recipe
 
 ENDED = (*DONE, "cancelled")
 
 
+# the failure webhook's path holds its secret, as a chat service's does
+HOOK_SECRET = "hook-secret-b7f1"
+
+
+class Receiver(ThreadingHTTPServer):
+    """A webhook on loopback that keeps what it is sent and answers 500: a notice it took
+    and a failing webhook at once."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        super().__init__(("127.0.0.1", 0), Hook)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/{HOOK_SECRET}?token=x"
+
+
+class Hook(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:  # noqa: N802
+        size = int(self.headers.get("Content-Length") or 0)
+        assert self.headers.get("Content-Type") == "application/json"
+        self.server.bodies.append(json.loads(self.rfile.read(size)))
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Live]:
     service = Live(tmp_path_factory.mktemp("ops"))
     # small batches: a crawl cancelled after a few pages has committed some
     service.env["HARVEST_CRAWL_BATCH_SIZE"] = "2"
+    service.env["HARVEST_NOTIFY_WEBHOOK"] = receiver.url
+    service.env["HARVEST_NOTIFY_TIMEOUT"] = "5"
     service.start()
     try:
         yield service
@@ -136,3 +190,107 @@ def test_log_whole_tail_and_follow(served: Live, demo_site: DemoSite) -> None:
     finally:
         served.post(f"/runs/{slow['id']}/cancel")
         served.wait_run(slow["id"], lambda r: r["status"] in ENDED)
+
+
+# -- retries, the failure notice and reloaded schedules --------------------------------------
+
+
+def _down_recipe(served: Live, name: str, schedule: dict[str, Any] | None) -> None:
+    """A recipe of a site that refuses every connection: each crawl of it fails."""
+    recipe = yaml.safe_load((served.sources.parent / "down.template").read_text())
+    recipe["name"] = name
+    if schedule:
+        recipe["schedule"] = schedule
+    (served.sources / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+
+
+def _until(check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.3)
+    raise AssertionError("never happened")
+
+
+@pytest.mark.slow
+def test_failed_scheduled_runs_retry_with_backoff_and_notify(
+    served: Live, receiver: Receiver, demo_site: DemoSite
+) -> None:
+    template = yaml.safe_load(write_recipe(served.tmp / "tpl", "x", demo_site).read_text())
+    template["start_urls"] = [f"http://127.0.0.1:{free_port()}/"]
+    (served.sources.parent / "down.template").write_text(yaml.safe_dump(template))
+    retries, first_delay = 2, 1.0
+    schedule = {"cron": "*/2 * * * * *", "retries": retries, "retry_delay": first_delay}
+    # written while the service runs, with nobody asking for /sources: the poll finds it
+    _down_recipe(served, "down", schedule)
+
+    def chain() -> list[dict[str, Any]] | None:
+        runs = sorted(served.runs(source="down", limit=100), key=lambda r: r["id"])
+        if not runs:
+            return None
+        tries = [runs[0], *[r for r in runs if r["retry_of"] == runs[0]["id"]]]
+        return tries if len(tries) == 1 + retries and tries[-1]["status"] in ENDED else None
+
+    tries = _until(chain)
+    # no more schedule: nothing fires once the file says so
+    _down_recipe(served, "down", None)
+    (source,) = [s for s in served.get("/sources").json() if s["source"] == "down"]
+    assert source["schedule"] is None and source["next_run"] is None
+
+    assert [r["attempt"] for r in tries] == [1, 2, 3]
+    assert [r["retry_of"] for r in tries] == [None, tries[0]["id"], tries[0]["id"]]
+    assert {(r["trigger"], r["status"]) for r in tries} == {("schedule", "failed")}
+    assert "refused" in tries[0]["error"]
+    # each retry started no sooner than its backoff after the try before it ended (the
+    # history keeps milliseconds: one is the rounding)
+    for k, (before, after) in enumerate(zip(tries, tries[1:], strict=False)):
+        gap = datetime.fromisoformat(after["created_at"]) - datetime.fromisoformat(
+            before["ended_at"]
+        )
+        assert gap >= timedelta(seconds=first_delay * 2**k, milliseconds=-1), (k, gap)
+    assert max(r["attempt"] for r in served.runs(source="down", limit=100)) == 1 + retries
+
+    # one notice per failed try, posted while the webhook answers 500 each time
+    notices = _until(
+        lambda: (
+            got if len(got := [b for b in receiver.bodies if b["source"] == "down"]) >= 3 else None
+        )
+    )
+    by_run = {b["run"]: b for b in notices}
+    assert [by_run[r["id"]]["retry_in"] for r in tries] == [first_delay, 2 * first_delay, None]
+    last = by_run[tries[-1]["id"]]
+    assert (last["trigger"], last["status"], last["attempt"]) == ("schedule", "failed", 3)
+    assert last["error"] == tries[-1]["error"] and last["retry_of"] == tries[0]["id"]
+    assert last["log_url"] == f"{served.url}/runs/{tries[-1]['id']}/log"
+    assert "refused" in requests.get(last["log_url"], timeout=30).text
+    # the failing webhook is logged by its address alone; the service goes on
+    log = (served.tmp / f"serve-{served.lives}.log").read_text()
+    assert "answered 500" in log and HOOK_SECRET not in log
+    assert served.get("/runs", params={"limit": 1}).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_changed_cron_shows_its_own_next_run(served: Live, demo_site: DemoSite) -> None:
+    path = write_recipe(served.sources, "moving", demo_site, schedule={"cron": "0 0 1 1 *"})
+
+    def shown() -> dict[str, Any]:
+        (source,) = [s for s in served.get("/sources").json() if s["source"] == "moving"]
+        return dict(source)
+
+    now = datetime.now(UTC)
+    first = shown()
+    assert datetime.fromisoformat(first["next_run"]) == datetime(now.year + 1, 1, 1, tzinfo=UTC)
+    for minute in random.Random(7).sample(range(60), 2):
+        recipe = yaml.safe_load(path.read_text())
+        recipe["schedule"]["cron"] = f"{minute} * * * *"
+        path.write_text(yaml.safe_dump(recipe))
+        got = shown()
+        assert got["schedule"]["cron"] == f"{minute} * * * *"
+        after = datetime.fromisoformat(got["next_run"])
+        assert after.minute == minute and after.second == 0
+        assert datetime.now(UTC) - timedelta(seconds=1) < after
+        assert after <= datetime.now(UTC) + timedelta(hours=1)
+    path.unlink()
+    assert "moving" not in [s["source"] for s in served.get("/sources").json()]

@@ -4,7 +4,11 @@ The job store keeps each source's next run time across restarts, so a slot misse
 the service was down is still due when it starts; ``coalesce`` makes any number of missed
 slots one run, and the unbounded grace time keeps it from being dropped as too late.
 ``max_instances=1`` keeps a slow run from overlapping the next slot; the run store's lock
-covers a manual trigger of the same source too.
+covers a manual trigger of the same source too. A failed run's retries
+(``harvest.service.retry``) belong to its slot.
+
+``sync`` runs whenever a recipe file changes (``harvest.service.reload``), so a changed
+cron takes effect, with its next run time, without a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from harvest.config import Config
 from harvest.recipe import RecipeError, Schedule, list_recipes, load_recipe
+from harvest.service.retry import run_with_retries
 from harvest.service.runner import Runner
 from harvest.service.runs import SourceBusyError
 from ingestion.locks import BusyError
@@ -108,7 +113,7 @@ class SourceScheduler:
 
     def fire(self, source: str) -> None:
         try:
-            run = self.runner.run(source, "schedule")
+            run = run_with_retries(self.runner, source)
         except SourceBusyError as exc:
             log.info(
                 "scheduled run of %s skipped: %s",

@@ -17,6 +17,8 @@ from typing import Any
 from harvest.config import Config
 from harvest.service.auth import api_token, host_name
 from harvest.service.monitoring import DriftWatch
+from harvest.service.notify import FailureNotice
+from harvest.service.reload import RecipeWatch
 from harvest.service.runner import Runner, kill_orphans
 from harvest.service.runs import CLI, RunStore, store_path
 from harvest.service.scheduler import SourceScheduler
@@ -41,7 +43,9 @@ class Service:
         self.store = RunStore(store_path(config))
         self.token = api_token(folder)
         self.runner = Runner(config, self.store, time_limit, stop_grace)
+        self.runner.on_end.append(FailureNotice(config, self.runner, url))
         self.scheduler = SourceScheduler(config, self.runner, folder / "jobs.db")
+        self.recipes = RecipeWatch(config.sources, self.scheduler.sync)
         self.webhooks = Webhooks(config)
         self.drift = DriftWatch(config, self.runner, config.serve_monitor_every)
         self.label_studio = label_studio
@@ -59,6 +63,7 @@ class Service:
                 extra={"runs": interrupted, "killed_pids": killed},
             )
         self.scheduler.start()
+        self.recipes.start()
         log.info("scheduler started", extra={"next_runs": self.scheduler.next_runs()})
         self.drift.start()
         if self.label_studio:
@@ -66,6 +71,7 @@ class Service:
 
     def stop(self) -> None:
         log.info("stopping: no new runs; active runs finish their current batch")
+        self.recipes.stop()
         self.scheduler.shutdown()
         self.drift.stop()
         self.runner.stop()
@@ -80,6 +86,8 @@ class Service:
         return self.runner.cancel(run_id, wait)
 
     def next_runs(self) -> dict[str, str | None]:
+        if self.scheduler.aps.running:
+            self.recipes.check()  # a cron changed since the last poll shows its own next run
         return self.scheduler.next_runs()
 
     def _start_studio(self) -> None:
