@@ -18,7 +18,18 @@ request counts per window that led to it are capped from then on (spiders/window
 neither the rate nor the burst that caused it comes back soon. What a block teaches is
 kept for every exit to the site (``SiteLore``): the next block is looked at where the last
 one ended, not after pauses that grow past it, and a window one exit found paces the others
-at its limit before they meet the block that taught it.
+at its limit before they meet the block that taught it. A long block no earlier one has
+timed is looked at a third of its age apart, so its end is found a third late at most.
+
+Exits to a site start slowly (``SiteLore``): the first, the scout, opens unlimited, and the
+others go at what it has shown gets through until its verdict, a second or two at most: a
+few requests each at once, then at what got through the scout spread over a few seconds. A site
+that lets it through, or throttles it with a ``Retry-After``, lets them loose as well; a
+block without one starts them paced below what got through the scout (what they sent
+before it counted in), one of them climbing to the site's limit while the others hold. The
+block that climb meets, told apart by the scout's burst, shows the window to every exit, so
+two exits meet a block at the opening, not all of them. A site with no limit, or a crawl
+of few slow pages, keeps every exit busy from the start all the same.
 
 ``Pacer.acquire`` hands a request the exit that can take one soonest, and waits until it
 can; a pause that begins while a request waits is honoured. Once a pace has a rate, it also
@@ -47,7 +58,18 @@ SLOT_POLL = 0.02  # seconds between looks at a full download slot
 # each pause that proves too short is this much longer: doubling finds a 10 s block's end
 # at 15 s, this at 13 s, for a probe or two more
 GROWTH = 1.5
+LOOK = 1 / 3  # a long block of no known length is looked at this share of its age apart
 LATENCY_SETTLED = 10  # answers before the smoothed latency is a baseline
+# the slow start of the exits to a site after its first (``SiteLore``)
+VERDICT_OKS = 50  # answers got through the scout, none throttled: every exit goes loose
+VERDICT_WAIT = 2.0  # seconds the others wait for the first exit's verdict, at the most
+# before the verdict, each other exit may send this many requests at once (to show it works,
+# and to have work from the start: no burst any site limits), then go at the scout's
+# answers got through spread over ``HINT_SPAN``
+EARLY = 3
+HINT_SPAN = 4.0  # seconds the count the first exit got through before a block is spread over
+EXPLORE = 0.5  # share of its rate the exploring exit gains a second
+STALE = 3.0  # seconds without a request before an exploring exit is replaced
 
 
 @dataclass
@@ -89,12 +111,101 @@ class BlockLength:
 @dataclass
 class SiteLore:
     """What one exit learns of a site that holds for every exit to it, since a site limits
-    each client alike: how long its blocks last, and its window (span -> requests that get
-    through), once one exit's blocks have told it apart."""
+    each client alike: how long its blocks last, its window (span -> requests that get
+    through), once blocks have told it apart, and what got through per span (evidence
+    against a span being the window, whichever exit it came from).
+
+    The exits to a site start slowly. The first (the scout) goes unlimited; the others go
+    at what it has shown gets through until its verdict, at most ``VERDICT_WAIT`` seconds:
+    ``EARLY`` requests each at once, then the scout's answers that got through spread over
+    ``HINT_SPAN`` seconds (the pace a block of the scout would start them at), so that each
+    has work from the start, whatever the site, but none sends a burst the scout has not
+    shown to get through. ``VERDICT_OKS`` answers got through the scout with
+    no throttle, or a throttle with a ``Retry-After`` (a pause costs little), lets every
+    exit loose, as the scout. A block with no ``Retry-After`` does not: the others start
+    paced, the scout's count before it spread over ``HINT_SPAN`` seconds, as if what they
+    sent before had gone at that pace; one of them (the explorer) climbs quickly from there
+    to the site's limit, and the rest hold their rate until the explorer's block shows the
+    window (its short spans ruled out by the scout's burst), which every exit then takes,
+    or shows none, which lets them climb."""
 
     block: BlockLength = field(default_factory=BlockLength)
     window: dict[float, int] = field(default_factory=dict)
     exits: int = 0  # exits to the site so far
+    passed: dict[float, int] = field(default_factory=dict)
+    stopped: dict[float, int] = field(default_factory=dict)
+    # in order of creation: the scout first
+    paces: list[Pace] = field(default_factory=list, repr=False, compare=False)
+    created: float = 0.0
+    verdict: str = ""  # "" while the scout's first answers are awaited, "free", "paced"
+    oks: int = 0  # answers got through the scout before the verdict
+    hint: int = 0  # what got through the exit throttled first, before it was
+    _explorer: Pace | None = field(default=None, repr=False, compare=False)
+
+    def decide(self, now: float) -> str:
+        """The verdict, once it is in: "" while the others go at the scout's evidence."""
+        if not self.verdict and (self.oks >= VERDICT_OKS or now >= self.created + VERDICT_WAIT):
+            self.verdict = "free"
+        return self.verdict
+
+    def throttled(self, pace: Pace, retry_after: float, now: float) -> None:
+        """The site's first throttle (or block page), on any exit: the verdict."""
+        if self.decide(now):
+            return
+        if retry_after:
+            self.verdict = "free"
+            return
+        self.verdict = "paced"
+        self.hint = max(1, pace.windows.oks_count())
+        for other in self.paces:
+            if other is not pace and not other.interval and not other.windows.caps:
+                self.start(other, now)
+
+    def start(self, pace: Pace, now: float) -> None:
+        """An exit other than the one throttled first starts paced, below the site's limit
+        for any window up to ``HINT_SPAN``: its next request goes when it would have, had
+        the requests it sent before the verdict gone at that pace, so that they and the
+        paced ones make no burst together."""
+        pace.interval = HINT_SPAN / self.hint
+        # throttled at a burst: climbing quickly, if let, up to that count a second
+        pace.ceiling = float(self.hint)
+        sends = pace.windows.sends
+        at = max(
+            (sent + (len(sends) - n) * pace.interval for n, sent in enumerate(sends)),
+            default=now,
+        )
+        pace.next_at = max(pace.next_at, now, at)
+
+    def pending(self, now: float) -> bool:
+        """Whether the scout's verdict is still awaited by other exits."""
+        return len(self.paces) > 1 and not self.decide(now)
+
+    def explorer(self, now: float) -> Pace | None:
+        """The exit that climbs to the site's limit while the others hold their rate, if
+        one is still exploring: a live one, not the scout, not yet blocked for long."""
+        if self.verdict != "paced" or self.window:
+            return None
+        current = self._explorer
+        if current is not None and (current.long_blocks or current.blocked_for()):
+            return current if not current.long_blocks else None
+        if current is None or now - current.last_take > STALE:
+            live = [
+                p
+                for p in self.paces
+                if p is not self.paces[0]
+                and not p.long_blocks
+                and (p is current or now - p.last_take <= STALE or not p.sent)
+            ]
+            fresh = [p for p in live if p is not current and p.sent] or live
+            self._explorer = current = fresh[0] if fresh else None
+        return current
+
+    def share(self, passed: dict[float, int], stopped: dict[float, int] | None = None) -> None:
+        for span, n in passed.items():
+            if n > self.passed.get(span, -1):
+                self.passed[span] = n
+        for span, n in (stopped or {}).items():
+            self.stopped[span] = min(n, self.stopped.get(span, n))
 
 
 @dataclass
@@ -128,9 +239,33 @@ class Pace:
     _learned: bool = False  # the current block was long, and has been learned from
     _onset_rate: float = 0.0  # the rate it began at
     _adopted: dict[float, int] = field(default_factory=dict)  # the lore's window, last taken
+    _adopted_at: float = 0.0
+    _observed: float | None = None  # the onset of the block last counted for the others
+    last_take: float = -math.inf
 
     def __post_init__(self) -> None:
         self._cycle_start = self._streak_start = self.clock()
+
+    @property
+    def ready_at(self) -> float:
+        """The earliest the next request may go: ``next_at``, or, for an exit still
+        unlimited that is not its site's scout, past what the scout has shown gets through,
+        when the scout's verdict is due (``SiteLore``)."""
+        lore = self.lore
+        if self.scout or self.interval or self.windows.caps or lore.decide(self.clock()):
+            return self.next_at
+        if self.sent < EARLY:
+            return self.next_at
+        # at the pace a block of the scout now would start it at, never faster
+        shown = self.last_take + HINT_SPAN / lore.oks if lore.oks else math.inf
+        return max(self.next_at, min(shown, lore.created + VERDICT_WAIT))
+
+    @property
+    def spaced(self) -> bool:
+        """Whether a request waits for the exit's download slot to have room, rather than
+        in its queue: once it is paced, and while the others await the scout's verdict, so
+        that the scout does not take every request there is before they may have some."""
+        return bool(self.interval) or self.lore.pending(self.clock())
 
     def take(self) -> None:
         """One request goes now."""
@@ -138,6 +273,7 @@ class Pace:
         if self.lore.window and self.lore.window != self._adopted:
             self._adopt(now)
         self.windows.sent(now)
+        self.last_take = now
         if self.windows.caps:
             # spread evenly under the caps rather than in bursts up to them, and no climb
             # past them that would burst the moment one lapses
@@ -153,10 +289,15 @@ class Pace:
         self._streak_ok += 1
         self._cycle_ok += 1
         self.windows.answered(sent_at)
+        if self.scout and not self.lore.verdict:
+            self.lore.oks += 1
+        if len(self.lore.paces) > 1:
+            self.lore.share(self.windows.passed)
         self._in_a_row = 0
         if latency is not None:
             self._latency = latency if not self._latency else 0.8 * self._latency + 0.2 * latency
-            self._recent.append(latency)
+            # the spread of arrivals counts the wait between the pace and the wire too
+            self._recent.append(max(latency, self.clock() - sent_at))
             if len(self._recent) >= LATENCY_SETTLED:
                 ordered = sorted(self._recent)
                 spread = ordered[int(0.9 * len(ordered))] - ordered[int(0.1 * len(ordered))]
@@ -171,6 +312,12 @@ class Pace:
         probe = self.settings.probe_slow if near else self.settings.probe_fast
         if self.long_blocks and self.scout and self.lore.exits > 1 and not self.windows.known:
             probe *= 2
+        if not self.scout and not self.long_blocks and not self.windows.caps:
+            explorer = self.lore.explorer(self.clock())
+            if explorer is self:
+                probe = EXPLORE
+            elif explorer is not None:
+                return  # held while another finds the limit for every exit
         # the same gain a second whatever the rate: a fast exit must not probe faster
         self.interval *= 1 - min(0.5, probe * self.interval)
 
@@ -189,6 +336,7 @@ class Pace:
         comes down as for a throttle, so that requests waiting for the exit do not all
         rush it, and each be blocked, the moment it is back."""
         now = self.clock()
+        self.lore.throttled(self, 0.0, now)
         if self._onset is None and sent_at >= self._reacted_at:
             self._onset, self._onset_pause = sent_at, self.settings.pause
         self._met_block(sent_at, now)
@@ -203,6 +351,7 @@ class Pace:
         """The site pushed back on a request sent at ``sent_at``; returns the pause."""
         now = self.clock()
         self.throttles += 1
+        self.lore.throttled(self, retry_after, now)
         if self._onset is None and sent_at >= self._reacted_at:
             self._onset, self._onset_pause = sent_at, retry_after or self.settings.pause
         self._met_block(sent_at, now)
@@ -216,6 +365,10 @@ class Pace:
             self._slow_down(now, pause)
         else:
             backoff = self.settings.pause * GROWTH ** (self._in_a_row - 1)
+            if self._learned and self._onset is not None and not retry_after:
+                # a long block no block before has timed: looked at a share of its age
+                # apart, so that its end is found that share late at most
+                backoff = min(backoff, max(self.settings.pause, LOOK * (now - self._onset)))
             probe = None if retry_after else self._probe_at(now)
             pause = min(self.settings.max_pause, retry_after or probe or backoff)
             # outlasting a pause, it is a block like the site's last: learned from now, not
@@ -280,8 +433,43 @@ class Pace:
         if self._onset is None:
             return
         self._still_blocked = max(self._still_blocked or sent_at, sent_at)
-        if not self._learned and now - self._onset >= self._long_after():
+        if self._learned:
+            return
+        # a site that has blocked another exit for long blocks this one for as long: its
+        # first throttle with no longer Retry-After is a long block, learned from at once
+        others = [p for p in self.lore.paces if p is not self]
+        lasted = now - self._onset
+        if others:
+            # what got through before each block a pause old (its answers are in), this
+            # exit's or another's that has not been heard from since, for the other
+            # exits' blocks to be told apart by
+            for pace in (self, *others):
+                pace._observe()
+        seen = self._onset_pause <= self.settings.pause and any(
+            p.long_blocks or (p.blocked_for() >= p._long_after() and p.lasted_longer(lasted))
+            for p in others
+        )
+        # an earlier block of another exit, not yet learned from, tells more learned first
+        # (what got through before it): waited for, a while
+        first = any(
+            p._onset is not None and not p._learned for p in others if p.lasted_longer(lasted)
+        )
+        if seen or (
+            lasted >= self._long_after() and (not first or lasted >= 2 * self._long_after())
+        ):
             self._long_block(now)
+
+    def _observe(self) -> None:
+        if self._onset is None or self._observed == self._onset:
+            return
+        if self.clock() - self._onset >= self.settings.pause:
+            self._observed = self._onset
+            self.windows.observe(self._onset)
+            self.lore.share(self.windows.passed, self.windows.stopped)
+
+    def lasted_longer(self, seconds: float) -> bool:
+        """Whether this exit's block began more than ``seconds`` ago."""
+        return self._onset is not None and self.clock() - self._onset > seconds
 
     def _long_after(self) -> float:
         """How long a block lasts before it is a long one, a cost to learn from."""
@@ -295,7 +483,16 @@ class Pace:
         self._learned = True
         by_lore = bool(self.lore.window) and self._adopted == self.lore.window
         length = max(now - self._onset, self.lore.block.high)
+        # what got through other exits rules spans out as well as what got through this one
+        self.windows.shared, self.windows.shared_stopped = self.lore.passed, self.lore.stopped
         onset_rate = self.windows.learn(self._onset, self._streak_start, now, length)
+        self.lore.share(self.windows.passed, self.windows.stopped)
+        if by_lore and self._onset < self._adopted_at:
+            # met before the window another exit found was known: that window stands
+            self.windows.adopt(self._adopted, now)
+            self.interval = 1 / self.windows.rate(now)
+            self._onset_rate = onset_rate
+            return
         exact = {span: cap.blocked for span, cap in self.windows.caps.items() if cap.exact}
         if exact and (self.windows.known or by_lore):
             # the site's window, or one less through it than thought: every exit's now
@@ -307,7 +504,7 @@ class Pace:
 
     def _adopt(self, now: float) -> None:
         """Takes the window another exit to the site found: paced at its limit at once."""
-        self._adopted = dict(self.lore.window)
+        self._adopted, self._adopted_at = dict(self.lore.window), now
         self.windows.adopt(self._adopted, now)
         self.interval = 1 / self.windows.rate(now)
         self.ceiling = max(self.ceiling, 1 / self.interval)
@@ -341,16 +538,19 @@ class Pacer:
         key = (exit_, host)
         if key not in self.paces:
             scout = host not in self.lore
-            lore = self.lore.setdefault(host, SiteLore())
+            lore = self.lore.setdefault(host, SiteLore(created=self.clock()))
             lore.exits += 1
-            self.paces[key] = Pace(self.settings, self.clock, lore=lore, scout=scout)
+            made = self.paces[key] = Pace(self.settings, self.clock, lore=lore, scout=scout)
+            lore.paces.append(made)
+            if lore.verdict == "paced":
+                lore.start(made, self.clock())  # a late exit starts as the others did
         return self.paces[key]
 
     def soonest(self, host: str, exits: Iterable[str]) -> tuple[str, float] | None:
         """The exit whose next request to ``host`` may go first, and when."""
         best: tuple[str, float] | None = None
         for name in exits:
-            at = self.pace(name, host).next_at
+            at = self.pace(name, host).ready_at
             if best is None or at < best[1]:
                 best = (name, at)
         return best
@@ -365,13 +565,15 @@ class Pacer:
 
         ``exits`` is asked again after every wait, since exits come and go; None when it
         offers none. An exit with a rate for which ``full`` is true is passed over until it
-        is not; an unlimited one has no spacing for a queue to spoil.
+        is not; an unlimited one has no spacing for a queue to spoil, but while the others
+        await its verdict the scout is passed over too: requests left in its queue are ones
+        the others could send once they may.
         """
         while True:
             offered = list(exits())
             if not offered:
                 return None
-            free = [n for n in offered if not (full and self.pace(n, host).interval and full(n))]
+            free = [n for n in offered if not (full and self.pace(n, host).spaced and full(n))]
             found = self.soonest(host, free)
             if found is None:
                 await sleep(SLOT_POLL)
@@ -381,8 +583,10 @@ class Pacer:
             if wait <= 0:
                 self.pace(name, host).take()
                 return name
-            # exits can go meanwhile (a proxy dies, a ban is given up on): look again soon
-            await sleep(min(wait, SLOT_POLL) if len(free) < len(offered) else min(wait, 1.0))
+            # exits can go meanwhile (a proxy dies, a ban is given up on): look again soon;
+            # and soon again while the scout's verdict may let the others go
+            soon = len(free) < len(offered) or not self.lore[host].verdict
+            await sleep(min(wait, SLOT_POLL) if soon else min(wait, 1.0))
 
     def figures(self) -> dict[str, dict[str, Any]]:
         """Per exit: requests sent, throttles, and per host the rate learned and the window
@@ -414,7 +618,11 @@ def slot_full(crawler: Any, host: str) -> Callable[[str], bool]:
     """Whether a request to ``host`` through an exit would wait in its download slot."""
 
     def full(exit_: str) -> bool:
-        downloader = crawler.engine.downloader if crawler.engine else None
+        try:
+            engine = crawler.engine
+        except RuntimeError:  # Scrapy's way of saying the crawl has not started
+            return False
+        downloader = engine.downloader if engine else None
         slot = downloader.slots.get(exit_slot(host, exit_)) if downloader else None
         return slot is not None and (bool(slot.queue) or slot.free_transfer_slots() <= 0)
 

@@ -72,6 +72,10 @@ class WindowCaps:
     # seconds by which requests may reach the site closer together, or further apart,
     # than they left (the spread of their latencies): a window counts arrivals, not sends
     jitter: float = 0.0
+    # the same counts from the other exits to the site: each client is limited alike, so
+    # what got through one rules spans out for every one
+    shared: dict[float, int] = field(default_factory=dict)
+    shared_stopped: dict[float, int] = field(default_factory=dict)  # and the fewest at a block
 
     def sent(self, at: float) -> None:
         self.sends.append(at)
@@ -79,6 +83,13 @@ class WindowCaps:
         if len(self.sends) > 64 and self.sends[0] < at - KEEP - SPANS[-1]:
             del self.sends[: bisect.bisect_left(self.sends, at - KEEP)]
             del self.oks[: bisect.bisect_left(self.oks, at - KEEP)]
+
+    def oks_count(self) -> int:
+        """Requests that got through, of those still kept."""
+        return len(self.oks)
+
+    def _passed(self, span: float) -> int:
+        return max(self.passed.get(span, -1), self.shared.get(span, -1))
 
     def count(self, span: float, at: float) -> int:
         """Requests sent in ``(at - span, at]``."""
@@ -107,14 +118,11 @@ class WindowCaps:
             before = np.arange(len(oks)) - np.searchsorted(oks, oks - reach, side="right")
             self.passed[span] = max(self.passed.get(span, -1), int(before.max()))
 
-    def windows(self, began: float, covered_from: float) -> list[float]:
-        """The spans the history shows could be the site's window, given a block that
-        began with the request sent at ``began``: every span whose count before that
-        request is more than any request that got through had. Only spans within the
-        sends since ``covered_from`` count: one reaching back into an earlier block, when
-        nothing could get through, holds fewer than the site would have allowed."""
+    def observe(self, began: float) -> None:
+        """Counts what got through before a block that began with the request sent at
+        ``began`` (once the answers sent before it are in), and again what got through
+        before each that got through."""
         self._recount()
-        fit, tie, ruled_out = [], [], False
         for span in SPANS:
             if not self.count(span, began):
                 continue  # a block so long its start is forgotten says nothing
@@ -123,13 +131,40 @@ class WindowCaps:
             # those overtook it on the way
             before = len(self.oks) - bisect.bisect_right(self.oks, began - span - self.jitter)
             self.stopped[span] = min(before, self.stopped.get(span, before))
-            passed = self.passed.get(span, -1)
+
+    def windows(self, began: float, covered_from: float) -> list[float]:
+        """The spans the history shows could be the site's window, given a block that
+        began with the request sent at ``began``: every span whose count before that
+        request is more than any request that got through had. Only spans within the
+        sends since ``covered_from`` count: one reaching back into an earlier block, when
+        nothing could get through, holds fewer than the site would have allowed."""
+        self.observe(began)
+        fit, tie, ruled_out = [], [], False
+        for span in SPANS:
+            if span not in self.stopped or not self.count(span, began):
+                continue  # a block so long its start is forgotten says nothing
+            passed = self._passed(span)
             if span > max(began - covered_from, SHORTEST) or passed < 0:
                 continue
-            if passed < self.stopped[span]:
+            # nor one that another exit was blocked at with no more before it than got
+            # through: each client is limited alike
+            least = min(self.stopped[span], self.shared_stopped.get(span, math.inf))
+            if passed < least:
                 fit.append(span)
-            elif passed == self.stopped[span]:
-                tie.append(span)
+            elif passed == least:
+                # a tie with what got through another exit tells the window only where
+                # the next span is ruled out too: by this history, if it reaches that far
+                # (an exit's slow start does not), or by another exit's block
+                longer = SPANS[min(SPANS.index(span) + 1, len(SPANS) - 1)]
+                stopped = min(
+                    self.stopped.get(longer, math.inf), self.shared_stopped.get(longer, math.inf)
+                )
+                if (
+                    self.passed.get(span, -1) == passed
+                    or longer <= max(began - covered_from, SHORTEST)
+                    or self._passed(longer) >= stopped
+                ):
+                    tie.append(span)
             else:
                 ruled_out = True
         # requests overtake each other on the way, so the block's first request may have
@@ -157,7 +192,7 @@ class WindowCaps:
                     continue
                 # requests that overtook each other on the way can make what got through
                 # look like more than what got blocked: the lower is the safe one
-                known = min(self.passed[span] + 1, self.stopped[span])
+                known = min(self._passed(span) + 1, self.stopped[span])
                 self.caps[span] = Cap(known, now, cooldown, exact=True)
             return min((self.stopped[span] + 1) / span for span in found)
         self.known = False

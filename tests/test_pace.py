@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import math
 import random
 from collections import deque
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from spiders.pace import Pace, Pacer, PaceSettings
+from spiders.pace import EARLY, HINT_SPAN, STALE, VERDICT_WAIT, Pace, Pacer, PaceSettings
 
 # the seed of each test's draw of a site: fixed, so that a run here is a run in CI. Drawn
-# afresh, the sliding-window test fails on about 1% of draws (7 in 800): a defect of the
-# pacing, written down in bench/README.md
+# afresh, the four-exit window test fails on about 2% of draws (7 of 300), the
+# single-exit one on about 1%: a defect of the pacing, written down in bench/README.md
 DRAWS = 7919
 
 
@@ -239,6 +240,7 @@ class BlockingSite:
         self.hits: deque[float] = deque()
         self.blocked_until = -math.inf
         self.blocks = 0
+        self.began: list[float] = []  # when each block began
 
     def answer(self, now: float) -> bool:
         if now < self.blocked_until:
@@ -247,6 +249,7 @@ class BlockingSite:
             self.hits.popleft()
         if len(self.hits) >= self.limit:
             self.blocked_until, self.blocks = now + self.block, self.blocks + 1
+            self.began.append(now)
             return False
         self.hits.append(now)
         return True
@@ -507,9 +510,9 @@ def crawl_simulated_through(
     got = 0
     while got < pages:
         free = [n for n in sites if in_flight[n] < 8]
-        ready = [n for n in free if pacer.pace(n, "site").next_at <= clock.now]
+        ready = [n for n in free if pacer.pace(n, "site").ready_at <= clock.now]
         if ready:
-            name = min(ready, key=lambda n: pacer.pace(n, "site").next_at)
+            name = min(ready, key=lambda n: pacer.pace(n, "site").ready_at)
             pacer.pace(name, "site").take()
             sent = clock.now
             there = sent + (rng.uniform(0.0, jitter) if jitter else 0.0025)
@@ -519,7 +522,7 @@ def crawl_simulated_through(
             clock.now += 1e-4
             continue
         soonest = answers[0][0] if answers else math.inf
-        paced = min((pacer.pace(n, "site").next_at for n in free), default=math.inf)
+        paced = min((pacer.pace(n, "site").ready_at for n in free), default=math.inf)
         clock.now = max(clock.now, min(soonest, paced))
         while answers and answers[0][0] <= clock.now:
             answered, sent, name, ok = heapq.heappop(answers)
@@ -534,10 +537,11 @@ def crawl_simulated_through(
 @pytest.mark.parametrize("draw", range(3))
 def test_a_window_one_exit_finds_paces_the_others_before_they_meet_its_block(draw: int) -> None:
     """Four exits, each limited alike to N per W and blocked for B past it, all drawn at
-    random, and the time requests take to reach the site drawn too. The opening burst
-    blocks every exit once; the first exit's climb back then finds the window in one more
-    block, and the others take it from there, never blocked again but for a drift of
-    arrivals at the window's very limit."""
+    random, and the time requests take to reach the site drawn too. The first exit's
+    opening burst is blocked; the window is found in one more block, of an exit that climbs
+    to it, or (a window longer than the others' slow start allows for) of each exit's own,
+    and every exit is paced at it, never blocked again but for a drift of arrivals at the
+    window's very limit."""
     seed = DRAWS * (draw + 1)
     rng = random.Random(seed)
     limit, window = rng.randint(6, 40), rng.choice([1.0, 2.0, 3.0, 5.0])
@@ -554,7 +558,185 @@ def test_a_window_one_exit_finds_paces_the_others_before_they_meet_its_block(dra
     assert sites["a"].blocks <= 3, about
     # arrivals drifting from sends can cost one more block at the window's very limit
     again = 1 if jitter else 0
-    assert all(1 <= sites[name].blocks <= 1 + again for name in exits[1:]), (about, sites)
+    assert all(sites[name].blocks <= 1 + again for name in exits[1:]), (about, sites)
     for name in exits:
         cap = pacer.pace(name, "site").windows.caps.get(window)
         assert cap is not None and limit - 1 <= cap.blocked <= limit, (about, name, cap)
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_slow_start_leaves_the_block_to_two_exits_of_four(draw: int) -> None:
+    """Four exits open on a site of N per W, blocked for B past it, all drawn at random,
+    with the time requests take to reach the site: the first exit's opening burst meets
+    the block, and one more exit, the one that climbs to the site's limit; the other two
+    start paced below it and take the window that block shows without meeting one. The
+    window is the site's: a longer span the climb fits as well is ruled out by the first
+    exit's block, which came with fewer before it in that span."""
+    seed = DRAWS * (draw + 1)
+    rng = random.Random(seed)
+    # windows the climb from the slow start reaches the limit of in about a window's span:
+    # for longer ones the block tells no window apart, and every exit meets one of its own
+    limit, window = rng.randint(6, 40), rng.choice([1.0, 2.0])
+    block = window * rng.uniform(3.0, 8.0)
+    jitter = rng.choice([0.0, rng.uniform(0.0, 0.1 * window)])
+    about = f"seed {seed}: {limit} per {window}s, block {block:.1f}s, jitter {jitter:.2f}s"
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    exits = ["a", "b", "c", "d"]
+    sites = {name: BlockingSite(limit, window, block) for name in exits}
+    # the opening: what the four exits could fetch in 15 s at the limit
+    crawl_simulated_through(pacer, clock, sites, int(4 * limit / window * 15), jitter, seed)
+    # the window is known once an exit that did not find it takes it
+    known = min(p._adopted_at for p in pacer.lore["site"].paces if p._adopted_at)
+    # blocked before it: the scout and one more (after it, only a drift of arrivals at the
+    # window's very limit can block an exit)
+    opening = [name for name in exits if any(t < known for t in sites[name].began)]
+    assert "a" in opening and len(opening) <= 2, (about, {n: sites[n].began for n in exits})
+    figures = pacer.figures()
+    for name in exits:  # every exit paced by a window learned, its own or another's
+        caps = pacer.pace(name, "site").windows.caps
+        assert caps and all(cap.exact for cap in caps.values()), (about, name, caps)
+        # the site's own: no longer span that fits the climb as well, held lower
+        span, count = figures[name]["window"]["site"]
+        assert span == window and limit - 1 <= count <= limit, (about, name, caps)
+
+
+def test_the_others_start_without_the_scouts_verdict_when_it_does_not_come() -> None:
+    """A scout that never hears back (a dead proxy) holds the others back only as long as
+    a verdict may take; then they go as the scout did, unlimited."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    scout, other = pacer.pace("a", "site"), pacer.pace("b", "site")
+    scout.take()  # never answered
+    for _ in range(EARLY):  # a few requests each, to show the exit works, are no burst
+        assert other.ready_at <= clock.now
+        other.take()
+    assert other.ready_at > clock.now and pacer.soonest("site", ["a", "b"])[0] == "a"
+    clock.now += VERDICT_WAIT
+    assert other.ready_at <= clock.now and other.rate is None
+    assert pacer.soonest("site", ["b"]) == ("b", other.ready_at)
+
+
+def test_a_silent_explorer_is_replaced_and_the_others_hold_only_while_one_explores() -> None:
+    """After a block with no Retry-After on the scout, the others start paced; one climbs,
+    the rest hold their rate. An explorer that goes quiet (its proxy died) is replaced by
+    one still sending, so that the limit is still looked for."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    paces = [pacer.pace(name, "site") for name in "abcd"]
+    scout, b, c, d = paces
+    for _ in range(20):
+        scout.take()
+        scout.ok(clock.now, latency=0.005)
+    scout.take()
+    scout.throttled(clock.now)
+    assert all(p.rate == pytest.approx(20 / HINT_SPAN) for p in (b, c, d))
+
+    def answered(p: Pace, seconds: float) -> None:
+        end = clock.now + seconds
+        while clock.now < end:
+            clock.now = max(clock.now + 0.01, p.next_at)
+            p.take()
+            p.ok(clock.now, latency=0.005)
+
+    answered(b, 1.0)
+    answered(c, 1.0)
+    assert scout.lore.explorer(clock.now) is b
+    assert b.rate is not None and b.rate > 20 / HINT_SPAN and c.rate == 20 / HINT_SPAN
+    answered(c, STALE + 0.5)  # b has sent nothing since
+    assert scout.lore.explorer(clock.now) is c
+    held = d.rate
+    answered(d, 1.0)
+    assert d.rate == held  # still held while c explores
+
+
+def crawl_small_through(
+    pacer: Pacer,
+    clock: Clock,
+    exits: list[str],
+    listings: int,
+    per_listing: int,
+    latency: tuple[float, float],
+    seed: int,
+) -> dict[str, list[float]]:
+    """A crawl as Scrapy makes one, of a site with no limit, through ``exits``: listing
+    pages, each leading to its ``per_listing`` articles and the next listing; at most 16
+    requests at once, those waiting for an exit included; each exit's download slot sends
+    8 at once and queues the rest, and a request waits for an exit whose slot is full only
+    while its pace says so (``Pacer.acquire``). Each answer takes a time drawn from
+    ``latency`` (rendered pages, say). Returns when each exit sent each of its requests."""
+    rng = random.Random(seed)
+    frontier: deque[int] = deque([1])  # listing n, or 0: an article
+    waiting: deque[int] = deque()  # taken by the engine, waiting for an exit
+    queued: dict[str, deque[tuple[int, float]]] = {n: deque() for n in exits}
+    transferring = dict.fromkeys(exits, 0)
+    answers: list[tuple[float, int, str, float, int]] = []
+    sends: dict[str, list[float]] = {n: [] for n in exits}
+    active, order = 0, itertools.count()
+
+    def full(name: str) -> bool:
+        return transferring[name] >= 8 or bool(queued[name])
+
+    def transfer(name: str, page: int, sent: float) -> None:
+        transferring[name] += 1
+        back = clock.now + rng.uniform(*latency)
+        heapq.heappush(answers, (back, next(order), name, sent, page))
+
+    def choice() -> tuple[str, float] | None:
+        free = [n for n in exits if not (pacer.pace(n, "site").spaced and full(n))]
+        return pacer.soonest("site", free)
+
+    while frontier or waiting or answers:
+        while frontier and active < 16:
+            waiting.append(frontier.popleft())
+            active += 1
+        while waiting and (found := choice()) is not None and found[1] <= clock.now:
+            name = found[0]
+            pacer.pace(name, "site").take()
+            sends[name].append(clock.now)
+            page = waiting.popleft()
+            if transferring[name] < 8:
+                transfer(name, page, clock.now)
+            else:
+                queued[name].append((page, clock.now))
+            clock.now += 1e-4
+        found = choice() if waiting else None
+        ready = max(found[1], clock.now + 1e-4) if found is not None else math.inf
+        clock.now = min(answers[0][0] if answers else math.inf, ready)
+        while answers and answers[0][0] <= clock.now:
+            _, _, name, sent, page = heapq.heappop(answers)
+            transferring[name] -= 1
+            active -= 1
+            pacer.pace(name, "site").ok(sent, latency=clock.now - sent)
+            if page and page < listings:
+                frontier.extend([0] * per_listing + [page + 1])
+            elif page:
+                frontier.extend([0] * per_listing)
+            if queued[name]:
+                transfer(name, *queued[name].popleft())
+    return sends
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_site_with_no_limit_keeps_every_exit_busy_from_the_start(draw: int) -> None:
+    """Four exits to a site with no limit, in a crawl of a few pages that are slow to
+    answer (rendered pages): the scout's verdict is slow to come, and every exit has work
+    within the first second all the same, and a fair part of the crawl. Holding the others
+    for the verdict left the scout every page of such a crawl but the first of each."""
+    seed = DRAWS * (draw + 1)
+    rng = random.Random(seed)
+    listings, per_listing = rng.randint(1, 3), rng.randint(16, 25)
+    latency = (rng.uniform(0.1, 0.3), rng.uniform(0.4, 0.8))
+    about = f"seed {seed}: {listings} x {per_listing} pages, {latency[0]:.2f}-{latency[1]:.2f}s"
+    clock = Clock()
+    start = clock.now
+    pacer = Pacer(clock=clock)
+    exits = ["a", "b", "c", "d"]
+    sends = crawl_small_through(pacer, clock, exits, listings, per_listing, latency, seed)
+    total = sum(map(len, sends.values()))
+    assert total == listings * (per_listing + 1), about
+    counts = {name: len(times) for name, times in sends.items()}
+    for name, times in sends.items():
+        # the first listing's answer, then a second at most
+        assert sum(t < start + latency[1] + 1.0 for t in times) >= 3, (about, name, counts)
+        assert len(times) >= total / 10, (about, name, counts)
