@@ -180,6 +180,14 @@ def run_crawl(
     """
     if start_url is not None and (problem := url_problem(start_url)) is not None:
         raise StartUrlError(f"crawl of {recipe.name}: start URL: {problem}")
+    if recipe.kind == "api":
+        if worker is not None:
+            raise CrawlSetupError(
+                f"crawl of {recipe.name}: an API recipe is crawled by one process"
+            )
+        from harvest.apicrawl import run_api_crawl
+
+        return run_api_crawl(config, recipe, start_url, fresh, progress_file)
     if worker is not None:
         resumed = worker.crawl_id if worker.resumed else None
         crawl_id = worker.crawl_id

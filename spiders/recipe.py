@@ -51,6 +51,8 @@ from ingestion.sections import (
     worded,
     yaml_keys,
 )
+from spiders import apipath
+from spiders.apirecipe import ApiOptions
 
 TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
@@ -64,6 +66,8 @@ TYPES: dict[str, pa.DataType] = {
 # a recipe is a YAML file with either suffix, in the sources folder or at any path
 RECIPE_SUFFIXES = (".yaml", ".yml")
 RENDER_MODES = ("http", "browser")
+# html: pages and selectors, crawled by Scrapy; api: a JSON API, by spiders/api.py
+KINDS = ("html", "api")
 WAIT_UNTIL = ("load", "domcontentloaded", "networkidle", "commit")
 RESOURCE_TYPES = (
     "document",
@@ -177,7 +181,7 @@ Count = Annotated[int, Bounded(whole=True, ge=0)]
 class Field(Section):
     """A value each item page gives: found by a CSS selector or an XPath, of a type."""
 
-    shape: ClassVar[str] = "a mapping with css or xpath, and type"
+    shape: ClassVar[str] = "a mapping with css, xpath or path, and type"
 
     name: SkipJsonSchema[str] = ""  # the key it is under in ``fields``
     type: Annotated[str, OneOf(tuple(TYPES), "type")] = Described(
@@ -189,6 +193,12 @@ class Field(Section):
         default=None, description="a CSS selector, as Scrapy takes it (::text, ::attr(name))"
     )
     xpath: XPath | None = Described(default=None, description="an XPath, instead of css")
+    path: Annotated[str, Checked(apipath.problem, "a dotted path or a JSONPath")] | None = (
+        Described(
+            default=None,
+            description="in an API recipe: the path in a record to the value, dotted or JSONPath",
+        )
+    )
     format: DateFormat | None = Described(
         default=None,
         description="a strptime format such as '%Y-%m-%d' a date field is published in",
@@ -202,8 +212,8 @@ class Field(Section):
         return TYPES[self.type]
 
     def __post_init__(self) -> None:
-        if (self.css is None) == (self.xpath is None):
-            raise problem("exactly one of css or xpath is required")
+        if sum(q is not None for q in (self.css, self.xpath, self.path)) != 1:
+            raise problem("exactly one of css, xpath or path is required")
         if self.format is not None and self.type != "date":
             raise problems_error("Field", [(("format",), "only a date field takes a format", None)])
 
@@ -369,6 +379,10 @@ class Recipe(Section):
     name: Annotated[str, Checked(_name_problem, "lower-case letters, digits, - and _")] = Described(
         description="the source's name: lower-case letters, digits, - and _"
     )
+    kind: Annotated[str, OneOf(KINDS)] = Described(
+        default="html",
+        description="html (pages read with selectors) or api (a JSON API, see api)",
+    )
     # the file the recipe was read from, for messages; not a key of the recipe
     path: SkipJsonSchema[str] = Described(default="", validate_default=True)
     start_urls: Annotated[list[StartUrl], MinLen(1)] = Described(
@@ -431,6 +445,9 @@ class Recipe(Section):
     limits: Annotated[Limits, null_is(dict, Limits)] = Described(
         default=Limits(), description="bounds on a crawl"
     )
+    api: ApiOptions | None = Described(
+        default=None, description="a JSON API's records, paging and credentials (kind: api)"
+    )
     # the terms the source's content is published under, for the dataset cards
     licence: Annotated[str, Plain(_licence, {"type": "string", "minLength": 1})] | None = Described(
         default=None, description="a note of the terms the content is under, for the cards"
@@ -442,11 +459,32 @@ class Recipe(Section):
         return value or str((info.context or {}).get(PATH, ""))
 
     def __post_init__(self) -> None:
+        self._check_kind()
         # frozen: set once, here, while the recipe is being made
         if not self.text_field:
             object.__setattr__(self, "text_field", next(iter(self.fields)))
         # limits are Scrapy settings; a setting the recipe names itself wins
         object.__setattr__(self, "settings", {**self.limits.settings(), **self.settings})
+
+    def _check_kind(self) -> None:
+        """An API recipe's fields take paths into a record, an HTML recipe's selectors."""
+        api = self.kind == "api"
+        found: list[tuple[tuple[str | int, ...], str, Any]] = []
+        if api and self.api is None:
+            found.append((("api",), "required for kind: api (records, id, paging ...)", None))
+        if not api and self.api is not None:
+            found.append((("api",), "only a recipe of kind: api takes an api section", None))
+        if api and self.render != "http":
+            found.append((("render",), "an API recipe is fetched over HTTP", self.render))
+        for name, f in self.fields.items():
+            if api and f.path is None:
+                found.append((("fields", name), "an API recipe's field takes a path", None))
+            if not api and f.path is not None:
+                found.append(
+                    (("fields", name, "path"), "only a field of kind: api takes a path", f.path)
+                )
+        if found:
+            raise problems_error("Recipe", found)
 
     @property
     def renders(self) -> bool:

@@ -510,7 +510,10 @@ def test_a_key_near_none_lists_those_known() -> None:
     with pytest.raises(RecipeError) as info:
         parse_recipe(mutate(fields__title={"css": "h1::text", "zzz": 1}), "x.yaml")
     assert info.value.problems == [
-        ("fields.title.zzz", "unknown key (expected one of css, format, required, type, xpath)")
+        (
+            "fields.title.zzz",
+            "unknown key (expected one of css, format, path, required, type, xpath)",
+        )
     ]
 
 

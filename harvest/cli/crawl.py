@@ -47,6 +47,8 @@ def crawl(
     if worker:
         emit(crawl_worker(cfg, recipe, start_url, crawl_id, resumed).to_dict())
         return
+    if recipe.kind == "api" and (workers > 1 or redis_url):
+        raise typer.BadParameter("an API recipe is crawled by one process: no --workers or --redis")
     if crawl_id and not redis_url:
         raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
     if progress_file and (workers > 1 or redis_url):

@@ -31,9 +31,14 @@ def demo_site(
     pagination: str = typer.Option(
         "chain", help="listing pages link: chain (previous/next) or numbered (pages near too)"
     ),
+    api_limit: int = typer.Option(20, help="/api/v1/: requests per second per address (0: none)"),
+    api_fail_rate: float = typer.Option(0.02, help="/api/v1/: share of requests answered 500"),
 ) -> None:
-    """Serve the deterministic demo news site until interrupted."""
-    from harvest.demosite import DemoSite, Guard, generate
+    """Serve the deterministic demo news site until interrupted. Its API (/api/v1/) takes
+    the token in $DEMO_API_TOKEN (default demo-token)."""
+    import os
+
+    from harvest.demosite import DemoApi, DemoSite, Guard, generate
 
     try:
         site = generate(articles, seed, corpus)
@@ -53,7 +58,16 @@ def demo_site(
     if not 0 <= latency[0] <= latency[1]:
         raise typer.BadParameter(f"--latency-ms {latency_ms!r}: LO-HI with 0 <= LO <= HI")
     try:
-        server = DemoSite(site, port=port, guard=guard, latency=latency, pagination=pagination)
+        api = DemoApi(
+            site,
+            token=os.environ.get("DEMO_API_TOKEN") or "demo-token",
+            guard=Guard(api_limit, 1.0, 0.0) if api_limit > 0 else None,
+            fail_rate=api_fail_rate,
+            slow_at=2 * site.per_page,  # the third page of 20
+        )
+        server = DemoSite(
+            site, port=port, guard=guard, latency=latency, pagination=pagination, api=api
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if truth:

@@ -4,7 +4,8 @@ The same articles are served in three sections: ``/`` as plain HTML, ``/js/`` wh
 article content is loaded by JavaScript from a JSON endpoint (only a browser sees it), and
 ``/guarded/`` which bans a client address that asks too often (see ``Guard``).
 ``/hostile/`` serves a page that never finishes, a gzip bomb, a wrong encoding, broken
-HTML and a binary body where an article was expected.
+HTML and a binary body where an article was expected. ``/api/v1/`` serves the articles as
+JSON records behind a token (``harvest.demosite.api``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from harvest.demosite.api import PREFIX as API_PREFIX
+from harvest.demosite.api import DemoApi
 from harvest.demosite.generator import Article, Site
 from harvest.demosite.guard import Guard
 
@@ -135,6 +138,7 @@ class DemoSite:
         etags: bool = True,
         latency: tuple[float, float] = (0.0, 0.0),
         pagination: str = "chain",
+        api: DemoApi | None = None,
     ):
         """``latency``: each answer waits a time drawn uniformly from this range (seconds),
         as a site across a network does, so that crawlers are measured waiting on it.
@@ -143,6 +147,7 @@ class DemoSite:
             raise ValueError(f"pagination {pagination!r}: one of {', '.join(PAGINATIONS)}")
         self.site = site
         self.guard = guard or Guard()
+        self.api = api or DemoApi(site)
         # every (client address, path) requested, in order: lets tests see what was fetched
         self.requests: list[tuple[str, str]] = []
         # path -> how many more times it answers 500 (-1: always): a page that keeps failing
@@ -151,6 +156,7 @@ class DemoSite:
         attrs["failing"] = self.failing
         attrs["latency"] = latency
         attrs["pagination"] = pagination
+        attrs["api"] = self.api
         handler = type("Handler", (_Handler,), attrs)
         self.httpd = _Server((host, port), handler)
         self.thread: threading.Thread | None = None
@@ -204,19 +210,22 @@ class _Handler(BaseHTTPRequestHandler):
     etags: bool = True
     latency: tuple[float, float] = (0.0, 0.0)
     pagination: str = "chain"
+    api: DemoApi
     protocol_version = "HTTP/1.1"
     # headers and body go out in two writes; with Nagle's algorithm each response would
     # wait for the client's delayed ACK, capping the site near 300 requests/s
     disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         self.log.append((self.client_address[0], path))
         if self.latency[1] > 0:
             time.sleep(random.uniform(*self.latency))
         if self.failing.get(path, 0):
             self.failing[path] -= self.failing[path] > 0
             return self._send(500, "Internal Server Error", "text/plain")
+        if path.startswith(API_PREFIX + "/"):
+            return self.api.handle(self, path, query)
         if path == "/robots.txt":
             return self._send(200, "User-agent: *\nAllow: /\n", "text/plain")
         prefix = next((p for p in SECTIONS[1:] if path == p or path.startswith(p + "/")), "")
