@@ -4,6 +4,10 @@ so the peak RSS sampled from /proc is its own.
 
     python -m bench.lake                 # 1,000,000 rows, 100,000 documents
     python -m bench.lake --quick         # a check: 50,000 rows, 10,000 documents
+    python -m bench.lake --only be --growth 10000,100000,1000000,3000000
+
+``--only`` runs some rows (and the growth series, if ``--growth`` names tables); the rows
+not run keep their figures from the results file, each marked with the run it came from.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -402,6 +407,117 @@ def quality(docs: list[str], family: list[int], pairs: list[tuple[int, int]]) ->
     }
 
 
+GROWTH_BATCH = 10_000
+GROWTH_RUNS = 3  # batches timed one after the other: the median is the figure
+PLANT_EVERY = 50  # one row of the timed batch in this many copies a row the table holds
+FILLER_COMMIT = 100_000
+
+
+def curate_growth(args: argparse.Namespace) -> dict[str, Any]:
+    """One 10,000-row batch curated against a curated table of ``--table-rows`` rows.
+
+    The table: one real batch, curated (its rows' texts are what the timed batch copies),
+    then filler rows up to the size, each with a signature of random values (what a text's
+    MinHash looks like to the index: its own keys, no candidates), committed 100,000 at a
+    time; the band index is brought up to it before the clock starts, as each curate
+    leaves it. The timed batches are the generator's next ones with one row in 50 replaced
+    by a copy (exact, or 5% of words edited) of a real table row; the figure is the median
+    of three.
+    """
+    from ingestion.dedup import Deduper
+    from ingestion.lake import Lake
+    from validation import gate
+
+    lake = Lake(args.dir)
+    spec = gate_spec()
+    reports = Path(args.dir) / "reports"
+    lake.append(f"raw/{SOURCE}", raw_batch(0, GROWTH_BATCH))
+    gate.curate(lake, SOURCE, spec, reports)
+    real = lake.read(f"curated/{SOURCE}", columns=["url", "body"])
+    rng = np.random.default_rng(3)
+    for start in range(real.num_rows, args.table_rows, FILLER_COMMIT):
+        n = min(FILLER_COMMIT, args.table_rows - start)
+        raw = rng.bytes(32 * n)
+        hashes = [raw[i * 32 : (i + 1) * 32].hex() for i in range(n)]
+        sigs = rng.integers(0, 2**32, size=(n, 128), dtype=np.uint32).astype("<u4")
+        filler = pa.table(
+            {
+                "url": [f"https://filler.example/{start + i}" for i in range(n)],
+                "content_sha256": hashes,
+                "dup_group": hashes,
+                "minhash": pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(512), n, [None, pa.py_buffer(sigs.tobytes())]
+                ).cast(pa.binary()),
+            }
+        )
+        lake.append(f"curated/{SOURCE}", filler)
+    Deduper(lake, SOURCE, "body").sync_index()
+    table_rows = lake.dataset(f"curated/{SOURCE}").count_rows()
+
+    rng = np.random.default_rng(5)  # the same timed batches whatever the table's size
+    spent: dict[str, float] = {}
+    Deduper.__call__ = timed(Deduper.__call__, spent, "dedup")  # type: ignore[method-assign]
+    Deduper.sync_index = timed(Deduper.sync_index, spent, "index_write")  # type: ignore[method-assign]
+    gate.apply_steps = timed(gate.apply_steps, spent, "transforms")  # type: ignore[assignment]
+    times: list[float] = []
+    planted: dict[str, str] = {}
+    mine: set[str] = set()
+    for index in range(1, GROWTH_RUNS + 1):
+        batch = planted_batch(rng, index, real, planted)
+        mine.update(batch["url"].to_pylist())
+        lake.append(f"raw/{SOURCE}", batch)
+        start = time.perf_counter()
+        gate.curate(lake, SOURCE, spec, reports)
+        times.append(time.perf_counter() - start)
+
+    held = lake.read(f"duplicates/{SOURCE}", columns=["url", "duplicate_of"]).to_pylist()
+    against_table = [r for r in held if r["url"] in mine and r["duplicate_of"] not in mine]
+    right = sum(1 for r in against_table if planted.get(r["url"]) == r["duplicate_of"])
+    quarantined = set(result_failed(lake))
+    reachable = [u for u in planted if u not in quarantined]
+    return {
+        "seconds": float(np.median(times)),
+        "runs_s": [round(t, 2) for t in times],
+        "table_rows": table_rows,
+        "planted": len(reachable),
+        "precision": round(right / len(against_table), 4) if against_table else None,
+        "recall": round(right / len(reachable), 4) if reachable else None,
+        "breakdown_s": {k: round(v / GROWTH_RUNS, 2) for k, v in spent.items()},
+    }
+
+
+def planted_batch(
+    rng: np.random.Generator, index: int, real: pa.Table, planted: dict[str, str]
+) -> pa.Table:
+    """The generator's batch ``index`` with one row in 50 a copy of a ``real`` row: the
+    copy's URL and the original's go into ``planted``."""
+    batch = raw_batch(index, GROWTH_BATCH)
+    bodies = batch["body"].to_pylist()
+    urls = batch["url"].to_pylist()
+    originals = real["body"].to_pylist()
+    for j in range(0, GROWTH_BATCH, PLANT_EVERY):
+        if (index * GROWTH_BATCH + j + 1) % COPY_EVERY == 1:
+            continue  # the generator copies the next row from this one: a copy of a copy
+        k = int(rng.integers(0, real.num_rows))
+        bodies[j] = originals[k] if j % 2 else edited(rng, originals[k], 0.05)
+        planted[urls[j]] = real["url"][k].as_py()
+    titles = batch["title"].to_pylist()
+    hashes = [
+        hashlib.sha256(f"{t}\x00{b}".encode()).hexdigest()
+        for t, b in zip(titles, bodies, strict=True)
+    ]
+    batch = batch.set_column(batch.schema.get_field_index("body"), "body", pa.array(bodies))
+    at = batch.schema.get_field_index("content_sha256")
+    return batch.set_column(at, "content_sha256", pa.array(hashes))
+
+
+def result_failed(lake: Any) -> list[str]:
+    """URLs the gate quarantined: a planted copy there never reaches dedup."""
+    if not lake.exists(f"quarantine/{SOURCE}"):
+        return []
+    return list(lake.read(f"quarantine/{SOURCE}", columns=["url"])["url"].to_pylist())
+
+
 CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "ingest_bulk": ingest_bulk,
     "ingest_rows": ingest_rows,
@@ -410,6 +526,7 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "gate_pandas": gate_pandas,
     "dedup_harvest": dedup_harvest,
     "dedup_datasketch": dedup_datasketch,
+    "curate_growth": curate_growth,
 }
 
 
@@ -424,9 +541,12 @@ def rss_mib(pid: int) -> float:
         return 0.0
 
 
-def run_child(kind: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def run_child(
+    kind: str, args: argparse.Namespace, folder: Path, table_rows: int = 0
+) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.lake", "--child", kind, "--dir", str(folder)]
     argv += ["--rows", str(args.rows), "--docs", str(args.docs)]
+    argv += ["--table-rows", str(table_rows)]
     argv += ["--batch-rows", str(args.batch_rows), "--commit-rows", str(args.commit_rows)]
     print(f"{kind} ...", file=sys.stderr, flush=True)
     start = time.monotonic()
@@ -487,7 +607,14 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="50,000 rows, 10,000 documents")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", default="abcdegh", help="the rows to run, e.g. be")
+    parser.add_argument(
+        "--growth",
+        default="10000,100000,1000000",
+        help="curated table sizes of the curate_growth series ('' for none)",
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--table-rows", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -511,23 +638,30 @@ def main() -> None:
             ("c", "ingest_rows", Path(tmp) / "rows", "harvest BatchWriter, rows as a crawl"),
         ):
             folder.mkdir(exist_ok=True)
-            r = run_child(kind, args, folder)
-            rows.append({"row": key, "name": name, **r, "per_s": rate(r, "rows")})
+            if key in args.only or (key == "b" and set("de") & set(args.only)):
+                r = run_child(kind, args, folder)
+                rows.append({"row": key, "name": name, **r, "per_s": rate(r, "rows")})
         gates = [
             ("d", "gate_pandas", "plain pandas checks"),
             ("e", "gate_harvest", "harvest curate (all of it)"),
         ]
         for key, kind, name in gates:
-            r = run_child(kind, args, lake)
-            rows.append({"row": key, "name": name, **r, "per_s": rate(r, "rows")})
+            if key in args.only:
+                r = run_child(kind, args, lake)
+                rows.append({"row": key, "name": name, **r, "per_s": rate(r, "rows")})
         for key, kind, name in (
             ("g", "dedup_datasketch", "datasketch one by one + MinHashLSH"),
             ("h", "dedup_harvest", "harvest Deduper (MinHash.bulk + LSH)"),
         ):
-            folder = Path(tmp) / kind
-            folder.mkdir()
-            r = run_child(kind, args, folder)
-            rows.append({"row": key, "name": name, **r, "per_s": rate(r, "docs")})
+            if key in args.only:
+                folder = Path(tmp) / kind
+                folder.mkdir()
+                r = run_child(kind, args, folder)
+                rows.append({"row": key, "name": name, **r, "per_s": rate(r, "docs")})
+        shutil.rmtree(Path(tmp) / "rows", ignore_errors=True)  # disk for the growth series
+        shutil.rmtree(lake, ignore_errors=True)
+        report["curate_growth"] = growth(args, Path(tmp))
+    carry(rows, args.out)
     annotate(rows)
     print(f"\nlake benchmark, {report['machine']['date']}, {os.cpu_count()} CPUs")
     print(
@@ -536,15 +670,54 @@ def main() -> None:
         f"load average {report['machine']['load_average'][0]:.2f}\n"
     )
     print(table(report))
+    for g in report["curate_growth"]:
+        print(
+            f"curate one {GROWTH_BATCH:,}-row batch against {g['table_rows']:>9,} curated rows: "
+            f"{g['seconds']:.2f} s, peak RSS {g.get('peak_rss_mib')} MiB, {g.get('note', '')}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwritten to {args.out}")
 
 
+def growth(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """The curate_growth series: a child a table size, each in a fresh lake."""
+    out = []
+    sizes = [int(n) for n in args.growth.split(",") if n.strip()]
+    for n in sizes:
+        folder = tmp / f"growth-{n}"
+        folder.mkdir()
+        r = run_child("curate_growth", args, folder, table_rows=n)
+        shutil.rmtree(folder, ignore_errors=True)
+        if r.get("status") == "ok":
+            r["note"] = (
+                f"dedup {r['breakdown_s'].get('dedup')} s, index write "
+                f"{r['breakdown_s'].get('index_write')} s; planted copies: precision "
+                f"{r['precision']}, recall {r['recall']}"
+            )
+        out.append(r)
+    ok = [r for r in out if r.get("status") == "ok"]
+    if len(ok) > 1:
+        ok[-1]["vs_smallest"] = round(ok[-1]["seconds"] / ok[0]["seconds"], 2)
+    return out
+
+
+def carry(rows: list[dict[str, Any]], previous: Path) -> None:
+    """The rows not run this time, from the last results, marked with the run they are from."""
+    if not previous.exists():
+        return
+    old = json.loads(previous.read_text())
+    ran = {r["row"] for r in rows}
+    for r in old.get("rows", []):
+        if r["row"] not in ran and r["row"] != "f":
+            rows.append({**r, "from_run": r.get("from_run", old["machine"]["date"])})
+    rows.sort(key=lambda r: r["row"])
+
+
 def annotate(rows: list[dict[str, Any]]) -> None:
     """Adds the expectation part of the gate as its own row, and the ratios to the goals."""
     by = {r["row"]: r for r in rows}
-    ok = all(by[k].get("status") == "ok" for k in "abcde")
+    ok = all(by.get(k, {}).get("status") == "ok" for k in "abcde")
     if not ok:
         return
     for k, goal in (("b", " (goal >= 0.5)"), ("c", "")):
