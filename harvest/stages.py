@@ -121,12 +121,19 @@ def source_lock(config: Config, stage: str, source: str) -> SourceLock:
     return SourceLock(config.lake, stage, source)
 
 
-def curate_source(config: Config, r: Recipe, accept_batch: str | None = None) -> CurateResult:
+def curate_source(
+    config: Config, r: Recipe, accept_batch: str | None = None, progress: bool = False
+) -> CurateResult:
+    """``progress``: show it as ``HARVEST_PROGRESS`` says (by default, on a terminal)."""
     # Great Expectations takes seconds to import: only the commands that curate pay for it
     from validation.gate import curate
+    from validation.progress import CurateProgress
 
+    shown = CurateProgress.from_env(r.name) if progress else None
     with source_lock(config, CURATE_STAGE, r.name):
-        return curate(Lake(config.lake), r.name, gate_spec(r), config.reports, accept_batch)
+        return curate(
+            Lake(config.lake), r.name, gate_spec(r), config.reports, accept_batch, progress=shown
+        )
 
 
 def project_title(source: str) -> str:

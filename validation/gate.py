@@ -35,6 +35,7 @@ from ingestion.transforms import apply_steps
 from validation import batch as batch_gate
 from validation.expectations import plain_frame as _for_validation
 from validation.expectations import validate
+from validation.progress import CurateProgress
 from validation.report import write_report
 from validation.suite import GateSpec, curated_rows
 
@@ -94,6 +95,20 @@ def new_raw_rows(
     return merged.select(columns), reach
 
 
+def pending_rows(lake: Lake, source: str) -> int:
+    """Raw rows appended since the last curate run, as the log counts them."""
+    table = f"raw/{source}"
+    if not lake.exists(table):
+        return 0
+    since = watermark(lake, source)
+    since = -1 if since is None else since
+    return sum(
+        int((entry.get("operationMetrics") or {}).get("num_added_rows") or 0)
+        for entry in lake.table(table).history()
+        if entry["version"] > since and entry.get("operation") not in MOVES_NO_ROWS
+    )
+
+
 def raw_chunks(lake: Lake, source: str, chunk_rows: int = CHUNK_ROWS) -> list[int | None]:
     """The raw versions that end each run of about ``chunk_rows`` new rows, the last one
     None (the latest version): ``[None]`` when the new rows fit in one."""
@@ -123,21 +138,31 @@ def curate(
     report_dir: str | Path,
     accept_batch: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    progress: CurateProgress | None = None,
 ) -> CurateResult:
     """``accept_batch``: a reason to publish the batch even if it fails a batch-level gate.
 
     New raw rows beyond ``chunk_rows`` are curated in several batches (see ``CHUNK_ROWS``);
-    the result adds theirs up, and the run stops at the first one held back.
+    the result adds theirs up, and the run stops at the first one held back. ``progress``
+    hears of each batch.
     """
     total: CurateResult | None = None
-    for until, resume in _batches(lake, source, chunk_rows):
-        result = _curate_batch(lake, source, spec, report_dir, accept_batch, until, resume)
-        # hand the batch's Arrow buffers back, so the next batch starts from a low mark
-        pa.default_memory_pool().release_unused()
-        accept_batch = None  # a hand's acceptance is for the held batch, which comes first
-        total = result if total is None else _added(total, result)
-        if result.batch_status == batch_gate.HELD:
-            break
+    if progress is not None:
+        progress.start(pending_rows(lake, source))
+    try:
+        for until, resume in _batches(lake, source, chunk_rows):
+            result = _curate_batch(lake, source, spec, report_dir, accept_batch, until, resume)
+            # hand the batch's Arrow buffers back, so the next batch starts from a low mark
+            pa.default_memory_pool().release_unused()
+            accept_batch = None  # a hand's acceptance is for the held batch, which comes first
+            total = result if total is None else _added(total, result)
+            if progress is not None:
+                progress.update(total)
+            if result.batch_status == batch_gate.HELD:
+                break
+    finally:
+        if progress is not None:
+            progress.stop()
     assert total is not None
     return total
 

@@ -131,7 +131,7 @@ def curate_cmd(
         raise typer.BadParameter("--reason goes with --accept-batch")
     cfg = config()
     note = (reason or "accepted by hand") if accept_batch else None
-    result = stages.curate_source(cfg, stages.recipe(cfg, source), accept_batch=note)
+    result = stages.curate_source(cfg, stages.recipe(cfg, source), accept_batch=note, progress=True)
     if result.batch_status == "held":
         say_held(result.source, result.held_reasons)
     emit(asdict(result))

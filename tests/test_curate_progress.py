@@ -1,0 +1,68 @@
+"""The progress of a curate: a line a batch when asked for, a rich bar on a terminal,
+nothing in a captured output unless asked."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from harvest.demosite import generate
+from harvest.recipe import load_recipe
+from harvest.stages import gate_spec
+from ingestion.lake import Lake
+from tests.helpers import ROOT
+from tests.test_dedup import raw_table, rows
+from validation.gate import CurateResult, curate
+from validation.progress import PROGRESS_ENV, CurateProgress
+
+
+def test_a_line_a_batch_with_what_was_checked_deduplicated_and_committed(
+    tmp_path: Path,
+) -> None:
+    site = generate(150, seed=3)
+    raw = rows(site).drop(columns=["content_sha256"])
+    lake = Lake(tmp_path / "lake")
+    for part in (raw.iloc[:60], raw.iloc[60:]):
+        lake.append("raw/demo", raw_table(part))
+    out = io.StringIO()
+    ticks = iter(range(0, 100, 10))
+    progress = CurateProgress("demo", live=False, stream=out, clock=lambda: float(next(ticks)))
+    spec = gate_spec(load_recipe("demo", ROOT / "sources"))
+    result = curate(lake, "demo", spec, tmp_path / "reports", chunk_rows=50, progress=progress)
+
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2  # a raw commit a batch
+    last = dict(re.findall(r"(\w+(?:/s)?)=([\d,]+)", lines[-1]))
+    assert int(last["checked"].replace(",", "")) == result.rows_in == len(raw)
+    dropped = result.duplicates_dropped + result.near_duplicates_dropped
+    assert int(last["deduplicated"].replace(",", "")) == dropped > 0
+    assert int(last["committed"].replace(",", "")) == result.curated
+    assert f"({len(raw):,}/{len(raw):,} rows)" in lines[-1]
+    assert int(last["rows/s"].replace(",", "")) > 0
+
+
+def test_the_bar_on_a_terminal_ends_at_every_row() -> None:
+    out = io.StringIO()
+    progress = CurateProgress("demo", live=True, stream=out)
+    progress.start(1_000)
+    progress.update(CurateResult("demo", rows_in=1_000, curated=900, near_duplicates_dropped=40))
+    progress.stop()
+    shown = out.getvalue()
+    assert "curate demo" in shown and "checked=1,000" in shown
+    assert "deduplicated=40" in shown and "committed=900" in shown
+
+
+@pytest.mark.parametrize(("mode", "shown"), [(None, False), ("false", False), ("true", True)])
+def test_shown_only_on_a_terminal_or_when_asked(
+    mode: str | None, shown: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal, even under -s
+    if mode is None:
+        monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PROGRESS_ENV, mode)
+    assert (CurateProgress.from_env("demo") is not None) is shown
