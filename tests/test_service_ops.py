@@ -23,12 +23,14 @@ import yaml
 from harvest.demosite import DemoSite
 from harvest.service.runlog import tail_offset
 from ingestion.lake import Lake
+from spiders.render import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import free_port
 from tests.service import DONE, SLOW, Live, write_recipe
 
 ENDED = (*DONE, "cancelled")
 
 
+MLFLOW_UI = "http://127.0.0.1:9/mlflow/"  # linked to, never fetched
 # the failure webhook's path holds its secret, as a chat service's does
 HOOK_SECRET = "hook-secret-b7f1"
 
@@ -80,6 +82,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iter
     service.env["HARVEST_CRAWL_BATCH_SIZE"] = "2"
     service.env["HARVEST_NOTIFY_WEBHOOK"] = receiver.url
     service.env["HARVEST_NOTIFY_TIMEOUT"] = "5"
+    service.env["HARVEST_MLFLOW_URL"] = MLFLOW_UI
     service.start()
     try:
         yield service
@@ -294,3 +297,94 @@ def test_a_changed_cron_shows_its_own_next_run(served: Live, demo_site: DemoSite
         assert after <= datetime.now(UTC) + timedelta(hours=1)
     path.unlink()
     assert "moving" not in [s["source"] for s in served.get("/sources").json()]
+
+
+# -- the dashboard in Chromium -------------------------------------------------------------
+
+
+SAYS = "text => document.querySelector('#run-now-status').textContent.includes(text)"
+
+
+@pytest.mark.slow
+@pytest.mark.requires_chromium
+def test_dashboard_links_and_run_now_in_chromium(served: Live, demo_site: DemoSite) -> None:
+    from playwright.sync_api import sync_playwright
+
+    write_recipe(served.sources, "board", demo_site, pages=4)
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS)
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(m.text)
+                    if m.type == "error" and "Failed to load resource" not in m.text
+                    else None
+                ),
+            )
+            # the refused tries below are the only failed loads expected
+            page.on(
+                "response",
+                lambda r: (
+                    problems.append(f"{r.status} {r.url}")
+                    if r.status >= 400 and r.status != 401
+                    else None
+                ),
+            )
+            page.goto(served.url + "/", wait_until="load")
+            studio = f"http://127.0.0.1:{served.env['HARVEST_LABEL_STUDIO_PORT']}"
+            assert page.get_attribute("#label-studio-link", "href") == studio
+            assert page.get_attribute("#mlflow-link", "href") == MLFLOW_UI
+
+            button = page.locator('[data-run-now="board"]')
+            status = page.locator("#run-now-status")
+            button.click()
+            page.wait_for_function(SAYS, arg="token")
+            page.fill("#token", "not-the-token")
+            button.click()
+            page.wait_for_function(SAYS, arg="wrong API token")
+            assert served.runs(source="board") == []
+
+            page.fill("#token", served.token)
+            button.click()
+            page.wait_for_function(SAYS, arg="queued")
+            run_id = int(status.inner_text().split()[1])
+            (run,) = served.runs(source="board")
+            assert (run["id"], run["trigger"]) == (run_id, "manual")
+            page.wait_for_function(
+                """id => { const r = document.querySelector(`#runs-body tr[data-run="${id}"]`);
+                           return r && /finished|failed/.test(r.textContent)
+                               && r.querySelector('a[data-report]'); }""",
+                arg=run_id,
+                timeout=180_000,
+            )
+            row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
+            assert "finished" in row.inner_text()
+            log_href = row.locator("a[data-log]").get_attribute("href")
+            report_href = row.locator("a[data-report]").get_attribute("href")
+            # the page drawn by the server links the same
+            page.reload(wait_until="load")
+            served_row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
+            assert served_row.locator("a[data-log]").get_attribute("href") == log_href
+            assert served_row.locator("a[data-report]").get_attribute("href") == report_href
+            # the token stays for this tab: a reload does not ask again
+            assert page.input_value("#token") == served.token
+
+            served_row.locator("a[data-log]").click()
+            page.wait_for_load_state("load")
+            assert page.url == f"{served.url}/runs/{run_id}/log"
+            assert page.inner_text("body").startswith("$ harvest crawl board")
+            page.go_back(wait_until="load")
+            page.locator(f'#runs-body tr[data-run="{run_id}"] a[data-report]').click()
+            page.wait_for_load_state("load")
+            assert page.url == f"{served.url}/runs/{run_id}/report"
+            assert "board" in page.inner_text("body")
+        finally:
+            browser.close()
+    assert problems == []

@@ -4,7 +4,9 @@ Everything is inline (style, charts as SVG, a little script), so the page needs 
 files and no network beyond the service itself. The layout is ``templates/dashboard.html``;
 this module turns the summary into what it draws. The script asks ``/api/summary`` every few
 seconds and redraws the runs table and the progress of running crawls; the rest of the page
-is as fresh as its last load.
+is as fresh as its last load. Each run links to its log and its report; "run now" posts
+``/crawls`` with the API token typed into the page, which the tab keeps in its session
+storage and sends to this service alone.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def page(summary: Mapping[str, Any], refresh_ms: int = REFRESH_MS) -> str:
         runs_note=note,
         pass_rates=[_pass_rates(s) for s in sources],
         models=models,
+        links=summary.get("links") or {},
         model_cards=[_model(m) for m in models.get("models") or []],
         drift_cards=[_drift(m) for m in summary.get("monitoring") or []],
         counts=list(COUNTS),

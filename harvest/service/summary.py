@@ -74,6 +74,7 @@ def build(
         "history": "recorded" if store is not None else "no run history (the service keeps it)",
         "models": models(config),
         "monitoring": monitoring(lake),
+        "links": links(config),
     }
     if runs_error:
         summary["runs_error"] = runs_error
@@ -278,6 +279,16 @@ def labelling(lake: Lake, source: str, recipe: Any = None) -> dict[str, Any] | N
 
 _MODELS_CACHE: dict[str, tuple[Any, dict[str, Any]]] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+def links(config: Config) -> dict[str, str | None]:
+    """Where the dashboard sends people: Label Studio, and the MLflow UI (``mlflow_url``, or
+    the tracking URI when it is a server's; a SQLite store has no UI to link to)."""
+    from training.tracking import safe_uri
+
+    tracking = safe_uri(config.tracking)
+    web = tracking if tracking.startswith(("http://", "https://")) else None
+    return {"label_studio": config.label_studio_url, "mlflow": config.mlflow_url or web}
 
 
 def models(config: Config) -> dict[str, Any]:

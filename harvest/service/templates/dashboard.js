@@ -13,6 +13,14 @@
     span.textContent = status;
     return span;
   }
+  function link(td, href, text, marker) {
+    if (td.childNodes.length) td.appendChild(document.createTextNode(' '));
+    var a = document.createElement('a');
+    a.href = href;
+    a.textContent = text;
+    a.setAttribute(marker, '');
+    td.appendChild(a);
+  }
   function when(value) {
     return value ? String(value).replace('T', ' ').slice(0, 19) : '';
   }
@@ -29,6 +37,9 @@
       var counts = r.counts || {};
       COUNTS.forEach(function (k) { cell(row, counts[k] == null ? '' : counts[k], 'n'); });
       cell(row, r.error || '', 'err');
+      var links = cell(row, '');
+      if (r.log_path) link(links, 'runs/' + r.id + '/log', 'log', 'data-log');
+      if (r.report) link(links, 'runs/' + r.id + '/report', 'report', 'data-report');
       body.appendChild(row);
     });
     var empty = document.getElementById('runs-empty');
@@ -80,4 +91,48 @@
       });
   }
   setInterval(refresh, {{ refresh_ms }});
+
+  // "run now": POST crawls with the token typed in, kept for this tab only
+  var tokenBox = document.getElementById('token');
+  var status = document.getElementById('run-now-status');
+  var TOKEN_KEY = 'harvest-api-token';
+  var RUN_NOW_TIMEOUT_MS = 15000;
+  try { if (tokenBox) tokenBox.value = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) {}
+  function say(text, cls) {
+    if (!status) return;
+    status.textContent = text;
+    status.className = cls;
+  }
+  var form = document.getElementById('run-now-form');
+  if (form) form.addEventListener('submit', function (ev) { ev.preventDefault(); });
+  document.addEventListener('click', function (ev) {
+    var button = ev.target.closest ? ev.target.closest('[data-run-now]') : null;
+    if (!button || !tokenBox) return;
+    var source = button.getAttribute('data-run-now');
+    var token = tokenBox.value.trim();
+    if (!token) { say('type the API token ($HARVEST_API_TOKEN) first', 'err'); return; }
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) {}
+    button.disabled = true;
+    var abort = new AbortController();
+    var timer = setTimeout(function () { abort.abort(); }, RUN_NOW_TIMEOUT_MS);
+    fetch('crawls', {
+      method: 'POST',
+      cache: 'no-store',
+      headers: {'Content-Type': 'application/json', 'Authorization': 'Bearer ' + token},
+      body: JSON.stringify({source: source}),
+      signal: abort.signal
+    })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (b) {
+          if (r.ok) say('run ' + b.id + ' of ' + source + ' queued', 'ok');
+          else say(source + ': ' + (b.detail || ('answered ' + r.status)), 'err');
+        });
+      })
+      .catch(function () { say(source + ': the service did not answer', 'err'); })
+      .then(function () {
+        clearTimeout(timer);
+        button.disabled = false;
+        refresh();
+      });
+  });
 })();
