@@ -199,9 +199,18 @@ class Deduper:
         """Rows of the batch the table already holds: exact ones by hash, near ones by the
         batch's row."""
         if self.index is not None and self._exists():
-            manifest = self.index.sync()
-            if manifest is not None and (self.version is None or self.version >= manifest["base"]):
-                return self._from_index(manifest, hashes, sigs, valid, keys)
+            for attempt in range(2):
+                manifest = self.index.sync()
+                if manifest is None or (
+                    self.version is not None and self.version < manifest["base"]
+                ):
+                    break
+                try:
+                    return self._from_index(manifest, hashes, sigs, valid, keys)
+                except (OSError, ValueError, pa.ArrowException):
+                    if attempt:
+                        raise
+                    self.index.drop()  # a segment damaged outside a write: read it again
         return self._scan_table(set(hashes), sigs, valid, keys)
 
     def _from_index(

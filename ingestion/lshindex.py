@@ -51,6 +51,7 @@ MANIFEST = "manifest.json"
 SEGMENT_ROWS = 1 << 19  # a merge holds two segments' keys: about 300 MiB at this size
 READ_ROWS = 65_536  # rows read from the table at once when rebuilding
 GROUP = "dup_group"
+WANTED = ("content_sha256", "url", GROUP, SIGNATURE)  # what the index keeps of a row
 ROWS = pa.schema(
     [
         ("content_sha256", pa.string()),
@@ -111,6 +112,11 @@ class BandIndex:
             return None
         return found
 
+    def drop(self) -> None:
+        """Forgets the index, so the next sync rebuilds it (its files unreadable)."""
+        with contextlib.suppress(OSError):
+            (self.dir / MANIFEST).unlink()
+
     def _commit(self, manifest: dict[str, Any]) -> None:
         tmp = self.dir / f"{MANIFEST}.tmp"
         with tmp.open("w") as f:
@@ -147,12 +153,11 @@ class BandIndex:
         self.dir.mkdir(parents=True, exist_ok=True)
         if manifest is None or added is None:
             manifest = self._empty(latest, latest)
-            dt = self.lake.table(self.table, latest)
+            dataset = self.lake.dataset(self.table, self.lake.table(self.table, latest))
+            columns = [c for c in WANTED if c in dataset.schema.names]
             parts: Iterator[tuple[int, pa.Table]] = (
                 (latest, pa.Table.from_batches([b]))
-                for b in self.lake.batches(
-                    self.table, self.lake.dataset(self.table, dt), None, READ_ROWS
-                )
+                for b in self.lake.batches(self.table, dataset, columns, READ_ROWS)
                 if b.num_rows
             )
         else:
@@ -198,8 +203,7 @@ class BandIndex:
     @staticmethod
     def _read(path: str) -> pa.Table:
         names = pq.read_schema(path).names
-        wanted = ("content_sha256", "url", GROUP, SIGNATURE)
-        return pq.read_table(path, columns=[c for c in wanted if c in names])
+        return pq.read_table(path, columns=[c for c in WANTED if c in names])
 
     def _rows(self, part: pa.Table, version: int) -> pa.Table:
         n = part.num_rows

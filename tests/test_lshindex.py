@@ -223,3 +223,22 @@ def test_a_curate_killed_around_the_index_write_is_finished_by_the_next(tmp_path
         killed_at(lake, point)
         assert curate_in_child(lake).wait(timeout=300) == 0
         assert state(lake) == want, point
+
+
+def test_a_damaged_segment_is_read_again_from_the_table(tmp_path: Path) -> None:
+    site = generate(120, seed=12)
+    lake = Lake(tmp_path)
+    originals = rows(site, {""})
+    deduper = Deduper(lake, "demo", "body")
+    kept = deduper(originals).kept
+    lake.append("curated/demo", pa.Table.from_pandas(kept, preserve_index=False))
+    deduper.sync_index()
+    index = BandIndex(lake, "demo", NearDuplicates())
+    manifest = index.manifest()
+    assert manifest is not None
+    damaged = index.dir / f"{manifest['segments'][0]['name']}.keys.npy"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a disk that lost the file's tail
+
+    copies = rows(site, {"duplicate", "near_duplicate"})
+    same(Deduper(lake, "demo", "body")(copies), Deduper(lake, "demo", "body", index=False)(copies))
+    assert index_rows(lake) == table_rows(lake)
