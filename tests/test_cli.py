@@ -7,7 +7,7 @@ from typing import Any, get_args
 
 import typer
 
-from harvest.cli import app, choices
+from harvest.cli import DISTRIBUTION, app, choices
 from ingestion.export import FORMATS
 from labeling.strategies import STRATEGIES
 from tests.helpers import run_harvest
@@ -43,4 +43,4 @@ def test_a_mistyped_choice_fails_at_once_naming_the_choices() -> None:
 
 def test_version() -> None:
     proc = run_harvest(["--version"], {})
-    assert proc.stdout.strip() == f"harvest {version('harvest')}"
+    assert proc.stdout.strip() == f"harvest {version(DISTRIBUTION)}"

