@@ -46,10 +46,10 @@ from ingestion.runs import (
     runs_of,
 )
 from ingestion.schema import PROVENANCE_COLUMNS, content_sha256
-from ingestion.writer import BatchWriter
 from spiders import apipath
 from spiders.account import BROKEN_CHAIN, account
 from spiders.apiauth import Credentials, credentials, redacted, refused, strip_query
+from spiders.apicommit import POSITION_KEY, PageCommits
 from spiders.apipaging import Paginator, Position
 from spiders.middlewares.proxypool import STOP_REASON, ProxyPool
 from spiders.pace import DIRECT, Pacer, PaceSettings
@@ -57,10 +57,9 @@ from spiders.recipe import Recipe
 from spiders.recipe_spider import FIRST_FAILURE, convert
 
 logger = logging.getLogger(__name__)
-POSITION_KEY = "api_position"
 THROTTLED = (429, 503)
 REFUSED = (401, 403)
-SHUTDOWN, FINISHED_REASON = "shutdown", "finished"
+SHUTDOWN, FINISHED_REASON, FAILED = "shutdown", "finished", "failed"
 
 
 class PageGaveUpError(Exception):
@@ -186,9 +185,6 @@ class ApiCrawl:
         self.high_water: Any = None
         self.etag: str | None = None
         self.since: Any = None
-        self.writer: BatchWriter | None = None
-        # the position after the last page whose rows the writer holds
-        self.held_after: Position = None
         self.reason = FINISHED_REASON
 
     # -- the run -------------------------------------------------------------------------
@@ -198,12 +194,12 @@ class ApiCrawl:
         started = time.monotonic()
         position, last = self._where_to_start()
         self.high_water = self.since  # a crawl that finds nothing new keeps the mark
-        self.writer = BatchWriter(
+        self.commits = PageCommits(
             self.lake,
             f"raw/{self.recipe.name}",
-            batch_size=1 << 62,  # flushed here, at page boundaries only
-            field_types=self.recipe.field_types,
-            metadata={"crawl_id": self.crawl_id},
+            self.recipe.field_types,
+            self.crawl_id,
+            self.batch_size,
         )
         self.stats.set("harvest/crawl_id", self.crawl_id)
         record_run(
@@ -235,19 +231,23 @@ class ApiCrawl:
         except asyncio.CancelledError:
             if not stopping:
                 raise
+            main.uncancel()  # stopped by a signal, not cancelled from outside
         except NoExitError as exc:
             logger.error("%s: stopping the crawl (%s)", exc, STOP_REASON)
             self.reason = STOP_REASON
         except UnchangedError:
             self.stats.inc("harvest/incremental/unchanged")
             self.high_water, self.etag = (last or {}).get("high_water"), (last or {}).get("etag")
+        except Exception:
+            self.reason = FAILED  # refused credentials, say: resumed once they are fixed
+            raise
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             if ticker is not None:
                 ticker.cancel()
             await self._close_clients()
-            self._finish(started)
+            await self._finish(started)
         return self.stats.values
 
     def _where_to_start(self) -> tuple[Position, dict[str, Any] | None]:
@@ -277,7 +277,7 @@ class ApiCrawl:
         fresh = position == self.paginator.first()
         etag = (last or {}).get("etag") if self.api.etag and fresh else None
         first = await self._page(position, etag=etag)
-        self._commit(first)
+        await self._take(first)
         if first.after is None:
             return
         if self.paginator.concurrent:
@@ -289,7 +289,7 @@ class ApiCrawl:
             while position is not None and json.dumps(position) not in seen:
                 seen.add(json.dumps(position))
                 page = await self._page(position)
-                self._commit(page)
+                await self._take(page)
                 position = page.after
             if position is not None:
                 logger.error("the API's next page %s is one already fetched: ending", position)
@@ -312,7 +312,7 @@ class ApiCrawl:
                 del tasks[order.pop(0)]
                 if page is None:
                     continue
-                self._commit(page)
+                await self._take(page)
                 if page.after is None:
                     nxt = None
                     for task in tasks.values():
@@ -489,28 +489,13 @@ class ApiCrawl:
 
     # -- the lake ------------------------------------------------------------------------
 
-    def _commit(self, page: Page) -> None:
-        """The page's records to the writer; a batch lands once it is full, with the
-        position to resume from."""
-        assert self.writer is not None
-        for record in page.records:
-            row = self._row(record, page.status)
-            if row is None:
-                continue
-            self.stats.inc("item_scraped_count")
-            self.writer.add(row)
-        self.held_after = page.after
-        if self.writer.buffered >= self.batch_size or page.after is None:
-            self._flush(page.after)
-
-    def _flush(self, after: Position) -> None:
-        assert self.writer is not None
-        if not self.writer.buffered:
-            return
-        self.writer.metadata = {"crawl_id": self.crawl_id, POSITION_KEY: json.dumps(after)}
-        self.writer.flush()
-        self.stats.set("harvest/rows_committed", self.writer.rows_committed)
-        self.stats.set("harvest/batches_committed", self.writer.batches_committed)
+    async def _take(self, page: Page) -> None:
+        """The page's records to the lake, after the pages before it."""
+        rows = [row for record in page.records if (row := self._row(record, page.status))]
+        self.stats.inc("item_scraped_count", len(rows))
+        self.commits.add(rows, page.after)
+        await self.commits.step()
+        self.stats.set("harvest/rows_committed", self.commits.rows_committed)
 
     def _row(self, record: Any, status: int) -> dict[str, Any] | None:
         ident = apipath.first(record, self.api.id)
@@ -549,27 +534,26 @@ class ApiCrawl:
             return f"{base}/{key}"
         return urljoin(self.start_url, template.replace("{id}", key))
 
-    def _finish(self, started: float) -> None:
+    async def _finish(self, started: float) -> None:
         """Lands the complete pages held, then records the crawl's end."""
-        if self.writer is None:
-            return
         try:
-            self._flush(self.held_after)
+            await self.commits.close()
         finally:
             self.stats.set("finish_reason", self.reason)
             self.stats.set("elapsed_time_seconds", round(time.monotonic() - started, 3))
-            self.stats.set("harvest/rows_committed", self.writer.rows_committed)
+            self.stats.set("harvest/rows_committed", self.commits.rows_committed)
+            self.stats.set("harvest/batches_committed", self.commits.batches_committed)
             for name, figures in self.pacer.figures().items():
                 self.stats.set(f"harvest/pace/sent/{name}", figures["sent"])
                 if rates := figures.get("rate_per_s"):
                     self.stats.set(f"harvest/pace/rate_per_s/{name}", round(sum(rates.values()), 2))
-            state = INTERRUPTED if self.reason in (SHUTDOWN, STOP_REASON) else FINISHED
+            state = FINISHED if self.reason == FINISHED_REASON else INTERRUPTED
             details = {
                 "crawl_id": self.crawl_id,
                 "state": state,
                 "reason": self.reason,
                 "kind": "api",
-                "rows": self.writer.rows_committed,
+                "rows": self.commits.rows_committed,
                 "since": self.since,
                 "high_water": self.high_water,
                 "etag": self.etag,
