@@ -41,11 +41,18 @@ class Config:
     # passwords belong in the environment (HARVEST_CRAWL_PROXIES, comma-separated)
     crawl_proxies: str = ""
     crawl_proxy_file: str = ""
+    # a Label Studio that harvest does not start: http or https, any host, with or
+    # without a path prefix; its token comes from HARVEST_LABEL_STUDIO_TOKEN. Empty: the
+    # managed local one at label_studio_host:label_studio_port
+    label_studio_url: str = ""
     label_studio_host: str = "127.0.0.1"
     label_studio_port: int = 8089
     label_studio_data_dir: str = ".labelstudio"
     label_studio_username: str = "admin@harvest.local"
     label_studio_executable: str = ".venv-labelstudio/bin/label-studio"
+    # the address at which Label Studio's webhooks reach `harvest serve`, and its notices
+    # link to (empty: the address it listens on); set it when Label Studio runs elsewhere
+    serve_public_url: str = ""
     # names `harvest serve` answers to (Host header) besides loopback and the address it
     # listens on, comma-separated; "*" for any, only behind a proxy that checks the name
     allowed_hosts: str = ""
@@ -83,12 +90,27 @@ class Config:
         return f"sqlite:///{(base / 'mlflow.db').resolve()}"
 
     @property
-    def label_studio_url(self) -> str:
+    def studio_url(self) -> str:
+        """The Label Studio in use: ``label_studio_url``, else the managed local one."""
+        if self.label_studio_url:
+            return self.label_studio_url.rstrip("/")
         return f"http://{self.label_studio_host}:{self.label_studio_port}"
 
     @property
+    def studio_managed(self) -> bool:
+        """Whether harvest starts and stops the Label Studio it uses."""
+        return not self.label_studio_url
+
+    @property
     def label_studio_token(self) -> str:
-        return _secret("HARVEST_LABEL_STUDIO_TOKEN", Path(self.label_studio_data_dir) / ".token")
+        path = Path(self.label_studio_data_dir) / ".token"
+        if not self.studio_managed and not os.environ.get(TOKEN) and not path.exists():
+            # a token made up here would mean nothing to a server that harvest did not start
+            raise ConfigError(
+                f"label_studio.url names {self.studio_url}, which harvest does not start: set "
+                f"{TOKEN} to an access token of that server (its Account & Settings page)"
+            )
+        return _secret(TOKEN, path)
 
     @property
     def label_studio_password(self) -> str:
@@ -102,6 +124,9 @@ class Config:
         return _secret(
             "HARVEST_WEBHOOK_SECRET", Path(self.label_studio_data_dir) / ".webhook_secret"
         )
+
+
+TOKEN = "HARVEST_LABEL_STUDIO_TOKEN"
 
 
 def _secret(env: str, path: Path) -> str:

@@ -159,7 +159,7 @@ def label_server(config: Config) -> LabelStudioServer:
 def label_sync(config: Config) -> LabelSync:
     from labeling.sync import LabelSync
 
-    return LabelSync(config.label_studio_url, config.label_studio_token, Lake(config.lake))
+    return LabelSync(config.studio_url, config.label_studio_token, Lake(config.lake))
 
 
 def model_dir(config: Config, source: str) -> Path:
@@ -441,7 +441,7 @@ def studio_tasks(config: Config, r: Recipe) -> tuple[int | None, str | None]:
     from labeling.health import studio_down
     from labeling.sync import SyncError
 
-    down = studio_down(config.label_studio_url)
+    down = studio_down(config.studio_url)
     if down:
         return None, down
     try:

@@ -24,7 +24,7 @@ def studio_down(url: str, deadline: float = DEADLINE) -> str | None:
         # the connect's time comes off the reply's, so the whole check ends by the deadline
         if conn.sock is not None:
             conn.sock.settimeout(max(end - time.monotonic(), 0.001))
-        conn.request("GET", "/health")
+        conn.request("GET", parts.path.rstrip("/") + "/health")  # under its path prefix
         status = conn.getresponse().status
     except (OSError, http.client.HTTPException) as exc:  # refused, timed out, reset, garbled
         return f"Label Studio at {url} is not reachable: {exc or type(exc).__name__}"

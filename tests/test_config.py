@@ -12,7 +12,8 @@ from harvest.config import Config, ConfigError, load_config
 def test_defaults_run_the_demo(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "absent.toml", env={})
     assert cfg == Config()
-    assert cfg.label_studio_url == "http://127.0.0.1:8089"
+    assert cfg.studio_url == "http://127.0.0.1:8089"
+    assert cfg.studio_managed
 
 
 def test_file_then_environment(tmp_path: Path) -> None:

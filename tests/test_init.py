@@ -4,6 +4,7 @@ checkout."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,6 +18,9 @@ from harvest.demosite import DemoSite, generate
 from ingestion.lake import Lake
 from spiders.recipe import load_recipe
 from tests.helpers import ROOT, last_json, run_harvest
+
+# what pyproject.toml's package discovery includes
+PACKAGES = ("harvest", "spiders", "ingestion", "validation", "labeling", "training")
 
 
 def clean_env() -> dict[str, str]:
@@ -62,9 +66,16 @@ def python(args: list[str], cwd: Path, path: Path, timeout: float = 300) -> Any:
 def test_an_installed_wheel_crawls_from_a_folder_of_its_own(tmp_path: Path) -> None:
     """The wheel `pip install .` would install, unpacked away from the checkout: init, then
     crawl the demo site from the folder init wrote."""
+    # from a copy: a build writes build/ and *.egg-info/ into the tree it builds
+    tree = tmp_path / "tree"
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tree / package, ignore=skip)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, tree / name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(tmp_path / "dist"), str(ROOT)],
+        + ["-w", str(tmp_path / "dist"), str(tree)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -11,6 +11,7 @@ import typer
 
 from harvest.cli.choices import Strategy
 from harvest.cli.common import config, emit, err
+from ingestion.errors import ConfigurationError
 
 app = typer.Typer(
     help="Label Studio: serve, stop, push, retrain, pull, webhook, simulate, report.",
@@ -26,6 +27,11 @@ def label_serve(
     from harvest import stages
 
     cfg = config()
+    if not cfg.studio_managed:
+        raise ConfigurationError(
+            f"label_studio.url names {cfg.studio_url}, which harvest does not start; "
+            "empty it to use the local Label Studio this command starts"
+        )
     server = stages.label_server(cfg)
     err.print(f"starting Label Studio on {server.url} (data in {server.data_dir}) ...")
     server.start()

@@ -100,8 +100,8 @@ class Service:
 
         server = stages.label_server(self.config)
         try:
-            if server.answers():
-                log.info("using the Label Studio at %s", server.url)
+            if not self.config.studio_managed or server.answers():
+                log.info("using the Label Studio at %s", self.config.studio_url)
             else:
                 log.info("starting Label Studio on %s", server.url)
                 server.start()
@@ -126,7 +126,8 @@ def serve(
     from harvest.service.app import create_app
 
     logs.setup()
-    url = f"http://{host_name(host)}:{port}"  # an IPv6 address in brackets
+    # what Label Studio's webhooks and the notices link to; behind a proxy, its address
+    url = config.serve_public_url.rstrip("/") or f"http://{host_name(host)}:{port}"
     service = Service(config, url, label_studio, time_limit, stop_grace)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -288,7 +288,7 @@ def links(config: Config) -> dict[str, str | None]:
 
     tracking = safe_uri(config.tracking)
     web = tracking if tracking.startswith(("http://", "https://")) else None
-    return {"label_studio": config.label_studio_url, "mlflow": config.mlflow_url or web}
+    return {"label_studio": config.studio_url, "mlflow": config.mlflow_url or web}
 
 
 def models(config: Config) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class Webhooks:
 
     def routes(self) -> dict[int, Route]:
         with self._lock:
-            if self._routes is None and studio_down(self.config.label_studio_url) is None:
+            if self._routes is None and studio_down(self.config.studio_url) is None:
                 self._routes = self._lookup()
             return self._routes or {}
 
