@@ -40,6 +40,7 @@ def crawl(
     """Crawl SOURCE into raw/<source>, then curate it."""
     from harvest import stages
     from harvest.crawl import run_crawl
+    from harvest.service.clirun import CliRun
     from spiders.account import account, describe
 
     cfg = config()
@@ -53,49 +54,55 @@ def crawl(
         raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
     if progress_file and (workers > 1 or redis_url):
         raise typer.BadParameter("--progress-file is written by a crawl of one process")
-    # one crawl of a source at a time; joining a shared crawl by id adds workers to it
-    lock = stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name)
-    with contextlib.nullcontext() if crawl_id else lock:
-        if workers > 1 or redis_url:
-            from harvest.workers import run_workers
+    # recorded in the run history beside the lake, as the service's runs are
+    with CliRun(cfg, recipe.name) as recorded:
+        # one crawl of a source at a time; joining a shared crawl by id adds workers to it
+        lock = stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name)
+        with contextlib.nullcontext() if crawl_id else lock:
+            recorded.start()  # in the run history once it holds the source
+            if workers > 1 or redis_url:
+                from harvest.workers import run_workers
 
-            crawled = run_workers(
-                cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id
+                crawled = run_workers(
+                    cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id
+                )
+            else:
+                crawled = run_crawl(
+                    cfg, recipe, start_url, fresh=fresh, progress_file=progress_file
+                )
+        summary: dict[str, Any] = {"source": recipe.name, **crawled.to_dict()}
+        # stopped by a signal: the user wants it to end, not to start curating
+        if curate and crawled.finish_reason != "shutdown":
+            result = stages.curate_source(cfg, recipe)
+            summary.update(
+                curated=result.curated,
+                quarantined=result.quarantined,
+                duplicates_dropped=result.duplicates_dropped,
+                near_duplicates_dropped=result.near_duplicates_dropped,
+                batch_status=result.batch_status,
+                report=result.report,
             )
-        else:
-            crawled = run_crawl(cfg, recipe, start_url, fresh=fresh, progress_file=progress_file)
-    summary: dict[str, Any] = {"source": recipe.name, **crawled.to_dict()}
-    # stopped by a signal: the user wants it to end, not to start curating
-    if curate and crawled.finish_reason != "shutdown":
-        result = stages.curate_source(cfg, recipe)
-        summary.update(
-            curated=result.curated,
-            quarantined=result.quarantined,
-            duplicates_dropped=result.duplicates_dropped,
-            near_duplicates_dropped=result.near_duplicates_dropped,
-            batch_status=result.batch_status,
-            report=result.report,
-        )
-        if result.batch_status == "held":
-            summary["held_reasons"] = result.held_reasons
-            say_held(result.source, result.held_reasons)
-    # every crawl ends with its account; pages given up past the recipe's limit fail it
-    acc = account(crawled.stats)
-    summary["account"] = acc.to_dict()
-    for line in describe(acc):
-        err.print(f"account: {line}", highlight=False)
-    emit(summary)
-    if acc.stalled_for:
-        raise GaveUpError(
-            f"crawl of {recipe.name} stalled: nothing came back for {acc.stalled_for} s "
-            "(HARVEST_STALL_TIMEOUT); it resumes on the next crawl"
-        )
-    if acc.given_up_total > recipe.limits.give_up:
-        raise GaveUpError(
-            f"crawl of {recipe.name} gave up on {acc.given_up_total} pages, more than its "
-            f"limits.give_up ({recipe.limits.give_up})",
-            hint="the account lines above say why; raise limits.give_up if that is expected",
-        )
+            if result.batch_status == "held":
+                summary["held_reasons"] = result.held_reasons
+                say_held(result.source, result.held_reasons)
+        # every crawl ends with its account; pages given up past the recipe's limit fail it
+        acc = account(crawled.stats)
+        summary["account"] = acc.to_dict()
+        for line in describe(acc):
+            err.print(f"account: {line}", highlight=False)
+        recorded.summary = summary
+        emit(summary)
+        if acc.stalled_for:
+            raise GaveUpError(
+                f"crawl of {recipe.name} stalled: nothing came back for {acc.stalled_for} s "
+                "(HARVEST_STALL_TIMEOUT); it resumes on the next crawl"
+            )
+        if acc.given_up_total > recipe.limits.give_up:
+            raise GaveUpError(
+                f"crawl of {recipe.name} gave up on {acc.given_up_total} pages, more than its "
+                f"limits.give_up ({recipe.limits.give_up})",
+                hint="the account lines above say why; raise limits.give_up if that is expected",
+            )
 
 
 def crawl_worker(
