@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +27,7 @@ from harvest.demosite import DemoSite
 from harvest.service.runlog import tail_offset
 from ingestion.lake import Lake
 from spiders.render import CHROMIUM, CHROMIUM_ARGS
-from tests.helpers import free_port
+from tests.helpers import ROOT, free_port, last_json, run_harvest
 from tests.service import DONE, SLOW, Live, write_recipe
 
 ENDED = (*DONE, "cancelled")
@@ -193,6 +196,82 @@ def test_log_whole_tail_and_follow(served: Live, demo_site: DemoSite) -> None:
     finally:
         served.post(f"/runs/{slow['id']}/cancel")
         served.wait_run(slow["id"], lambda r: r["status"] in ENDED)
+
+
+# -- crawls from the command line ------------------------------------------------------------
+
+
+def _cli_crawl(served: Live, source: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harvest.cli", "crawl", source],
+        cwd=ROOT,
+        env={**os.environ, **served.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _running(served: Live, source: str) -> dict[str, Any]:
+    (run,) = _until(lambda: [r for r in served.runs(source=source) if r["status"] == "running"])
+    return dict(run)
+
+
+@pytest.mark.slow
+def test_cli_crawls_are_in_the_run_history(served: Live, demo_site: DemoSite) -> None:
+    write_recipe(served.sources, "fromcli", demo_site, pages=4)
+    summary = last_json(run_harvest(["crawl", "fromcli"], served.env).stdout)
+    (run,) = served.runs(source="fromcli")
+    assert (run["trigger"], run["status"], run["error"], run["pid"]) == (
+        "cli",
+        "finished",
+        None,
+        None,
+    )
+    assert run["counts"]["items"] == summary["items"]
+    assert run["counts"]["items"] > 0
+    assert run["counts"]["curated"] == summary["curated"]
+    assert run["report"] == summary["report"]
+    assert run["id"] in [r["id"] for r in served.get("/api/summary").json()["runs"]]
+
+    # one still running: the service sees it, runs nothing of its source beside it and
+    # leaves stopping it to whoever started it; a SIGTERM ends it interrupted, counted
+    write_recipe(served.sources, "clislow", demo_site, SLOW, pages=None)
+    proc = _cli_crawl(served, "clislow")
+    try:
+        run = _running(served, "clislow")
+        assert (run["trigger"], run["pid"]) == ("cli", proc.pid)
+        busy = served.post("/crawls", json={"source": "clislow"})
+        assert busy.status_code == 409 and "already running" in busy.json()["detail"]
+        refused = served.post(f"/runs/{run['id']}/cancel")
+        assert refused.status_code == 409 and "command line" in refused.json()["detail"]
+        lake = Lake(str(served.tmp / "lake"))
+        _until(lambda: lake.exists("raw/clislow") and lake.read("raw/clislow").num_rows)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ended = served.get(f"/runs/{run['id']}").json()
+    assert (ended["status"], ended["error"]) == ("interrupted", "stopped by a signal")
+    assert ended["counts"]["items"] == last_json(out)["items"]
+
+    # one killed outright: its run is closed once its process is gone, and the source
+    # runs again
+    proc = _cli_crawl(served, "clislow")
+    killed = _running(served, "clislow")
+    proc.kill()
+    proc.wait()
+    started = served.post("/crawls", json={"source": "clislow"})
+    assert started.status_code == 202, started.text
+    closed = served.get(f"/runs/{killed['id']}").json()
+    assert (closed["status"], closed["error"]) == (
+        "interrupted",
+        "the crawl's process ended unrecorded",
+    )
+    served.post(f"/runs/{started.json()['id']}/cancel")
+    served.wait_run(started.json()["id"], lambda r: r["status"] in ENDED)
 
 
 # -- retries, the failure notice and reloaded schedules --------------------------------------
