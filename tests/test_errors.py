@@ -73,6 +73,7 @@ EXPECTED = {
     "SourceBusyError": (75, 409),
     "StoppingError": (69, 503),
     "BodyTooLargeError": (2, 413),
+    "NotCancellableError": (2, 409),
     "MonitorError": (2, 409),
 }
 
