@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from scrapy.crawler import CrawlerProcess
 from scrapy.settings import Settings
 from twisted.python.failure import Failure
 
+from harvest import logs
 from harvest.config import Config
 from ingestion.errors import ConfigurationError, InvalidInputError, UnavailableError
 from ingestion.lake import Lake
@@ -208,7 +208,7 @@ def run_crawl(
                 raise no_response(recipe, url, f"{refused}, before the crawl started")
     suffix = f"-{os.getpid()}" if worker is not None else ""
     log = Path(config.reports) / "crawls" / f"{recipe.name}-{crawl_id}{suffix}.log"
-    with crawl_log(log, settings.get("LOG_LEVEL")) as first_error:
+    with crawl_log(log, settings.get("LOG_LEVEL"), recipe.settings.get("LOG_LEVEL")) as first_error:
         stats = _crawl(recipe, settings, start_url, log)
     if stats.get("finish_reason") == STOP_REASON:
         raise CrawlError(
@@ -345,30 +345,28 @@ class FirstError(logging.Handler):
 
 
 @contextmanager
-def crawl_log(path: Path, level: str) -> Iterator[FirstError]:
-    """Logs to ``path`` at ``level`` in full, and to stderr a line a warning or error."""
+def crawl_log(path: Path, level: str, shown: str | None = None) -> Iterator[FirstError]:
+    """Logs to ``path`` at ``level`` in full, and to stderr a line a record at ``--log-level``,
+    else at ``shown`` (a recipe's own LOG_LEVEL), else a warning or error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setLevel(level)
     to_file.setFormatter(logging.Formatter(LOG_FORMAT))
-    to_stderr = logging.StreamHandler(sys.stderr)
-    to_stderr.setLevel(logging.WARNING)
-    to_stderr.setFormatter(OneLine(LOG_FORMAT))
+    to_stderr = logs.stderr_handler(logs.level(shown or "WARNING"), OneLine(LOG_FORMAT))
     # what this module logs is raised as the CrawlError the user sees: not twice
     to_stderr.addFilter(lambda record: record.name != __name__)
     first = FirstError()
     root = logging.getLogger()
-    was = root.level
-    root.setLevel(min(to_file.level, logging.WARNING))
-    handlers = (to_file, to_stderr, first)
-    for handler in handlers:
-        root.addHandler(handler)
+    was, before = root.level, root.handlers[:]
+    root.setLevel(min(to_file.level, to_stderr.level))
+    handlers = [to_file, to_stderr, first]
+    root.handlers[:] = handlers  # the command's own stderr handler would print each twice
     try:
         yield first
     finally:
         for handler in handlers:
-            root.removeHandler(handler)
             handler.close()
+        root.handlers[:] = before
         root.setLevel(was)
 
 

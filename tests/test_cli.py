@@ -7,6 +7,7 @@ from typing import Any, get_args
 
 import typer
 
+from harvest import logs
 from harvest.cli import DISTRIBUTION, app, choices
 from ingestion.export import FORMATS
 from labeling.strategies import STRATEGIES
@@ -20,6 +21,7 @@ def test_the_choices_are_the_librarys_own() -> None:
     assert get_args(choices.Schedule) == SCHEDULES
     assert get_args(choices.Strategy) == tuple(STRATEGIES)
     assert get_args(choices.ExportFormat) == FORMATS
+    assert get_args(choices.LogLevel) == logs.LEVELS
 
 
 def test_every_groups_help_names_all_its_commands() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from harvest import logs
 from harvest.cli import (
     crawl,
     dataset,
@@ -29,6 +30,7 @@ from harvest.cli import init as init_cmd
 from harvest.cli import status as status_cmd
 from harvest.cli import train as train_cmd
 from harvest.cli import tune as tune_cmd
+from harvest.cli.choices import LogFormat, LogLevel
 from harvest.cli.group import HarvestGroup
 
 DISTRIBUTION = "harvest-lake"  # the package index's name; the command is harvest
@@ -58,11 +60,25 @@ def root(
         envvar="HARVEST_CONFIG",
         help="the harvest.toml in force (default: the nearest at or above this folder)",
     ),
+    log_level: LogLevel | None = typer.Option(
+        None,
+        envvar=logs.LEVEL,
+        case_sensitive=False,
+        help="what stderr shows (default: WARNING, or a crawled recipe's LOG_LEVEL)",
+    ),
+    log_format: LogFormat = typer.Option(
+        "text", envvar=logs.FORMAT, help="json: one object a line, as `harvest serve` logs"
+    ),
 ) -> None:
     """Crawl, curate, label and train."""
+    # through the environment, so the processes a command starts read the same file and
+    # log alike
     if config is not None:
-        # through the environment, so the processes a command starts read the same file
         os.environ["HARVEST_CONFIG"] = str(config.resolve())
+    if log_level is not None:
+        os.environ[logs.LEVEL] = log_level.upper()
+    os.environ[logs.FORMAT] = log_format
+    logs.setup()
 
 
 # in the order `harvest --help` lists them

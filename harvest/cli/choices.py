@@ -12,3 +12,5 @@ Strategy = Literal[
     "random", "least_confidence", "margin", "entropy", "kcenter", "hybrid", "coldstart"
 ]
 ExportFormat = Literal["parquet", "jsonl"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
