@@ -13,8 +13,6 @@ import yaml
 from harvest.demosite import DemoSite, generate
 from tests.helpers import ROOT, free_port, last_json, run_harvest
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def small() -> Iterator[DemoSite]:
@@ -38,6 +36,7 @@ def crawl(
     return last_json(proc.stdout), proc.stderr.splitlines()
 
 
+@pytest.mark.slow
 def test_stderr_shows_warnings_unless_the_recipe_says_otherwise(
     small: DemoSite, tmp_path: Path
 ) -> None:
@@ -48,6 +47,7 @@ def test_stderr_shows_warnings_unless_the_recipe_says_otherwise(
     assert any("[scrapy.core.engine] INFO: Spider opened" in line for line in told)
 
 
+@pytest.mark.slow
 def test_json_lines_at_the_level_asked_for(small: DemoSite, tmp_path: Path) -> None:
     summary, lines = crawl(small, tmp_path, "--log-format", "json", "--log-level", "info")
     assert summary["items"] == 12
@@ -58,6 +58,7 @@ def test_json_lines_at_the_level_asked_for(small: DemoSite, tmp_path: Path) -> N
     ).items()
 
 
+@pytest.mark.slow
 def test_a_failure_under_json_is_a_json_record(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/"
     env = {"HARVEST_LAKE": str(tmp_path / "lake"), "HARVEST_LOG_FORMAT": "json"}
@@ -66,3 +67,24 @@ def test_a_failure_under_json_is_a_json_record(tmp_path: Path) -> None:
     (record,) = [json.loads(line) for line in proc.stderr.splitlines()]
     assert record["level"] == "error"
     assert record["message"].startswith(f"error: crawl of demo got no response from {url}")
+
+
+def test_the_service_logs_json_unless_told_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from harvest import logs
+    from harvest.service import logs as service_logs
+
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        monkeypatch.delenv(logs.FORMAT, raising=False)
+        service_logs.setup()
+        assert isinstance(root.handlers[0].formatter, logs.JsonFormatter)
+        assert root.level == logging.INFO
+        monkeypatch.setenv(logs.FORMAT, "text")
+        service_logs.setup()
+        assert not isinstance(root.handlers[0].formatter, logs.JsonFormatter)
+    finally:
+        root.handlers[:], level = kept
+        root.setLevel(level)

@@ -66,8 +66,8 @@ def root(
         case_sensitive=False,
         help="what stderr shows (default: WARNING, or a crawled recipe's LOG_LEVEL)",
     ),
-    log_format: LogFormat = typer.Option(
-        "text", envvar=logs.FORMAT, help="json: one object a line, as `harvest serve` logs"
+    log_format: LogFormat | None = typer.Option(
+        None, envvar=logs.FORMAT, help="text (default; `harvest serve`: json) or json lines"
     ),
 ) -> None:
     """Crawl, curate, label and train."""
@@ -77,7 +77,8 @@ def root(
         os.environ["HARVEST_CONFIG"] = str(config.resolve())
     if log_level is not None:
         os.environ[logs.LEVEL] = log_level.upper()
-    os.environ[logs.FORMAT] = log_format
+    if log_format is not None:
+        os.environ[logs.FORMAT] = log_format
     logs.setup()
 
 
