@@ -37,6 +37,7 @@ from ingestion.lake import Lake, LakeError
 from ingestion.markdown import md_code, md_escape
 from ingestion.runs import CURATE_STAGE, runs_of
 from ingestion.split import SPLITS
+from ingestion.ticker import Ticker
 
 FORMATS = ("parquet", "jsonl")
 CARD, MANIFEST, DATA = "README.md", "manifest.json", "data"
@@ -131,6 +132,7 @@ def _check_target(out: Path) -> None:
 
 def _write_data(work: Path, data: pa.Table, fmt: str, shards: int | None) -> list[dict[str, Any]]:
     files = []
+    ticker = Ticker(f"export to {work.name}", data.num_rows)
     for split in SPLITS:
         part = data.filter(pc.equal(data["split"], split))
         if shards is None:
@@ -164,6 +166,8 @@ def _write_data(work: Path, data: pa.Table, fmt: str, shards: int | None) -> lis
                     "sha256": _sha256(path),
                 }
             )
+            ticker.advance(piece.num_rows)
+    ticker.close()
     return files
 
 

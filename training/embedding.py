@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from ingestion.errors import ConfigurationError
+from ingestion.ticker import Ticker
 from training.arrays import Floats
 from training.model import Inputs, TextClassifier, VectorInputs
 
@@ -202,13 +203,15 @@ def embed(
         pad_id = tokenizer().pad_token_id or 0
         on_cuda = device.startswith("cuda")
         amp = torch.autocast("cuda") if on_cuda else contextlib.nullcontext()
-        with torch.inference_mode(), amp:
+        ticker = Ticker(f"encoding with {ENCODER}", len(order), "texts")
+        with torch.inference_mode(), amp, ticker:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 ids, mask = pad([rows[i] for i in chunk], pad_id)
                 out = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
                 for i, vector in zip(chunk, out, strict=True):
                     cache.vectors[missing[i][0]] = vector
+                ticker.advance(len(chunk))
     if not texts:
         return torch.zeros((0, DIM))
     found = torch.from_numpy(np.stack([cache.vectors[k] for k in keys]).astype(np.float32))
