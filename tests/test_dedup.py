@@ -255,3 +255,28 @@ def test_a_curated_file_gone_is_a_clear_error(tmp_path: Path, lake_env: dict[str
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert "'curated/shop' cannot be read" in line and Path(gone).name in line
     assert lake.read("raw/shop").num_rows == 10  # nothing lost: the next run tries again
+
+
+def test_signatures_are_datasketchs_minhash_of_the_shingles() -> None:
+    """The batch computation gives the values MinHash.bulk gives shingle by shingle: the
+    signatures already stored in curated tables stay comparable. Integer arithmetic only,
+    so any CPU gives the same."""
+    import random
+    import zlib
+
+    from datasketch import MinHash
+
+    rng = random.Random()
+    alphabet = "abcdefghij klmnop, ÄÖü éàç — ß 日本語 .!?\n"
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 300))) for _ in range(300)]
+    texts += ["", "   ", "ab", "abcd", "abcde", "!!!", "Hello, World! " * 40]
+    texts.append(" ".join(rng.choices(["alpha", "beta", "gamma", "delta"], k=9_000)))  # long
+    near = NearDuplicates()
+    sigs, valid = near.signatures([*texts, None])
+    assert not valid[-1]
+    for text, sig, has in zip(texts, sigs, valid, strict=False):
+        grams = shingles(text, near.shingle)
+        assert has == bool(grams), text
+        if grams:
+            (want,) = MinHash.bulk([grams], num_perm=128, seed=near.seed, hashfunc=zlib.crc32)
+            assert (sig == want.hashvalues).all(), text
