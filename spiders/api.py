@@ -59,6 +59,7 @@ from spiders.recipe_spider import FIRST_FAILURE, convert
 logger = logging.getLogger(__name__)
 THROTTLED = (429, 503)
 REFUSED = (401, 403)
+AHEAD = 4  # answered pages, per request at once, that may wait for the one before them
 SHUTDOWN, FINISHED_REASON, FAILED = "shutdown", "finished", "failed"
 
 
@@ -176,6 +177,12 @@ class ApiCrawl:
             else None
         )
         self.paginator = Paginator(self.api.paging, self.start_url)
+        # each record's URL: the template joined to the start URL once, {id} kept
+        self.url_template = (
+            self.start_url.split("?", 1)[0].rstrip("/") + "/{id}"
+            if self.api.item_url is None
+            else urljoin(self.start_url, self.api.item_url)
+        )
         self.progress = progress
         self.stats = Stats()
         self.creds = Credentials()
@@ -296,29 +303,32 @@ class ApiCrawl:
 
     async def _concurrent(self, position: Position) -> None:
         """Pages fetched ``concurrency`` at a time, committed in order; the first short or
-        empty page ends the crawl and what was asked for past it is dropped."""
+        empty page ends the crawl and what was asked for past it is dropped. A slow page
+        holds up its commit, not the requests after it: up to ``AHEAD`` times the
+        concurrency may wait, answered, for the pages before them."""
         tasks: dict[Position, asyncio.Task[Page]] = {}
         order: list[Position] = []
         nxt: Position = position
+        limit = self.api.concurrency
         try:
             while order or nxt is not None:
-                while nxt is not None and len(tasks) < self.api.concurrency:
+                running = sum(not t.done() for t in tasks.values())
+                while nxt is not None and running < limit and len(order) < AHEAD * limit:
                     tasks[nxt] = asyncio.create_task(self._page(nxt))
                     order.append(nxt)
                     nxt = self.paginator.ahead(nxt)
-                head = tasks[order[0]]
-                await asyncio.wait([head])
-                page = head.result() if not head.cancelled() else None
-                del tasks[order.pop(0)]
-                if page is None:
-                    continue
-                await self._take(page)
-                if page.after is None:
-                    nxt = None
-                    for task in tasks.values():
-                        task.cancel()
-                    tasks.clear()
-                    order.clear()
+                    running += 1
+                if not tasks[order[0]].done():
+                    waiting = [t for t in tasks.values() if not t.done()]
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                while order and tasks[order[0]].done():
+                    page = tasks.pop(order.pop(0)).result()
+                    await self._take(page)
+                    if page.after is None:
+                        nxt = None
+                        for task in tasks.values():
+                            task.cancel()
+                        order.clear()
         finally:
             for task in tasks.values():
                 task.cancel()
@@ -416,9 +426,10 @@ class ApiCrawl:
                         f"http_{status}", f"HTTP status {status} after {failures} tries"
                     )
                 self.stats.inc("retry/count")
-                # a server error is not a pace to learn: a short wait, growing, or as asked
-                wait = retry_after(response.headers.get("Retry-After")) or 0.2 * 2**failures
-                await asyncio.sleep(min(wait, 10.0))
+                # a server error is not a pace to learn: tried again at once, as Scrapy's
+                # RetryMiddleware does, unless the API says when
+                if wait := retry_after(response.headers.get("Retry-After")):
+                    await asyncio.sleep(min(wait, self.pacer.settings.max_pause))
                 continue
             if status >= 400:
                 raise PageGaveUpError(f"http_{status}", f"HTTP status {status}")
@@ -527,12 +538,7 @@ class ApiCrawl:
         }
 
     def _item_url(self, ident: Any) -> str:
-        template = self.api.item_url
-        key = quote(str(ident), safe="")
-        if template is None:
-            base = self.start_url.split("?", 1)[0].rstrip("/")
-            return f"{base}/{key}"
-        return urljoin(self.start_url, template.replace("{id}", key))
+        return self.url_template.replace("{id}", quote(str(ident), safe=""))
 
     async def _finish(self, started: float) -> None:
         """Lands the complete pages held, then records the crawl's end."""

@@ -4,14 +4,19 @@ A Delta commit costs tens of milliseconds, about what a page of an API takes to 
 back: committed on the event loop, every batch would hold up every request in flight. So
 a batch is committed in a worker thread while pages keep coming, one commit at a time;
 the rows that arrive meanwhile go into the next, which may then be larger than the batch
-size. Each commit holds whole pages, in order, and the position after its last one
-(``api_position`` in its metadata), which a resumed crawl starts from.
+size. Commits are also at least ``SPACING`` seconds apart: an API that answers thousands
+of records a second would otherwise spend more on commits than on fetching, and a kill
+loses at most that much fetching. Each commit holds whole pages, in order, and the
+position after its last one (``api_position`` in its metadata), which a resumed crawl
+starts from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +26,7 @@ from ingestion.writer import BatchWriter
 from spiders.apipaging import Position
 
 POSITION_KEY = "api_position"
+SPACING = 1.0  # seconds between the starts of two commits, at least
 
 
 class PageCommits:
@@ -39,6 +45,7 @@ class PageCommits:
         self.committing: asyncio.Task[int] | None = None
         self.rows_committed = 0
         self.batches_committed = 0
+        self.started = -math.inf  # when the last commit started
 
     def add(self, rows: list[dict[str, Any]], after: Position) -> None:
         """A whole page's rows, and the position after that page."""
@@ -51,7 +58,7 @@ class PageCommits:
             if not self.committing.done():
                 return
             self._done(self.committing)
-        if len(self.pending) >= self.batch_size:
+        if len(self.pending) >= self.batch_size and time.monotonic() - self.started >= SPACING:
             self._start()
 
     async def close(self) -> None:
@@ -68,6 +75,7 @@ class PageCommits:
     def _start(self) -> None:
         rows, after = self.pending, self.after
         self.pending = []
+        self.started = time.monotonic()
         self.committing = asyncio.create_task(asyncio.to_thread(self._commit, rows, after))
 
     def _done(self, task: asyncio.Task[int]) -> None:

@@ -27,6 +27,8 @@ class Paginator:
         self.style = paging.style
         # the size of a full page: the recipe's, or the largest page seen
         self.full = paging.size or 0
+        # the last page number or offset there is, once a body has said (paging.total)
+        self.last: int | None = None
 
     @property
     def concurrent(self) -> bool:
@@ -65,6 +67,9 @@ class Paginator:
         """The position after ``position``'s page, which held ``count`` records; None when it
         was the last."""
         self.full = max(self.full, count)
+        if self.paging.total and isinstance(total := apipath.first(body, self.paging.total), int):
+            # page n of total pages, or offsets below total records
+            self.last = total if self.style == "page" else total - 1
         if self.style == "none" or count == 0:
             return None
         if self.style == "cursor":
@@ -81,7 +86,8 @@ class Paginator:
         return self.ahead(position)
 
     def ahead(self, position: Position) -> Position:
-        """The page after ``position`` before its answer comes: page and offset paging only,
-        once a full page's size is known."""
+        """The page after ``position`` before its answer comes, None past the total: page
+        and offset paging only, once a full page's size is known."""
         assert isinstance(position, int)
-        return position + 1 if self.style == "page" else position + self.full
+        nxt = position + 1 if self.style == "page" else position + self.full
+        return None if self.last is not None and nxt > self.last else nxt

@@ -60,8 +60,23 @@ def problem(path: str) -> str | None:
 
 def find(doc: Any, path: str) -> list[Any]:
     """Every value at ``path`` in ``doc``; [] where it leads nowhere."""
+    steps = parse(path)
+    if WILD not in steps:  # one value at most: walked without lists (most fields)
+        value = doc
+        for step in steps:
+            if isinstance(value, dict) and str(step) in value:
+                value = value[str(step)]
+            elif (
+                isinstance(step, int)
+                and isinstance(value, list)
+                and -len(value) <= step < len(value)
+            ):
+                value = value[step]
+            else:
+                return []
+        return [value]
     found = [doc]
-    for step in parse(path):
+    for step in steps:
         nxt: list[Any] = []
         for value in found:
             if step is WILD:

@@ -98,6 +98,12 @@ class Paging(Section):
         description="the path in the body to the next cursor (default next_cursor) or next URL "
         "(default next)",
     )
+    total: Path | None = Described(
+        default=None,
+        description="the path in the body to the number of pages (page paging) or of records "
+        "(offset paging): no page is asked for past it (default: pages are asked for until "
+        "one comes back short)",
+    )
 
     def _default(self, i: int) -> Any:
         return PAGING_DEFAULTS[self.style][i]

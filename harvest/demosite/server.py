@@ -16,10 +16,12 @@ import hashlib
 import json
 import random
 import re
+import sys
 import threading
 import time
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from harvest.demosite.api import PREFIX as API_PREFIX
 from harvest.demosite.api import DemoApi
@@ -124,6 +126,11 @@ class _Server(ThreadingHTTPServer):
     # sends them again, and look like requests made in spite of a Retry-After
     request_queue_size = 128
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that hung up mid-answer (a crawl cancelling what it asked ahead for)
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class DemoSite:
