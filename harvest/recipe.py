@@ -31,6 +31,7 @@ from ingestion.sections import SECTION, Problem, Section, json_schema, unknown_k
 from ingestion.sections import yaml_keys as yaml_keys
 from ingestion.transforms import StepError, check_columns, outputs
 from labeling.section import LabelSchedule, LabelSection
+from spiders import hooks
 from spiders.recipe import PATH, read_recipe, recipe_mapping
 from spiders.recipe import RECIPE_SUFFIXES as RECIPE_SUFFIXES
 from spiders.recipe import Recipe as CrawlRecipe
@@ -116,6 +117,8 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     if crawl is not None and gate is not None:
         parts[GateSection], problems = _across(crawl, gate)
         found += problems
+    if crawl and crawl.parse and (why := hooks.import_problem(crawl.parse, Path(path).parent)):
+        found.append(("parse", why))
     if found:
         raise RecipeError.of(path, sorted(found, key=_position))
     values = {f.name: getattr(part, f.name) for part in parts.values() for f in _fields(part)}

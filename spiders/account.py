@@ -10,7 +10,7 @@ since the last crawl) are counted apart and are not failures.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scrapy.exceptions import IgnoreRequest
@@ -33,6 +33,8 @@ class GaveUp(IgnoreRequest):
 BROKEN_CHAIN = "harvest/broken_chain/"  # + the URL of a listing page given up on
 # + the URL of a suspected block kept as it came after its retries (spiders/middlewares/suspect.py)
 SUSPECT_KEPT = "harvest/suspect/kept/"
+# + the type of the exception an item page's parse: hook raised (spiders/hooks.py)
+HOOK_ERROR = "harvest/hook/error/"
 SHOWN = 10  # pages named on an account line; the JSON account names them all
 FRACTIONAL = ("rate_per_s", "window_seconds")  # exit figures that are not counts
 # stats prefix -> how the account names the reason
@@ -72,6 +74,9 @@ class CrawlAccount:
     stalled_for: int
     # requests still in flight when a stop ran out of time and was forced
     forced_stop: int
+    # item pages whose parse: hook raised, by the exception's type (kept with their
+    # selector fields)
+    hook_errors: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +126,11 @@ def account(stats: dict[str, Any]) -> CrawlAccount:
         exits=dict(sorted(exits.items())),
         stalled_for=int(stats.get("harvest/stalled_for", 0)),
         forced_stop=int(stats.get("harvest/forced_stop", 0)),
+        hook_errors={
+            k[len(HOOK_ERROR) :]: int(v)
+            for k, v in sorted(stats.items())
+            if k.startswith(HOOK_ERROR)
+        },
     )
 
 
@@ -163,6 +173,12 @@ def describe(acc: CrawlAccount) -> list[str]:
         lines.append(
             f"stop forced with {acc.forced_stop} request(s) still in flight: their pages "
             "are fetched again when the next crawl resumes this one"
+        )
+    if acc.hook_errors:
+        errors = ", ".join(f"{n} {kind}" for kind, n in acc.hook_errors.items())
+        lines.append(
+            f"parse hook failed on {sum(acc.hook_errors.values())} item pages ({errors}); "
+            "each kept its selector fields"
         )
     for name, figures in acc.exits.items():
         shown = ", ".join(f"{k} {v}" for k, v in sorted(figures.items()))

@@ -51,7 +51,7 @@ from ingestion.sections import (
     worded,
     yaml_keys,
 )
-from spiders import apipath
+from spiders import apipath, hooks
 from spiders.apirecipe import ApiOptions
 
 TYPES: dict[str, pa.DataType] = {
@@ -212,8 +212,9 @@ class Field(Section):
         return TYPES[self.type]
 
     def __post_init__(self) -> None:
-        if sum(q is not None for q in (self.css, self.xpath, self.path)) != 1:
-            raise problem("exactly one of css, xpath or path is required")
+        # none at all is for a field a parse: hook fills, which the recipe checks
+        if sum(q is not None for q in (self.css, self.xpath, self.path)) > 1:
+            raise problem("only one of css, xpath or path")
         if self.format is not None and self.type != "date":
             raise problems_error("Field", [(("format",), "only a date field takes a format", None)])
 
@@ -409,6 +410,12 @@ class Recipe(Section):
     fields: Annotated[dict[str, Field], MinLen(1), WrapValidator(_fields)] = Described(
         description="a mapping of field name to selector"
     )
+    parse: Annotated[str, Checked(hooks.problem, "MODULE:FUNCTION")] | None = Described(
+        default=None,
+        description="MODULE:FUNCTION, a function importable from the recipe's folder, called "
+        "for each item page with the response and a BeautifulSoup tree; it returns field "
+        "values to merge, or items",
+    )
     text_field: str = Described(
         default="",
         json_schema_extra=_no_default,
@@ -482,6 +489,14 @@ class Recipe(Section):
             if not api and f.path is not None:
                 found.append(
                     (("fields", name, "path"), "only a field of kind: api takes a path", f.path)
+                )
+            if not api and f.path is None and f.css is None and f.xpath is None and not self.parse:
+                found.append(
+                    (
+                        ("fields", name),
+                        "css or xpath is required (or a parse: hook to fill it)",
+                        None,
+                    )
                 )
         if found:
             raise problems_error("Recipe", found)
@@ -569,6 +584,8 @@ def parse_recipe(raw: Any, path: str | Path) -> Recipe:
     )
     if recipe is None:
         raise RecipeError.of(path, found)
+    if recipe.parse and (why := hooks.import_problem(recipe.parse, Path(path).parent)):
+        raise RecipeError(path, "parse", why)
     return recipe
 
 

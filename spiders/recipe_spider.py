@@ -16,7 +16,8 @@ from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from spiders.account import BROKEN_CHAIN, GaveUp
+from spiders import hooks
+from spiders.account import BROKEN_CHAIN, HOOK_ERROR, GaveUp
 from spiders.middlewares.pacing import NOT_BEFORE_META
 from spiders.middlewares.proxypool import PROXY_META
 from spiders.pace import EXIT_META
@@ -51,6 +52,8 @@ class RecipeSpider(scrapy.Spider):
         # from the start URLs in force, so a --start-url elsewhere is not filtered as offsite
         self.allowed_domains = recipe.domains(self.start_urls)
         self.item_re = re.compile(recipe.item_urls)
+        # imported when the recipe was read, with its folder on the path
+        self.hook = hooks.load(recipe.parse) if recipe.parse else None
         self.extractors = [
             LinkExtractor(allow=f.allow, restrict_css=f.restrict_css or ()) for f in recipe.follow
         ]
@@ -144,13 +147,33 @@ class RecipeSpider(scrapy.Spider):
         if not isinstance(response, TextResponse):
             return
         if self.item_re.search(response.url):
-            yield self.extract(response)
+            yield from self.items(response)
         listing = response.meta.get(LISTING_META, False)
         self.listing_ok += listing
         for extractor, mode in zip(self.extractors, self.follow_render, strict=True):
             for link in extractor.extract_links(response):
                 self.listing_links += listing
                 yield self.follow_request(response.urljoin(link.url), mode)
+
+    def items(self, response: TextResponse) -> list[dict[str, Any]]:
+        """The page's item, with its hook's fields or items; a hook that raises costs the
+        page them, counted in the account, and never the crawl."""
+        item = self.extract(response)
+        if self.hook is None:
+            return [item]
+        try:
+            return hooks.apply(self.hook, response, item)
+        except Exception as exc:
+            assert self.crawler.stats is not None
+            self.crawler.stats.inc_value(f"{HOOK_ERROR}{type(exc).__name__}")
+            self.logger.warning(
+                "parse hook %s failed on %s: %s: %s",
+                self.recipe.parse,
+                response.url,
+                type(exc).__name__,
+                exc,
+            )
+            return [item]
 
     def extract(self, response: Response) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -170,6 +193,8 @@ def why(failure: Failure) -> str:
 
 
 def select(response: Response, field: Field) -> list[str]:
+    if field.css is None and field.xpath is None:
+        return []  # the recipe's parse: hook fills it
     sel = response.css(field.css) if field.css else response.xpath(field.xpath or "")
     return [s.strip() for s in sel.getall() if s.strip()]
 

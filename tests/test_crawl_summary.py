@@ -87,5 +87,6 @@ def test_the_account_prints_every_figure_under_its_name() -> None:
         "exits",
         "stalled_for",
         "forced_stop",
+        "hook_errors",
     ]
     assert printed["given_up"] == {"timeout": 2} and printed["fetched"] == 12

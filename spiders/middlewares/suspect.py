@@ -147,7 +147,8 @@ class PageReader:
         self.extractors = [
             LinkExtractor(allow=f.allow, restrict_css=f.restrict_css or ()) for f in recipe.follow
         ]
-        self.required = [f for f in recipe.fields.values() if f.required]
+        # a field a parse: hook fills has no selector to look for here
+        self.required = [f for f in recipe.fields.values() if f.required and (f.css or f.xpath)]
         self.markers = [re.compile(m) for m in markers]
 
     def pattern(self, url: str) -> str:
