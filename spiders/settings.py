@@ -23,6 +23,8 @@ DOWNLOADER_MIDDLEWARES = {
     "spiders.middlewares.privateaddress.PrivateAddressMiddleware": 60,
     # skips pages an unfinished crawl already committed; off unless resuming
     "spiders.resume.ResumeMiddleware": 70,
+    # harvest crawl --pages N; off unless asked
+    "spiders.middlewares.pagelimit.PageLimitMiddleware": 75,
     # conditional requests for pages crawled before; sees a 304 right after the downloader
     # stats (850) count it, before retries, redirects or decompression
     "spiders.incremental.IncrementalMiddleware": 840,

@@ -36,6 +36,9 @@ def crawl(
     progress_file: Path | None = typer.Option(
         None, help="append the counts here as JSON lines, every few seconds"
     ),
+    pages: int | None = typer.Option(
+        None, min=1, help="stop after this many pages, for a quick look (limits.pages)"
+    ),
 ) -> None:
     """Crawl SOURCE into raw/<source>, then curate it."""
     from harvest import stages
@@ -50,6 +53,12 @@ def crawl(
         return
     if recipe.kind == "api" and (workers > 1 or redis_url):
         raise typer.BadParameter("an API recipe is crawled by one process: no --workers or --redis")
+    if pages is not None:
+        if recipe.kind == "api":
+            raise typer.BadParameter("--pages counts the pages of an HTML crawl")
+        # settings, not limits.pages: the recipe's settings already hold its own limits
+        limit = {"CLOSESPIDER_PAGECOUNT": pages, "HARVEST_PAGES": pages}
+        recipe = replace(recipe, settings={**recipe.settings, **limit})
     if crawl_id and not redis_url:
         raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
     if progress_file and (workers > 1 or redis_url):
