@@ -14,3 +14,4 @@ Strategy = Literal[
 ExportFormat = Literal["parquet", "jsonl"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["text", "json"]
+Render = Literal["http", "browser"]

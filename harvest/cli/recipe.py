@@ -6,11 +6,12 @@ import json
 
 import typer
 
+from harvest.cli.choices import Render
 from harvest.cli.common import config, emit, err
 from harvest.cli.group import report
 
 app = typer.Typer(
-    help="Recipes: schema (their JSON Schema), check (every problem in them).",
+    help="Recipes: schema (their JSON Schema), check (every problem in them), try (one page).",
     no_args_is_help=True,
 )
 
@@ -54,3 +55,38 @@ def recipe_check(
     emit({"recipes": checked, "broken": broken})
     if broken:
         raise typer.Exit(RecipeError.exit_code)
+
+
+@app.command("try")
+def recipe_try(
+    source: str = typer.Argument(..., help="recipe name in sources/, or a YAML path"),
+    url: str = typer.Argument(..., help="the page to try the recipe on"),
+    render: Render | None = typer.Option(
+        None, help="fetch it so (default: as a crawl would, by the recipe and its follow rules)"
+    ),
+) -> None:
+    """Fetch one page as a crawl would (rendered if the recipe says so, through its proxies)
+    and show what the recipe makes of it: each field's value or why it is empty, the links
+    each follow rule takes, and whether the page is an item. Writes nothing."""
+    from harvest import stages
+    from harvest.trypage import try_page
+    from ingestion.errors import UnavailableError
+
+    cfg = config()
+    found = try_page(cfg, stages.recipe(cfg, source), url, render)
+    if "error" in found:
+        emit(found)
+        raise UnavailableError(f"recipe try of {url}: {found['error']}")
+    how = "rendered" if found["rendered"] else "fetched"
+    err.print(f"{found['url']}: {how}, status {found['status']}", highlight=False)
+    item = "yes" if found["item"] else f"no, {found['item_why_not']}"
+    err.print(f"item: {item}", highlight=False)
+    for name, entry in found["fields"].items():
+        shown = f"empty ({entry['why']})" if "why" in entry else repr(entry["value"])[:200]
+        err.print(f"  {name}: {shown}", highlight=False)
+    if "hook_error" in found:
+        err.print(f"parse hook failed: {found['hook_error']}", highlight=False)
+    for rule in found["follow"]:
+        within = f" within {rule['restrict_css']}" if rule["restrict_css"] else ""
+        err.print(f"follow {rule['allow']}{within}: {len(rule['links'])} links", highlight=False)
+    emit(found)
