@@ -17,7 +17,7 @@ from ingestion.lake import Lake
 from tests.helpers import ROOT
 from tests.test_dedup import raw_table, rows
 from validation.gate import CurateResult, curate
-from validation.progress import PROGRESS_ENV, CurateProgress
+from validation.progress import EVERY, PROGRESS_ENV, CurateProgress
 
 
 def test_a_line_a_batch_with_what_was_checked_deduplicated_and_committed(
@@ -56,13 +56,25 @@ def test_the_bar_on_a_terminal_ends_at_every_row() -> None:
     assert "deduplicated=40" in shown and "committed=900" in shown
 
 
-@pytest.mark.parametrize(("mode", "shown"), [(None, False), ("false", False), ("true", True)])
-def test_shown_only_on_a_terminal_or_when_asked(
-    mode: str | None, shown: bool, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("mode", "every"), [(None, EVERY), ("false", None), ("true", 0.0)])
+def test_off_a_terminal_a_line_every_few_seconds_unless_told(
+    mode: str | None, every: float | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal, even under -s
     if mode is None:
         monkeypatch.delenv(PROGRESS_ENV, raising=False)
     else:
         monkeypatch.setenv(PROGRESS_ENV, mode)
-    assert (CurateProgress.from_env("demo") is not None) is shown
+    progress = CurateProgress.from_env("demo")
+    assert (progress.every if progress else None) == every
+
+
+def test_lines_at_most_every_interval() -> None:
+    out, now = io.StringIO(), [0.0]
+    progress = CurateProgress("demo", live=False, stream=out, clock=lambda: now[0], every=5.0)
+    progress.start(100)
+    for batch in range(1, 11):  # a batch every 2 s: lines at 2, 8 and 14 s, then 20
+        now[0] = 2.0 * batch
+        progress.update(CurateResult("demo", rows_in=10 * batch, curated=10 * batch))
+    checked = [re.search(r"checked=(\d+)", line)[1] for line in out.getvalue().splitlines()]
+    assert checked == ["10", "40", "70", "100"]

@@ -1,13 +1,14 @@
 """The progress of a curate through a long backlog: rows checked, deduplicated and
 committed, and rows a second, after each batch.
 
-A rich bar on a terminal, one plain line a batch when asked for elsewhere, nothing
-otherwise: ``HARVEST_PROGRESS`` is True, False or "auto" (the default: only when stderr
-is a terminal), as for a crawl (``spiders/progress.py``).
+A rich bar on a terminal; elsewhere a plain line a batch when asked for, and by default a
+line every 5 s at most, so that a long backlog is never silent: ``HARVEST_PROGRESS`` is
+True, False or "auto" (the default), as for a crawl (``spiders/progress.py``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from validation.gate import CurateResult
 
 PROGRESS_ENV = "HARVEST_PROGRESS"
+EVERY = 5.0  # seconds between lines off a terminal, unless every batch is asked for
 
 
 class CurateProgress:
@@ -27,6 +29,7 @@ class CurateProgress:
         live: bool,
         stream: IO[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        every: float = 0.0,
     ):
         """``live``: a rich bar (``stream`` must be a terminal, or rich is told it is one);
         otherwise a line a batch on ``stream`` (default stderr)."""
@@ -35,6 +38,7 @@ class CurateProgress:
         self.clock = clock
         self.total = 0
         self.started = clock()
+        self.every, self.last = every, -math.inf  # seconds between plain lines at least
         self.bar: Any = None
 
     @classmethod
@@ -43,7 +47,8 @@ class CurateProgress:
         if mode in ("false", "0", "no", "off", ""):
             return None
         if mode == "auto":
-            return cls(source, live=True) if sys.stderr.isatty() else None
+            tty = sys.stderr.isatty()
+            return cls(source, live=tty, every=0.0 if tty else EVERY)
         return cls(source, live=sys.stderr.isatty())
 
     def counts(self, done: CurateResult) -> dict[str, int]:
@@ -82,7 +87,8 @@ class CurateProgress:
         text += f" rows/s={self.rate(done):,.0f}"
         if self.bar is not None:
             self.bar.update(self.task, completed=done.rows_in, counts=text)
-        else:
+        elif self.clock() - self.last >= self.every:
+            self.last = self.clock()
             of = f"/{self.total:,}" if self.total else ""
             print(f"curate {self.source}: {text} ({done.rows_in:,}{of} rows)", file=self.stream)
             self.stream.flush()
