@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -55,12 +56,14 @@ from spiders.middlewares.proxypool import STOP_REASON, ProxyPool
 from spiders.pace import DIRECT, Pacer, PaceSettings
 from spiders.recipe import Recipe
 from spiders.recipe_spider import FIRST_FAILURE, convert
+from spiders.resume import committed_urls
 
 logger = logging.getLogger(__name__)
 THROTTLED = (429, 503)
 REFUSED = (401, 403)
 AHEAD = 4  # answered pages, per request at once, that may wait for the one before them
 SHUTDOWN, FINISHED_REASON, FAILED = "shutdown", "finished", "failed"
+PAGE_LIMIT = "closespider_pagecount"  # the reason Scrapy gives a crawl its page limit ended
 
 
 class PageGaveUpError(Exception):
@@ -112,16 +115,9 @@ def committed_position(lake: Lake, source: str, crawl_id: str) -> tuple[bool, Po
     return False, None
 
 
-def committed_urls(lake: Lake, source: str, crawl_id: str) -> set[str]:
-    from spiders.resume import committed_urls as urls
-
-    return urls(lake, source, crawl_id)
-
-
 def retry_after(value: str | None) -> float:
-    """Seconds from a ``Retry-After`` value (seconds or an HTTP date); 0 when absent or bad."""
-    from email.utils import parsedate_to_datetime
-
+    """Seconds from a ``Retry-After`` value (seconds or an HTTP date); 0 when absent or bad
+    (``spiders.middlewares.bans.parse_retry_after`` reads it off a Scrapy response)."""
     if not value:
         return 0.0
     value = value.strip()
@@ -160,6 +156,9 @@ class ApiCrawl:
         self.retries = settings.getint("RETRY_TIMES", 2)
         self.max_throttles = settings.getint("HARVEST_PACING_MAX_TRIES", 20)
         self.progress_every = settings.getfloat("HARVEST_PROGRESS_INTERVAL", 5.0)
+        # limits.pages, as Scrapy's CLOSESPIDER_PAGECOUNT: pages taken, at most (0: none)
+        self.max_pages = settings.getint("CLOSESPIDER_PAGECOUNT", 0)
+        self.pages = 0
         self.pacer = Pacer(
             PaceSettings(
                 pause=settings.getfloat("HARVEST_PACING_PAUSE", 1.0),
@@ -284,8 +283,7 @@ class ApiCrawl:
         fresh = position == self.paginator.first()
         etag = (last or {}).get("etag") if self.api.etag and fresh else None
         first = await self._page(position, etag=etag)
-        await self._take(first)
-        if first.after is None:
+        if not await self._take(first):
             return
         if self.paginator.concurrent:
             await self._concurrent(first.after)
@@ -296,8 +294,7 @@ class ApiCrawl:
             while position is not None and json.dumps(position) not in seen:
                 seen.add(json.dumps(position))
                 page = await self._page(position)
-                await self._take(page)
-                position = page.after
+                position = page.after if await self._take(page) else None
             if position is not None:
                 logger.error("the API's next page %s is one already fetched: ending", position)
 
@@ -323,8 +320,7 @@ class ApiCrawl:
                     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 while order and tasks[order[0]].done():
                     page = tasks.pop(order.pop(0)).result()
-                    await self._take(page)
-                    if page.after is None:
+                    if not await self._take(page):
                         nxt = None
                         for task in tasks.values():
                             task.cancel()
@@ -500,13 +496,19 @@ class ApiCrawl:
 
     # -- the lake ------------------------------------------------------------------------
 
-    async def _take(self, page: Page) -> None:
-        """The page's records to the lake, after the pages before it."""
+    async def _take(self, page: Page) -> bool:
+        """The page's records to the lake, after the pages before it; whether the crawl
+        goes on past it (a next page, and ``limits.pages`` not reached)."""
         rows = [row for record in page.records if (row := self._row(record, page.status))]
         self.stats.inc("item_scraped_count", len(rows))
         self.commits.add(rows, page.after)
         await self.commits.step()
         self.stats.set("harvest/rows_committed", self.commits.rows_committed)
+        self.pages += 1
+        if self.max_pages and self.pages >= self.max_pages and page.after is not None:
+            self.reason = PAGE_LIMIT
+            return False
+        return page.after is not None
 
     def _row(self, record: Any, status: int) -> dict[str, Any] | None:
         ident = apipath.first(record, self.api.id)
@@ -553,7 +555,7 @@ class ApiCrawl:
                 self.stats.set(f"harvest/pace/sent/{name}", figures["sent"])
                 if rates := figures.get("rate_per_s"):
                     self.stats.set(f"harvest/pace/rate_per_s/{name}", round(sum(rates.values()), 2))
-            state = FINISHED if self.reason == FINISHED_REASON else INTERRUPTED
+            state = FINISHED if self.reason in (FINISHED_REASON, PAGE_LIMIT) else INTERRUPTED
             details = {
                 "crawl_id": self.crawl_id,
                 "state": state,

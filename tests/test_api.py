@@ -24,6 +24,7 @@ from harvest.demosite import DemoApi, DemoSite, Guard, Site
 from harvest.recipe import RecipeError, parse_recipe
 from ingestion.lake import Lake
 from ingestion.runs import CRAWL_STAGE, last_run
+from tests import proxies
 from tests.helpers import ROOT, last_json, run_harvest
 
 TOKEN = "s3cr3t-" + os.urandom(6).hex()
@@ -57,6 +58,14 @@ def served(site: Site) -> Iterator[tuple[DemoSite, DemoApi]]:
     api = DemoApi(site, token=TOKEN)
     with DemoSite(site, api=api) as server:
         yield server, api
+
+
+@pytest.fixture
+def tinyproxies(tmp_path: Path) -> Iterator[list[proxies.TinyProxy]]:
+    workdir = tmp_path / "proxies"
+    workdir.mkdir()
+    with proxies.running(2, workdir, auth={1: ("crawler", "proxy-pass")}) as started:
+        yield started
 
 
 def api_recipe(
@@ -316,6 +325,47 @@ def test_an_unchanged_collection_answers_304_to_the_last_etag(
     api.add(1)
     third = last_json(run_harvest(args, env).stdout)
     assert third["rows_committed"] == len(api.records)  # no since: the whole collection again
+
+
+def test_an_api_crawl_goes_through_the_recipes_proxies(
+    tmp_path: Path,
+    served: tuple[DemoSite, DemoApi],
+    site: Site,
+    tinyproxies: list[proxies.TinyProxy],
+) -> None:
+    server, api = served
+    api.guard = Guard(1000, 1.0, 0.0)  # no limit to speak of: it notes who asked
+    recipe = api_recipe(tmp_path, "api_proxied", "page", 10)
+    data = yaml.safe_load(recipe.read_text())
+    data["proxies"] = [p.url for p in tinyproxies]
+    recipe.write_text(yaml.safe_dump(data))
+    proc = run_harvest(crawl_args(recipe, server, "page"), env_for(tmp_path, "page"))
+    account = last_json(proc.stdout)["account"]
+    ids = raw_ids(tmp_path, "api_proxied")
+    assert len(ids) == len(site.articles) and set(ids.values()) == {1}
+    # the API saw only the proxies' own addresses, and the account names only them
+    assert {address for _, address, _ in api.guard.answers} <= {p.bind for p in tinyproxies}
+    assert set(account["exits"]) <= {p.name for p in tinyproxies}  # type: ignore[arg-type]
+    assert "proxy-pass" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("style", ["cursor", "offset"])
+def test_limits_pages_ends_the_crawl_after_that_many_pages(
+    tmp_path: Path, served: tuple[DemoSite, DemoApi], style: str, rng: random.Random
+) -> None:
+    server, _ = served
+    pages, size = rng.randint(1, 5), rng.randint(5, 15)
+    recipe = api_recipe(tmp_path, "api_pages", style, size)
+    data = yaml.safe_load(recipe.read_text())
+    data["limits"] = {"pages": pages}
+    recipe.write_text(yaml.safe_dump(data))
+    summary = last_json(
+        run_harvest(crawl_args(recipe, server, style), env_for(tmp_path, style)).stdout
+    )
+    assert summary["finish_reason"] == "closespider_pagecount"
+    assert summary["rows_committed"] == pages * size
+    run = last_run(Lake(tmp_path / "lake"), CRAWL_STAGE, "api_pages")
+    assert run is not None and run["state"] == "finished"  # not resumed by the next crawl
 
 
 def test_recipe_kinds_take_their_own_keys(tmp_path: Path) -> None:
