@@ -368,6 +368,19 @@ def test_limits_pages_ends_the_crawl_after_that_many_pages(
     assert run is not None and run["state"] == "finished"  # not resumed by the next crawl
 
 
+@pytest.mark.slow
+def test_an_api_source_goes_through_the_gate_like_any_other(
+    tmp_path: Path, served: tuple[DemoSite, DemoApi], site: Site
+) -> None:
+    server, _ = served
+    recipe = api_recipe(tmp_path, "api_gate", "cursor", 50)
+    args = crawl_args(recipe, server, "cursor")[:-1]  # and curate
+    summary = last_json(run_harvest(args, env_for(tmp_path)).stdout)
+    planted = (site.planted_invalid, site.planted_duplicates, site.planted_near_duplicates)
+    assert summary["quarantined"] == len(site.planted_invalid)
+    assert summary["curated"] == len(site.articles) - sum(len(p) for p in planted)
+
+
 def test_recipe_kinds_take_their_own_keys(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "sources" / "demo_api.yaml").read_text())
     assert parse_recipe(data, "demo_api.yaml").kind == "api"
