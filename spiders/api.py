@@ -437,6 +437,14 @@ class ApiCrawl:
             except ValueError:
                 raise PageGaveUpError("not_json", "the body is not JSON") from None
             records = apipath.records(doc, self.api.records)
+            if not records and not apipath.find(doc, self.api.records):
+                # a body without the path at all is likely not what the recipe expects
+                self.stats.inc("harvest/api/no_records_path")
+                logger.warning(
+                    "%s: nothing at api.records %r in the body: no records taken",
+                    self.creds.redact(str(response.url)),
+                    self.api.records,
+                )
             if first and position == self.paginator.first():
                 self.etag = response.headers.get("ETag")
             links = {str(k): dict(v) for k, v in response.links.items()}
