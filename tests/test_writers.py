@@ -178,7 +178,13 @@ def test_the_service_and_the_cli_never_crawl_one_source_together(
 
 # --- curate killed at each commit boundary
 
-POINTS = ["curate:curated", "curate:duplicates", "curate:quarantine", "curate:batch"]
+POINTS = [
+    "curate:curated",
+    "curate:index",
+    "curate:duplicates",
+    "curate:quarantine",
+    "curate:batch",
+]
 
 
 @pytest.fixture(scope="module")
