@@ -131,14 +131,10 @@ def label_webhook(
     url: str | None = typer.Option(None, help="where Label Studio reaches the receiver"),
 ) -> None:
     """Receive Label Studio's annotation webhooks into the lake until interrupted."""
-    import logging
-
-    from harvest import stages
+    from harvest import logs, stages
 
     # a long-running service: what it receives and each retrain go to stderr
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
-    for name in ("harvest", "labeling"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    logs.setup(default="INFO")
     cfg = config()
     server, sources = stages.start_webhook(cfg, port, k, minutes, url)
     for line in sources:
