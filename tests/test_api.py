@@ -356,12 +356,14 @@ def test_limits_pages_ends_the_crawl_after_that_many_pages(
     server, _ = served
     pages, size = rng.randint(1, 5), rng.randint(5, 15)
     recipe = api_recipe(tmp_path, "api_pages", style, size)
-    data = yaml.safe_load(recipe.read_text())
-    data["limits"] = {"pages": pages}
-    recipe.write_text(yaml.safe_dump(data))
-    summary = last_json(
-        run_harvest(crawl_args(recipe, server, style), env_for(tmp_path, style)).stdout
-    )
+    args = crawl_args(recipe, server, style)
+    if rng.random() < 0.5:  # the recipe's limit, or harvest crawl --pages
+        data = yaml.safe_load(recipe.read_text())
+        data["limits"] = {"pages": pages}
+        recipe.write_text(yaml.safe_dump(data))
+    else:
+        args += ["--pages", str(pages)]
+    summary = last_json(run_harvest(args, env_for(tmp_path, style)).stdout)
     assert summary["finish_reason"] == "closespider_pagecount"
     assert summary["rows_committed"] == pages * size
     run = last_run(Lake(tmp_path / "lake"), CRAWL_STAGE, "api_pages")

@@ -54,8 +54,6 @@ def crawl(
     if recipe.kind == "api" and (workers > 1 or redis_url):
         raise typer.BadParameter("an API recipe is crawled by one process: no --workers or --redis")
     if pages is not None:
-        if recipe.kind == "api":
-            raise typer.BadParameter("--pages counts the pages of an HTML crawl")
         # settings, not limits.pages: the recipe's settings already hold its own limits
         limit = {"CLOSESPIDER_PAGECOUNT": pages, "HARVEST_PAGES": pages}
         recipe = replace(recipe, settings={**recipe.settings, **limit})
