@@ -73,8 +73,16 @@ def test_lines_at_most_every_interval() -> None:
     out, now = io.StringIO(), [0.0]
     progress = CurateProgress("demo", live=False, stream=out, clock=lambda: now[0], every=5.0)
     progress.start(100)
-    for batch in range(1, 11):  # a batch every 2 s: lines at 2, 8 and 14 s, then 20
+    for batch in range(1, 11):  # a batch every 2 s: lines at 6, 12 and 18 s
         now[0] = 2.0 * batch
         progress.update(CurateResult("demo", rows_in=10 * batch, curated=10 * batch))
+    progress.stop()  # and the last count
     checked = [re.search(r"checked=(\d+)", line)[1] for line in out.getvalue().splitlines()]
-    assert checked == ["10", "40", "70", "100"]
+    assert checked == ["30", "60", "90", "100"]
+    quick = io.StringIO()
+    progress = CurateProgress("demo", live=False, stream=quick, clock=lambda: now[0], every=5.0)
+    progress.start(100)
+    now[0] += 1
+    progress.update(CurateResult("demo", rows_in=100, curated=100))
+    progress.stop()
+    assert quick.getvalue() == ""  # done within the first interval

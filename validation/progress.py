@@ -38,7 +38,10 @@ class CurateProgress:
         self.clock = clock
         self.total = 0
         self.started = clock()
-        self.every, self.last = every, -math.inf  # seconds between plain lines at least
+        # seconds between plain lines at least; a curate done within them prints none
+        self.every, self.last = every, clock()
+        self.held: str | None = None  # the last count, not yet printed
+        self.lines = 0
         self.bar: Any = None
 
     @classmethod
@@ -65,6 +68,7 @@ class CurateProgress:
     def start(self, total: int) -> None:
         """``total``: the raw rows waiting to be curated."""
         self.total, self.started = total, self.clock()
+        self.last = -math.inf if self.every == 0 else self.started
         if not self.live:
             return
         from rich.console import Console
@@ -87,13 +91,21 @@ class CurateProgress:
         text += f" rows/s={self.rate(done):,.0f}"
         if self.bar is not None:
             self.bar.update(self.task, completed=done.rows_in, counts=text)
-        elif self.clock() - self.last >= self.every:
+            return
+        of = f"/{self.total:,}" if self.total else ""
+        self.held = f"curate {self.source}: {text} ({done.rows_in:,}{of} rows)"
+        if self.clock() - self.last >= self.every:
             self.last = self.clock()
-            of = f"/{self.total:,}" if self.total else ""
-            print(f"curate {self.source}: {text} ({done.rows_in:,}{of} rows)", file=self.stream)
-            self.stream.flush()
+            self.say()
+
+    def say(self) -> None:
+        print(self.held, file=self.stream, flush=True)
+        self.held = None
+        self.lines += 1
 
     def stop(self) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+        elif self.held is not None and self.lines:  # the last count, after the first lines
+            self.say()
