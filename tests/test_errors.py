@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harvest", "spiders", "ingestion", "validation", "labeling", "training")
 # Scrapy's download errors, which its retry middleware handles: they never reach a person
 NOT_OURS = {"BrowserConnectionError", "RenderTimeoutError"}
+# signals caught where they are raised, never shown: the API crawl's own (spiders/api.py)
+# and a path's parse, which a recipe check turns into a problem (spiders/apipath.py)
+NOT_OURS |= {"PageGaveUpError", "UnchangedError", "NoExitError", "PathError"}
 
 # (exit code, HTTP status) of every project error; a new error class is added here
 EXPECTED = {
@@ -45,6 +48,7 @@ EXPECTED = {
     "RecipeError": (78, 422),
     "UnknownRecipeError": (2, 404),
     "ProxyListError": (78, 422),
+    "ApiAuthError": (78, 422),
     # validation
     "QuarantineError": (2, 422),
     "DriftError": (2, 422),
