@@ -646,11 +646,16 @@ def test_rendered_and_plain_pages_through_four_proxies_each_once(
     expected = article_urls(tiny_site, ("", "/js"))
     assert rows_by_url(env) == Counter(dict.fromkeys(expected, 1)), limits
     fetched = Counter(p for p in seen if "/article/" in p or p.startswith("/js/api/"))
-    assert fetched == Counter(
+    expected = Counter(
         [a.path for a in articles]
         + [f"/js{a.path}" for a in articles]
         + [f"/js/api/{a.slug}.json" for a in articles]
-    ), limits
+    )
+    assert set(fetched) == set(expected), limits
+    # the planted empty article, once its pattern is learned, is a suspected block and is
+    # sent again (a rendered one with its JSON), by design; nothing else is fetched twice
+    again = fetched - expected
+    assert sum(again.values()) <= 2 * summary["account"]["suspected_blocks"], (limits, again)
     stats = summary["stats"]
     assert stats["playwright/page_count/max_concurrent"] <= pages, limits
     assert summary["account"]["given_up_total"] == 0, limits

@@ -202,7 +202,7 @@ def test_embedding_model_through_the_lake(tmp_path: Path) -> None:
     assert result.model == "embedding" and not result.finetuned
     assert result.test["n"] == result.rows["test"]
     page = Path(result.report_html).read_text()
-    assert "all-MiniLM-L6-v2, frozen encoder" in page
+    assert "all-MiniLM-L6-v2, Apache-2.0, frozen encoder" in page
     back = load_model(result.model_path)
     assert back.kind == "embedding" and back.classes == tuple(result.test["classes"])
 
