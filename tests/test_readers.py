@@ -71,6 +71,11 @@ for table, version in wanted:
                 "duckdb": duck, "polars": polars, "pandas": pandas})
 project = ("harvest", "ingestion", "validation", "labeling", "training", "spiders")
 print(json.dumps({"read": out, "project_modules": [m for m in project if m in sys.modules]}))
+# the readers' native thread pools can abort the interpreter's teardown ("terminate called
+# without an active exception"); what they read is printed by then
+sys.stdout.flush()
+import os
+os._exit(0)
 """
 
 
