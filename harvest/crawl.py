@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # how long a start URL's host may take to accept a connection before the crawl starts
 PROBE_TIMEOUT = 5.0
-LOG_FORMAT = "%(asctime)s [%(name)s] %(levelname)s: %(message)s"
+LOG_FORMAT = logs.TEXT  # the crawl's log file and stderr read like every command's
 
 
 class CrawlError(UnavailableError):
