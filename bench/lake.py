@@ -463,13 +463,15 @@ def curate_growth(args: argparse.Namespace) -> dict[str, Any]:
     times: list[float] = []
     planted: dict[str, str] = {}
     mine: set[str] = set()
-    for index in range(1, GROWTH_RUNS + 1):
-        batch = planted_batch(rng, index, real, planted)
-        mine.update(batch["url"].to_pylist())
-        lake.append(f"raw/{SOURCE}", batch)
-        start = time.perf_counter()
-        gate.curate(lake, SOURCE, spec, reports)
-        times.append(time.perf_counter() - start)
+    # the curates' own peak: building the table above holds far more than they do
+    with PeakMemory() as peak:
+        for index in range(1, GROWTH_RUNS + 1):
+            batch = planted_batch(rng, index, real, planted)
+            mine.update(batch["url"].to_pylist())
+            lake.append(f"raw/{SOURCE}", batch)
+            start = time.perf_counter()
+            gate.curate(lake, SOURCE, spec, reports)
+            times.append(time.perf_counter() - start)
 
     held = lake.read(f"duplicates/{SOURCE}", columns=["url", "duplicate_of"]).to_pylist()
     against_table = [r for r in held if r["url"] in mine and r["duplicate_of"] not in mine]
@@ -484,6 +486,8 @@ def curate_growth(args: argparse.Namespace) -> dict[str, Any]:
         "precision": round(right / len(against_table), 4) if against_table else None,
         "recall": round(right / len(reachable), 4) if reachable else None,
         "breakdown_s": {k: round(v / GROWTH_RUNS, 2) for k, v in spent.items()},
+        "curate_peak_rss_mib": round(peak.rss, 1),
+        "curate_peak_anon_mib": round(peak.anon, 1),
     }
 
 
@@ -534,12 +538,38 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 # --- the parent: runs each child and samples its memory
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int | str) -> tuple[float, float]:
+    """Resident memory, and the anonymous part of it: the rest is file pages (the band
+    index's memory-mapped segments), which the kernel can drop and read again."""
     try:
         with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE_SIZE / MIB
+            fields = f.read().split()
+        resident, shared = int(fields[1]), int(fields[2])
+        return resident * PAGE_SIZE / MIB, (resident - shared) * PAGE_SIZE / MIB
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
+
+
+class PeakMemory:
+    """Samples a process's resident and anonymous memory until stopped; the peaks."""
+
+    def __init__(self, pid: int | str = "self"):
+        self.pid, self.rss, self.anon = pid, 0.0, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(SAMPLE_SECONDS):
+            rss, anon = rss_mib(self.pid)
+            self.rss, self.anon = max(self.rss, rss), max(self.anon, anon)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def run_child(
@@ -552,22 +582,13 @@ def run_child(
     print(f"{kind} ...", file=sys.stderr, flush=True)
     start = time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    peak, done = [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(SAMPLE_SECONDS):
-            peak[0] = max(peak[0], rss_mib(proc.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = proc.communicate()
-    done.set()
-    sampler.join()
+    with PeakMemory(proc.pid) as peak:
+        stdout, _ = proc.communicate()
     result: dict[str, Any] = {"kind": kind, "wall_seconds": round(time.monotonic() - start, 2)}
     if proc.returncode:
         return {**result, "status": f"failed (exit {proc.returncode})"}
     result.update(json.loads(stdout.strip().splitlines()[-1]))
-    result.update(status="ok", peak_rss_mib=round(peak[0], 1))
+    result.update(status="ok", peak_rss_mib=round(peak.rss, 1), peak_anon_mib=round(peak.anon, 1))
     return result
 
 
@@ -693,8 +714,9 @@ def growth(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         if r.get("status") == "ok":
             r["note"] = (
                 f"dedup {r['breakdown_s'].get('dedup')} s, index write "
-                f"{r['breakdown_s'].get('index_write')} s; planted copies: precision "
-                f"{r['precision']}, recall {r['recall']}"
+                f"{r['breakdown_s'].get('index_write')} s; the curates' peak RSS "
+                f"{r['curate_peak_rss_mib']} MiB, {r['curate_peak_anon_mib']} MiB of it "
+                f"anonymous; planted copies: precision {r['precision']}, recall {r['recall']}"
             )
         out.append(r)
     ok = [r for r in out if r.get("status") == "ok"]

@@ -70,6 +70,19 @@ def keep_dropped(
     return lake.append(duplicates_table(source), dropped, metadata)
 
 
+def shares_a_band(keys: Keys, valid: Mask) -> Mask:
+    """Which rows (of those with a signature) have a band key another such row has."""
+    shared = np.zeros(len(keys), dtype=bool)
+    rows = np.flatnonzero(valid)
+    for b in range(keys.shape[1]):
+        order = rows[np.argsort(keys[rows, b], kind="stable")]
+        sorted_keys = keys[order, b]
+        same = sorted_keys[1:] == sorted_keys[:-1]
+        shared[order[1:][same]] = True
+        shared[order[:-1][same]] = True
+    return shared
+
+
 class Deduper:
     """Drops exact and near duplicates from a batch of rows passed by the gate."""
 
@@ -110,6 +123,9 @@ class Deduper:
         sigs, valid = near.signatures(texts.tolist())
         keys = near.band_keys(sigs)
         exact_in_table, near_in_table = self._against_table(hashes, sigs, valid, keys)
+        # a row that shares no band key with another row of the batch has no candidate in
+        # it and is no row's candidate: most rows, kept out of the loop's band lookups
+        paired = shares_a_band(keys, valid)
 
         n = len(df)
         groups: list[str] = list(hashes)
@@ -126,7 +142,7 @@ class Deduper:
                 matches[i] = (EXACT, Match(urls[j], groups[j], 1.0))
             elif i in near_in_table:
                 matches[i] = (NEAR, near_in_table[i])
-            elif valid[i]:
+            elif paired[i]:
                 best = self._best_kept(i, sigs, keys, kept_by_key)
                 if best is not None:
                     j, sim = best
@@ -135,7 +151,7 @@ class Deduper:
             if i in matches:
                 groups[i] = matches[i][1].group
                 continue
-            if valid[i]:
+            if paired[i]:
                 for b in range(near.bands):
                     kept_by_key[b][int(keys[i, b])].append(i)
 

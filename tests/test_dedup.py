@@ -14,7 +14,7 @@ from harvest.recipe import load_recipe
 from harvest.stages import gate_spec
 from ingestion.dedup import EXACT, NEAR, Deduper
 from ingestion.lake import Lake, LakeError
-from ingestion.minhash import NearDuplicates, shingles
+from ingestion.minhash import NearDuplicates, normal, shingles
 from ingestion.schema import content_sha256
 from tests.helpers import ROOT
 
@@ -91,6 +91,53 @@ def test_recall_on_real_news_and_every_pair_found_is_near(tmp_path: Path, ag_new
         f"corpus's own; precision by true Jaccard {precision:.3f}"
     )
     assert recall >= 0.9 and precision >= 0.95
+
+
+def test_a_batch_is_decided_as_by_comparing_every_pair(tmp_path: Path) -> None:
+    """Within a batch, rows that share no band key skip the candidate lookups; the
+    answer must be the one every earlier kept row compared with every later row gives:
+    a row is a near duplicate of the kept row before it it shares a band with and is most
+    similar to (the first on a tie), if that similarity reaches the threshold."""
+    import random
+
+    rng = random.Random()
+    words = [f"w{i}" for i in range(400)]
+    texts: list[str] = []
+    for _ in range(rng.randint(40, 70)):  # families of edits of one text, shuffled together
+        base = rng.choices(words, k=rng.randint(30, 80))
+        texts.append(" ".join(base))
+        for _ in range(rng.randint(0, 4)):
+            edit = [rng.choice(words) if rng.random() < rng.uniform(0, 0.3) else w for w in base]
+            texts.append(" ".join(edit))
+    rng.shuffle(texts)
+    texts += ["", "short"]
+    df = pd.DataFrame(
+        {
+            "url": [f"{BASE}/{i}" for i in range(len(texts))],
+            "body": texts,
+            "content_sha256": [f"{i:064x}" for i in range(len(texts))],
+        }
+    )
+    result = Deduper(Lake(tmp_path), "demo", "body")(df)
+
+    near = NearDuplicates()
+    sigs, valid = near.signatures(texts)
+    keys = near.band_keys(sigs)
+    kept: list[int] = []
+    want: dict[str, str] = {}
+    for i in range(len(texts)):
+        best: tuple[float, int] | None = None
+        for j in kept:
+            sim = near.similarity(sigs[i], sigs[j])
+            candidate = valid[i] and valid[j] and (keys[i] == keys[j]).any()
+            if candidate and sim >= near.threshold and (best is None or sim > best[0]):
+                best = (sim, j)
+        if best is None:
+            kept.append(i)
+        else:
+            want[f"{BASE}/{i}"] = f"{BASE}/{best[1]}"
+    assert near_pairs(result.dropped) == want
+    assert want, "the families made no near duplicate to decide"
 
 
 def test_against_the_table_across_two_batches(tmp_path: Path) -> None:
@@ -201,6 +248,26 @@ def test_shingles_ignore_case_and_punctuation(text: str) -> None:
     assert set(shingles(text, 5)) == set(shingles("hello world", 5))
 
 
+def test_normal_text_is_the_same_on_the_ascii_path_and_the_unicode_one() -> None:
+    """ASCII text takes a byte translation instead of the regex; both must give what the
+    signatures stored before it did: lower case, runs of non-word characters as one space."""
+    import random
+    import re
+    import string
+
+    def reference(text: str) -> bytes:
+        return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split()).encode("utf-8")
+
+    rng = random.Random()
+    ascii_chars = string.printable + "\x00\x1f\x7f"
+    texts = ["".join(rng.choices(ascii_chars, k=rng.randint(0, 200))) for _ in range(500)]
+    unicode_chars = ascii_chars + "ÄÖü—’ß日本\u00a0\u2028ΣΟ"
+    texts += ["".join(rng.choices(unicode_chars, k=80)) for _ in range(200)]
+    texts += ["", " ", "__init__", "ΟΔΟΣ ΟΔΟΣ.", "a\u00a0b", "İstanbul"]
+    for text in texts:
+        assert normal(text) == reference(text), repr(text)
+
+
 SHOP = """
 name: shop
 start_urls: ["http://127.0.0.1:9/"]
@@ -269,6 +336,7 @@ def test_signatures_are_datasketchs_minhash_of_the_shingles() -> None:
     rng = random.Random()
     alphabet = "abcdefghij klmnop, ÄÖü éàç — ß 日本語 .!?\n"
     texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 300))) for _ in range(300)]
+    texts += ["".join(rng.choices(alphabet[:17], k=rng.randint(0, 300))) for _ in range(100)]
     texts += ["", "   ", "ab", "abcd", "abcde", "!!!", "Hello, World! " * 40]
     texts.append(" ".join(rng.choices(["alpha", "beta", "gamma", "delta"], k=9_000)))  # long
     near = NearDuplicates()

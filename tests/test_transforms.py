@@ -97,6 +97,20 @@ def test_normalize_unicode_controls_and_whitespace() -> None:
     assert out["title"][0] == "  A  title "  # only the columns named
 
 
+def test_normalize_takes_ascii_text_as_the_regexes_do() -> None:
+    """ASCII text takes a faster byte path; it must give what the regexes give."""
+    import random
+
+    from ingestion.transforms.normalize import normalize_unicode
+
+    rng = random.Random()
+    alphabet = "ab c\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x00\x08\x0e\x7f  \n\n"
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 60))) for _ in range(2000)]
+    texts += ["\r\n\r\n\r\nx", "\r\x00\n", "a\r\rb", "  \t ", "x\x1cy", "\n\n\n\n"]
+    for text in texts:
+        assert normalize_text(text) == normalize_unicode(text), repr(text)
+
+
 def verdicts_agree(texts: list[str]) -> None:
     """The batch walk gives py3langid's own verdict on each text's first MAX_CHARS
     characters; the probability differs only by float32 rounding in another order."""
