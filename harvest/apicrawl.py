@@ -14,8 +14,6 @@ import json
 import logging
 from pathlib import Path
 
-from scrapy.settings import Settings
-
 from harvest.config import Config
 from harvest.crawl import (
     CrawlError,
@@ -24,6 +22,7 @@ from harvest.crawl import (
     cause,
     check_proxies,
     crawl_log,
+    crawl_settings,
     no_response,
     refusal,
 )
@@ -33,19 +32,6 @@ from spiders.middlewares.proxypool import STOP_REASON
 from spiders.pipelines import new_crawl_id
 from spiders.recipe import Recipe
 from spiders.resume import unfinished_crawl
-
-
-def api_settings(config: Config, recipe: Recipe) -> Settings:
-    settings = Settings()
-    settings.setmodule("spiders.settings", priority="project")
-    settings.update(recipe.settings, priority="project")
-    settings.set("HARVEST_LAKE", config.lake, priority="cmdline")
-    settings.set("HARVEST_BATCH_SIZE", config.crawl_batch_size, priority="cmdline")
-    if config.crawl_proxies:
-        settings.set("HARVEST_PROXIES", config.crawl_proxies, priority="cmdline")
-    if config.crawl_proxy_file:
-        settings.set("HARVEST_PROXY_FILE", config.crawl_proxy_file, priority="cmdline")
-    return settings
 
 
 def run_api_crawl(
@@ -59,7 +45,7 @@ def run_api_crawl(
     lake = Lake(config.lake)
     resumed = None if fresh else unfinished_crawl(lake, recipe.name)
     crawl_id = resumed or new_crawl_id()
-    settings = api_settings(config, recipe)
+    settings = crawl_settings(config, recipe, crawl_id, progress=False)
     proxies = check_proxies(config, recipe, settings)
     url = start_url or recipe.start_urls[0]
     if not proxies:

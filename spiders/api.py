@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +82,13 @@ class UnchangedError(Exception):
 
 class NoExitError(Exception):
     """Every proxy is dead."""
+
+
+def _trusted() -> ssl.SSLContext | bool:
+    """Certificates trusted: SSL_CERT_FILE's when set (an internal API's own authority),
+    else httpx's bundle; trust_env=False would drop the variable with the proxy ones."""
+    cafile = os.environ.get("SSL_CERT_FILE")
+    return ssl.create_default_context(cafile=cafile) if cafile else True
 
 
 @dataclass
@@ -394,7 +403,10 @@ class ApiCrawl:
                     self.stats.set(f"harvest/proxy/dead/{exit_}", 1)
                 failures += 1
                 if failures > self.retries:
-                    raise PageGaveUpError(name, f"{name} after {failures} tries") from None
+                    # the cause, such as a certificate that failed verification
+                    detail = self.creds.redact(str(exc))[:300]
+                    why = f"{name} ({detail})" if detail else name
+                    raise PageGaveUpError(name, f"{why} after {failures} tries") from None
                 self.stats.inc("retry/count")
                 continue
             finally:
@@ -490,6 +502,8 @@ class ApiCrawl:
                 ),
                 proxy=proxy,
                 follow_redirects=True,
+                verify=_trusted(),
+                # the recipe's proxies, not HTTP(S)_PROXY, choose the way out
                 trust_env=False,
             )
         return self.clients[exit_]

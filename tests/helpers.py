@@ -66,3 +66,32 @@ def section_recipe(tmp_path: Path, name: str, section: str = "/guarded", **extra
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def labelling_env(tmp_path: Path, name: str, token: str) -> dict[str, str]:
+    """A sources folder holding the demo recipe renamed ``name``, a lake and a Label
+    Studio data folder under ``tmp_path``, and the token: what a labelling command needs
+    beside where Label Studio is."""
+    recipe = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
+    recipe["name"] = name
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+    return {
+        "HARVEST_SOURCES": str(tmp_path / "sources"),
+        "HARVEST_LAKE": str(tmp_path / "lake"),
+        "HARVEST_LABEL_STUDIO_DATA_DIR": str(tmp_path / "ls"),
+        "HARVEST_LABEL_STUDIO_TOKEN": token,
+    }
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl, in ``folder``."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

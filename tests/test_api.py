@@ -25,7 +25,8 @@ from harvest.recipe import RecipeError, parse_recipe
 from ingestion.lake import Lake
 from ingestion.runs import CRAWL_STAGE, last_run
 from tests import proxies
-from tests.helpers import ROOT, last_json, run_harvest
+from tests.h2front import H2Front
+from tests.helpers import ROOT, last_json, run_harvest, self_signed
 
 TOKEN = "s3cr3t-" + os.urandom(6).hex()
 ENV_NAME = "TEST_API_TOKEN"
@@ -347,6 +348,32 @@ def test_an_api_crawl_goes_through_the_recipes_proxies(
     assert {address for _, address, _ in api.guard.answers} <= {p.bind for p in tinyproxies}
     assert set(account["exits"]) <= {p.name for p in tinyproxies}  # type: ignore[arg-type]
     assert "proxy-pass" not in proc.stdout + proc.stderr
+
+
+def test_an_api_that_offers_http2_over_tls_is_crawled_over_it(
+    tmp_path: Path, served: tuple[DemoSite, DemoApi], site: Site, rng: random.Random
+) -> None:
+    """Through a TLS front that offers h2 by ALPN, with its own certificate authority
+    named by SSL_CERT_FILE, as an internal API's would be."""
+    server, api = served
+    api.guard = Guard(1000, 1.0, 0.0)
+    cert, key = self_signed(tmp_path)
+    front = H2Front(server.url, cert, key)
+    try:
+        size = rng.randint(7, 30)
+        recipe = api_recipe(tmp_path, "api_h2", "cursor", size)
+        args = ["crawl", str(recipe), "--start-url", front.url + PATHS["cursor"], "--no-curate"]
+        untrusted = run_harvest(args, env_for(tmp_path / "untrusted"), check=False)
+        proc = run_harvest(args, {**env_for(tmp_path), "SSL_CERT_FILE": str(cert)})
+    finally:
+        front.close()
+    # without the authority: a clear error that names the certificate, not a bare ConnectError
+    assert untrusted.returncode != 0 and "certificate verify failed" in untrusted.stderr
+    ids = raw_ids(tmp_path, "api_h2")
+    assert len(ids) == len(site.articles) and set(ids.values()) == {1}
+    assert front.protocols and set(front.protocols) == {"h2"}
+    assert front.streams >= -(-len(site.articles) // size)  # every page came over HTTP/2
+    assert last_json(proc.stdout)["account"]["given_up_total"] == 0  # type: ignore[index]
 
 
 @pytest.mark.parametrize("style", ["cursor", "offset"])
