@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from ingestion.lake import Lake
 from labeling.server import LabelStudioServer
 from labeling.simulate import simulate
 from labeling.sync import LabelSync, SyncError, choice_result
 from labeling.tasktypes import MULTI, SINGLE, SPANS, TaskType
-from tests.helpers import ROOT, free_port, last_json, run_harvest
+from tests.helpers import free_port, labelling_env, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -293,17 +292,8 @@ def test_label_studio_going_away_mid_export_writes_nothing(
 
 @pytest.fixture
 def cli_env(label_studio: LabelStudioServer, tmp_path: Path) -> dict[str, str]:
-    recipe = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
-    recipe["name"] = "clipull"
-    (tmp_path / "sources").mkdir()
-    (tmp_path / "sources" / "clipull.yaml").write_text(yaml.safe_dump(recipe))
-    return {
-        "HARVEST_SOURCES": str(tmp_path / "sources"),
-        "HARVEST_LAKE": str(tmp_path / "lake"),
-        "HARVEST_LABEL_STUDIO_DATA_DIR": str(tmp_path / "ls"),
-        "HARVEST_LABEL_STUDIO_TOKEN": label_studio.token,
-        "HARVEST_LABEL_STUDIO_PORT": str(label_studio.port),
-    }
+    env = labelling_env(tmp_path, "clipull", label_studio.token)
+    return {**env, "HARVEST_LABEL_STUDIO_PORT": str(label_studio.port)}
 
 
 def test_cli_pull_while_label_studio_is_down_fails_clearly_and_a_retry_works(

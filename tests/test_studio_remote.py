@@ -4,7 +4,6 @@ from the environment (``[label_studio] url``)."""
 from __future__ import annotations
 
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from harvest.config import Config, ConfigError
 from ingestion.lake import Lake
@@ -21,7 +19,7 @@ from labeling.health import studio_down
 from labeling.server import LabelStudioServer
 from labeling.simulate import simulate
 from labeling.sync import LabelSync
-from tests.helpers import ROOT, last_json, run_harvest
+from tests.helpers import labelling_env, last_json, run_harvest, self_signed
 from tests.test_labeling import CLASSES, rows
 
 PREFIX = "/tools/label-studio"
@@ -75,15 +73,7 @@ def remote(
     label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[PrefixProxy, Path]]:
     """The shared Label Studio behind ``PrefixProxy``, and the certificate to trust."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
     proxy = PrefixProxy(label_studio.url, cert, key)
     try:
         yield proxy, cert
@@ -101,17 +91,10 @@ def remote_env(
     remote: tuple[PrefixProxy, Path], label_studio: LabelStudioServer, tmp_path: Path
 ) -> dict[str, str]:
     proxy, cert = remote
-    recipe = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
-    recipe["name"] = "remotepull"
-    (tmp_path / "sources").mkdir()
-    (tmp_path / "sources" / "remotepull.yaml").write_text(yaml.safe_dump(recipe))
     return {
         **trusting(cert),
-        "HARVEST_SOURCES": str(tmp_path / "sources"),
-        "HARVEST_LAKE": str(tmp_path / "lake"),
-        "HARVEST_LABEL_STUDIO_DATA_DIR": str(tmp_path / "ls"),
+        **labelling_env(tmp_path, "remotepull", label_studio.token),
         "HARVEST_LABEL_STUDIO_URL": proxy.url + "/",
-        "HARVEST_LABEL_STUDIO_TOKEN": label_studio.token,
         # the managed server's port points nowhere: only the URL can reach Label Studio
         "HARVEST_LABEL_STUDIO_PORT": "9",
     }

@@ -90,12 +90,19 @@ def _features(
     """The automaton walked over each text (``buffer[offsets[t]:offsets[t + 1]]``): the
     features it emits and how often, per text, as a CSR matrix's rows (sorted columns)."""
     n = len(offsets) - 1
-    features = np.empty(len(buffer), dtype=np.int32)  # a byte emits one feature at most
-    counts = np.empty(len(buffer), dtype=np.float32)
+    longest = 0
+    for t in range(n):
+        longest = max(longest, offsets[t + 1] - offsets[t])
+    seen = np.empty(longest, dtype=np.int32)  # a byte emits one feature at most
+    # prose has a distinct feature for about every other byte: doubled when short
+    features = np.empty(len(buffer) // 2 + longest, dtype=np.int32)
+    counts = np.empty(len(features), dtype=np.float32)
     indptr = np.zeros(n + 1, dtype=np.int64)
-    seen = np.empty(len(buffer), dtype=np.int32)
     k = 0
     for t in range(n):
+        if len(features) - k < longest:
+            features = np.concatenate((features[:k], np.empty(len(features), dtype=np.int32)))
+            counts = np.concatenate((counts[:k], np.empty(len(counts), dtype=np.float32)))
         state, m = 0, 0
         for p in range(offsets[t], offsets[t + 1]):
             state = nextmove[rowbase[state] + buffer[p]]
