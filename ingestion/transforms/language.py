@@ -95,8 +95,8 @@ def _features(
         longest = max(longest, offsets[t + 1] - offsets[t])
     seen = np.empty(longest, dtype=np.int32)  # a byte emits one feature at most
     # prose has a distinct feature for about every other byte: doubled when short
-    features = np.empty(len(buffer) // 2 + longest, dtype=np.int32)
-    counts = np.empty(len(features), dtype=np.float32)
+    features: NDArray[np.int32] = np.empty(len(buffer) // 2 + longest, dtype=np.int32)
+    counts: NDArray[np.float32] = np.empty(len(features), dtype=np.float32)
     indptr = np.zeros(n + 1, dtype=np.int64)
     k = 0
     for t in range(n):
