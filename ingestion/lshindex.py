@@ -283,6 +283,22 @@ class BandIndex:
         source = pa.memory_map(str(self.dir / f"{name}.rows.arrow"))
         return pa.ipc.open_file(source).read_all()
 
+    def _take_rows(self, name: str, refs: Refs) -> pa.Table:
+        """Rows ``refs`` of a segment, in that order, from the record batches that hold
+        them alone: a take over the whole file's chunks costs with the segment's size."""
+        reader = pa.ipc.open_file(pa.memory_map(str(self.dir / f"{name}.rows.arrow")))
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        starts = np.cumsum([0] + [b.num_rows for b in batches])
+        order = np.argsort(refs, kind="stable")
+        wanted = refs[order]
+        at = np.searchsorted(starts, wanted, side="right") - 1
+        parts = []
+        for b in np.unique(at):
+            mine = at == b
+            parts.append(batches[b].take(pa.array(wanted[mine] - starts[b])))
+        taken = pa.Table.from_batches(parts, schema=reader.schema)
+        return taken.take(pa.array(np.argsort(order, kind="stable")))
+
     # --- lookups
 
     def lookup(
@@ -298,18 +314,19 @@ class BandIndex:
         for seg in manifest["segments"]:
             skeys, srefs = self._keys_of(seg["name"])
             lo = np.searchsorted(skeys, keys, side="left")
-            hi = np.searchsorted(skeys, keys, side="right")
-            hit = np.flatnonzero(hi > lo)
+            inside = np.flatnonzero(lo < len(skeys))
+            hit = inside[skeys[lo[inside]] == keys[inside]]
             if not len(hit):
                 continue
-            counts = hi[hit] - lo[hit]
+            # where each found key's run ends: searched for the few keys found alone
+            counts = np.searchsorted(skeys, keys[hit], side="right") - lo[hit]
             starts = np.repeat(lo[hit], counts)
             within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             refs = np.asarray(srefs[starts + within], dtype=np.int64)
             q = np.repeat(query[hit], counts)
             # one row per (query row, stored row), whichever keys they share
             pairs = np.unique(np.stack([q, refs], axis=1), axis=0)
-            rows = self._rows_of(seg["name"]).take(pa.array(pairs[:, 1]))
+            rows = self._take_rows(seg["name"], pairs[:, 1])
             if version is not None:
                 keep = np.asarray(rows["version"].to_numpy()) <= version
                 pairs, rows = pairs[keep], rows.filter(pa.array(keep))
