@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from harvest.demosite import DemoSite
+from harvest.demosite import DemoSite, Site
 from harvest.service.runlog import tail_offset
 from ingestion.lake import Lake
 from spiders.render import CHROMIUM, CHROMIUM_ARGS
@@ -86,6 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iter
     service.env["HARVEST_NOTIFY_WEBHOOK"] = receiver.url
     service.env["HARVEST_NOTIFY_TIMEOUT"] = "5"
     service.env["HARVEST_MLFLOW_URL"] = MLFLOW_UI
+    service.env["DEMO_API_TOKEN"] = "demo-token"  # the shared demo site's API token
     service.start()
     try:
         yield service
@@ -351,6 +352,31 @@ def test_failed_scheduled_runs_retry_with_backoff_and_notify(
     log = (served.tmp / f"serve-{served.lives}.log").read_text()
     assert "answered 500" in log and HOOK_SECRET not in log
     assert served.get("/runs", params={"limit": 1}).status_code == 200
+
+
+def test_a_scheduled_api_source_runs_like_any_other(
+    served: Live, demo_site: DemoSite, site: Site
+) -> None:
+    """An API recipe (kind: api) with a schedule: the service crawls and curates it."""
+    recipe = yaml.safe_load((ROOT / "sources" / "demo_api.yaml").read_text())
+    recipe.update(name="apisched", start_urls=[demo_site.url + "/api/v1/articles"])
+    recipe["schedule"] = {"cron": "*/2 * * * * *"}
+    path = served.sources / "apisched.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    try:
+        first = _until(
+            lambda: min(served.runs(source="apisched"), key=lambda r: r["id"], default=None)
+        )
+    finally:
+        del recipe["schedule"]
+        path.write_text(yaml.safe_dump(recipe))
+    run = served.wait_run(first["id"], lambda r: r["status"] in ENDED)
+    assert (run["trigger"], run["status"], run["error"]) == ("schedule", "finished", None)
+    raw = Lake(str(served.tmp / "lake")).read("raw/apisched")
+    assert sorted(u.rsplit("/", 1)[1] for u in raw["url"].to_pylist()) == sorted(
+        str(i) for i in range(1, len(site.articles) + 1)
+    )
+    assert run["counts"]["items"] == raw.num_rows and run["counts"]["curated"] > 0
 
 
 @pytest.mark.slow
