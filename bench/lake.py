@@ -683,7 +683,7 @@ def main() -> None:
         shutil.rmtree(Path(tmp) / "rows", ignore_errors=True)  # disk for the growth series
         shutil.rmtree(lake, ignore_errors=True)
         report["curate_growth"] = growth(args, Path(tmp))
-    carry(rows, args.out)
+    carry(report, args.out)
     annotate(rows)
     print(f"\nlake benchmark, {report['machine']['date']}, {os.cpu_count()} CPUs")
     print(
@@ -725,16 +725,23 @@ def growth(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     return out
 
 
-def carry(rows: list[dict[str, Any]], previous: Path) -> None:
-    """The rows not run this time, from the last results, marked with the run they are from."""
+def carry(report: dict[str, Any], previous: Path) -> None:
+    """The rows not run this time, and the growth series when it was not, from the last
+    results, marked with the run they are from."""
     if not previous.exists():
         return
     old = json.loads(previous.read_text())
+    rows = report["rows"]
     ran = {r["row"] for r in rows}
     for r in old.get("rows", []):
         if r["row"] not in ran and r["row"] != "f":
             rows.append({**r, "from_run": r.get("from_run", old["machine"]["date"])})
     rows.sort(key=lambda r: r["row"])
+    if not report["curate_growth"]:
+        report["curate_growth"] = [
+            {**g, "from_run": g.get("from_run", old["machine"]["date"])}
+            for g in old.get("curate_growth", [])
+        ]
 
 
 def annotate(rows: list[dict[str, Any]]) -> None:
