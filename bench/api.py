@@ -1,7 +1,7 @@
 """API benchmark: harvest's API source against plain httpx loops, on the same API and limit.
 
 ``python -m bench.api [--records N] [--size S] [--limit L] [--fail-rate F]
-[--latency-ms LO-HI] [--repeat R] [--quick]``
+[--latency-ms LO-HI] [--repeat R] [--regimes limit,none] [--out FILE] [--quick]``
 
 The demo site's JSON API (``/api/v1/paged/articles``, page numbers, ``S`` records a page)
 is served from its own process so that no client shares its GIL, with ``N`` records,
@@ -194,6 +194,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", default="20-40")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1,000 records, one run each")
+    parser.add_argument(
+        "--regimes", default="limit,none", help="which regimes to run: limit, none or both"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     lo, _, hi = args.latency_ms.partition("-")
@@ -205,7 +209,8 @@ def main() -> None:
     clients = {"harvest": None, "sequential httpx": sequential, "asyncio+httpx, sem 16": gathered}
     rows: list[dict[str, Any]] = []
     repeat = 1 if args.quick else args.repeat
-    for regime, limit in (("limit", args.limit), ("none", 0)):
+    regimes = [(r, lim) for r, lim in (("limit", args.limit), ("none", 0)) if r in args.regimes]
+    for regime, limit in regimes:
         least = Guard(limit, 1.0, 0.0).minimum_seconds(pages, 1) if limit else None
         runs: dict[str, list[tuple[set[int], float]]] = {name: [] for name in clients}
         for _ in range(repeat):
@@ -254,8 +259,8 @@ def main() -> None:
         "rows": rows,
         "machine": machine({"httpx": httpx.__version__}),
     }
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written to {RESULTS}")
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":
