@@ -17,12 +17,12 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from ingestion.compiled import compiled
 from ingestion.lake import LakeError
 
 SIGNATURE = "minhash"
@@ -64,7 +64,7 @@ def _crc_table() -> NDArray[np.uint32]:
 CRC_TABLE = _crc_table()
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _signatures(
     buffer: NDArray[np.uint8],
     offsets: NDArray[np.int64],

@@ -348,3 +348,40 @@ def test_signatures_are_datasketchs_minhash_of_the_shingles() -> None:
         if grams:
             (want,) = MinHash.bulk([grams], num_perm=128, seed=near.seed, hashfunc=zlib.crc32)
             assert (sig == want.hashvalues).all(), text
+
+
+def test_the_compiled_loops_run_where_no_cache_folder_can_be_written() -> None:
+    """numba refuses to cache where it can write nowhere (a read-only install with no
+    home); told to find no such folder, curation's loops compile in the process and give
+    the same answers."""
+    import os
+    import subprocess
+    import sys
+
+    from numba.core import config
+
+    if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
+        pytest.skip("this numba cannot be told to find no cache folder")
+    texts = ["Hello, world: the quick brown fox.", None, "Le renard brun saute par-dessus."]
+    code = (
+        "from ingestion.minhash import NearDuplicates\n"
+        "from ingestion.transforms.language import classify_batch, identifier\n"
+        f"texts = {texts!r}\n"
+        "sigs, valid = NearDuplicates().signatures(texts)\n"
+        "print(sigs.sum(axis=1).tolist(), valid.tolist())\n"
+        "print(classify_batch(identifier(), [t for t in texts if t])[0])\n"
+    )
+    # IPython's locator alone: it finds a folder only inside IPython, so none here
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from ingestion.transforms.language import classify_batch, identifier
+
+    sigs, valid = NearDuplicates().signatures(texts)
+    codes = classify_batch(identifier(), [t for t in texts if t])[0]
+    assert proc.stdout.splitlines() == [
+        f"{sigs.sum(axis=1).tolist()} {valid.tolist()}",
+        str(codes),
+    ]

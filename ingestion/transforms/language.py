@@ -16,7 +16,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +23,7 @@ from numpy.typing import NDArray
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from scipy import sparse
 
+from ingestion.compiled import compiled
 from ingestion.transforms.base import Step, StepError, check_keys, column_name, strings, values
 
 
@@ -79,7 +79,7 @@ def classify_batch(
     return [ident.nb_classes[b] for b in best], scores[np.arange(len(texts)), best]
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _features(
     buffer: NDArray[np.uint8],
     offsets: NDArray[np.int64],
