@@ -539,8 +539,9 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def rss_mib(pid: int | str) -> tuple[float, float]:
-    """Resident memory, and the anonymous part of it: the rest is file pages (the band
-    index's memory-mapped segments), which the kernel can drop and read again."""
+    """Resident memory, and the anonymous part of it: the rest is file pages (the
+    libraries, the band index's memory-mapped segments), which the kernel can drop and
+    read again."""
     try:
         with open(f"/proc/{pid}/statm") as f:
             fields = f.read().split()
