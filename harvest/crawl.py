@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 # how long a start URL's host may take to accept a connection before the crawl starts
 PROBE_TIMEOUT = 5.0
-LOG_FORMAT = logs.TEXT  # the crawl's log file and stderr read like every command's
 
 
 class CrawlError(UnavailableError):
@@ -351,8 +350,9 @@ def crawl_log(path: Path, level: str, shown: str | None = None) -> Iterator[Firs
     path.parent.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setLevel(level)
-    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
-    to_stderr = logs.stderr_handler(logs.level(shown or "WARNING"), OneLine(LOG_FORMAT))
+    # the crawl's log file and stderr read like every command's
+    to_file.setFormatter(logging.Formatter(logs.TEXT))
+    to_stderr = logs.stderr_handler(logs.level(shown or "WARNING"), OneLine(logs.TEXT))
     # what this module logs is raised as the CrawlError the user sees: not twice
     to_stderr.addFilter(lambda record: record.name != __name__)
     first = FirstError()
