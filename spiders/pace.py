@@ -9,7 +9,14 @@ to what got through since the one before, but never below half; the rate it happ
 becomes the ceiling. Between throttles the rate climbs back, quickly up to near the
 ceiling, then slowly past it, so that throttles, and the pauses they cost, stay rare. A
 throttle straight after a pause means the pause was too short, not the rate too high: the
-next pause is the ``Retry-After`` or, without one, half as long again as the last.
+next pause is the ``Retry-After`` or, without one, half as long again as the last. Answers
+that come in after a throttle, to requests sent before it, count for the spell it ended.
+
+A ceiling the site has told (what got through before its first throttle, a
+``Retry-After``'s worth) or confirmed (throttled twice at about that rate) is its limit:
+the rate climbs to ``hold`` of it and no further, since requests reach the site a few
+milliseconds off their turn, and any closer would buy a throttle, and its pause, now and
+then. A request a little late keeps the schedule, so lateness does not slow the rate.
 
 A block that outlasts that pause by far (nothing but throttles or block pages for
 ``block_factor`` times the first pause) is a cost to learn from, not a pause to sit out:
@@ -70,6 +77,8 @@ EARLY = 3
 HINT_SPAN = 4.0  # seconds the count the first exit got through before a block is spread over
 EXPLORE = 0.5  # share of its rate the exploring exit gains a second
 STALE = 3.0  # seconds without a request before an exploring exit is replaced
+HELD = 1.05  # a throttle at most this share over the ceiling confirms it
+LATE = 0.5  # share of an interval a late request may take from the next one's
 
 
 @dataclass
@@ -77,8 +86,12 @@ class PaceSettings:
     pause: float = 1.0  # when the site throttles without saying how long to wait
     max_pause: float = 60.0
     probe_fast: float = 0.1  # share of the rate gained a second, well under the ceiling
-    probe_slow: float = 0.005  # and near or past it
+    probe_slow: float = 0.002  # and near or past it
     near: float = 0.97  # "well under" is below this share of the ceiling
+    # once the ceiling is known to be the site's limit, the rate holds at this share of it:
+    # requests leave the pace for the wire a few milliseconds apart from their turn, so
+    # held closer, the site sees a limit's worth in less than its window now and then
+    hold: float = 0.95
     slow_latency: float = 3.0  # no probing while latency is this many times its best
     block_factor: float = 3.0  # a block this many times its first pause is a long block
 
@@ -209,6 +222,27 @@ class SiteLore:
 
 
 @dataclass
+class _Spell:
+    """What got through between two reactions to the site's pushing back."""
+
+    start: float
+    end: float  # when it was judged
+    span: float  # seconds, the pause that ended it included
+    oks: int
+    cap: float  # the interval it may set, at the most
+    retry_after: float
+
+    def interval(self) -> float:
+        return min(self.span / self.oks, self.cap)
+
+    def ceiling(self) -> float:
+        """After an unlimited burst, which was throttled at no rate of its own: what the
+        site let through a ``Retry-After``, its window's limit when it says so exactly."""
+        told = self.oks / self.retry_after if self.retry_after else 0.0
+        return max(self.oks / self.span, told)
+
+
+@dataclass
 class Pace:
     settings: PaceSettings = field(default_factory=PaceSettings)
     clock: Callable[[], float] = time.monotonic
@@ -220,6 +254,9 @@ class Pace:
     _cycle_start: float = 0.0  # when sending resumed after the last throttle
     _cycle_ok: int = 0
     _reacted_at: float = -math.inf  # answers to requests sent before this are old news
+    _spell: _Spell | None = None  # the spell the last slow-down judged
+    _held: bool = False  # the ceiling is the site's limit: no climb past it
+    _told: bool = False  # the ceiling is what the site let through a Retry-After
     _in_a_row: int = 0  # throttles with nothing got through in between
     _best_latency: float = math.inf
     _latency: float = 0.0
@@ -270,6 +307,9 @@ class Pace:
     def take(self) -> None:
         """One request goes now."""
         now = self.clock()
+        if not self.sent:
+            # what got through is counted from the first request, not from the pace's making
+            self._cycle_start = self._streak_start = now
         if self.lore.window and self.lore.window != self._adopted:
             self._adopt(now)
         self.windows.sent(now)
@@ -278,7 +318,9 @@ class Pace:
             # spread evenly under the caps rather than in bursts up to them, and no climb
             # past them that would burst the moment one lapses
             self.interval = max(self.interval, 1 / self.windows.rate(now))
-        self.next_at = max(self.next_at, now) + self.interval
+        # a request a little late (the event loop was busy) keeps the schedule, so that
+        # lateness does not add up to a slower rate than the pace's
+        self.next_at = max(self.next_at, now - LATE * self.interval) + self.interval
         if self.windows.caps:
             self.next_at = self.windows.earliest(self.next_at)
         self.sent += 1
@@ -287,7 +329,13 @@ class Pace:
         if self._onset is not None and sent_at > self._onset:
             self._block_over(sent_at)
         self._streak_ok += 1
-        self._cycle_ok += 1
+        spell = self._spell
+        if spell is not None and spell.start <= sent_at < spell.end:
+            # late news of the spell last judged: it let more through than was known
+            spell.oks += 1
+            self._judge(spell)
+        elif sent_at >= self._reacted_at:
+            self._cycle_ok += 1
         self.windows.answered(sent_at)
         if self.scout and not self.lore.verdict:
             self.lore.oks += 1
@@ -308,7 +356,9 @@ class Pace:
                 self._best_latency = min(self._best_latency, self._latency)
         if self.interval <= 0 or sent_at < self._reacted_at or self._slowing():
             return
-        near = 1 / self.interval >= self.settings.near * self.ceiling
+        # a ceiling the site told or confirmed is its limit: held well under, not neared
+        level = self.settings.hold if self._held or self._told else self.settings.near
+        near = 1 / self.interval >= level * self.ceiling
         probe = self.settings.probe_slow if near else self.settings.probe_fast
         if self.long_blocks and self.scout and self.lore.exits > 1 and not self.windows.known:
             probe *= 2
@@ -320,6 +370,12 @@ class Pace:
                 return  # held while another finds the limit for every exit
         # the same gain a second whatever the rate: a fast exit must not probe faster
         self.interval *= 1 - min(0.5, probe * self.interval)
+        self._hold()
+
+    def _hold(self) -> None:
+        """Under a ceiling the site told or confirmed, by ``hold``; no climb past it."""
+        if (self._held or self._told) and self.ceiling > 0:
+            self.interval = max(self.interval, 1 / (self.settings.hold * self.ceiling))
 
     def failed(self, sent_at: float) -> None:
         """A connection dropped or timed out: maybe "too fast", maybe a fluke of the network.
@@ -360,9 +416,11 @@ class Pace:
             self.next_at = max(self.next_at, now + retry_after)
             return retry_after
         self._in_a_row += 1
-        if self._cycle_ok >= 2:
+        if self._cycle_ok >= 2 or (retry_after and not self.interval):
+            # (the first throttle of a burst may come back before its answers: they are
+            # counted as they come, from a rate of one a spell)
             pause = retry_after or self.settings.pause
-            self._slow_down(now, pause)
+            self._slow_down(now, pause, retry_after)
         else:
             backoff = self.settings.pause * GROWTH ** (self._in_a_row - 1)
             if self._learned and self._onset is not None and not retry_after:
@@ -394,15 +452,41 @@ class Pace:
         later = [t for t in self.lore.block.probes() if t > elapsed + 0.05]
         return later[0] - elapsed if later else None
 
-    def _slow_down(self, now: float, pause: float) -> None:
-        """The rate becomes what got through since the last reaction, ``pause`` included."""
-        got = self._cycle_ok / (now - self._cycle_start + pause)
-        if self.interval:
-            self.ceiling = 1 / self.interval
+    def _slow_down(self, now: float, pause: float, retry_after: float = 0.0) -> None:
+        """The rate becomes what got through since the last reaction, ``pause`` included;
+        answers to that spell's requests that come in after the reaction count too."""
+        first = not self.interval
+        if not first:
+            at = 1 / self.interval
+            # throttled again at about the rate it last was: that is the site's limit, and
+            # a climb past it would only buy the next throttle
+            self._held = self._held or at <= HELD * self.ceiling
+            self.ceiling = at
+        self._spell = spell = _Spell(
+            self._cycle_start,
+            now,
+            now - self._cycle_start + pause,
+            self._cycle_ok,
             # a short spell between throttles says little: at most halve the rate
-            self.interval = min(1 / got, 2 * self.interval)
+            math.inf if first else 2 * self.interval,
+            retry_after,
+        )
+        if not first:
+            self.interval = spell.interval()
+        self._judge(spell)
+
+    def _judge(self, spell: _Spell) -> None:
+        """The rate the spell shows; after the first throttle, once two answers show one
+        (it may come back before the answers to the burst it ended)."""
+        if spell.cap == math.inf:
+            if spell.oks < 2:
+                return
+            self.interval = min(self.interval or math.inf, spell.interval())
+            self.ceiling = max(self.ceiling, spell.ceiling())
+            self._told = bool(spell.retry_after)
         else:
-            self.ceiling, self.interval = got, 1 / got
+            self.interval = min(self.interval, spell.interval())
+        self._hold()
 
     def _block_over(self, sent_at: float) -> None:
         """The first answer to get through since the block began, sent at ``sent_at``."""

@@ -50,8 +50,10 @@ def test_the_first_throttle_learns_the_limit_and_waits_the_retry_after() -> None
         p.ok(clock.now)
     pause = p.throttled(clock.now, retry_after=1.0)
     assert pause == 1.0 and p.next_at == pytest.approx(clock.now + 1.0)
-    # ten in 0.05 s, then a second of pause: ten a 1.05 s is what the site allows
-    assert p.rate == pytest.approx(10 / 1.05)
+    # ten in 0.05 s, then a second of pause: ten a 1.05 s is what the site allows, and ten
+    # a second (a Retry-After) its limit, held a little under
+    assert p.ceiling == pytest.approx(10.0)
+    assert p.rate == pytest.approx(min(10 / 1.05, p.settings.hold * 10.0))
 
 
 def test_answers_to_requests_sent_before_the_reaction_are_old_news() -> None:
@@ -150,7 +152,8 @@ class WindowSite:
         while self.hits and self.hits[0] <= now - self.window:
             self.hits.popleft()
         if len(self.hits) >= self.limit:
-            return float(max(1, math.ceil(self.hits[0] + self.window - now)))
+            # (arrivals are counted as they are sent, a little out of order)
+            return float(max(1, int(min(self.window, self.hits[0] + self.window - now) + 0.999)))
         self.hits.append(now)
         return None
 
@@ -740,3 +743,126 @@ def test_a_site_with_no_limit_keeps_every_exit_busy_from_the_start(draw: int) ->
         # the first listing's answer, then a second at most
         assert sum(t < start + latency[1] + 1.0 for t in times) >= 3, (about, name, counts)
         assert len(times) >= total / 10, (about, name, counts)
+
+
+def test_answers_that_come_in_after_the_throttle_count_for_the_spell_it_judged() -> None:
+    """Twenty requests leave at once; the 429 of the twenty-first comes back before the
+    slower answers of six that got through: the rate is what all twenty show, not fourteen."""
+    clock = Clock()
+    p = pace(clock)
+    sent = []
+    for _ in range(21):
+        sent.append(clock.now)
+        p.take()
+        clock.now += 0.001
+    for at in sent[:14]:
+        p.ok(at)
+    clock.now = sent[-1] + 0.01
+    p.throttled(sent[-1], retry_after=1.0)
+    span = clock.now - sent[0] + 1.0
+
+    def shown(oks: int) -> float:  # what got through the spell, held under oks a second
+        return min(oks / span, p.settings.hold * oks / 1.0)
+
+    assert p.rate == pytest.approx(shown(14))
+    for at in sent[14:20]:
+        p.ok(at)
+    assert p.rate == pytest.approx(shown(20))
+    clock.now = p.next_at
+    p.take()
+    p.ok(clock.now)  # the next spell's first answer does not count for the last one
+    assert p.rate == pytest.approx(shown(20))
+
+
+def test_a_request_a_little_late_keeps_the_schedule() -> None:
+    clock = Clock()
+    p = pace(clock)
+    p.interval = 0.1
+    clock.now = p.next_at
+    p.take()
+    due = p.next_at
+    clock.now = due + 0.03  # the event loop was busy
+    p.take()
+    assert p.next_at == pytest.approx(due + 0.1)
+    clock.now = p.next_at + 0.5  # idle for long: no burst to catch up with
+    p.take()
+    assert p.next_at == pytest.approx(clock.now + 0.1 - 0.05)
+
+
+def test_a_limit_throttled_at_twice_is_held_under_not_climbed_past() -> None:
+    clock = Clock()
+    p = pace(clock)
+    p.interval, p.ceiling = 1 / 10, 10.0  # throttled at 10 a second once before
+    send_steadily(p, clock, rate=10.0, seconds=3.0)
+    at = p.rate
+    assert at is not None and at <= 10.5
+    p.throttled(clock.now)  # and again at about 10
+    for _ in range(2000):
+        clock.now = max(clock.now, p.next_at)
+        p.take()
+        p.ok(clock.now, latency=0.005)
+    # climbed back, to under the limit and no further
+    assert p.rate == pytest.approx(p.settings.hold * at)
+
+
+class ToldSite:
+    """``limit`` requests a client in any ``window`` seconds; past it, 429 with a
+    ``Retry-After`` in whole seconds, rounded up as headers are."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.hits: deque[float] = deque()
+        self.throttles: list[float] = []
+
+    def answer(self, now: float) -> float:
+        """0 to serve; else the Retry-After."""
+        while self.hits and self.hits[0] <= now - self.window:
+            self.hits.popleft()
+        if len(self.hits) >= self.limit:
+            self.throttles.append(now)
+            # (arrivals are counted as they are sent, a little out of order)
+            return float(max(1, int(min(self.window, self.hits[0] + self.window - now) + 0.999)))
+        self.hits.append(now)
+        return 0.0
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_window_limit_that_says_retry_after_is_paced_near_its_least_time(draw: int) -> None:
+    """N requests in any W seconds, a Retry-After in whole seconds past it, 16 requests in
+    flight, and answers and arrivals that take their time, each drawn at random: every
+    page gets through within 1.3 times the least time the limit allows, with throttles at
+    the opening and few after."""
+    seed = DRAWS * (draw + 1)
+    rng = random.Random(seed)
+    limit, window = rng.randint(5, 40), rng.choice([1.0, 2.0, 3.0, 5.0])
+    latency = rng.uniform(0.005, 0.08)
+    jitter = rng.uniform(0.0, 0.02 * window)
+    about = f"seed {seed}: {limit} per {window}s, latency {latency:.3f}s, jitter {jitter:.3f}s"
+    site = ToldSite(limit, window)
+    clock = Clock()
+    start = clock.now
+    p = pace(clock)
+    pages = limit * rng.randint(8, 16)  # of a paced crawl, the opening costs a window
+    got = 0
+    answers: list[tuple[float, float, float]] = []  # (answered at, sent at, retry-after)
+    while got < pages:
+        if len(answers) < 16 and clock.now >= p.next_at:
+            p.take()
+            there = clock.now + rng.uniform(0.0, jitter)
+            back = there + latency * rng.uniform(0.5, 1.5)
+            heapq.heappush(answers, (back, clock.now, site.answer(there)))
+            clock.now += 1e-4
+            continue
+        soonest = answers[0][0] if answers else math.inf
+        clock.now = max(clock.now, min(soonest, p.next_at) if len(answers) < 16 else soonest)
+        while answers and answers[0][0] <= clock.now:
+            answered, sent, retry_after = heapq.heappop(answers)
+            if retry_after:
+                p.throttled(sent, retry_after)
+            else:
+                got += 1
+                p.ok(sent, latency=answered - sent)
+    least = (pages - limit) / limit * window
+    opening = sum(t < start + window + 1.0 for t in site.throttles)
+    assert clock.now - start <= 1.3 * least, (about, (clock.now - start) / least)
+    assert len(site.throttles) - opening <= 4 * 16, (about, len(site.throttles) - opening)
