@@ -146,12 +146,14 @@ class WindowSite:
     def __init__(self, limit: int, window: float):
         self.limit, self.window = limit, window
         self.hits: deque[float] = deque()
+        self.throttles: list[float] = []
 
     def answer(self, now: float) -> float | None:
-        """None if served, else the Retry-After."""
+        """None if served, else the Retry-After, in whole seconds as headers have it."""
         while self.hits and self.hits[0] <= now - self.window:
             self.hits.popleft()
         if len(self.hits) >= self.limit:
+            self.throttles.append(now)
             # (arrivals are counted as they are sent, a little out of order)
             return float(max(1, int(min(self.window, self.hits[0] + self.window - now) + 0.999)))
         self.hits.append(now)
@@ -805,27 +807,6 @@ def test_a_limit_throttled_at_twice_is_held_under_not_climbed_past() -> None:
     assert p.rate == pytest.approx(p.settings.hold * at)
 
 
-class ToldSite:
-    """``limit`` requests a client in any ``window`` seconds; past it, 429 with a
-    ``Retry-After`` in whole seconds, rounded up as headers are."""
-
-    def __init__(self, limit: int, window: float):
-        self.limit, self.window = limit, window
-        self.hits: deque[float] = deque()
-        self.throttles: list[float] = []
-
-    def answer(self, now: float) -> float:
-        """0 to serve; else the Retry-After."""
-        while self.hits and self.hits[0] <= now - self.window:
-            self.hits.popleft()
-        if len(self.hits) >= self.limit:
-            self.throttles.append(now)
-            # (arrivals are counted as they are sent, a little out of order)
-            return float(max(1, int(min(self.window, self.hits[0] + self.window - now) + 0.999)))
-        self.hits.append(now)
-        return 0.0
-
-
 @pytest.mark.parametrize("draw", range(4))
 def test_a_window_limit_that_says_retry_after_is_paced_near_its_least_time(draw: int) -> None:
     """N requests in any W seconds, a Retry-After in whole seconds past it, 16 requests in
@@ -838,13 +819,13 @@ def test_a_window_limit_that_says_retry_after_is_paced_near_its_least_time(draw:
     latency = rng.uniform(0.005, 0.08)
     jitter = rng.uniform(0.0, 0.02 * window)
     about = f"seed {seed}: {limit} per {window}s, latency {latency:.3f}s, jitter {jitter:.3f}s"
-    site = ToldSite(limit, window)
+    site = WindowSite(limit, window)
     clock = Clock()
     start = clock.now
     p = pace(clock)
     pages = limit * rng.randint(8, 16)  # of a paced crawl, the opening costs a window
     got = 0
-    answers: list[tuple[float, float, float]] = []  # (answered at, sent at, retry-after)
+    answers: list[tuple[float, float, float | None]] = []  # (answered at, sent at, retry-after)
     while got < pages:
         if len(answers) < 16 and clock.now >= p.next_at:
             p.take()
@@ -857,7 +838,7 @@ def test_a_window_limit_that_says_retry_after_is_paced_near_its_least_time(draw:
         clock.now = max(clock.now, min(soonest, p.next_at) if len(answers) < 16 else soonest)
         while answers and answers[0][0] <= clock.now:
             answered, sent, retry_after = heapq.heappop(answers)
-            if retry_after:
+            if retry_after is not None:
                 p.throttled(sent, retry_after)
             else:
                 got += 1
