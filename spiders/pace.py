@@ -232,6 +232,11 @@ class _Spell:
     cap: float  # the interval it may set, at the most
     retry_after: float
 
+    @property
+    def first(self) -> bool:
+        """Ended the pace's first unlimited burst: no rate of its own to halve."""
+        return self.cap == math.inf
+
     def interval(self) -> float:
         return min(self.span / self.oks, self.cap)
 
@@ -255,8 +260,9 @@ class Pace:
     _cycle_ok: int = 0
     _reacted_at: float = -math.inf  # answers to requests sent before this are old news
     _spell: _Spell | None = None  # the spell the last slow-down judged
-    _held: bool = False  # the ceiling is the site's limit: no climb past it
-    _told: bool = False  # the ceiling is what the site let through a Retry-After
+    # the ceiling is the site's limit, told by a first Retry-After or confirmed by a second
+    # throttle at about that rate: no climb past it
+    _held: bool = False
     _in_a_row: int = 0  # throttles with nothing got through in between
     _best_latency: float = math.inf
     _latency: float = 0.0
@@ -357,7 +363,7 @@ class Pace:
         if self.interval <= 0 or sent_at < self._reacted_at or self._slowing():
             return
         # a ceiling the site told or confirmed is its limit: held well under, not neared
-        level = self.settings.hold if self._held or self._told else self.settings.near
+        level = self.settings.hold if self._held else self.settings.near
         near = 1 / self.interval >= level * self.ceiling
         probe = self.settings.probe_slow if near else self.settings.probe_fast
         if self.long_blocks and self.scout and self.lore.exits > 1 and not self.windows.known:
@@ -374,7 +380,7 @@ class Pace:
 
     def _hold(self) -> None:
         """Under a ceiling the site told or confirmed, by ``hold``; no climb past it."""
-        if (self._held or self._told) and self.ceiling > 0:
+        if self._held and self.ceiling > 0:
             self.interval = max(self.interval, 1 / (self.settings.hold * self.ceiling))
 
     def failed(self, sent_at: float) -> None:
@@ -417,8 +423,8 @@ class Pace:
             return retry_after
         self._in_a_row += 1
         if self._cycle_ok >= 2 or (retry_after and not self.interval):
-            # (the first throttle of a burst may come back before its answers: they are
-            # counted as they come, from a rate of one a spell)
+            # (the first throttle of a burst may come back before its answers: the rate is
+            # set once two of them are in)
             pause = retry_after or self.settings.pause
             self._slow_down(now, pause, retry_after)
         else:
@@ -471,19 +477,22 @@ class Pace:
             math.inf if first else 2 * self.interval,
             retry_after,
         )
-        if not first:
+        if first:
+            self._judge(spell)
+        else:
             self.interval = spell.interval()
-        self._judge(spell)
+            self._hold()
 
     def _judge(self, spell: _Spell) -> None:
-        """The rate the spell shows; after the first throttle, once two answers show one
-        (it may come back before the answers to the burst it ended)."""
-        if spell.cap == math.inf:
+        """The rate the spell shows so far, which its late answers only raise; after the
+        first throttle, once two answers show one (it may come back before the answers to
+        the burst it ended)."""
+        if spell.first:
             if spell.oks < 2:
                 return
             self.interval = min(self.interval or math.inf, spell.interval())
             self.ceiling = max(self.ceiling, spell.ceiling())
-            self._told = bool(spell.retry_after)
+            self._held = self._held or bool(spell.retry_after)
         else:
             self.interval = min(self.interval, spell.interval())
         self._hold()
