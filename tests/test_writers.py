@@ -139,12 +139,17 @@ def test_a_second_crawl_of_a_source_refuses_while_the_first_runs(
     try:
         held = wait_for(lambda: holder(lake_env["HARVEST_LAKE"], "crawl", "twice"), first)
         assert held.pid == first.pid
-        second = run_harvest(args, lake_env, check=False)
-        assert second.returncode == BUSY, second.stderr
-        assert f"crawl of twice is already running (pid {first.pid}" in second.stderr
-        assert "Traceback" not in second.stderr
-        # curating while it crawls is another stage: allowed
-        run_harvest(["curate", str(recipe)], lake_env)
+        # stopped, the first still holds its lock however long the second takes to start
+        os.killpg(first.pid, signal.SIGSTOP)
+        try:
+            second = run_harvest(args, lake_env, check=False)
+            assert second.returncode == BUSY, second.stderr
+            assert f"crawl of twice is already running (pid {first.pid}" in second.stderr
+            assert "Traceback" not in second.stderr
+            # curating while it crawls is another stage: allowed
+            run_harvest(["curate", str(recipe)], lake_env)
+        finally:
+            os.killpg(first.pid, signal.SIGCONT)
         assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()
     finally:
         kill(first)
