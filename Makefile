@@ -48,8 +48,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# test files spread over this many processes, each file whole in one (its module fixtures
+# started once); most tests wait on servers and child processes, so two overlap well
+TEST_WORKERS ?= 2
+
 test: setup lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # the numeric tests under every OpenBLAS kernel this CPU runs (not part of `make test`)
 test-kernels: setup
