@@ -51,37 +51,8 @@ STARTED_BY = {
 }
 
 
-# `make test` hands whole files to its processes in collection order: the longest go
-# first, so that none is left running alone at the end while the other process idles
-LONGEST_FIRST = (
-    "test_select.py",
-    "test_demo.py",
-    "test_batchgate.py",
-    "test_suspect.py",
-    "test_serve_predict.py",
-    "test_training.py",
-    "test_writers.py",
-    "test_monitor.py",
-    "test_tune.py",
-    "test_predict.py",
-    "test_scheduler.py",
-    "test_serve_monitor.py",
-    "test_proxypool.py",
-    "test_webhook.py",
-    "test_service_ops.py",
-    "test_lshindex.py",
-    "test_labeling.py",
-)
-
-
-def _rank(item: pytest.Item) -> int:
-    name = item.path.name
-    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=_rank)  # stable: a file's own tests keep their order
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         for fixture, marker in STARTED_BY.items():
