@@ -85,7 +85,7 @@ def log_stream(
     """``texts`` answered in requests of ``per_answer`` and logged as the service logs."""
     profiles = monitor.Profiles(cfg, Store(cfg.tracking))
     # which texts of a flush are encoded is drawn: seeded, so that a window's few distances
-    # are the same on every run, not a fresh 1-in-100 chance of a false alarm each time
+    # are the same on every run, not a fresh draw that now and then falls under alpha
     log = PredictionLog(Lake(cfg.lake), text=text, profiles=profiles, rng=random.Random(len(texts)))
     for i in range(0, len(texts), per_answer):
         part = texts[i : i + per_answer]

@@ -121,7 +121,7 @@ def test_curate_and_reviews_refuse_while_another_curate_holds_the_source(
 def slow_recipe(tmp_path: Path, name: str) -> Path:
     data = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
     data["name"] = name
-    # a page a quarter second: the first crawl is still running when the second starts
+    # a page a quarter second: the first crawl still runs when its lock is looked for
     data["settings"] = {"CONCURRENT_REQUESTS": 1, "DOWNLOAD_DELAY": 0.25}
     data["limits"] = {**data.get("limits", {}), "pages": 12}
     path = tmp_path / f"{name}.yaml"
