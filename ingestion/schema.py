@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import pyarrow as pa
+
+from ingestion import canonical
 
 PROVENANCE = pa.schema(
     [
@@ -29,6 +30,6 @@ LAKE_COLUMNS = frozenset(PROVENANCE_COLUMNS + STAGE_COLUMNS)
 
 
 def content_sha256(fields: dict[str, Any]) -> str:
-    """Hash of the extracted content alone, so one article under two URLs hashes alike."""
-    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    """Hash of the extracted content alone, so one article under two URLs hashes alike:
+    of ``json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)``."""
+    return hashlib.sha256(canonical.dumps(fields).encode("utf-8")).hexdigest()

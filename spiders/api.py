@@ -49,7 +49,7 @@ from ingestion.runs import (
     runs_of,
 )
 from ingestion.schema import PROVENANCE_COLUMNS, content_sha256
-from spiders import apipath
+from spiders import apinet, apipath
 from spiders.account import BROKEN_CHAIN, account
 from spiders.apiauth import Credentials, credentials, redacted, refused, strip_query
 from spiders.apicommit import POSITION_KEY, PageCommits
@@ -97,6 +97,8 @@ class Page:
     records: list[Any]
     after: Position  # the next page's position; None after the last
     status: int
+    # when its body came: the time of each of its records, all fetched at once
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -191,10 +193,15 @@ class ApiCrawl:
             if self.api.item_url is None
             else urljoin(self.start_url, self.api.item_url)
         )
+        self.fields = [
+            (name, f, f.path or "")
+            for name, f in recipe.fields.items()
+            if name not in PROVENANCE_COLUMNS
+        ]
         self.progress = progress
         self.stats = Stats()
         self.creds = Credentials()
-        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.clients: dict[str, apinet.Clients] = {}
         self.in_flight: dict[str, int] = {}
         self.seen: set[str] = set()
         self.high_water: Any = None
@@ -485,7 +492,7 @@ class ApiCrawl:
     def _full(self, exit_: str) -> bool:
         return self.in_flight.get(exit_, 0) >= self.api.concurrency
 
-    def _client(self, exit_: str) -> httpx.AsyncClient:
+    def _client(self, exit_: str) -> apinet.Clients:
         if exit_ not in self.clients:
             proxy = None
             if self.pool is not None and exit_ in self.pool.by_exit:
@@ -493,19 +500,27 @@ class ApiCrawl:
                 proxy = httpx.Proxy(
                     p.server, auth=(p.username, p.password or "") if p.username else None
                 )
-            self.clients[exit_] = httpx.AsyncClient(
-                http2=self.api.http2,
-                timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(
-                    max_connections=self.api.concurrency,
-                    max_keepalive_connections=self.api.concurrency,
-                ),
-                proxy=proxy,
-                follow_redirects=True,
-                verify=_trusted(),
-                # the recipe's proxies, not HTTP(S)_PROXY, choose the way out
-                trust_env=False,
-            )
+            verify = _trusted()
+
+            def make(connections: int) -> httpx.AsyncClient:
+                return apinet.AsyncClient(
+                    transport=apinet.transport(
+                        http2=self.api.http2,
+                        limits=httpx.Limits(
+                            max_connections=connections,
+                            max_keepalive_connections=connections,
+                        ),
+                        proxy=proxy,
+                        verify=verify,
+                        # the recipe's proxies, not HTTP(S)_PROXY, choose the way out
+                        trust_env=False,
+                    ),
+                    timeout=httpx.Timeout(self.timeout),
+                    follow_redirects=True,
+                    trust_env=False,
+                )
+
+            self.clients[exit_] = apinet.Clients(make, self.api.concurrency)
         return self.clients[exit_]
 
     async def _close_clients(self) -> None:
@@ -521,7 +536,7 @@ class ApiCrawl:
     async def _take(self, page: Page) -> bool:
         """The page's records to the lake, after the pages before it; whether the crawl
         goes on past it (a next page, and ``limits.pages`` not reached)."""
-        rows = [row for record in page.records if (row := self._row(record, page.status))]
+        rows = [row for record in page.records if (row := self._row(record, page))]
         self.stats.inc("item_scraped_count", len(rows))
         self.commits.add(rows, page.after)
         await self.commits.step()
@@ -532,7 +547,7 @@ class ApiCrawl:
             return False
         return page.after is not None
 
-    def _row(self, record: Any, status: int) -> dict[str, Any] | None:
+    def _row(self, record: Any, page: Page) -> dict[str, Any] | None:
         ident = apipath.first(record, self.api.id)
         if ident is None or ident == "":
             self.stats.inc("harvest/skipped/no_id")
@@ -546,18 +561,14 @@ class ApiCrawl:
             mark = apipath.first(record, self.api.since.field)
             if mark is not None and (self.high_water is None or _later(mark, self.high_water)):
                 self.high_water = mark
-        content = {
-            name: convert(f, apipath.strings(record, f.path or ""))
-            for name, f in self.recipe.fields.items()
-            if name not in PROVENANCE_COLUMNS
-        }
+        content = {name: convert(f, apipath.strings(record, path)) for name, f, path in self.fields}
         return {
             **content,
             "source": self.recipe.name,
             "url": url,
             "crawl_id": self.crawl_id,
-            "fetched_at": datetime.now(UTC),
-            "http_status": status,
+            "fetched_at": page.fetched_at,
+            "http_status": page.status,
             "content_sha256": content_sha256(content),
         }
 

@@ -112,6 +112,10 @@ def strings(doc: Any, path: str) -> list[str]:
     out: what a field's type converts, as the selectors' matches of an HTML page."""
     out: list[str] = []
     for value in find(doc, path):
+        if type(value) is str:  # most fields: one string
+            if text := value.strip():
+                out.append(text)
+            continue
         for one in value if isinstance(value, list) else [value]:
             if one is None:
                 continue
