@@ -9,7 +9,9 @@ that overruns has its page closed (its context, or the browser, if the page neve
 fails with ``RenderTimeoutError``; a page whose requests cannot reach the site or its proxy
 fails with ``BrowserConnectionError``. Both are download failures, which the proxy pool
 retries through another proxy and RetryMiddleware on a direct crawl: a proxy that dies
-loses no page.
+loses no page. A ``wait_for`` that times out with every request of the page answered is
+rendered once more (``SlowRenderError``): on a loaded machine a page's scripts can run
+late. The second time it is the page's own doing, given up and counted.
 
 Nothing here imports Playwright at module level: plain HTTP crawls never load it.
 """
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SLOW_TRIED_META = "harvest_slow_render_tried"  # a wait_for timed out, every request answered
 DEFAULT_CONTEXT = "default"  # scrapy-playwright's name for the context of unproxied pages
 # Chromium's errors for a connection that failed, as opposed to an answer from the site;
 # through a proxy every connection is to the proxy
@@ -53,6 +56,14 @@ class BrowserConnectionError(DownloadFailedError):
 
 class RenderTimeoutError(DownloadTimeoutError):
     """A rendered page overran its navigation timeout or its whole render's deadline."""
+
+
+class SlowRenderError(DownloadTimeoutError):
+    """A ``wait_for`` that timed out with every request of the page answered, the first
+    time: its scripts may only have run slow on a loaded machine, so the page is rendered
+    once more. Not the exit's doing: neither the proxy pool nor the pace counts it."""
+
+    exit_at_fault = False
 
 
 def render_deadline(timeout: float) -> float:
@@ -222,8 +233,9 @@ class RenderHandler:
     def _failure(self, exc: Exception, request: Request, watch: _Watch) -> Exception:
         """A download failure for a navigation that timed out or could not connect, or a
         wait through a proxy that may have waited on the proxy, which the proxy pool and
-        RetryMiddleware retry; ``exc`` itself for anything else (a ``wait_for`` selector
-        that never appeared on a page whose requests all came back is the page's doing)."""
+        RetryMiddleware retry; the first time, a ``wait_for`` selector that never appeared
+        on a page whose requests all came back, which RetryMiddleware renders once more;
+        ``exc`` itself for anything else (that selector again is the page's doing)."""
         from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
         message = str(exc)
@@ -238,6 +250,12 @@ class RenderHandler:
         if suspect := watch.proxy_suspect():
             self.stats.inc_value("harvest/browser/timeouts")
             return RenderTimeoutError(f"waiting on {request.url} timed out: {suspect}")
+        if not request.meta.get(SLOW_TRIED_META):
+            request.meta[SLOW_TRIED_META] = True  # a retry's copy keeps it: once only
+            self.stats.inc_value("harvest/browser/slow_retries")
+            return SlowRenderError(
+                f"waiting on {request.url} timed out with every request answered; once more"
+            )
         return exc
 
     async def close_context(self, name: str, stuck: bool = False) -> None:

@@ -288,7 +288,8 @@ def test_page_budget_restarts_the_browser(
 def test_a_selector_that_never_appears_is_counted_and_skipped(
     small_site: DemoSite, browser_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """An article with an empty body never gets a paragraph: its page times out."""
+    """An article with an empty body never gets a paragraph: its page times out, is
+    rendered once more in case its scripts had only run slow, and is then given up."""
     site = small_site.site
     empty = [a for a in site.articles if a.planted == "empty_body"]
     assert empty
@@ -301,11 +302,103 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     assert summary["items"] == len(site.articles) - len(empty)
     stats = summary["stats"]
     assert stats["harvest/browser/failed"] == len(empty)
+    assert stats["harvest/browser/slow_retries"] == len(empty)
     # the pages of failed requests were closed, and so were the rest at the end
     assert stats["harvest/browser/pages_closed"] == stats["playwright/page_count"]
     for article in empty:
         assert f"gave up on {small_site.url}/js{article.path}" in log
     assert summary["account"]["given_up"] == {"TimeoutError": len(empty)}
+
+
+class LateScriptSite:
+    """Pages whose script puts their body in ``delay`` seconds after load on a drawn page's
+    first visit, and at once after: every request answered, the content late, as a page
+    renders on a machine too loaded to run its scripts in time."""
+
+    def __init__(self, pages: int, slow: set[int], delay: float):
+        self.visits: Counter[int] = Counter()
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/list":
+                    links = "".join(f'<li><a href="/p/{i}">page {i}</a></li>' for i in range(pages))
+                    body = f'<html><body><ul class="articles">{links}</ul></body></html>'
+                elif self.path.startswith("/p/") and self.path[3:].isdigit():
+                    page = int(self.path[3:])
+                    site.visits[page] += 1
+                    wait = int(delay * 1000) if page in slow and site.visits[page] == 1 else 0
+                    script = (
+                        "setTimeout(function () { var d = document.createElement('div');"
+                        f" d.className = 'body'; d.innerHTML = '<p>The body of page {page}.</p>';"
+                        f" document.body.appendChild(d); }}, {wait});"
+                    )
+                    body = (
+                        f'<html><body><h1 class="title">Page {page}</h1>'
+                        f"<script>{script}</script></body></html>"
+                    )
+                else:
+                    self.send_error(404)
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> LateScriptSite:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_a_page_whose_scripts_ran_late_is_rendered_again_not_lost(
+    browser_env: dict[str, str], tmp_path: Path
+) -> None:
+    pages = random.randint(3, 8)
+    slow = set(random.sample(range(pages), random.randint(1, pages)))
+    timeout = random.randint(1, 2)
+    drawn = f"{pages} pages, {sorted(slow)} late by {timeout + 2}s, wait_for timeout {timeout}s"
+    with LateScriptSite(pages, slow, delay=timeout + 2) as site:
+        recipe = {
+            "name": "late_js",
+            "start_urls": [site.url + "/list"],
+            "allowed_domains": ["127.0.0.1"],
+            "allow_private": True,
+            "follow": [{"allow": r"/p/\d+$", "restrict_css": "ul.articles", "render": "browser"}],
+            "item_urls": "/p/",
+            "fields": {
+                "title": {"css": "h1.title::text", "type": "str"},
+                "body": {"css": "div.body p::text", "type": "text"},
+            },
+            "text_field": "body",
+            "browser": {"wait_for": "div.body p", "timeout": timeout},
+        }
+        path = tmp_path / "late_js.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        proc = run_harvest(["crawl", str(path), "--no-curate"], browser_env, timeout=CRAWL_TIMEOUT)
+        visits = dict(site.visits)
+    summary: dict[str, Any] = last_json(proc.stdout)
+    assert summary["items"] == pages, drawn
+    assert summary["account"]["given_up_total"] == 0, drawn
+    assert rows_by_url(browser_env, "late_js") == Counter(
+        {f"{site.url}/p/{i}": 1 for i in range(pages)}
+    ), drawn
+    # each late page once more (a page on time may be too, on a loaded machine)
+    assert all(visits[i] >= 2 for i in slow), (drawn, visits)
+    assert summary["stats"]["harvest/browser/slow_retries"] >= len(slow), drawn
+    assert not summary["stats"].get("harvest/browser/connection_failures"), drawn
 
 
 # ---- the browser's pages and renderers, with Chromium

@@ -69,7 +69,8 @@ class BanDetector:
 
     @staticmethod
     def is_connection_failure(exc: BaseException) -> bool:
-        return isinstance(exc, CONNECTION_FAILURES)
+        # a failure may say it was not the exit's doing (a render whose scripts ran slow)
+        return isinstance(exc, CONNECTION_FAILURES) and getattr(exc, "exit_at_fault", True)
 
 
 def parse_retry_after(response: Response, now: datetime | None = None) -> float:
