@@ -18,8 +18,6 @@ _JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
 _ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 # what else json escapes when it need not keep to ASCII: the other control characters
 _CONTROLS = tuple(chr(c) for c in range(32) if chr(c) not in "\n\r\t")
-
-
 SHORT = 256  # characters: shorter strings are faster through json's own escaping
 
 
