@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -25,7 +25,6 @@ from spiders import apinet
 class Server:
     url: str
     connections: int = 0
-    served: dict[str, int] = field(default_factory=dict)
 
 
 async def _handle(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
@@ -37,7 +36,6 @@ async def _handle(server: Server, reader: asyncio.StreamReader, writer: asyncio.
             headers = dict(h.split(": ", 1) for h in lines if h)
             target = urlsplit(line.split(" ")[1])
             query = {k: v[0] for k, v in parse_qs(target.query).items()}
-            server.served[target.path] = server.served.get(target.path, 0) + 1
             extra, body, chunked, close = "", b"", False, False
             if target.path == "/hang":
                 await asyncio.sleep(3600)
