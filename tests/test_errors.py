@@ -21,10 +21,11 @@ from validation import quarantine
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harvest", "spiders", "ingestion", "validation", "labeling", "training")
 # Scrapy's download errors, which its retry middleware handles: they never reach a person
-NOT_OURS = {"BrowserConnectionError", "RenderTimeoutError"}
-# signals caught where they are raised, never shown: the API crawl's own (spiders/api.py)
-# and a path's parse, which a recipe check turns into a problem (spiders/apipath.py)
-NOT_OURS |= {"PageGaveUpError", "UnchangedError", "NoExitError", "PathError"}
+NOT_OURS = {"BrowserConnectionError", "RenderTimeoutError", "SlowRenderError"}
+# signals caught where they are raised, never shown: the API crawl's own (spiders/api.py),
+# a path's parse, which a recipe check turns into a problem (spiders/apipath.py), and a
+# value the row hash's JSON leaves to json (ingestion/canonical.py)
+NOT_OURS |= {"PageGaveUpError", "UnchangedError", "NoExitError", "PathError", "_NotPlainError"}
 
 # (exit code, HTTP status) of every project error; a new error class is added here
 EXPECTED = {
