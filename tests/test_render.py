@@ -310,56 +310,68 @@ def test_a_selector_that_never_appears_is_counted_and_skipped(
     assert summary["account"]["given_up"] == {"TimeoutError": len(empty)}
 
 
-class LateScriptSite:
+class HtmlPages(BaseHTTPRequestHandler):
+    """Answers each GET with the HTML ``page`` gives for its path (None: a 404), quietly."""
+
+    def page(self, path: str) -> str | None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.page(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving_pages(handler: type[HtmlPages]) -> Iterator[str]:
+    """The handler's pages on a loopback port, for as long as the block runs; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def late_script_pages(
+    pages: int, slow: set[int], delay: float, visits: Counter[int]
+) -> type[HtmlPages]:
     """Pages whose script puts their body in ``delay`` seconds after load on a drawn page's
     first visit, and at once after: every request answered, the content late, as a page
-    renders on a machine too loaded to run its scripts in time."""
+    renders on a machine too loaded to run its scripts in time. ``visits`` counts each."""
 
-    def __init__(self, pages: int, slow: set[int], delay: float):
-        self.visits: Counter[int] = Counter()
-        site = self
+    class LateScriptPages(HtmlPages):
+        def page(self, path: str) -> str | None:
+            if path == "/list":
+                links = "".join(f'<li><a href="/p/{i}">page {i}</a></li>' for i in range(pages))
+                return f'<html><body><ul class="articles">{links}</ul></body></html>'
+            if not (path.startswith("/p/") and path[3:].isdigit()):
+                return None
+            page = int(path[3:])
+            visits[page] += 1
+            wait = int(delay * 1000) if page in slow and visits[page] == 1 else 0
+            script = (
+                "setTimeout(function () { var d = document.createElement('div');"
+                f" d.className = 'body'; d.innerHTML = '<p>The body of page {page}.</p>';"
+                f" document.body.appendChild(d); }}, {wait});"
+            )
+            return (
+                f'<html><body><h1 class="title">Page {page}</h1>'
+                f"<script>{script}</script></body></html>"
+            )
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                if self.path == "/list":
-                    links = "".join(f'<li><a href="/p/{i}">page {i}</a></li>' for i in range(pages))
-                    body = f'<html><body><ul class="articles">{links}</ul></body></html>'
-                elif self.path.startswith("/p/") and self.path[3:].isdigit():
-                    page = int(self.path[3:])
-                    site.visits[page] += 1
-                    wait = int(delay * 1000) if page in slow and site.visits[page] == 1 else 0
-                    script = (
-                        "setTimeout(function () { var d = document.createElement('div');"
-                        f" d.className = 'body'; d.innerHTML = '<p>The body of page {page}.</p>';"
-                        f" document.body.appendChild(d); }}, {wait});"
-                    )
-                    body = (
-                        f'<html><body><h1 class="title">Page {page}</h1>'
-                        f"<script>{script}</script></body></html>"
-                    )
-                else:
-                    self.send_error(404)
-                    return
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> LateScriptSite:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return LateScriptPages
 
 
 @pytest.mark.slow
@@ -370,10 +382,11 @@ def test_a_page_whose_scripts_ran_late_is_rendered_again_not_lost(
     slow = set(random.sample(range(pages), random.randint(1, pages)))
     timeout = random.randint(1, 2)
     drawn = f"{pages} pages, {sorted(slow)} late by {timeout + 2}s, wait_for timeout {timeout}s"
-    with LateScriptSite(pages, slow, delay=timeout + 2) as site:
+    visits: Counter[int] = Counter()
+    with serving_pages(late_script_pages(pages, slow, timeout + 2, visits)) as url:
         recipe = {
             "name": "late_js",
-            "start_urls": [site.url + "/list"],
+            "start_urls": [url + "/list"],
             "allowed_domains": ["127.0.0.1"],
             "allow_private": True,
             "follow": [{"allow": r"/p/\d+$", "restrict_css": "ul.articles", "render": "browser"}],
@@ -388,12 +401,11 @@ def test_a_page_whose_scripts_ran_late_is_rendered_again_not_lost(
         path = tmp_path / "late_js.yaml"
         path.write_text(yaml.safe_dump(recipe))
         proc = run_harvest(["crawl", str(path), "--no-curate"], browser_env, timeout=CRAWL_TIMEOUT)
-        visits = dict(site.visits)
     summary: dict[str, Any] = last_json(proc.stdout)
     assert summary["items"] == pages, drawn
     assert summary["account"]["given_up_total"] == 0, drawn
     assert rows_by_url(browser_env, "late_js") == Counter(
-        {f"{site.url}/p/{i}": 1 for i in range(pages)}
+        {f"{url}/p/{i}": 1 for i in range(pages)}
     ), drawn
     # each late page once more (a page on time may be too, on a loaded machine)
     assert all(visits[i] >= 2 for i in slow), (drawn, visits)
@@ -754,44 +766,28 @@ def test_rendered_and_plain_pages_through_four_proxies_each_once(
     assert summary["account"]["given_up_total"] == 0, limits
 
 
-class _HungPageHandler(BaseHTTPRequestHandler):
+class _HungPageHandler(HtmlPages):
     """A listing of articles, one of which runs a script that never yields: its renderer
     is busy for good, so nothing Playwright asks of the page returns."""
 
     protocol_version = "HTTP/1.1"
     articles = 6
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/robots.txt":
-            body = "User-agent: *\nAllow: /\n"
-        elif self.path == "/":
+    def page(self, path: str) -> str | None:
+        if path == "/robots.txt":
+            return "User-agent: *\nAllow: /\n"
+        if path == "/":
             links = [f"/a/{i}" for i in range(self.articles)] + ["/a/hung"]
-            body = "<ul>" + "".join(f'<li><a href="{u}">{u}</a></li>' for u in links) + "</ul>"
-        elif self.path == "/a/hung":
-            body = "<script>while (true) {}</script><h1>never read</h1>"
-        else:
-            body = f"<h1>{self.path}</h1><div class='body'><p>{'words ' * 20}</p></div>"
-        data = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            return "<ul>" + "".join(f'<li><a href="{u}">{u}</a></li>' for u in links) + "</ul>"
+        if path == "/a/hung":
+            return "<script>while (true) {}</script><h1>never read</h1>"
+        return f"<h1>{path}</h1><div class='body'><p>{'words ' * 20}</p></div>"
 
 
 @pytest.fixture(scope="module")
 def hung_site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HungPageHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_pages(_HungPageHandler) as url:
+        yield url
 
 
 @pytest.mark.slow
