@@ -1,12 +1,17 @@
-"""What tests import: the project root, free ports, and the command lines run for real.
+"""What tests import: the project root, free ports, a loopback HTTP server, and the
+command lines run for real.
 Fixtures live in conftest.py, which pytest loads itself; nothing imports it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,18 @@ import yaml
 from harvest.workers import free_port as free_port  # the tests take it from here
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` on a loopback port for as long as the block runs; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_harvest(

@@ -9,11 +9,10 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from spiders.render import (
     render_settings,
 )
 from tests import proxies
-from tests.helpers import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest, serving
 
 DEMO_JS = yaml.safe_load((ROOT / "sources" / "demo_js.yaml").read_text())
 # tests keep the browser off every host but loopback
@@ -332,18 +331,6 @@ class HtmlPages(BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def serving_pages(handler: type[HtmlPages]) -> Iterator[str]:
-    """The handler's pages on a loopback port, for as long as the block runs; its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def late_script_pages(
     pages: int, slow: set[int], delay: float, visits: Counter[int]
 ) -> type[HtmlPages]:
@@ -383,7 +370,7 @@ def test_a_page_whose_scripts_ran_late_is_rendered_again_not_lost(
     timeout = random.randint(1, 2)
     drawn = f"{pages} pages, {sorted(slow)} late by {timeout + 2}s, wait_for timeout {timeout}s"
     visits: Counter[int] = Counter()
-    with serving_pages(late_script_pages(pages, slow, timeout + 2, visits)) as url:
+    with serving(late_script_pages(pages, slow, timeout + 2, visits)) as url:
         recipe = {
             "name": "late_js",
             "start_urls": [url + "/list"],
@@ -786,7 +773,7 @@ class _HungPageHandler(HtmlPages):
 
 @pytest.fixture(scope="module")
 def hung_site() -> Iterator[str]:
-    with serving_pages(_HungPageHandler) as url:
+    with serving(_HungPageHandler) as url:
         yield url
 
 
