@@ -102,6 +102,7 @@ def make_profile(
     the model, else one built from the dataset version it was trained on; either kept
     beside the reports after."""
     from training import pyfunc
+    from training.apart import run_apart
     from training.profile import FILE, from_dataset
 
     path = profile_path(config, model, version)
@@ -120,8 +121,16 @@ def make_profile(
                     f"{model} version {version} records no dataset it was trained on (only "
                     "models `harvest train` registers have one): its inputs cannot be compared"
                 )
-            scorer = scorer or pyfunc.load(folder)
-            found = from_dataset(Lake(config.lake), dataset, int(cut) if cut else None, scorer)
+            # in a thread that ends: the service's threads that live on never touch torch
+            found = run_apart(
+                lambda: from_dataset(
+                    Lake(config.lake),
+                    dataset,
+                    int(cut) if cut else None,
+                    scorer or pyfunc.load(folder),
+                ),
+                "profile",
+            )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from training import pyfunc, registry
+from training.apart import run_apart
 from training.tracking import Store
 
 if TYPE_CHECKING:
@@ -139,7 +140,8 @@ class Predictor:
 
     def _load(self, name: str, alias: str) -> Loaded:
         mv = registry.by_alias(self.store, name, alias)
-        scorer = pyfunc.load_version(self.store, mv, self.device)
+        # torch touched only by the scoring thread and threads that end (training/apart.py)
+        scorer = run_apart(lambda: pyfunc.load_version(self.store, mv, self.device), "model-load")
         log.info("serving %s@%s: version %s", name, alias, mv.version)
         return Loaded(name, alias, int(mv.version), scorer)
 
