@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from harvest.config import Config
+from harvest.service.predictroute import FAST_BODY
 from ingestion.lake import Lake
 from tests.helpers import last_json, run_harvest
 from tests.service import Live
@@ -93,6 +94,42 @@ def test_bad_input_is_a_4xx_with_a_message(
         answer = live.post("/predict", json=body, params=params)
     assert answer.status_code == status, answer.text[:500]
     assert said in answer.json()["detail"], answer.text[:500]
+
+
+def test_requests_the_fast_path_leaves_to_the_route_get_the_same_answer(
+    served: tuple[Live, list[str]],
+) -> None:
+    """A well-formed request is answered before FastAPI's layers; any other goes on to the
+    route with the body already read, and must be answered alike."""
+    live, _ = served
+    fast = live.post("/predict", json={"texts": TEXTS})
+    assert fast.status_code == 200, fast.text[:500]
+    others = [
+        live.post("/predict", params={"note": "x"}, json={"texts": TEXTS}),  # unknown query
+        live.post(  # the scheme in lower case, which only the route's check takes
+            "/predict",
+            auth=False,
+            headers={"Authorization": "bearer " + live.token},
+            json={"texts": TEXTS},
+        ),
+        live.post(  # a name given twice
+            "/predict",
+            params=[("alias", "champion"), ("alias", "champion")],
+            json={"texts": TEXTS},
+        ),
+    ]
+    for answer in others:
+        assert answer.status_code == 200, answer.text[:500]
+        got, want = answer.json(), fast.json()
+        assert (got["model"], got["version"]) == (want["model"], want["version"])
+        for g, w in zip(got["predictions"], want["predictions"], strict=True):
+            assert g["label"] == w["label"]
+            assert g["probabilities"] == pytest.approx(w["probabilities"], abs=1e-5)
+    # a body longer than the fast path reads: the route gets what was read and the rest
+    long = [f"{TEXTS[i % 3]} {'word ' * 18_000}{i}" for i in range(FAST_BODY // 90_000 + 1)]
+    answer = live.post("/predict", json={"texts": long})
+    assert answer.status_code == 200, answer.text[:500]
+    assert len(answer.json()["predictions"]) == len(long)
 
 
 def test_a_promote_during_a_stream_swaps_the_model_without_an_error(

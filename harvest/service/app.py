@@ -9,7 +9,6 @@ answers with its kind's status.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,22 +20,22 @@ from urllib.parse import urlsplit
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from harvest.config import Config
 from harvest.service import runlog
 from harvest.service.auth import HostGuard, allowed_hosts, bearer
 from harvest.service.cancel import ANSWER_WAIT, NotCancellableError, check_cancellable
+from harvest.service.predictroute import PredictRequest, PredictResponse, PredictRoute, answer
 from harvest.service.runs import STATUSES, RunStore
 from harvest.service.webhooks import UNAUTHORIZED, BodyTooLargeError, Webhooks, read_body
 from ingestion.errors import HarvestError
 from ingestion.runs import ACTIVE
 
 if TYPE_CHECKING:
-    from harvest.service.predict import Loaded, Predictor
+    from harvest.service.predict import Predictor
     from harvest.service.predictlog import PredictionLog
     from ingestion.lake import Lake
-    from training.arrays import Floats
 
 log = logging.getLogger(__name__)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$"
@@ -121,53 +120,6 @@ class DatasetRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
-MAX_TEXT = 100_000  # characters in one text to score
-MAX_TEXTS = 1_000  # texts in one request
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
-
-
-class PredictRequest(BaseModel):
-    """One text or several: exactly one of ``text`` and ``texts``."""
-
-    model_config = ConfigDict(extra="forbid")
-    text: Text | None = None
-    texts: list[Text] | None = Field(None, min_length=1, max_length=MAX_TEXTS)
-
-    @model_validator(mode="after")
-    def one_of(self) -> PredictRequest:
-        if (self.text is None) == (self.texts is None):
-            raise ValueError("give exactly one of text and texts")
-        return self
-
-
-class Prediction(BaseModel):
-    label: str
-    probabilities: dict[str, float]
-
-
-class PredictResponse(BaseModel):
-    model: str
-    alias: str
-    version: int = Field(description="the registered version that scored every text here")
-    predictions: list[Prediction]
-
-
-def predict_answer(used: Loaded, probs: Floats) -> bytes:
-    """The PredictResponse of ``probs``, the (texts, classes) probabilities ``used`` gave."""
-    classes = used.scorer.classes
-    return json.dumps(
-        {
-            "model": used.name,
-            "alias": used.alias,
-            "version": used.version,
-            "predictions": [
-                {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
-                for label, row in zip(used.scorer.labels(probs), probs.tolist(), strict=True)
-            ],
-        }
-    ).encode()
-
-
 class ExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: Name
@@ -203,6 +155,11 @@ def create_app(service: Service) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Message}, 401: {"model": Message}}
     webhooks = service.webhooks
     add_error_handlers(app)
+    # well-formed requests to /predict answered before FastAPI's layers; the host is
+    # checked first (the last middleware added is the outermost)
+    app.add_middleware(
+        PredictRoute, predictor=predictor, predictions=predictions, token=service.token, name=NAME
+    )
     app.add_middleware(
         HostGuard, hosts=allowed_hosts(cfg.allowed_hosts, urlsplit(service.url).hostname)
     )
@@ -236,17 +193,10 @@ def create_app(service: Service) -> FastAPI:
     ) -> Response:
         """Scores one text or a batch with a registered model (the only one `harvest train`
         registered, unless ``model`` names another) at ``alias``."""
-        began = time.perf_counter()
-        # the registry is asked in a thread only until the default is known
-        name = model or predictor.known_default()
-        if name is None:
-            name = await asyncio.to_thread(predictor.default_model)
-        texts = [body.text] if body.text is not None else list(body.texts or [])
-        used, probs = await predictor.predict(name, alias, texts)
-        predictions.record(used, texts, probs, time.perf_counter() - began)
-        # written here rather than validated back through PredictResponse: on a small
-        # model, building and checking the pydantic answer costs more than scoring
-        return Response(predict_answer(used, probs), media_type="application/json")
+        out = await answer(
+            predictor, predictions, model, alias, body.all_texts(), time.perf_counter()
+        )
+        return Response(out, media_type="application/json")
 
     @app.get("/runs", tags=["runs"])
     def list_runs(
