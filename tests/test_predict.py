@@ -181,6 +181,51 @@ def test_a_request_waits_for_its_batch_no_longer_than_the_deadline(
         asyncio.run(hurried.predict("harvest-demo", "challenger", ["a text"] * 500))
 
 
+def test_a_batch_goes_once_the_requests_it_expects_are_in(
+    trained: tuple[Config, list[str]],
+) -> None:
+    """Clients that send again once answered make each batch as large as the last: it is
+    scored as soon as they are all in, not after its window. A window of an hour would
+    end every request at its deadline if the batch waited it out."""
+    import asyncio
+    import dataclasses
+
+    from harvest.service.predict import Predictor
+
+    cfg, _ = trained
+    predictor = Predictor(Store(cfg.tracking), window=3600.0, deadline=60.0)
+    loaded = predictor.get("harvest-demo", "challenger")
+    sizes: list[int] = []
+
+    class Counting:  # the real scorer, with the size of every batch it is given
+        def __getattr__(self, name: str) -> object:
+            return getattr(loaded.scorer, name)
+
+        def proba(self, texts: list[str]) -> object:
+            sizes.append(len(texts))
+            return loaded.scorer.proba(texts)
+
+    counted = dataclasses.replace(loaded, scorer=Counting())  # type: ignore[arg-type]
+    predictor.models[("harvest-demo", "challenger")] = counted
+    texts = [f"The council voted on budget item {i}." for i in range(8)]
+
+    async def rounds() -> list[list[float]]:
+        answers = []
+        for _ in range(5):  # 8 clients, each sending again once answered
+            got = await asyncio.gather(
+                *(predictor.predict("harvest-demo", "challenger", [t]) for t in texts)
+            )
+            answers.append([float(p[0].max()) for _, p in got])
+        return answers
+
+    answers = asyncio.run(rounds())
+    assert sizes == [8] * 5
+    # each request got its own text's row of the batch
+    together = [float(row.max()) for row in loaded.scorer.proba(texts)]
+    for got in answers:
+        assert got == pytest.approx(together, abs=1e-6)
+
+
 def test_a_request_naming_no_model_gets_the_configured_default(
     trained: tuple[Config, list[str]],
 ) -> None:

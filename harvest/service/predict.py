@@ -2,10 +2,10 @@
 together in micro-batches, and a model swapped the moment its alias moves.
 
 A request's texts join a queue per (model, alias); a batcher takes what is queued, and
-while requests keep coming (the last batch held several) whatever arrives within
-``window`` seconds of the first, up to ``max_rows`` texts, and scores it in one call off
-the event loop, so concurrent requests share the model's batched kernels. A lone request
-waits for no one. Every answer names the version that scored it, and none waits longer
+while requests keep coming (the last batch held several) waits for as many requests as
+the last batch held, at most ``window`` seconds after the first, up to ``max_rows``
+texts. It scores them in one call off the event loop, so concurrent requests share the
+model's batched kernels. A lone request waits for no one. Every answer names the version that scored it, and none waits longer
 than ``deadline`` seconds.
 
 A watcher looks at the registry every ``poll`` seconds. When an alias points at another
@@ -195,14 +195,15 @@ class Predictor:
 
     async def _batches(self, key: tuple[str, str], queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
-        busy = False  # the last batch held more than one request: others are on their way
+        last = 1  # requests the last batch held: as many are likely on their way again
         while True:
             batch = [await queue.get()]
             rows = len(batch[0].texts)
-            # alone, a request is scored at once; under load, a batch waits a moment
-            # for the requests that will join it
-            until = loop.time() + (self.window if busy else 0.0)
-            while rows < self.max_rows:
+            # alone, a request is scored at once; under load, a batch waits for as many
+            # requests as the last one held, or ``window`` seconds: clients that each
+            # send again once answered are all back well within the window
+            until = loop.time() + (self.window if last > 1 else 0.0)
+            while rows < self.max_rows and (len(batch) < last or not queue.empty()):
                 if not queue.empty():
                     item = queue.get_nowait()
                 else:
@@ -215,7 +216,7 @@ class Predictor:
                         break
                 batch.append(item)
                 rows += len(item.texts)
-            busy = len(batch) > 1
+            last = len(batch)
             texts = [t for item in batch for t in item.texts]
             try:
                 with self._lock:
