@@ -5,8 +5,8 @@ A request's texts join a queue per (model, alias); a batcher takes what is queue
 while requests keep coming (the last batch held several) waits for as many requests as
 the last batch held, at most ``window`` seconds after the first, up to ``max_rows``
 texts. It scores them in one call off the event loop, so concurrent requests share the
-model's batched kernels. A lone request waits for no one. Every answer names the version that scored it, and none waits longer
-than ``deadline`` seconds.
+model's batched kernels. A lone request waits for no one. Every answer names the version
+that scored it, and none waits longer than ``deadline`` seconds.
 
 A watcher looks at the registry every ``poll`` seconds. When an alias points at another
 version (``harvest model promote``), the new version is loaded in full first and only
