@@ -183,7 +183,8 @@ def over_http(
 ) -> dict[str, float]:
     """``n`` requests of ``per`` texts from ``clients`` concurrent connections; ``empty``:
     empty texts, which the route refuses (422) after the token, the body's JSON and its
-    validation, before any scoring: the ceiling of the HTTP stack itself."""
+    validation, before any scoring: the ceiling of the FastAPI route, which the fast path
+    hands every body it refuses."""
     where = urlsplit(url)
     host, port = where.hostname or "127.0.0.1", int(where.port or 80)
     head = (
@@ -298,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("harvest serve did not start")
                 time.sleep(0.3)
-            # what the stack answers when it scores nothing: no model's one-text requests
-            # can go faster
+            # what the FastAPI route answers when it scores nothing: the ceiling of a request
+            # the fast path leaves to the route (harvest/service/predictroute.py)
             floor = over_http(url, token, "champion", texts, 32, args.requests * 2, empty=True)
             print(json.dumps({"refused_requests_at_32": floor}))
             for alias, kind in (("champion", "ngram"), ("challenger", "embedding")):

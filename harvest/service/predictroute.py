@@ -1,13 +1,12 @@
 """``POST /predict``: its request and answer, and a fast path in front of FastAPI.
 
-FastAPI's routing, dependency solving and validation cost about 0.3 ms of CPU a request.
-The n-gram model scores a text in a batch in a fraction of that, so on 2 cores 32 clients
-sending one text a request got about a third of in-process batch scoring, and the stack
-alone answered at most 2,400 requests/s. The fast path answers a request whose token,
-query and body are what the route accepts, with the route's own body model and scoring
-(``answer``), as an ASGI middleware. Anything else (no token, an unknown query, a body the
+FastAPI's routing, dependency solving and validation cost more CPU a request than the
+n-gram model takes to score a text in a batch. The fast path, an ASGI middleware, answers
+a request whose token, query and body are what the route accepts, with the route's own
+body model and scoring (``answer``). Anything else (no token, an unknown query, a body the
 model refuses, no default model known yet) goes on to the FastAPI route, body and all,
-which answers it as documented.
+which answers it as documented. On 2 cores, 32 clients sending one text a request to the
+n-gram model got 1,000 answers/s through the fast path against 690-790 through the route.
 """
 
 from __future__ import annotations
