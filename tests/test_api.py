@@ -30,6 +30,7 @@ from tests.helpers import ROOT, last_json, run_harvest, self_signed
 
 TOKEN = "s3cr3t-" + os.urandom(6).hex()
 ENV_NAME = "TEST_API_TOKEN"
+LONGER_THAN_A_REQUEST = 60.0  # seconds a held page takes: past a request's 30 s deadline
 PATHS = {
     "cursor": "/api/v1/articles",
     "page": "/api/v1/paged/articles",
@@ -206,7 +207,10 @@ def test_killed_crawl_resumes_from_its_last_committed_page(
     tmp_path: Path, served: tuple[DemoSite, DemoApi], site: Site, style: str, rng: random.Random
 ) -> None:
     server, api = served
-    api.guard = Guard(4, 1.0, 0.0)  # slow enough that the kill lands mid-crawl
+    api.guard = Guard(4, 1.0, 0.0)  # commits spaced out
+    # the last page outlasts a request's deadline: the crawl cannot end before the kill,
+    # however its pacing goes (a retried page once held every commit, then all landed at once)
+    api.slow_at, api.slow_seconds = len(site.articles) - 1, LONGER_THAN_A_REQUEST
     recipe = api_recipe(tmp_path, "api_resume", style, 5)
     env = env_for(tmp_path, style, batch=10)
     args = crawl_args(recipe, server, style)
@@ -228,6 +232,7 @@ def test_killed_crawl_resumes_from_its_last_committed_page(
     proc.wait()
     before = lake.read("raw/api_resume")
     assert 10 <= before.num_rows < len(site.articles)
+    api.slow_at = None
     asked_at_kill = len(api.log)
 
     summary = last_json(run_harvest(args, env).stdout)
@@ -247,6 +252,7 @@ def test_sigterm_ends_the_crawl_with_its_account_and_it_resumes(
 ) -> None:
     server, api = served
     api.guard = Guard(4, 1.0, 0.0)
+    api.slow_at, api.slow_seconds = len(site.articles) - 1, LONGER_THAN_A_REQUEST
     recipe = api_recipe(tmp_path, "api_term", "cursor", 5)
     env = env_for(tmp_path, batch=5)
     args = crawl_args(recipe, server, "cursor")
@@ -271,6 +277,7 @@ def test_sigterm_ends_the_crawl_with_its_account_and_it_resumes(
     assert "account:" in err
     run = last_run(lake, CRAWL_STAGE, "api_term")
     assert run is not None and run["state"] == "interrupted"
+    api.slow_at = None
     again = last_json(run_harvest(args, env).stdout)
     assert again["resumed"] is True
     ids = raw_ids(tmp_path, "api_term")
