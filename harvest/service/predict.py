@@ -202,7 +202,7 @@ class Predictor:
             # alone, a request is scored at once; under load, a batch waits for as many
             # requests as the last one held, or ``window`` seconds: clients that each
             # send again once answered are all back well within the window
-            until = loop.time() + (self.window if last > 1 else 0.0)
+            until = loop.time() + self.window
             while rows < self.max_rows and (len(batch) < last or not queue.empty()):
                 if not queue.empty():
                     item = queue.get_nowait()
