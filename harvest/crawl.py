@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # how long a start URL's host may take to accept a connection before the crawl starts
 PROBE_TIMEOUT = 5.0
+REMOTE_CONTROL = "scrapy.extensions.remote_control.RemoteControl"
 
 
 class CrawlError(UnavailableError):
@@ -147,6 +148,9 @@ def crawl_settings(
                 value = {**settings.getdict(name), **value}
             settings.set(name, value, priority="project")
     settings.update(recipe.settings, priority="project")
+    if not settings.getbool("REMOTE_CONTROL_ENABLED"):
+        # not even imported: it brings in aiohttp, some tenths of a second of each start
+        settings.set("EXTENSIONS", {**settings.getdict("EXTENSIONS"), REMOTE_CONTROL: None})
     settings.set("HARVEST_LAKE", config.lake, priority="cmdline")
     settings.set("HARVEST_BATCH_SIZE", config.crawl_batch_size, priority="cmdline")
     if config.crawl_proxies:

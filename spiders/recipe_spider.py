@@ -12,11 +12,10 @@ import scrapy
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
-from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from spiders import hooks
+from spiders import hooks, readonce
 from spiders.account import BROKEN_CHAIN, HOOK_ERROR, GaveUp
 from spiders.middlewares.pacing import NOT_BEFORE_META
 from spiders.middlewares.proxypool import PROXY_META
@@ -54,9 +53,7 @@ class RecipeSpider(scrapy.Spider):
         self.item_re = re.compile(recipe.item_urls)
         # imported when the recipe was read, with its folder on the path
         self.hook = hooks.load(recipe.parse) if recipe.parse else None
-        self.extractors = [
-            LinkExtractor(allow=f.allow, restrict_css=f.restrict_css or ()) for f in recipe.follow
-        ]
+        self.extractors = [readonce.extractor(f.allow, f.restrict_css) for f in recipe.follow]
         self.follow_render = [f.render or recipe.render for f in recipe.follow]
         self.listing_retries, self.listing_backoff = 6, 2.0  # set from the settings
         self.listing_ok = self.listing_links = 0  # for what a lost listing page hid
@@ -150,8 +147,8 @@ class RecipeSpider(scrapy.Spider):
             yield from self.items(response)
         listing = response.meta.get(LISTING_META, False)
         self.listing_ok += listing
-        for extractor, mode in zip(self.extractors, self.follow_render, strict=True):
-            for link in extractor.extract_links(response):
+        for rule, mode in zip(self.recipe.follow, self.follow_render, strict=True):
+            for link in readonce.links(response, rule.allow, rule.restrict_css):
                 self.listing_links += listing
                 yield self.follow_request(response.urljoin(link.url), mode)
 
@@ -195,8 +192,7 @@ def why(failure: Failure) -> str:
 def select(response: Response, field: Field) -> list[str]:
     if field.css is None and field.xpath is None:
         return []  # the recipe's parse: hook fills it
-    sel = response.css(field.css) if field.css else response.xpath(field.xpath or "")
-    return [s.strip() for s in sel.getall() if s.strip()]
+    return readonce.values(response, field.css, field.xpath)
 
 
 def convert(field: Field, values: list[str]) -> Any:

@@ -65,6 +65,23 @@ def test_proxies_from_config_reach_the_crawler(tmp_path: Path) -> None:
     assert settings.get("HARVEST_PROXY_FILE") == "/etc/proxies.txt"
 
 
+def test_the_remote_control_is_left_out_of_a_crawl_unless_its_recipe_turns_it_on() -> None:
+    from scrapy.utils.conf import build_component_list
+
+    from harvest.crawl import REMOTE_CONTROL, crawl_settings
+    from spiders.recipe import load_recipe
+    from tests.helpers import ROOT
+
+    recipe = load_recipe("demo", ROOT / "sources")
+    off = crawl_settings(Config(), recipe, "id")
+    extensions = build_component_list(off.getwithbase("EXTENSIONS"))
+    assert REMOTE_CONTROL not in extensions
+    assert "spiders.watchdog.Watchdog" in extensions  # the project's own stay
+    recipe.settings["REMOTE_CONTROL_ENABLED"] = True
+    on = crawl_settings(Config(), recipe, "id")
+    assert REMOTE_CONTROL in build_component_list(on.getwithbase("EXTENSIONS"))
+
+
 def test_the_nearest_file_above_is_found_and_its_paths_start_from_its_folder(
     tmp_path: Path,
 ) -> None:

@@ -34,16 +34,16 @@ import re
 import statistics
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response, TextResponse
-from scrapy.linkextractors import LinkExtractor
 from scrapy.utils.httpobj import urlparse_cached
 
+from spiders import readonce
 from spiders.account import BROKEN_CHAIN, SUSPECT_KEPT
 from spiders.middlewares.bans import SUSPECT_FLAG
 from spiders.middlewares.pacing import NOT_BEFORE_META, SENT_META
@@ -144,9 +144,7 @@ class PageReader:
     def __init__(self, recipe: Recipe, markers: Iterable[str]):
         self.item_re = re.compile(recipe.item_urls)
         self.follow = [re.compile(f.allow) for f in recipe.follow]
-        self.extractors = [
-            LinkExtractor(allow=f.allow, restrict_css=f.restrict_css or ()) for f in recipe.follow
-        ]
+        self.rules = [(f.allow, f.restrict_css) for f in recipe.follow]
         # a field a parse: hook fills has no selector to look for here
         self.required = [f for f in recipe.fields.values() if f.required and (f.css or f.xpath)]
         self.markers = [re.compile(m) for m in markers]
@@ -158,16 +156,11 @@ class PageReader:
         return "other" if rule is None else f"follow[{rule}]"
 
     def read(self, response: TextResponse) -> Page:
-        links = {link.url for x in self.extractors for link in x.extract_links(response)}
-        fields = sum(1 for f in self.required if _has_value(response, f.css, f.xpath))
+        links = {link.url for rule in self.rules for link in readonce.links(response, *rule)}
+        fields = sum(1 for f in self.required if readonce.values(response, f.css, f.xpath))
         text = response.text
         marker = next((m.pattern for m in self.markers if m.search(text)), None)
         return Page(len(links), fields, len(response.body), marker)
-
-
-def _has_value(response: TextResponse, css: str | None, xpath: str | None) -> bool:
-    found: Sequence[str] = (response.css(css) if css else response.xpath(xpath or "")).getall()
-    return any(s.strip() for s in found)
 
 
 class SuspectMiddleware:
