@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from harvest.config import Config, ConfigError, load_config
+from tests.helpers import ROOT
 
 
 def test_defaults_run_the_demo(tmp_path: Path) -> None:
@@ -65,21 +68,28 @@ def test_proxies_from_config_reach_the_crawler(tmp_path: Path) -> None:
     assert settings.get("HARVEST_PROXY_FILE") == "/etc/proxies.txt"
 
 
-def test_the_remote_control_is_left_out_of_a_crawl_unless_its_recipe_turns_it_on() -> None:
-    from scrapy.utils.conf import build_component_list
-
-    from harvest.crawl import REMOTE_CONTROL, crawl_settings
-    from spiders.recipe import load_recipe
-    from tests.helpers import ROOT
-
-    recipe = load_recipe("demo", ROOT / "sources")
-    off = crawl_settings(Config(), recipe, "id")
-    extensions = build_component_list(off.getwithbase("EXTENSIONS"))
-    assert REMOTE_CONTROL not in extensions
-    assert "spiders.watchdog.Watchdog" in extensions  # the project's own stay
-    recipe.settings["REMOTE_CONTROL_ENABLED"] = True
-    on = crawl_settings(Config(), recipe, "id")
-    assert REMOTE_CONTROL in build_component_list(on.getwithbase("EXTENSIONS"))
+def test_a_crawl_never_imports_the_remote_control_unless_its_recipe_turns_it_on() -> None:
+    """Scrapy imports every extension its settings name, even one turned off; the remote
+    control brings in aiohttp."""
+    code = (
+        "import sys\n"
+        "from scrapy.utils.conf import build_component_list\n"
+        "from harvest.config import Config\n"
+        "from harvest.crawl import REMOTE_CONTROL, crawl_settings\n"
+        "from spiders.recipe import load_recipe\n"
+        "recipe = load_recipe('demo')\n"
+        "def extensions():\n"
+        "    s = crawl_settings(Config(), recipe, 'c')\n"
+        "    return build_component_list(s.get_component_priority_dict_with_base('EXTENSIONS'))\n"
+        "off = extensions()\n"
+        "assert 'spiders.watchdog.Watchdog' in off and REMOTE_CONTROL not in off, off\n"
+        "assert 'aiohttp' not in sys.modules\n"
+        "recipe.settings['REMOTE_CONTROL_ENABLED'] = True\n"
+        "on = extensions()\n"
+        "assert REMOTE_CONTROL in on, on\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_the_nearest_file_above_is_found_and_its_paths_start_from_its_folder(

@@ -21,7 +21,6 @@ import pandas as pd
 import pyarrow as pa
 from numpy.typing import NDArray
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
-from scipy import sparse
 
 from ingestion.compiled import compiled
 from ingestion.transforms.base import Step, StepError, check_keys, column_name, strings, values
@@ -56,6 +55,8 @@ def classify_batch(
 ) -> tuple[list[str], NDArray[np.float32]]:
     """py3langid's ``classify`` of each text (its first ``MAX_CHARS`` characters), for all
     of them at once: the codes, and the probability of each."""
+    from scipy import sparse  # a tenth of a second to import, for curation only
+
     nextmove, rowbase, output, ptc = _tables(ident)
     encoded = [ident._encode(t[:MAX_CHARS]) for t in texts]
     lengths = np.array([len(e) for e in encoded], dtype=np.int64)
