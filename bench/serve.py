@@ -9,7 +9,10 @@ For each: one text scored in-process (``training.pyfunc.Scorer.predict``, the Da
 user gets, and its bare ``proba``), over HTTP, and in-process again, on the same texts;
 in-process throughput scoring batches of 256; and over
 HTTP the p50, p99 and throughput of one-text requests from 1, 8 and 32 concurrent
-clients, and of 16- and 64-text requests from 32. The clients are kept-alive asyncio
+clients, and of 16- and 64-text requests from 32. One-text requests from 32 clients also
+go to a bare ASGI app on the same uvicorn (``bench/rawasgi.py``): the stack's floor, and
+with each text's batch scoring added, the most one process could answer (a row's
+``one_text_serial_bound_over_batch``). The clients are kept-alive asyncio
 connections in this process, lean enough (tens of microseconds a request) that the
 figures are the server's; ``requests`` in threads spent about 1 ms of a shared core on
 each call.
@@ -227,6 +230,31 @@ def over_http(
     }
 
 
+def bare_stack(texts: list[str], n: int) -> dict[str, float]:
+    """One-text requests from 32 clients to a bare ASGI app on the same uvicorn (bench/rawasgi.py):
+    the most answers a second this stack gives before the service does anything."""
+    port = 9600 + os.getpid() % 1000
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.rawasgi:app", "--port", str(port)]
+        + ["--log-level", "warning", "--no-access-log"],
+        cwd=ROOT,
+    )
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            try:
+                requests.post(url, data="{}", timeout=2)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the bare ASGI app did not start") from None
+                time.sleep(0.2)
+        return over_http(url, "none", "none", texts, 32, n)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def peak_rss_mib(argv: list[str], env: dict[str, str]) -> float:
     probe = (
         "import resource, subprocess, sys\n"
@@ -303,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             # the fast path leaves to the route (harvest/service/predictroute.py)
             floor = over_http(url, token, "champion", texts, 32, args.requests * 2, empty=True)
             print(json.dumps({"refused_requests_at_32": floor}))
+            bare = bare_stack(texts, args.requests * 4)
+            print(json.dumps({"bare_asgi_at_32": bare}))
             for alias, kind in (("champion", "ngram"), ("challenger", "embedding")):
                 mv = registry.by_alias(store, "harvest-demo", alias)
                 local, _ = registry.local_copy(store, mv)
@@ -339,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
                         for r in http[2:]
                     },
                     "goal_throughput_ratio": 0.8,
+                    # a process that pays the bare stack and a text's batch scoring for
+                    # each one-text request, one after the other, as one GIL makes it
+                    "one_text_serial_bound_over_batch": round(
+                        bare["texts_per_s"] / (bare["texts_per_s"] + base["batch_texts_per_s"]),
+                        3,
+                    ),
                 }
                 rows.append(row)
                 print(json.dumps(row))
@@ -369,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine({}),
         "log_sample": args.log_sample,
         "refused_requests_at_32": floor,
+        "bare_asgi_at_32": bare,
         "models": rows,
         "predict_memory": memory,
     }
