@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from harvest.config import Config
 from harvest.crawl import crawl_settings
-from spiders import hooks
+from spiders import hooks, readonce
 from spiders.recipe import Recipe
 from spiders.recipe_spider import RecipeSpider, convert, select, why
 
@@ -97,10 +97,13 @@ def describe(spider: RecipeSpider, response: Response) -> dict[str, Any]:
             "allow": rule.allow,
             "restrict_css": rule.restrict_css,
             "links": sorted(
-                {response.urljoin(link.url) for link in extractor.extract_links(response)}
+                {
+                    response.urljoin(link.url)
+                    for link in readonce.links(response, rule.allow, rule.restrict_css)
+                }
             ),
         }
-        for rule, extractor in zip(recipe.follow, spider.extractors, strict=True)
+        for rule in recipe.follow
     ]
     return out
 

@@ -31,7 +31,7 @@ def _once(response: Response, key: Hashable, read: Callable[[], T]) -> T:
 
 
 @lru_cache(maxsize=256)
-def extractor(allow: str, restrict_css: str | None) -> LinkExtractor:
+def _extractor(allow: str, restrict_css: str | None) -> LinkExtractor:
     return LinkExtractor(allow=allow, restrict_css=restrict_css or ())
 
 
@@ -40,7 +40,7 @@ def links(response: TextResponse, allow: str, restrict_css: str | None) -> list[
     return _once(
         response,
         ("links", allow, restrict_css),
-        lambda: extractor(allow, restrict_css).extract_links(response),
+        lambda: _extractor(allow, restrict_css).extract_links(response),
     )
 
 

@@ -53,7 +53,6 @@ class RecipeSpider(scrapy.Spider):
         self.item_re = re.compile(recipe.item_urls)
         # imported when the recipe was read, with its folder on the path
         self.hook = hooks.load(recipe.parse) if recipe.parse else None
-        self.extractors = [readonce.extractor(f.allow, f.restrict_css) for f in recipe.follow]
         self.follow_render = [f.render or recipe.render for f in recipe.follow]
         self.listing_retries, self.listing_backoff = 6, 2.0  # set from the settings
         self.listing_ok = self.listing_links = 0  # for what a lost listing page hid

@@ -62,6 +62,15 @@ def run_scrapy(args: list[str], timeout: float = 300) -> subprocess.CompletedPro
     )
 
 
+def in_fresh_process(code: str, timeout: float = 120) -> None:
+    """Runs ``code`` in a new interpreter from the project root, where no test has imported
+    anything yet; fails with its stderr unless it exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def last_json(stdout: str) -> dict[str, object]:
     """The JSON summary a command prints as its last line."""
     return dict(json.loads(stdout.strip().splitlines()[-1]))

@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harvest.config import Config, ConfigError, load_config
-from tests.helpers import ROOT
+from tests.helpers import in_fresh_process
 
 
 def test_defaults_run_the_demo(tmp_path: Path) -> None:
@@ -88,8 +86,7 @@ def test_a_crawl_never_imports_the_remote_control_unless_its_recipe_turns_it_on(
         "on = extensions()\n"
         "assert REMOTE_CONTROL in on, on\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    in_fresh_process(code)
 
 
 def test_the_nearest_file_above_is_found_and_its_paths_start_from_its_folder(

@@ -38,7 +38,7 @@ from spiders.render import (
     render_settings,
 )
 from tests import proxies
-from tests.helpers import ROOT, last_json, run_harvest, serving
+from tests.helpers import ROOT, in_fresh_process, last_json, run_harvest, serving
 
 DEMO_JS = yaml.safe_load((ROOT / "sources" / "demo_js.yaml").read_text())
 # tests keep the browser off every host but loopback
@@ -149,8 +149,7 @@ def test_a_plain_crawl_never_loads_playwright() -> None:
         "loaded = [m for m in sys.modules if 'playwright' in m]\n"
         "assert not loaded, loaded\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    in_fresh_process(code)
 
 
 def start_requests(spider: RecipeSpider) -> list[Request]:
