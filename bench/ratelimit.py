@@ -191,6 +191,8 @@ def run_row(
         requests=seen["requests"],
         statuses=statuses,
         addresses=seen["addresses"],
+        refused=seen.get("refused", {}),
+        per_second=seen.get("per_second", {}),
         wall_seconds=round(wall, 2),
         span_seconds=round(span, 2),
         span_over_minimum=round(span / minimum, 2) if minimum > 0 else None,

@@ -103,15 +103,33 @@ class GuardedLog:
         addresses: dict[str, dict[str, int]] = {}
         articles: set[str] = set()
         listings: set[str] = set()
-        for _, address, path, status in answers:
+        first, last = (answers[0][0], answers[-1][0]) if answers else (0.0, 0.0)
+        # per address, its spells of refusals: [first, last refused answer, refusals], in
+        # seconds from the first answer, which tell where an address's time went
+        refused: dict[str, list[list[float]]] = {}
+        ok_since: dict[str, bool] = {}
+        per_second: dict[str, list[int]] = {}  # pages got through, each second
+        for at, address, path, status in answers:
             counts = addresses.setdefault(address, {})
             counts[str(status)] = counts.get(str(status), 0) + 1
             if status == 200:
                 (articles if path.startswith("/guarded/article/") else listings).add(path)
-        first, last = (answers[0][0], answers[-1][0]) if answers else (0.0, 0.0)
+                ok_since[address] = True
+                second = int(at - first)
+                row = per_second.setdefault(address, [])
+                row.extend([0] * (second + 1 - len(row)))
+                row[second] += 1
+                continue
+            spells = refused.setdefault(address, [])
+            if ok_since.pop(address, True) or not spells:
+                spells.append([round(at - first, 2), round(at - first, 2), 0])
+            spells[-1][1] = round(at - first, 2)
+            spells[-1][2] += 1
         return {
             "requests": len(answers),
             "addresses": addresses,
+            "refused": refused,
+            "per_second": per_second,
             "articles_200": len(articles),
             "listings_200": len(listings),
             "first": first,

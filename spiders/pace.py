@@ -61,6 +61,10 @@ from spiders.windows import WindowCaps
 
 DIRECT = "direct"
 EXIT_META = "harvest_exit"  # the exit a request went through
+# a request that must not go before this time.time() (wall clock: a request may travel to
+# another worker through the Redis frontier): a listing page's backoff, a suspected block's
+# pause. Waited for before an exit is taken, so that the wait does not bunch its requests
+NOT_BEFORE_META = "harvest_not_before"
 SLOT_POLL = 0.02  # seconds between looks at a full download slot
 # each pause that proves too short is this much longer: doubling finds a 10 s block's end
 # at 15 s, this at 13 s, for a probe or two more
@@ -393,26 +397,27 @@ class Pace:
             self.interval /= 0.85
             self._reacted_at = self.clock()
 
-    def banned(self, sent_at: float) -> None:
-        """A block page. The proxy pool backs the exit off, so no pause here; but the rate
-        comes down as for a throttle, so that requests waiting for the exit do not all
-        rush it, and each be blocked, the moment it is back."""
-        now = self.clock()
-        self.lore.throttled(self, 0.0, now)
-        if self._onset is None and sent_at >= self._reacted_at:
-            self._onset, self._onset_pause = sent_at, self.settings.pause
-        self._met_block(sent_at, now)
-        if sent_at < self._reacted_at:
-            return
-        if self._cycle_ok >= 2:
-            self._slow_down(now, self.settings.pause)
-        self._reacted_at = now
-        self._cycle_start, self._cycle_ok = now, 0
+    def banned(self, sent_at: float, retry_after: float = 0.0, most: float = math.inf) -> float:
+        """A block page (or a suspected block) through a proxy: the pace reacts as to a
+        throttle, and returns how long the exit waits, which the proxy pool backs the proxy
+        off for: a pool's own doubling backoff would look at a block's end long after the
+        pace had planned to (a 10 s block found over 20 s late). ``most``: the recipe's
+        longest backoff, which a pause without ``Retry-After`` keeps to."""
+        self._react(sent_at, retry_after)
+        self.next_at = min(self.next_at, self.clock() + max(most, retry_after))
+        return self.paused_for()
+
+    def paused_for(self) -> float:
+        """Seconds until this exit may send again."""
+        return max(0.0, self.next_at - self.clock())
 
     def throttled(self, sent_at: float, retry_after: float = 0.0) -> float:
         """The site pushed back on a request sent at ``sent_at``; returns the pause."""
-        now = self.clock()
         self.throttles += 1
+        return self._react(sent_at, retry_after)
+
+    def _react(self, sent_at: float, retry_after: float) -> float:
+        now = self.clock()
         self.lore.throttled(self, retry_after, now)
         if self._onset is None and sent_at >= self._reacted_at:
             self._onset, self._onset_pause = sent_at, retry_after or self.settings.pause
@@ -699,6 +704,12 @@ class Pacer:
                 span = min(capped, key=lambda s: capped[s] / s)
                 mine.setdefault("window", {})[host] = (span, capped[span])
         return out
+
+
+async def not_before(request: Any) -> None:
+    """Waits until the time the request's ``NOT_BEFORE_META`` names, if any."""
+    if (wait := request.meta.get(NOT_BEFORE_META, 0.0) - time.time()) > 0:
+        await sleep(wait)
 
 
 def exit_slot(host: str, exit_: str) -> str:

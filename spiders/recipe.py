@@ -291,7 +291,9 @@ class BanPolicy(Section):
         description="a list of regexes: a body matching one is a ban",
     )
     backoff_base: Positive = Described(
-        default=1.0, description="seconds a banned proxy first backs off (doubled each time)"
+        default=1.0,
+        description="seconds a banned proxy first backs off (doubled each time); with "
+        "pacing on, the exit's pace times the look at a block's end instead",
     )
     backoff_max: Positive = Described(
         default=300.0, description="seconds a backoff grows to at most"

@@ -17,9 +17,8 @@ from twisted.python.failure import Failure
 
 from spiders import hooks, readonce
 from spiders.account import BROKEN_CHAIN, HOOK_ERROR, GaveUp
-from spiders.middlewares.pacing import NOT_BEFORE_META
 from spiders.middlewares.proxypool import PROXY_META
-from spiders.pace import EXIT_META
+from spiders.pace import EXIT_META, NOT_BEFORE_META
 from spiders.recipe import Field, Recipe, load_recipe
 from spiders.render import render_meta
 

@@ -431,9 +431,14 @@ def test_a_sliding_window_is_found_and_paced_at_its_limit(draw: int) -> None:
     assert site.blocked_until < clock.now - 60.0, about
 
 
-def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_knows() -> None:
+@pytest.mark.parametrize("told_by", ["throttle", "block page"])
+def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_knows(
+    told_by: str,
+) -> None:
     """The first block's end is found by growing pauses; the next one's, whichever exit it
-    meets, near where the first ended, so it costs little more than its length."""
+    meets, near where the first ended, so it costs little more than its length. A block
+    page through a proxy is looked at when its pace says: the pool backs the proxy off for
+    the pause ``banned`` returns."""
     clock = Clock()
     pacer = Pacer(clock=clock)
     block = random.uniform(4.0, 20.0)
@@ -446,15 +451,17 @@ def test_a_timed_block_is_looked_at_where_it_ended_and_every_exit_to_the_site_kn
             p.ok(clock.now)
             clock.now += 0.01
         onset = clock.now
-        p.take()
-        p.throttled(onset)
+        ready = 0.0  # when the proxy pool lets the proxy go again
         while True:
-            clock.now = p.next_at
             p.take()
             if clock.now >= onset + block:
                 p.ok(clock.now)
                 return clock.now - onset
-            p.throttled(clock.now)
+            if told_by == "throttle":
+                p.throttled(clock.now)
+            else:
+                ready = clock.now + p.banned(clock.now)
+            clock.now = max(p.next_at, ready)
 
     found = blocked_for(first)
     assert block <= found <= 1.5 * block + 1.0  # growing pauses overshoot, by half at most

@@ -28,6 +28,7 @@ from spiders.middlewares.proxypool import (
     proxy_urls,
     redact,
 )
+from spiders.pace import NOT_BEFORE_META
 from spiders.recipe import BanPolicy, parse_recipe
 from spiders.recipe_spider import RecipeSpider
 from tests import proxies
@@ -104,6 +105,16 @@ def test_a_good_response_resets_the_backoff() -> None:
     assert proxy.health is Health.GOOD
     delay = p.ban(proxy)
     assert delay is not None and delay <= 1.0
+
+
+def test_a_paced_ban_backs_off_for_the_paces_pause_capped() -> None:
+    p, clock = pool(1, backoff_base=1.0, backoff_max=30.0)
+    proxy = p.proxies[0]
+    for n, paced in enumerate((0.4, 2.5, 7.0, 45.0)):
+        assert p.ban(proxy, paced=paced) == min(paced, 30.0)  # no doubling of its own
+        assert proxy.ready_at == clock.now + min(paced, 30.0) and proxy.bans == n + 1
+        clock.now = proxy.ready_at
+    assert p.ban(proxy, retry_after=60.0, paced=1.0) == 60.0
 
 
 def test_retry_after_is_the_least_backoff() -> None:
@@ -243,6 +254,17 @@ def test_browser_requests_get_one_context_per_proxy() -> None:
         "proxy": {"server": "http://10.0.0.2:3128"}
     }
     assert all("proxy" not in r.meta for r in requests)
+
+
+def test_a_request_held_back_takes_its_exit_when_it_goes() -> None:
+    """Its exit's pace counts it sent when it leaves: taken before the wait, it would go
+    out of turn, bunched with the requests the exit sent meanwhile."""
+    mw = middleware(HARVEST_PROXIES=["http://10.0.0.1:1"])
+    held = Request("http://site/a", meta={NOT_BEFORE_META: time.time() + 0.3})
+    before = mw.pacer.clock()
+    asyncio.run(mw.process_request(held))
+    sends = mw.pacer.pace(held.meta["harvest_exit"], "site").windows.sends
+    assert len(sends) == 1 and sends[0] >= before + 0.29
 
 
 def test_a_banned_response_is_retried_through_another_proxy_and_capped() -> None:

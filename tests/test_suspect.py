@@ -28,7 +28,6 @@ from ingestion.lake import Lake
 from spiders import settings as defaults
 from spiders.account import account, describe
 from spiders.middlewares.bans import SUSPECT_FLAG, BanDetector
-from spiders.middlewares.pacing import NOT_BEFORE_META
 from spiders.middlewares.suspect import (
     FIRST_META,
     TRIES_META,
@@ -37,6 +36,7 @@ from spiders.middlewares.suspect import (
     PatternModel,
     SuspectMiddleware,
 )
+from spiders.pace import NOT_BEFORE_META
 from spiders.recipe import BanPolicy, Field, Follow, Recipe, parse_recipe
 from spiders.recipe_spider import RecipeSpider
 from tests import proxies

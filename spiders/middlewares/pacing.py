@@ -6,10 +6,10 @@ teaches its exit's pace: a 429 or 503 slows it and pauses it for at least the
 ``Retry-After``, a dropped connection slows it, a good answer speeds it up. A throttled
 request is sent again, through whichever exit is free first; one still throttled after
 ``HARVEST_PACING_MAX_TRIES`` is given up and counted. A block page (the recipe's ``ban``
-policy) through a proxy is the proxy pool's to retry, but its pace notes it; through the
-direct connection it is paced and sent again as a 429 would be, at most
-``HARVEST_BAN_MAX_RETRIES`` times, and not once the exit has been blocked for
-``HARVEST_BAN_MAX_WAIT`` seconds. A block that lasts far longer than a pause caps the
+policy) through a proxy is the proxy pool's to retry, and the proxy waits its pace's pause,
+``ban.backoff_max`` at most; through the direct connection it is paced and sent again as
+a 429 would be, at most ``HARVEST_BAN_MAX_RETRIES`` times, and not once the exit has been
+blocked for ``HARVEST_BAN_MAX_WAIT`` seconds. A block that lasts far longer than a pause caps the
 exit's requests per window (spiders/windows.py).
 
 Each exit keeps its own cookies: a site that limits per session cookie would otherwise see
@@ -19,28 +19,23 @@ one session spread over every proxy, and block them all at once.
 from __future__ import annotations
 
 import logging
-import time
 
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
-from scrapy.utils.asyncio import sleep
 from scrapy.utils.httpobj import urlparse_cached
 
 from spiders.account import GaveUp
 from spiders.middlewares.bans import BanDetector, parse_retry_after
 from spiders.middlewares.proxypool import PROXY_META
-from spiders.pace import DIRECT, EXIT_META, pacer_for, slot_full
+from spiders.pace import DIRECT, EXIT_META, not_before, pacer_for, slot_full
 from spiders.recipe import BanPolicy, Recipe
 
 logger = logging.getLogger(__name__)
 THROTTLED = (429, 503)
 TRIES_META = "harvest_pacing_tries"
 SENT_META = "harvest_sent_at"
-# a request that must not go before this time.time() (wall clock: a request may travel to
-# another worker through the Redis frontier): a listing page's backoff
-NOT_BEFORE_META = "harvest_not_before"
 JAR_META = "harvest_cookiejar"  # the cookie jar this middleware chose, not the spider
 
 
@@ -49,7 +44,9 @@ class PacingMiddleware:
         self.crawler = crawler
         self.pacer = pacer_for(crawler)
         recipe: Recipe | None = getattr(crawler.spider, "recipe", None)
-        self.detector = BanDetector(recipe.ban if recipe is not None else BanPolicy())
+        policy = recipe.ban if recipe is not None else BanPolicy()
+        self.detector = BanDetector(policy)
+        self.ban_backoff_max = policy.backoff_max
         self.max_tries = crawler.settings.getint("HARVEST_PACING_MAX_TRIES")
         # a page blocked for good is given up as soon as the proxy pool would give it up,
         # or once the direct connection has been blocked for longer than a site blocks for
@@ -66,8 +63,7 @@ class PacingMiddleware:
         return cls(crawler)
 
     async def process_request(self, request: Request) -> None:
-        if (wait := request.meta.get(NOT_BEFORE_META, 0.0) - time.time()) > 0:
-            await sleep(wait)
+        await not_before(request)
         # the pool (before us) picks a proxy for every request; with none, the direct
         # connection, whatever exit a retried request's meta still names
         if PROXY_META not in request.meta:
@@ -102,8 +98,8 @@ class PacingMiddleware:
                     self.banned.discard(urlparse_cached(request).hostname or "")
             return response
         if PROXY_META in request.meta:
-            # the pool backs that proxy off and retries elsewhere; a long block is learned
-            pace.banned(sent)
+            # the pool backs that proxy off for the pace's pause and retries elsewhere
+            pace.banned(sent, ban.retry_after, self.ban_backoff_max)
             return response
         # the direct connection has nowhere else to go: the block is waited out as a 429
         # without Retry-After, its end found by pauses that grow (spiders/pace.py)

@@ -32,7 +32,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from ingestion.errors import ConfigurationError
 from spiders.account import GaveUp
 from spiders.middlewares.bans import PROXY_AUTH_REQUIRED, BanDetector
-from spiders.pace import EXIT_META, exit_slot, pacer_for, slot_full
+from spiders.pace import EXIT_META, exit_slot, not_before, pacer_for, slot_full
 from spiders.recipe import BanPolicy, Recipe, proxy_url_problem
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,10 @@ class ProxyPool:
 
     Proxies backing off are skipped; which of the ready ones a request takes is the
     pacer's choice (spiders/pace.py): the one that can send soonest. A ban backs a proxy off for
-    ``base * 2**n`` seconds (n: bans in a row), capped at ``backoff_max`` and jittered down
-    to half of that; ``max_failures`` connection failures in a row make it dead.
+    its pace's pause, which looks at a block's end where the site's blocks have ended
+    before; with pacing off, for ``base * 2**n`` seconds (n: bans in a row), jittered down
+    to half of that. Either is capped at ``backoff_max``. ``max_failures`` connection
+    failures in a row make a proxy dead.
     """
 
     def __init__(
@@ -171,11 +173,16 @@ class ProxyPool:
         # jitter, so that proxies banned together do not all come back together
         return float(delay / 2 + self.rng.uniform(0, delay / 2))
 
-    def ban(self, proxy: Proxy, retry_after: float = 0.0) -> float | None:
-        """Backs ``proxy`` off; returns the delay, or None if it was backing off already."""
+    def ban(
+        self, proxy: Proxy, retry_after: float = 0.0, paced: float | None = None
+    ) -> float | None:
+        """Backs ``proxy`` off; returns the delay, or None if it was backing off already.
+        ``paced``: the pause its pace chose (spiders/pace.py), which knows when a block
+        ends better than doubling does; capped at ``backoff_max`` all the same."""
         if proxy.health is Health.DEAD or self._backing_off(proxy):
             return None  # answers to requests sent before the ban: one ban, one backoff
-        delay = max(self.backoff(proxy.bans), retry_after)
+        backoff = self.backoff(proxy.bans) if paced is None else min(self.backoff_max, paced)
+        delay = max(backoff, retry_after)
         proxy.bans += 1
         proxy.health, proxy.ready_at = Health.BANNED, self.clock() + delay
         return delay
@@ -262,6 +269,7 @@ class ProxyPoolMiddleware:
         self.pool = pool
         self.detector = detector
         self.max_retries = max_retries
+        self.pacing = crawler.settings.getbool("HARVEST_PACING")
         self.stopping = False
 
     @classmethod
@@ -283,6 +291,8 @@ class ProxyPoolMiddleware:
         return cls(crawler, pool, BanDetector(policy), max_retries)
 
     async def process_request(self, request: Request) -> None:
+        # a request held back waits before it takes an exit, not in the exit's turn
+        await not_before(request)
         host = urlparse_cached(request).hostname or ""
         proxy = await self._choose(host)
         if proxy is None:
@@ -319,13 +329,20 @@ class ProxyPoolMiddleware:
             self.pool.succeed(proxy)
             return response
         self._inc(f"bans/{proxy.exit}")
-        delay = self.pool.ban(proxy, ban.retry_after)
+        delay = self.pool.ban(proxy, ban.retry_after, self._paced(request, proxy))
         if delay is not None:
             logger.info("proxy %s banned (%s): backing off %.1fs", proxy.name, ban.reason, delay)
         retry = self._retry(request, f"banned through {proxy.name} ({ban.reason})")
         if retry is None:  # a ban page must never reach the spider
             raise GaveUp("banned", f"gave up on a banned page: {request.url}")
         return retry
+
+    def _paced(self, request: Request, proxy: Proxy) -> float | None:
+        """The pause the exit's pace set on this ban (the pacing and suspect middlewares
+        see the answer first), or None with pacing off."""
+        if not self.pacing:
+            return None
+        return self.pacer.pace(proxy.exit, urlparse_cached(request).hostname or "").paused_for()
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
         proxy = self._proxy_of(request)

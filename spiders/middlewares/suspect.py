@@ -46,9 +46,9 @@ from scrapy.utils.httpobj import urlparse_cached
 from spiders import readonce
 from spiders.account import BROKEN_CHAIN, SUSPECT_KEPT
 from spiders.middlewares.bans import SUSPECT_FLAG
-from spiders.middlewares.pacing import NOT_BEFORE_META, SENT_META
+from spiders.middlewares.pacing import SENT_META
 from spiders.middlewares.proxypool import PROXY_META
-from spiders.pace import EXIT_META, pacer_for
+from spiders.pace import EXIT_META, NOT_BEFORE_META, pacer_for
 from spiders.recipe import Recipe
 
 logger = logging.getLogger(__name__)
