@@ -26,7 +26,7 @@ neither the rate nor the burst that caused it comes back soon. What a block teac
 kept for every exit to the site (``SiteLore``): the next block is looked at where the last
 one ended, not after pauses that grow past it, and a window one exit found paces the others
 at its limit before they meet the block that taught it. A long block no earlier one has
-timed is looked at a third of its age apart, so its end is found a third late at most.
+timed is looked at a fifth of its age apart, so its end is found a fifth late at most.
 
 Exits to a site start slowly (``SiteLore``): the first, the scout, opens unlimited, and the
 others go at what it has shown gets through until its verdict, a second or two at most: a
@@ -69,7 +69,7 @@ SLOT_POLL = 0.02  # seconds between looks at a full download slot
 # each pause that proves too short is this much longer: doubling finds a 10 s block's end
 # at 15 s, this at 13 s, for a probe or two more
 GROWTH = 1.5
-LOOK = 1 / 3  # a long block of no known length is looked at this share of its age apart
+LOOK = 1 / 5  # a long block of no known length is looked at this share of its age apart
 LATENCY_SETTLED = 10  # answers before the smoothed latency is a baseline
 # the slow start of the exits to a site after its first (``SiteLore``)
 VERDICT_OKS = 50  # answers got through the scout, none throttled: every exit goes loose
