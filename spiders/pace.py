@@ -271,6 +271,7 @@ class Pace:
     _best_latency: float = math.inf
     _latency: float = 0.0
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # latencies
+    _quick: float = 0.0  # their tenth percentile, once settled
     windows: WindowCaps = field(default_factory=WindowCaps)
     long_blocks: int = 0
     _onset: float | None = None  # when the request that met the current block was sent
@@ -346,7 +347,10 @@ class Pace:
             self._judge(spell)
         elif sent_at >= self._reacted_at:
             self._cycle_ok += 1
-        self.windows.answered(sent_at)
+        # how much later than the quickest answers it came: it reached the site that late,
+        # or was held up after; a window's count takes the first, the safe side
+        late = self.clock() - sent_at - self._quick if self._quick else 0.0
+        self.windows.answered(sent_at, late)
         if self.scout and not self.lore.verdict:
             self.lore.oks += 1
         if len(self.lore.paces) > 1:
@@ -358,7 +362,8 @@ class Pace:
             self._recent.append(max(latency, self.clock() - sent_at))
             if len(self._recent) >= LATENCY_SETTLED:
                 ordered = sorted(self._recent)
-                spread = ordered[int(0.9 * len(ordered))] - ordered[int(0.1 * len(ordered))]
+                self._quick = ordered[int(0.1 * len(ordered))]
+                spread = ordered[int(0.9 * len(ordered))] - self._quick
                 self.windows.jitter = spread
                 # against the smoothed latency's best, once it has seen a few answers: one
                 # lucky answer would make an ordinary spread of latencies look like a

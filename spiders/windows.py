@@ -36,6 +36,7 @@ import numpy as np
 SPANS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0)
 KEEP = 4 * SPANS[-1]  # seconds of send times kept
 SHORTEST = 1.0  # the span any block covers, however soon it came
+LATE_ARRIVAL = 0.02  # seconds behind the quickest answers that count a request as late
 
 
 @dataclass
@@ -95,8 +96,15 @@ class WindowCaps:
         """Requests sent in ``(at - span, at]``."""
         return bisect.bisect_right(self.sends, at) - bisect.bisect_right(self.sends, at - span)
 
-    def answered(self, sent_at: float) -> None:
-        """The request sent at ``sent_at`` got through."""
+    def answered(self, sent_at: float, late: float = 0.0) -> None:
+        """The request sent at ``sent_at`` got through, its answer ``late`` seconds behind
+        the quickest. Under caps, a late one is counted as sent that much later: it may
+        have reached the site that late (the event loop held it, or a proxy did), where a
+        window that counted it leaving early would let the next request in one too many."""
+        if late > LATE_ARRIVAL and self.caps:
+            at = bisect.bisect_right(self.sends, sent_at) - 1
+            if at >= 0 and sent_at - self.sends[at] < LATE_ARRIVAL:
+                bisect.insort(self.sends, self.sends.pop(at) + late)
         # answers come back out of order: the list stays in order of sending
         at = bisect.bisect_right(self.oks, sent_at)
         self.oks.insert(at, sent_at)
