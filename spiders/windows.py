@@ -16,7 +16,8 @@ the window), and every other span loses its cap. Two blocks usually leave one sp
 site's window, at its limit; a window between two spans is held to the longer one's count,
 a little under its limit. A window blocked again at its cap loses one from it. Caps hold a
 little longer than their span: a request that reaches the site early at a window's edge is
-blocked.
+blocked. And a request whose answer came back late counts as sent that late: held up on
+the way, it reached the site in a later window than it left in.
 
 When no span fits (nothing got through yet, or a limit of another shape), each span the
 evidence covers is capped below the count it held when the block began: at first well below
