@@ -121,7 +121,7 @@ class GuardedLog:
                 row[second] += 1
                 continue
             spells = refused.setdefault(address, [])
-            if ok_since.pop(address, True) or not spells:
+            if ok_since.pop(address, False) or not spells:
                 spells.append([round(at - first, 2), round(at - first, 2), 0])
             spells[-1][1] = round(at - first, 2)
             spells[-1][2] += 1

@@ -9,8 +9,8 @@ request is sent again, through whichever exit is free first; one still throttled
 policy) through a proxy is the proxy pool's to retry, and the proxy waits its pace's pause,
 ``ban.backoff_max`` at most; through the direct connection it is paced and sent again as
 a 429 would be, at most ``HARVEST_BAN_MAX_RETRIES`` times, and not once the exit has been
-blocked for ``HARVEST_BAN_MAX_WAIT`` seconds. A block that lasts far longer than a pause caps the
-exit's requests per window (spiders/windows.py).
+blocked for ``HARVEST_BAN_MAX_WAIT`` seconds. A block that lasts far longer than a pause
+caps the exit's requests per window (spiders/windows.py).
 
 Each exit keeps its own cookies: a site that limits per session cookie would otherwise see
 one session spread over every proxy, and block them all at once.
