@@ -243,6 +243,8 @@ def run_row(
         wall_seconds=round(wall, 2),
         crawl_seconds=round(crawl_seconds, 2),
         pages_per_s=round(served["pages"] / crawl_seconds, 1) if crawl_seconds > 0 else None,
+        pages_per_half_second=served.get("per_half_second"),
+        in_flight_mean=served.get("in_flight_mean"),
         peak_rss_mib=round(max((s[1] for s in samples), default=0), 1),
         peak_pss_mib=round(max((s[2] for s in samples), default=0), 1),
         memory_at_pages={str(n): memory_at(samples, n) for n in (500, 5000)},

@@ -54,6 +54,10 @@ class Counter:
             self.other = 0
             self.first = 0.0
             self.last = 0.0
+            self.times: list[float] = []
+            self.active = 0  # pages being answered now
+            self.area = 0.0  # the integral of ``active`` over time
+            self.since = 0.0
 
     def hit(self, path: str) -> None:
         now = time.monotonic()
@@ -66,15 +70,38 @@ class Counter:
                 self.pages += 1
                 self.first = self.first or now
                 self.last = now
+                self.times.append(now)
+
+    def answering(self, change: int) -> None:
+        """A page's answer begins (+1) or ends (-1): how many are in flight at the site."""
+        now = time.monotonic()
+        with self.lock:
+            if self.since:
+                self.area += self.active * (now - self.since)
+            self.active += change
+            self.since = now
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
+            span = self.last - self.first
             return {
                 "pages": self.pages,
                 "api_calls": self.api,
                 "other": self.other,
-                "seconds": self.last - self.first,
+                "seconds": span,
+                "per_half_second": per_half_second(self.times),
+                "in_flight_mean": round(self.area / span, 2) if span > 0 else None,
             }
+
+
+def per_half_second(times: list[float]) -> list[int]:
+    """Pages served in each half second from the first: where a crawl ramps up and tails off."""
+    counts: list[int] = []
+    for t in times:
+        slot = int((t - times[0]) * 2)
+        counts.extend([0] * (slot + 1 - len(counts)))
+        counts[slot] += 1
+    return counts
 
 
 class GuardedLog:
@@ -188,7 +215,11 @@ def serve(
             if path == GUARDED:
                 return self._send(200, json.dumps(guarded.snapshot()), "application/json")
             counter.hit(path)
-            super().do_GET()
+            counter.answering(+1)
+            try:
+                super().do_GET()
+            finally:
+                counter.answering(-1)
 
         def _send_bytes(self, status: int, data: bytes, *args: Any, **kwargs: Any) -> None:
             path = self.path.split("?", 1)[0]

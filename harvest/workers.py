@@ -24,6 +24,7 @@ from typing import Any
 
 from harvest.config import Config
 from harvest.crawl import CrawlError, CrawlSummary, WorkerShare, no_response
+from harvest.workerfork import ForkedWorker
 from ingestion.lake import Lake
 from ingestion.runs import record_run
 from spiders.frontier import connect, delete_frontier
@@ -40,7 +41,7 @@ STOP_GRACE = 30.0
 @dataclass
 class WorkerProcess:
     number: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedWorker
     out: Path
     err: Path
 
@@ -64,7 +65,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stop(process: subprocess.Popen[Any], grace: float = STOP_GRACE) -> None:
+def stop(process: subprocess.Popen[Any] | ForkedWorker, grace: float = STOP_GRACE) -> None:
     """SIGTERM by process id, then SIGKILL if it is still there after ``grace`` seconds."""
     if process.poll() is not None:
         return
@@ -134,19 +135,22 @@ def run_workers(
     start_url: str | None = None,
     fresh: bool = False,
     crawl_id: str | None = None,
+    forked: list[ForkedWorker] | None = None,
 ) -> CrawlSummary:
     """Crawls ``recipe`` with ``workers`` processes; returns the merged summary.
 
     ``source`` is the recipe as the command line named it, for the workers to load.
     Without ``redis_url`` a private redis-server holds the frontier for the crawl's span.
+    ``forked`` (harvest/workerfork.py) are children waiting to be the workers; without
+    them each worker is a fresh interpreter.
     """
     lake = Lake(config.lake)
     resumed = None if fresh or crawl_id else unfinished_crawl(lake, recipe.name)
     crawl_id = crawl_id or resumed or new_crawl_id()
     if redis_url is None:
         with private_redis() as url:
-            return _run(lake, recipe, source, workers, url, start_url, crawl_id, resumed)
-    return _run(lake, recipe, source, workers, redis_url, start_url, crawl_id, resumed)
+            return _run(lake, recipe, source, workers, url, start_url, crawl_id, resumed, forked)
+    return _run(lake, recipe, source, workers, redis_url, start_url, crawl_id, resumed, forked)
 
 
 def _run(
@@ -158,6 +162,7 @@ def _run(
     start_url: str | None,
     crawl_id: str,
     resumed: str | None,
+    forked: list[ForkedWorker] | None = None,
 ) -> CrawlSummary:
     prefix = str(recipe.settings.get("HARVEST_REDIS_PREFIX", HARVEST_REDIS_PREFIX))
     try:
@@ -174,7 +179,8 @@ def _run(
         record_run(
             lake, STAGE, recipe.name, {"crawl_id": crawl_id, "state": "running", "workers": workers}
         )
-        results = _wait(_spawn(source, workers, redis_url, start_url, crawl_id, resumed))
+        procs = _spawn(source, workers, redis_url, start_url, crawl_id, resumed, forked)
+        results = _wait(procs)
         reasons = {str(r.finish_reason) for _, _, r in results}
         if reasons == {"finished"}:
             delete_frontier(client, prefix, recipe.name, crawl_id)
@@ -206,12 +212,10 @@ def _spawn(
     start_url: str | None,
     crawl_id: str,
     resumed: str | None,
+    forked: list[ForkedWorker] | None = None,
 ) -> list[WorkerProcess]:
     folder = Path(tempfile.mkdtemp(prefix="harvest-workers-"))
     args = [
-        sys.executable,
-        "-m",
-        "harvest.cli",
         "crawl",
         source,
         "--worker",
@@ -223,12 +227,21 @@ def _spawn(
         args += ["--start-url", start_url]
     if resumed:
         args.append("--resumed")
-    env = {**os.environ, REDIS_URL_ENV: redis_url}
+    env = {REDIS_URL_ENV: redis_url}
+    forked = forked or []
     procs: list[WorkerProcess] = []
     for number in range(1, workers + 1):
         out, err = folder / f"worker-{number}.out", folder / f"worker-{number}.err"
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr)
+        process: subprocess.Popen[bytes] | ForkedWorker
+        if number <= len(forked):
+            process = forked[number - 1]
+            process.start(args, env, out, err)
+        else:
+            command = [sys.executable, "-m", "harvest.cli", *args]
+            with out.open("wb") as stdout, err.open("wb") as stderr:
+                process = subprocess.Popen(
+                    command, env={**os.environ, **env}, stdout=stdout, stderr=stderr
+                )
         procs.append(WorkerProcess(number, process, out, err))
     return procs
 

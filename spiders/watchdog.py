@@ -25,7 +25,6 @@ from typing import Any
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
-from twisted.internet import reactor as _reactor
 from twisted.internet import task
 
 from spiders.pipelines import LakePipeline
@@ -33,7 +32,16 @@ from spiders.pipelines import LakePipeline
 logger = logging.getLogger(__name__)
 STALLED = "stalled"
 TICK = 1.0  # seconds between looks
-reactor: Any = _reactor  # the installed reactor; its interfaces do not type these calls
+
+
+def installed_reactor() -> Any:
+    """The reactor Scrapy installed. Imported only when called: importing it at module
+    level installs Twisted's default one, and a process forked to crawl must not have one."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
 # what counts as progress: something came back, or an item was made
 PROGRESS = ("response_received_count", "downloader/exception_count", "item_scraped_count")
 
@@ -100,7 +108,7 @@ class Watchdog:
     def deadline(self, reason: str) -> None:
         """Forces the close ``grace`` seconds from now unless it has finished by then."""
         self.closing = reason
-        reactor.callLater(self.grace, self.force)
+        installed_reactor().callLater(self.grace, self.force)
 
     def force(self) -> None:
         if self.closed:
@@ -124,7 +132,7 @@ class Watchdog:
         # CrawlerProcess stops its crawlers before the reactor shuts down, and that stop
         # would wait for the same stuck requests: mark this one as stopped already
         self.crawler.crawling = False
-        reactor.stop()
+        installed_reactor().stop()
 
     def spider_closed(self, spider: Spider, reason: str) -> None:
         self.closed = True

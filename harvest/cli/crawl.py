@@ -44,6 +44,7 @@ def crawl(
     from harvest import stages
     from harvest.crawl import run_crawl
     from harvest.service.clirun import CliRun
+    from harvest.workerfork import forked_workers
     from spiders.account import account, describe
 
     cfg = config()
@@ -61,17 +62,20 @@ def crawl(
         raise typer.BadParameter("--crawl-id joins a shared crawl: give its --redis URL")
     if progress_file and (workers > 1 or redis_url):
         raise typer.BadParameter("--progress-file is written by a crawl of one process")
+    shared = workers > 1 or redis_url is not None
+    # forked before the lake, the run history or the lock is opened (harvest/workerfork.py)
+    forking = forked_workers(workers if shared else 0, cfg, recipe)
     # recorded in the run history beside the lake, as the service's runs are
-    with CliRun(cfg, recipe.name) as recorded:
+    with forking as forked, CliRun(cfg, recipe.name) as recorded:
         # one crawl of a source at a time; joining a shared crawl by id adds workers to it
         lock = stages.source_lock(cfg, stages.CRAWL_STAGE, recipe.name)
         with contextlib.nullcontext() if crawl_id else lock:
             recorded.start()  # in the run history once it holds the source
-            if workers > 1 or redis_url:
+            if shared:
                 from harvest.workers import run_workers
 
                 crawled = run_workers(
-                    cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id
+                    cfg, recipe, source, workers, redis_url, start_url, fresh, crawl_id, forked
                 )
             else:
                 crawled = run_crawl(
