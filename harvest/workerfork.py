@@ -185,6 +185,7 @@ def _child(orders: int) -> None:
 
 
 def _run(orders: dict[str, Any]) -> int:
+    os.setpgid(0, 0)  # a terminal's signals reach it through its parent alone (workers.py)
     os.environ.update(orders["env"])
     for fd, path in ((1, orders["out"]), (2, orders["err"])):
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -240,7 +240,11 @@ def _spawn(
             command = [sys.executable, "-m", "harvest.cli", *args]
             with out.open("wb") as stdout, err.open("wb") as stderr:
                 process = subprocess.Popen(
-                    command, env={**os.environ, **env}, stdout=stdout, stderr=stderr
+                    command,
+                    env={**os.environ, **env},
+                    stdout=stdout,
+                    stderr=stderr,
+                    process_group=0,  # signals reach it through _wait alone
                 )
         procs.append(WorkerProcess(number, process, out, err))
     return procs
@@ -248,20 +252,36 @@ def _spawn(
 
 def _wait(procs: list[WorkerProcess]) -> list[tuple[int, int, CrawlSummary]]:
     """Waits for every worker; the first to fail stops the others and is named. Returns
-    each one's number, process id and summary."""
-    previous = signal.getsignal(signal.SIGTERM)
-    # a SIGTERM unwinds through the finally below, so no worker outlives this process
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    each one's number, process id and summary.
+
+    The workers run in process groups of their own, so a terminal's Ctrl-C reaches them
+    through this process alone: a first SIGTERM or SIGINT is passed on to each, which
+    stops taking requests and commits what it has, and the crawl ends with their
+    summaries; a second one stops them at once."""
+    signalled: list[float] = []  # when the first signal came
+
+    def on_signal(number: int, _: object) -> None:
+        if signalled:
+            sys.exit(128 + number)  # the finally below kills them
+        signalled.append(time.monotonic())
+        for p in procs:
+            if p.process.poll() is None:
+                p.process.send_signal(number)
+
+    previous = {n: signal.signal(n, on_signal) for n in (signal.SIGTERM, signal.SIGINT)}
     failed: WorkerProcess | None = None
     try:
         while failed is None and any(p.process.poll() is None for p in procs):
             failed = next((p for p in procs if p.process.poll() not in (None, 0)), None)
+            if signalled and time.monotonic() > signalled[0] + STOP_GRACE:
+                break  # a worker past its own grace is killed below
             time.sleep(0.1)
         failed = failed or next((p for p in procs if p.process.returncode != 0), None)
     finally:
         for p in procs:
-            stop(p.process)
-        signal.signal(signal.SIGTERM, previous)
+            stop(p.process, grace=0.0 if signalled else STOP_GRACE)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     try:
         if failed is not None:
             raise CrawlError(

@@ -118,10 +118,10 @@ def test_a_stalled_crawl_commits_what_it_has_and_exits_3(
     assert run["crawl_id"] == summary["crawl_id"]
 
 
-def start(path: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start(path: Path, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     out = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "harvest.cli", "crawl", str(path)],
+        [sys.executable, "-m", "harvest.cli", "crawl", str(path), *args],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=out,
@@ -155,6 +155,42 @@ def test_sigterm_ends_a_hung_crawl_within_its_grace_with_an_account(
     summary = last_json("\n".join(line for line in out.splitlines() if line.startswith("{")))
     assert "curated" not in summary  # stopped: it does not go on to curate
     run = last_run(Lake(tmp_path / "lake"), CRAWL_STAGE, "stuck")
+    assert run is not None and run["state"] == "interrupted"
+
+
+@pytest.mark.requires_redis
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_crawl_of_workers_with_their_account(
+    number: signal.Signals, tmp_path: Path, demo_site: DemoSite, site: Site, silent: Silent
+) -> None:
+    # one worker hangs on the silent site; the signal reaches the workers through the
+    # command, each commits what it has, and the command gives the crawl's account
+    path = recipe(tmp_path, demo_site, silent, HARVEST_STALL_TIMEOUT=0, HARVEST_SHUTDOWN_GRACE=3)
+    log = tmp_path / "crawl.log"
+    env = env_for(tmp_path)
+    proc = start(path, env, log, "--workers", "2", "--no-curate")
+    lake = Lake(env["HARVEST_LAKE"])
+    since = len(demo_site.requests)
+    try:
+        wait_for_hang(silent, proc)
+        deadline = time.monotonic() + 120
+        while len({p for _, p in demo_site.requests[since:] if p.startswith("/article/")}) < len(
+            site.articles
+        ):  # the other worker asked for every article; a graceful stop scrapes what came
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(number)
+        proc.wait(timeout=90)
+    finally:
+        proc.kill()
+    out = log.read_text()
+    assert "account: fetched" in out and "Traceback" not in out, out[-3000:]
+    summary = last_json("\n".join(line for line in out.splitlines() if line.startswith("{")))
+    assert "shutdown" in summary["finish_reason"]
+    assert len(summary["workers"]) == 2
+    urls = lake.read("raw/stuck")["url"].to_pylist()
+    assert len(urls) == len(set(urls)) == len(site.articles) == summary["items"]
+    run = last_run(lake, CRAWL_STAGE, "stuck")
     assert run is not None and run["state"] == "interrupted"
 
 
