@@ -8,6 +8,8 @@ ROBOTSTXT_OBEY = True
 USER_AGENT = "harvest (+https://example.invalid/harvest)"
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 8
+# Scrapy's, holding each site (each exit, through proxies) to that concurrency
+DOWNLOADER = "spiders.downloader.Downloader"
 # the items of one page go through the pipelines this many at a time; Scrapy starts that
 # many tasks for every page, and the lake's pipeline never waits (100, Scrapy's default,
 # cost a quarter of a crawl's CPU)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ import yaml
 from harvest.demosite import DemoSite
 from ingestion.lake import Lake
 from spiders.middlewares.privateaddress import is_private
-from tests.helpers import ROOT, last_json, run_harvest
+from tests.helpers import ROOT, last_json, run_harvest, serving
 
 pytestmark = pytest.mark.slow
 DEMO = yaml.safe_load((ROOT / "sources" / "demo.yaml").read_text())
@@ -112,3 +116,62 @@ def test_page_and_depth_limits_bound_a_crawl(
     summary, _ = crawl_stats(path, demo_site.url + "/", lake_env)
     # depth 1: the first listing's articles and page 2, nothing behind it
     assert summary["items"] == 20
+
+
+class Counting(BaseHTTPRequestHandler):
+    """A listing of articles that each take a while to answer; counts the most answers
+    under way at once."""
+
+    articles = 40
+    lock = threading.Lock()
+    now = 0
+    most = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path in ("/", ""):
+            links = "".join(
+                f'<li><a href="/article/{n}">{n}</a></li>' for n in range(self.articles)
+            )
+            return self.answer(f'<ul class="articles">{links}</ul><nav class="pagination"></nav>')
+        if not self.path.startswith("/article/"):
+            self.send_error(404)
+            return None
+        cls = type(self)
+        with cls.lock:
+            cls.now += 1
+            cls.most = max(cls.most, cls.now)
+        try:
+            time.sleep(random.uniform(0.02, 0.08))
+            n = self.path.rsplit("/", 1)[1]
+            self.answer(
+                f'<h1 class="title">Article {n}</h1><span class="author">A. Writer</span>'
+                f'<time datetime="2026-01-0{int(n) % 9 + 1}"></time>'
+                f'<div class="body"><p>{"The text of an article, long enough. " * 3}</p></div>'
+            )
+        finally:
+            with cls.lock:
+                cls.now -= 1
+
+    def answer(self, body: str) -> None:
+        data = f"<html><body>{body}</body></html>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_site_never_gets_more_requests_at_once_than_its_limit(
+    tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    # Scrapy 2.19 alone started every request waiting in a site's queue at once
+    limit = random.randint(1, 4)
+    path = recipe(tmp_path, "polite", settings={"CONCURRENT_REQUESTS_PER_DOMAIN": limit})
+    Counting.now = Counting.most = 0
+    with serving(Counting) as url:
+        summary, _ = crawl_stats(path, url + "/", lake_env)
+    assert summary["items"] == Counting.articles
+    assert 1 <= Counting.most <= limit, f"{Counting.most} at once against a limit of {limit}"
