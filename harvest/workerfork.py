@@ -14,6 +14,7 @@ its output), and exits at once if the pipe closes without any.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from harvest.config import Config
 from spiders.recipe import Recipe
@@ -51,6 +52,7 @@ COMPONENT_DICTS = (
 )
 HANDLER_DICTS = ("DOWNLOAD_HANDLERS", "DOWNLOAD_HANDLERS_BASE")
 REAP_GRACE = 5.0  # seconds a child never started gets to see its pipe close and exit
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def preload(config: Config, recipe: Recipe) -> bool:
@@ -138,12 +140,14 @@ def forked_workers(count: int, config: Config, recipe: Recipe) -> Iterator[list[
     """``count`` children forked now, after ``preload``; none where forking is not safe
     (the caller then starts fresh interpreters). Children never started are ended on
     leaving; the started ones are the caller's to wait for."""
-    if count < 1 or not can_fork() or not preload(config, recipe):
+    # and again after the imports, which may have started a thread of their own
+    if count < 1 or not can_fork() or not preload(config, recipe) or not can_fork():
         yield []
         return
     sys.stdout.flush()
     sys.stderr.flush()
     children: list[ForkedWorker] = []
+    parent = os.getpid()
     try:
         for _ in range(count):
             read, write = os.pipe()
@@ -153,7 +157,7 @@ def forked_workers(count: int, config: Config, recipe: Recipe) -> Iterator[list[
                 for sibling in children:  # or a sibling's pipe would never close
                     if sibling.orders is not None:
                         os.close(sibling.orders)
-                _child(read)
+                _child(read, parent)
             os.close(read)
             children.append(ForkedWorker(pid, write))
         yield children
@@ -168,13 +172,13 @@ def forked_workers(count: int, config: Config, recipe: Recipe) -> Iterator[list[
                     child.wait()
 
 
-def _child(orders: int) -> None:
+def _child(orders: int, parent: int) -> NoReturn:
     """A forked child's whole life: it never returns into its parent's code."""
     code = 1
     try:
         with os.fdopen(orders, "rb") as pipe:
             data = pipe.read()
-        code = _run(json.loads(data)) if data else 0  # no orders: dismissed
+        code = _run(json.loads(data), parent) if data else 0  # no orders: dismissed
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end here
         traceback.print_exc()
     finally:
@@ -184,8 +188,9 @@ def _child(orders: int) -> None:
         os._exit(code)
 
 
-def _run(orders: dict[str, Any]) -> int:
+def _run(orders: dict[str, Any], parent: int) -> int:
     os.setpgid(0, 0)  # a terminal's signals reach it through its parent alone (workers.py)
+    _end_with(parent)
     os.environ.update(orders["env"])
     for fd, path in ((1, orders["out"]), (2, orders["err"])):
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -201,3 +206,15 @@ def _run(orders: dict[str, Any]) -> int:
         print(done.code, file=sys.stderr)
         return 1
     return 0
+
+
+def _end_with(parent: int) -> None:
+    """A worker whose command was killed would crawl on, out of its own process group and
+    unseen: Linux sends it the SIGTERM the command would have passed on."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # gone before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)

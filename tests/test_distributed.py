@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -176,6 +177,64 @@ def test_a_killed_worker_is_named_and_the_crawl_resumes(
             proc.wait()
     assert proc.returncode == 69  # rerun later: the crawl resumes (README: exit codes)
     assert re.search(rf"worker [12] \(pid {victim}\) of 2 failed with exit code -9", stderr)
+    killed_id = lake.read("raw/demo")["crawl_id"][0].as_py()
+
+    summary = last_json(run_harvest(args, env).stdout)
+    assert summary["resumed"] is True and summary["crawl_id"] == killed_id
+    assert assert_each_article_once(lake, site, demo_site) == killed_id
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_workers_of_a_killed_command_commit_and_end_and_the_crawl_resumes(
+    redis_url: str, demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
+) -> None:
+    # the workers run in process groups of their own: only their command's death
+    # tells them to stop
+    args = [
+        "crawl",
+        str(paced_recipe(tmp_path)),
+        "--workers",
+        "2",
+        "--redis",
+        redis_url,
+        "--start-url",
+        demo_site.url + "/",
+        "--no-curate",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harvest.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lake = Lake(env["HARVEST_LAKE"])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while (lake.version("raw/demo") or 0) < 2:
+            assert proc.poll() is None, "the crawl finished before its command could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its killed command"
+            time.sleep(0.1)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     killed_id = lake.read("raw/demo")["crawl_id"][0].as_py()
 
     summary = last_json(run_harvest(args, env).stdout)
