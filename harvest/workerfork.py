@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -179,9 +180,12 @@ def _child(orders: int, parent: int) -> NoReturn:
         with os.fdopen(orders, "rb") as pipe:
             data = pipe.read()
         code = _run(json.loads(data), parent) if data else 0  # no orders: dismissed
+    except KeyboardInterrupt:
+        code = 130  # Ctrl-C before it had its own process group
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end here
         traceback.print_exc()
     finally:
+        logging.shutdown()  # what atexit would have flushed, which os._exit skips
         for stream in (sys.stdout, sys.stderr):
             with suppress(OSError, ValueError):
                 stream.flush()
