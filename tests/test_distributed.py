@@ -139,10 +139,10 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def test_a_killed_worker_is_named_and_the_crawl_resumes(
-    redis_url: str, demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
-) -> None:
-    args = [
+def killable_crawl(tmp_path: Path, redis_url: str, demo_site: DemoSite) -> list[str]:
+    """A paced crawl of the demo site by 2 workers on the shared Redis, not curated: the
+    arguments of ``harvest``."""
+    return [
         "crawl",
         str(paced_recipe(tmp_path)),
         "--workers",
@@ -153,6 +153,12 @@ def test_a_killed_worker_is_named_and_the_crawl_resumes(
         demo_site.url + "/",
         "--no-curate",
     ]
+
+
+def test_a_killed_worker_is_named_and_the_crawl_resumes(
+    redis_url: str, demo_site: DemoSite, site: Site, tmp_path: Path, env: dict[str, str]
+) -> None:
+    args = killable_crawl(tmp_path, redis_url, demo_site)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", *args],
         cwd=ROOT,
@@ -197,17 +203,7 @@ def test_workers_of_a_killed_command_commit_and_end_and_the_crawl_resumes(
 ) -> None:
     # the workers run in process groups of their own: only their command's death
     # tells them to stop
-    args = [
-        "crawl",
-        str(paced_recipe(tmp_path)),
-        "--workers",
-        "2",
-        "--redis",
-        redis_url,
-        "--start-url",
-        demo_site.url + "/",
-        "--no-curate",
-    ]
+    args = killable_crawl(tmp_path, redis_url, demo_site)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harvest.cli", *args],
         cwd=ROOT,

@@ -24,17 +24,22 @@ from harvest.workerfork import forked_workers
 from tests.helpers import ROOT
 
 
-def python(code: str, env: dict[str, str], timeout: float = 120) -> dict[str, Any]:
-    proc = subprocess.run(
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=120,
     )
+
+
+def python(code: str, env: dict[str, str]) -> dict[str, Any]:
+    """What ``code`` printed last, as JSON; it must succeed."""
+    proc = run_python(code, env)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def gone(pid: int, within: float = 10.0) -> bool:
@@ -96,14 +101,7 @@ with forked_workers(2, cfg, recipe) as kids:
     os.kill(os.getpid(), signal.SIGKILL)
 """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, **lake_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(code, lake_env)
     assert proc.returncode == -9
     pids = json.loads(proc.stdout.strip().splitlines()[-1])["pids"]
     assert len(pids) == 2
