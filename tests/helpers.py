@@ -71,6 +71,15 @@ def in_fresh_process(code: str, timeout: float = 120) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: not gone, and not ended waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 def last_json(stdout: str) -> dict[str, object]:
     """The JSON summary a command prints as its last line."""
     return dict(json.loads(stdout.strip().splitlines()[-1]))

@@ -28,7 +28,7 @@ from harvest.workers import private_redis
 from ingestion.lake import Lake
 from spiders import settings as defaults
 from spiders.frontier import RedisFrontier, delete_frontier, frontier_keys
-from tests.helpers import ROOT, free_port, last_json, run_harvest
+from tests.helpers import ROOT, alive, free_port, last_json, run_harvest
 
 pytestmark = pytest.mark.slow
 
@@ -188,14 +188,6 @@ def test_a_killed_worker_is_named_and_the_crawl_resumes(
     summary = last_json(run_harvest(args, env).stdout)
     assert summary["resumed"] is True and summary["crawl_id"] == killed_id
     assert assert_each_article_once(lake, site, demo_site) == killed_id
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def test_workers_of_a_killed_command_commit_and_end_and_the_crawl_resumes(

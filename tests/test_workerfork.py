@@ -21,7 +21,7 @@ import yaml
 from harvest import stages
 from harvest.config import load_config
 from harvest.workerfork import forked_workers
-from tests.helpers import ROOT
+from tests.helpers import ROOT, alive
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -44,16 +44,11 @@ def python(code: str, env: dict[str, str]) -> dict[str, Any]:
 
 def gone(pid: int, within: float = 10.0) -> bool:
     deadline = time.monotonic() + within
-    while True:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":  # ended, waiting for whoever adopted it to reap it
-            return True
+    while alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+    return True
 
 
 SETUP = """
