@@ -132,6 +132,35 @@ def test_requests_the_fast_path_leaves_to_the_route_get_the_same_answer(
     assert len(answer.json()["predictions"]) == len(long)
 
 
+def test_the_access_log_leaves_out_answered_predictions_only(
+    served: tuple[Live, list[str]],
+) -> None:
+    """Answered predictions go to the prediction log; refused ones and other routes stay in
+    the access log."""
+    live, _ = served
+    tag = f"t{random.randrange(10**9)}"
+    assert live.post("/predict", params={"alias": "champion"}, json={"text": tag}).ok
+    assert (
+        live.post("/predict", auth=False, params={"alias": tag}, json={"text": "a"}).status_code
+        == 401
+    )
+    assert live.post("/predict", params={"alias": tag}, json={"text": ""}).status_code == 422
+    assert live.get("/sources", params={"x": tag}).status_code in (200, 401)
+    deadline = time.monotonic() + 10
+    while True:
+        text = (live.tmp / f"serve-{live.lives}.log").read_text(errors="replace")
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        access = [r["message"] for r in lines if r.get("logger") == "uvicorn.access"]
+        if sum(tag in m for m in access) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    mine = [m for m in access if tag in m]
+    assert any('"POST /predict?alias=' in m and m.endswith(" 401") for m in mine), mine
+    assert any('"POST /predict?alias=' in m and m.endswith(" 422") for m in mine), mine
+    assert any('"GET /sources?x=' in m for m in mine), mine
+    assert not any(m.endswith(" 200") and "/predict" in m for m in access), access[-5:]
+
+
 def test_a_promote_during_a_stream_swaps_the_model_without_an_error(
     served: tuple[Live, list[str]],
 ) -> None:

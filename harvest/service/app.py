@@ -33,6 +33,8 @@ from ingestion.errors import HarvestError
 from ingestion.runs import ACTIVE
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from harvest.service.predict import Predictor
     from harvest.service.predictlog import PredictionLog
     from ingestion.lake import Lake
@@ -128,6 +130,16 @@ class ExportRequest(BaseModel):
     shards: int | None = Field(None, ge=1, le=1000)
 
 
+def serving_app(service: Service) -> ASGIApp:
+    """What ``harvest serve`` runs: the Host header checked first, then a well-formed
+    ``POST /predict`` answered before FastAPI's own layers (its error, telemetry and body
+    limit middleware cost a one-text request more than scoring it), then the app."""
+    app = create_app(service)
+    hosts = allowed_hosts(service.config.allowed_hosts, urlsplit(service.url).hostname)
+    fast = PredictRoute(app, app.state.predictor, app.state.predictions, service.token, NAME)
+    return HostGuard(fast, hosts)
+
+
 def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,14 +167,7 @@ def create_app(service: Service) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Message}, 401: {"model": Message}}
     webhooks = service.webhooks
     add_error_handlers(app)
-    # well-formed requests to /predict answered before FastAPI's layers; the host is
-    # checked first (the last middleware added is the outermost)
-    app.add_middleware(
-        PredictRoute, predictor=predictor, predictions=predictions, token=service.token, name=NAME
-    )
-    app.add_middleware(
-        HostGuard, hosts=allowed_hosts(cfg.allowed_hosts, urlsplit(service.url).hostname)
-    )
+    app.state.predictor, app.state.predictions = predictor, predictions
 
     @app.post(
         "/crawls",

@@ -123,7 +123,7 @@ def serve(
     import uvicorn
 
     from harvest.service import logs
-    from harvest.service.app import create_app
+    from harvest.service.app import serving_app
 
     logs.setup()
     # what Label Studio's webhooks and the notices link to; behind a proxy, its address
@@ -131,7 +131,7 @@ def serve(
     service = Service(config, url, label_studio, time_limit, stop_grace)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service),
+            serving_app(service),
             host=host,
             port=port,
             log_config=None,
