@@ -7,6 +7,9 @@ body model and scoring (``answer``). Anything else (no token, an unknown query, 
 model refuses, no default model known yet) goes on to the FastAPI route, body and all,
 which answers it as documented. On 2 cores, 32 clients sending one text a request to the
 n-gram model got 1,000 answers/s through the fast path against 690-790 through the route.
+``harvest serve`` puts it in front of the FastAPI app, not inside it (``serving_app``):
+FastAPI's own middleware (errors, telemetry, body limit) cost a one-text request more than
+its scoring, and there 32 such clients got a median 3,030 answers/s against 2,250.
 """
 
 from __future__ import annotations
