@@ -22,7 +22,7 @@ def setup() -> None:
 class AnsweredPredictions(logging.Filter):
     """Leaves out of the access log the ``POST /predict`` requests answered 200: the
     prediction log keeps those (``serve.log_sample``), and at thousands a second their
-    lines would bury every other and cost the scoring process a tenth of its time."""
+    lines would bury every other and take a sixth of the event loop's time."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
