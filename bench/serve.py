@@ -16,10 +16,9 @@ most one process could answer (a row's ``one_text_serial_bound_over_batch``). On
 rows read the service's CPU from ``/proc`` (its event loop thread, other threads,
 children) and the clients', a request; with the batch scoring, every core busy with
 nothing else would answer at most ``all_cores_bound_over_batch``, however many processes
-shared the work. The clients
-are kept-alive asyncio connections in this process, lean enough (tens of microseconds a
-request) that the figures are the server's; ``requests`` in threads spent about 1 ms of a
-shared core on each call.
+shared the work. The clients are kept-alive asyncio connections in this process, lean
+enough (tens of microseconds a request) that the figures are the server's; ``requests``
+in threads spent about 1 ms of a shared core on each call.
 Goals: at most 2 ms more p50 over HTTP at concurrency 1 than in-process; at concurrency
 32, with micro-batching, at least 0.8x the in-process batch throughput. Then
 ``harvest predict`` scores R and R/5 rows of JSONL; its peak RSS should not grow with
@@ -30,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -193,20 +193,21 @@ def cpu_ticks(pid: int) -> dict[str, int]:
     out = {"event_loop": 0, "other_threads": 0, "children": 0}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            used = _ticks(task / "stat")
             kids = (task / "children").read_text().split()
         except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
             continue
-        out["event_loop" if task.name == str(pid) else "other_threads"] += int(fields[11]) + int(
-            fields[12]
-        )
+        out["event_loop" if task.name == str(pid) else "other_threads"] += used
         for kid in kids:
-            try:
-                f = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()
-            except FileNotFoundError:
-                continue
-            out["children"] += int(f[11]) + int(f[12])
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                out["children"] += _ticks(Path(f"/proc/{kid}/stat"))
     return out
+
+
+def _ticks(stat: Path) -> int:
+    """utime + stime of a ``/proc`` stat file (fields 14 and 15, after the name)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def settle(pid: int, most: float = 60.0) -> None:

@@ -81,10 +81,15 @@ class Live:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    @property
+    def log_file(self) -> Path:
+        """The whole log of the service's latest start."""
+        return self.tmp / f"serve-{self.lives}.log"
+
     def start(self, *args: str) -> Live:
         self.port = free_port()
         self.lives += 1
-        log = (self.tmp / f"serve-{self.lives}.log").open("wb")
+        log = self.log_file.open("wb")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -115,7 +120,7 @@ class Live:
         raise AssertionError(f"serve did not answer within a minute: {self.log()}")
 
     def log(self) -> str:
-        return (self.tmp / f"serve-{self.lives}.log").read_text(errors="replace")[-3000:]
+        return self.log_file.read_text(errors="replace")[-3000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.proc is not None

@@ -149,7 +149,7 @@ def test_the_access_log_leaves_out_answered_predictions_only(
     assert live.get("/sources", params={"x": tag}).status_code in (200, 401)
     deadline = time.monotonic() + 10
     while True:
-        text = (live.tmp / f"serve-{live.lives}.log").read_text(errors="replace")
+        text = live.log_file.read_text(errors="replace")
         access = [
             r["message"]
             for r in map(json_or_none, text.splitlines())
