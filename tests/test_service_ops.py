@@ -349,7 +349,7 @@ def test_failed_scheduled_runs_retry_with_backoff_and_notify(
     assert last["log_url"] == f"{served.url}/runs/{tries[-1]['id']}/log"
     assert "refused" in requests.get(last["log_url"], timeout=30).text
     # the failing webhook is logged by its address alone; the service goes on
-    log = (served.tmp / f"serve-{served.lives}.log").read_text()
+    log = served.log_file.read_text()
     assert "answered 500" in log and HOOK_SECRET not in log
     assert served.get("/runs", params={"limit": 1}).status_code == 200
 
