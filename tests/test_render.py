@@ -64,9 +64,23 @@ def crawl(
 ) -> tuple[dict[str, Any], str, list[str]]:
     """Runs ``harvest crawl`` on the JS section; returns its summary, its log and the paths
     the site served meanwhile."""
-    before = len(site.requests)
+    before = quiet(site)
     proc = run_harvest(["crawl", recipe, "--start-url", site.url + "/js/"], env)
     return last_json(proc.stdout), proc.stderr, site.hits[before:]
+
+
+def quiet(site: DemoSite, within: float = 10.0) -> int:
+    """The length of the site's request log once it has stopped growing for half a second
+    (within ``within`` seconds): a request of the last crawl that the threaded server
+    logged late would otherwise count as the next crawl's."""
+    deadline = time.monotonic() + within
+    seen = len(site.requests)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if len(site.requests) == seen:
+            return seen
+        seen = len(site.requests)
+    raise AssertionError(f"the site was still being fetched {within:g} s after the last crawl")
 
 
 def api_hits(paths: list[str]) -> Counter[str]:
