@@ -4,7 +4,10 @@ the training split, `harvest monitor` and the status, on a real lake and MLflow 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import signal
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -214,23 +217,39 @@ def test_the_drifted_inputs_become_rows_of_the_source_and_tasks(
     assert lake.read("curated/driftdemo").num_rows == len(rows)
 
 
-def test_the_log_takes_the_vectors_scoring_computed_and_encodes_only_the_rest() -> None:
+def test_the_log_takes_the_vectors_scoring_computed_and_encodes_only_the_rest(
+    served: tuple[Config, Loaded],
+) -> None:
     from harvest.service import encoder
     from training import embedding
-    from training.profile import encode_fresh
 
+    cfg, model = served
+    profile = monitor.Profiles(cfg, Store(cfg.tracking)).get(model.name, 1, model.scorer)
+    assert profile is not None
     tag = random.randrange(10**9)  # texts no earlier test embedded in this process
     scored = [f"The striker scored twice ({tag} {i})." for i in range(3)]
     unseen = [f"Stocks rallied on Wall Street ({tag} {i})." for i in range(2)]
     embedding.embed(scored)  # what a MiniLM-based model does as it scores, in this process
-    encoder.close()
-    assert np.allclose(encoder.encode(scored), encode_fresh(scored), atol=1e-5)
-    assert encoder._pool is None  # every vector was known: no child started
+    # one of them held as the centroid itself: a vector taken from this process reads 0
+    key = embedding.EmbeddingCache.key(scored[1], embedding.MAX_LENGTH)
+    embedding._PROCESS_CACHE.vectors[key] = profile.centroid.astype(np.float32)
     mixed = [unseen[0], scored[1], unseen[1], scored[0]]
+    want = profile.features(mixed)  # here, every vector encoded afresh
     try:
-        got = encoder.encode(mixed)
-        assert encoder._pool is not None  # the unseen ones were encoded in the child
+        got = encoder.features((model.name, tag), profile, mixed, 4, 0)
+        assert encoder._pool is not None  # worked out in the child
+        # a child killed between flushes: that flush fails, the next starts a child and
+        # sends it the profile again
+        (pid,) = encoder._pool._processes
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            encoder.features((model.name, tag), profile, mixed, 4, 0)
+        again = encoder.features((model.name, tag), profile, mixed, 4, 0)
     finally:
         encoder.close()
-    assert got.shape == (4, embedding.DIM)
-    assert np.allclose(got, encode_fresh(mixed), atol=1e-5)  # in the order asked
+    for found in (got, again):
+        assert found["oov_share"].tolist() == want["oov_share"].tolist()
+        assert found["text_length"].tolist() == [len(t) for t in mixed]
+        distance = found["centroid_distance"]
+        assert abs(distance[1]) < 1e-5 < want["centroid_distance"][1] - 0.01
+        assert np.allclose(distance[[0, 2, 3]], want["centroid_distance"][[0, 2, 3]], atol=1e-5)

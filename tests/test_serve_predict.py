@@ -257,3 +257,45 @@ def test_the_log_keeps_the_share_asked_for_and_the_text_only_when_told(tmp_path:
         assert {(r["label"], r["confidence"]) for r in rows} == {("a", 0.9)}
     with pytest.raises(Exception, match="log_sample"):
         PredictionLog(Lake(str(tmp_path / "l")), 1.5)
+
+
+def test_the_logged_probabilities_read_as_json_dumps_writes_them() -> None:
+    from harvest.service.predictlog import probability_json
+
+    rng = np.random.default_rng(5)
+    classes = ["sport", 'say "hi"', "100%", "naïve\\x", "%r"]
+    values = rng.dirichlet(np.ones(len(classes)), 50)
+    values[0] = [1.0, 0.0, 0.0, 1e-300, 0.0]
+    want = [json.dumps(dict(zip(classes, row, strict=True))) for row in values.tolist()]
+    assert probability_json(classes, values) == want
+    values[1, 2] = np.nan  # spelt as json spells it
+    assert probability_json(classes, values)[1] == json.dumps(
+        dict(zip(classes, values[1].tolist(), strict=True))
+    )
+
+
+def test_each_batch_is_scored_on_the_threads_its_model_asks_for() -> None:
+    import torch
+
+    from harvest.service import predict
+    from harvest.service.predict import _score
+    from training.model import ModelConfig, NgramClassifier
+    from training.pyfunc import Scorer, torch_scorer
+
+    ngram = torch_scorer(NgramClassifier(ModelConfig(("a", "b"), buckets=64)))
+    assert ngram.threads == 1
+    seen: list[int] = []
+
+    def proba(texts: list[str]) -> np.ndarray:
+        seen.append(torch.get_num_threads())
+        return np.full((len(texts), 2), 0.5)
+
+    own = Scorer(["a", "b"], proba)  # no preference: torch's own choice
+    with concurrent.futures.ThreadPoolExecutor(1) as scoring:  # as the service scores
+        for scorer in (own, ngram, own):
+            out = scoring.submit(_score, scorer, ["x", "y"]).result()
+            assert out.shape == (2, 2)
+            if scorer is ngram:
+                seen.append(scoring.submit(torch.get_num_threads).result())
+    # torch's own choice is what it had before the service's first batch set any
+    assert seen == [predict._threads, 1, predict._threads]

@@ -58,20 +58,35 @@ class Profile:
         ``embed``, the distance of only that many texts drawn at random (NaN for the rest):
         encoding a text costs far more than scoring it with most models. ``encode`` gives
         the vectors (default: ``encode_fresh``, in this process)."""
+        chosen = self.chosen(len(texts), embed, seed)
+        vectors = (encode or encode_fresh)([texts[i] for i in chosen]) if chosen else None
+        return self.features_of(texts, chosen, vectors)
+
+    @staticmethod
+    def chosen(n: int, embed: int | None, seed: int) -> list[int]:
+        """Which of ``n`` texts ``features`` measures the centroid distance of."""
+        if embed is not None and embed < n:
+            return sorted(np.random.default_rng(seed).choice(n, embed, replace=False).tolist())
+        return list(range(n))
+
+    def features_of(
+        self, texts: list[str], chosen: list[int], vectors: Floats | None
+    ) -> dict[str, Floats]:
+        """``features`` given the vectors of the ``chosen`` texts."""
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         oov = np.array([self._oov(t) for t in texts], dtype=np.float64)
         distance = np.full(len(texts), np.nan)
-        chosen = list(range(len(texts)))
-        if embed is not None and embed < len(texts):
-            chosen = sorted(np.random.default_rng(seed).choice(len(texts), embed, replace=False))
-        if chosen:
-            vectors = np.asarray((encode or encode_fresh)([texts[i] for i in chosen]))
-            distance[chosen] = 1.0 - vectors.astype(np.float64) @ self.centroid
+        if chosen and vectors is not None:
+            distance[chosen] = 1.0 - np.asarray(vectors, dtype=np.float64) @ self.centroid
         return {"text_length": lengths, "oov_share": oov, "centroid_distance": distance}
 
     def _oov(self, text: str) -> float:
         tokens = TOKEN.findall(text.lower())
-        return sum(t not in self.vocabulary for t in tokens) / len(tokens) if tokens else 0.0
+        return (
+            (len(tokens) - sum(map(self.vocabulary.__contains__, tokens))) / len(tokens)
+            if tokens
+            else 0.0
+        )
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,11 +43,18 @@ EXAMPLE = ["A local council approved the new budget on Tuesday."]
 
 class Scorer:
     """What ``mlflow.pyfunc.load_model`` wraps: the classes a model predicts and a function
-    from texts to their (rows, classes) probabilities."""
+    from texts to their (rows, classes) probabilities; ``threads``, the CPU threads the
+    service scores its batches on (None: torch's own choice)."""
 
-    def __init__(self, classes: Sequence[str], proba: Callable[[list[str]], Floats]):
+    def __init__(
+        self,
+        classes: Sequence[str],
+        proba: Callable[[list[str]], Floats],
+        threads: int | None = None,
+    ):
         self.classes = list(classes)
         self.proba = proba
+        self.threads = threads
 
     def labels(self, probs: Floats) -> list[str]:
         """The most probable class of each row of (texts, classes) probabilities."""
@@ -67,7 +74,7 @@ def torch_scorer(model: TextClassifier) -> Scorer:
     from training.trainer import predict
 
     model = model.eval()
-    return Scorer(model.classes, lambda texts: predict(model, texts))
+    return Scorer(model.classes, lambda texts: predict(model, texts), model.threads)
 
 
 def texts_of(model_input: Any) -> list[str]:

@@ -1,10 +1,13 @@
-"""Sentence encoding for the prediction log, in a child process at the lowest priority.
+"""The prediction log's drift features, in a child process at the lowest priority.
 
-A drift feature needs each logged text's MiniLM vector. Encoded in the service's own
-process, those vectors took the cores the requests are scored on: on 2 cores a lone
-n-gram request waited about 3 ms longer with the log on than off. A child at nice 19 gets
-only the CPU time scoring leaves, whatever threads torch starts in it. One child serves
-the whole process; it starts on the first encoding and ends with the process.
+Each logged text's share of out-of-vocabulary tokens and, for a sample, its MiniLM
+vector's distance to the training centroid. Computed in the service's own process, the
+tokens of each text held its GIL a quarter as long as scoring the text with the n-gram
+model, and the requests waited for it; encoding took the cores the requests are scored on, so that
+on 2 cores a lone n-gram request waited about 3 ms longer with the log on than off. A child
+at nice 19 gets only the CPU time scoring leaves. One child serves the whole process; it
+starts on the first flush and ends with the process. It keeps the profiles it was sent, so
+a profile crosses over once, not with every flush.
 
 A model built on MiniLM has already computed the vectors of the texts it scored: those
 are taken from the process's cache. Encoding them again in the child, beside a MiniLM
@@ -17,36 +20,73 @@ import atexit
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 import numpy as np
 
 from training.arrays import Floats
 from training.embedding import DIM, already_embedded
-from training.profile import encode_fresh
+from training.profile import Profile, encode_fresh
 
-DEADLINE = 120.0  # seconds an encoding may take, the child's start included
+DEADLINE = 120.0  # seconds a flush's features may take, the child's start included
+KEPT = 4  # profiles the child keeps: the versions a service is likely to serve at once
+T = TypeVar("T")
 _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
+_held: dict[Any, Profile] = {}  # in the child: the profiles sent to it
 
 
 def _lowest_priority() -> None:
     os.nice(19)
 
 
-def encode(texts: list[str]) -> Floats:
-    """Unit-length MiniLM vectors of ``texts``: those scoring computed, and the others
-    from the low-priority child."""
-    if not texts:
-        return np.zeros((0, DIM), dtype=np.float32)
-    known = already_embedded(texts)
-    missing = [t for t, v in zip(texts, known, strict=True) if v is None]
-    fresh = iter(_in_child(missing) if missing else ())
-    return np.stack([v if v is not None else next(fresh) for v in known]).astype(np.float32)
+def features(
+    key: Any, profile: Profile, texts: list[str], embed: int, seed: int
+) -> dict[str, Floats]:
+    """``profile.features(texts, embed, seed)``, worked out in the child; ``key`` names
+    the profile (a model version) there."""
+    chosen = profile.chosen(len(texts), embed, seed)
+    known = already_embedded([texts[i] for i in chosen])
+    found = _in_child(_features, key, None, texts, chosen, known)
+    if found is None:  # a child that has not met this profile yet
+        found = _in_child(_features, key, profile, texts, chosen, known)
+    assert found is not None
+    return found
 
 
-def _in_child(texts: list[str]) -> Floats:
+def _features(
+    key: Any,
+    profile: Profile | None,
+    texts: list[str],
+    chosen: list[int],
+    known: list[Floats | None],
+) -> dict[str, Floats] | None:
+    if profile is not None:
+        _held.pop(key, None)
+        _held[key] = profile
+        while len(_held) > KEPT:
+            del _held[next(iter(_held))]
+    held = _held.get(key)
+    if held is None:
+        return None
+    missing = [texts[i] for i, v in zip(chosen, known, strict=True) if v is None]
+    if missing:
+        import torch
+
+        torch.set_num_threads(1)  # a team would spin on the cores the service scores on
+    fresh = iter(encode_fresh(missing) if missing else ())
+    vectors = (
+        np.stack([v if v is not None else next(fresh) for v in known]).astype(np.float32)
+        if chosen
+        else np.zeros((0, DIM), dtype=np.float32)
+    )
+    return held.features_of(texts, chosen, vectors)
+
+
+def _in_child(call: Callable[..., T], *args: Any) -> T:
     global _pool
     with _lock:
         if _pool is None:
@@ -56,7 +96,7 @@ def _in_child(texts: list[str]) -> Floats:
             atexit.register(close)
         pool = _pool
     try:
-        return pool.submit(encode_fresh, texts).result(timeout=DEADLINE)
+        return pool.submit(call, *args).result(timeout=DEADLINE)
     except BrokenProcessPool:  # the child died (killed, out of memory): the next call starts one
         with _lock:
             if _pool is pool:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MODEL_PREFIX = registry.model_name("")  # models `harvest train` registers, one a dataset
+_threads: int | None = None  # torch's CPU threads as the service found them
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class Predictor:
                     model = self.models[key]  # one version for the whole batch
                 # probabilities, not the Scorer's DataFrame: a frame and its slices would
                 # cost a lone n-gram request more than scoring it
-                scored = await loop.run_in_executor(self._scoring, model.scorer.proba, texts)
+                scored = await loop.run_in_executor(self._scoring, _score, model.scorer, texts)
             except Exception as exc:
                 for item in batch:
                     if not item.done.done():
@@ -235,3 +236,16 @@ class Predictor:
                 start += len(item.texts)
                 if not item.done.done():
                     item.done.set_result((model, part))
+
+
+def _score(scorer: pyfunc.Scorer, texts: list[str]) -> Floats:
+    """``scorer``'s probabilities of ``texts``, on the threads it scores best on."""
+    import torch
+
+    global _threads
+    if _threads is None:
+        _threads = torch.get_num_threads()  # torch's own choice, before any is set here
+    want = scorer.threads or _threads
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
+    return scorer.proba(texts)

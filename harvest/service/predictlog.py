@@ -18,14 +18,16 @@ import json
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from harvest.service import encoder
+from training.profile import top_probability
 
 if TYPE_CHECKING:
     from harvest.monitor import Profiles
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from training.arrays import Floats
 
 log = logging.getLogger(__name__)
+Answer = tuple[datetime, "Loaded", list[str], "Floats", float]  # when, by, texts, probs, secs
 SCHEMA = pa.schema(
     [
         ("at", pa.timestamp("us", tz="UTC")),
@@ -50,11 +53,12 @@ SCHEMA = pa.schema(
         ("confidence", pa.float64()),
     ]
 )
-# texts a flush encodes for their distance to the training centroid, per model version
-# (in a child at the lowest priority: ``harvest.service.encoder``): about 0.3 s of one
-# core each 2 s flush, where encoding every text of a busy n-gram model would take 40
-# times the scoring itself and fall behind for good
-EMBED_PER_FLUSH = 16
+# texts encoded for their distance to the training centroid, a second of logging and per
+# model version (in a child at the lowest priority: ``harvest.service.encoder``): a demo
+# article costs the child 40 ms of CPU, where encoding every text of a busy n-gram model
+# would take hundreds of times the scoring itself and fall behind for good
+EMBED_PER_SECOND = 8
+EMBED_MOST = 32  # in one flush, however long since the last
 MAX_QUEUED = 100_000  # answers held while the lake lags; past it, the oldest are dropped
 
 
@@ -75,7 +79,8 @@ class PredictionLog:
     profiles: Profiles | None = None
     rng: random.Random = field(default_factory=random.Random)
     dropped: int = 0
-    _answers: list[tuple[datetime, Loaded, list[str], Floats, float]] = field(default_factory=list)
+    _answers: list[Answer] = field(default_factory=list)
+    _encoded: float | None = None  # when a flush last drew texts to encode
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -111,55 +116,79 @@ class PredictionLog:
         if full:
             self._wake.set()
 
-    def _rows_of(
-        self, at: datetime, model: Loaded, texts: list[str], probs: Floats, seconds: float
-    ) -> list[dict[str, Any]]:
-        from training.profile import top_probability
-
-        keep = [i for i in range(len(texts)) if self.sample >= 1 or self.rng.random() < self.sample]
-        if not keep:
-            return []
-        classes = model.scorer.classes
-        values = np.asarray(probs, dtype=np.float64)[keep]
-        labels = model.scorer.labels(values)
-        sure = top_probability(values).tolist()
-        return [
+    def _table(self, answers: list[Answer]) -> pa.Table:
+        """The logged rows of ``answers``, all of one model version, built a column at a
+        time: a dict a row cost the service's GIL more than scoring the row's text."""
+        model = answers[0][1]
+        texts: list[str] = []
+        parts: list[Floats] = []
+        at: list[datetime] = []
+        aliases: list[str] = []
+        latency: list[float] = []
+        for when, used, said, probs, seconds in answers:
+            keep = self._kept(len(said))
+            if not keep:
+                continue
+            texts += [said[i] for i in keep] if len(keep) < len(said) else said
+            parts.append(np.asarray(probs, dtype=np.float64)[keep])
+            at += [when] * len(keep)
+            aliases += [used.alias] * len(keep)
+            latency += [seconds * 1000] * len(keep)
+        if not texts:
+            return SCHEMA.empty_table()
+        values = np.concatenate(parts)
+        found = self._features(model, texts)
+        n = len(texts)
+        return pa.table(
             {
-                "at": at,
-                "text_sha256": hashlib.sha256(texts[i].encode()).hexdigest(),
-                "text_length": len(texts[i]),
-                "text": texts[i],  # dropped after the features are taken, unless kept
-                "label": label,
-                "probabilities": json.dumps(dict(zip(classes, row, strict=True))),
-                "model_version": model.version,
-                "alias": model.alias,
-                "latency_ms": seconds * 1000,
-                "confidence": c,
-            }
-            for i, label, c, row in zip(keep, labels, sure, values.tolist(), strict=True)
-        ]
+                "at": pa.array(at, SCHEMA.field("at").type),
+                "text_sha256": [hashlib.sha256(t.encode()).hexdigest() for t in texts],
+                "text_length": [len(t) for t in texts],
+                "text": texts if self.text else pa.nulls(n, pa.string()),
+                "label": model.scorer.labels(values),
+                "probabilities": probability_json(model.scorer.classes, values),
+                "model_version": pa.array(np.full(n, model.version, dtype=np.int64)),
+                "alias": aliases,
+                "latency_ms": latency,
+                **{
+                    name: pa.array(found[name], pa.float64(), from_pandas=True)  # NaN: null
+                    if name in found
+                    else pa.nulls(n, pa.float64())
+                    for name in ("oov_share", "centroid_distance")
+                },
+                "confidence": top_probability(values),
+            },
+            schema=SCHEMA,
+        )
 
-    def _add_features(self, model: Loaded, rows: list[dict[str, Any]]) -> None:
-        """Drift features of every row of ``model``'s version, computed in one pass."""
+    def _kept(self, n: int) -> list[int]:
+        if self.sample >= 1:
+            return list(range(n))
+        return [i for i in range(n) if self.rng.random() < self.sample]
+
+    def _features(self, model: Loaded, texts: list[str]) -> dict[str, Floats]:
+        """Drift features of ``texts``, scored by ``model``'s version, in one pass."""
         profile = (
             self.profiles.get(model.name, model.version, model.scorer) if self.profiles else None
         )
-        if profile is not None:
-            try:
-                texts = [r["text"] for r in rows]
-                found = profile.features(
-                    texts, EMBED_PER_FLUSH, self.rng.randrange(2**32), encoder.encode
-                )
-            except Exception as exc:  # the rows are still logged, without features
-                log.error("drift features of %s: %s", model.name, exc)
-                found = {}
-            for name, values in found.items():
-                if name in SCHEMA.names and name != "text_length":
-                    for row, value in zip(rows, values, strict=True):
-                        row[name] = None if np.isnan(value) else float(value)
-        if not self.text:
-            for row in rows:
-                row["text"] = None
+        if profile is None:
+            return {}
+        key = (model.name, model.version)
+        try:
+            return encoder.features(
+                key, profile, texts, self._embed_budget(), self.rng.randrange(2**32)
+            )
+        except Exception as exc:  # the rows are still logged, without features
+            log.error("drift features of %s: %s", model.name, exc)
+            return {}
+
+    def _embed_budget(self) -> int:
+        """Texts this flush may encode: ``EMBED_PER_SECOND`` since the last flush that
+        encoded, so that flushes brought on by a full queue encode no more in all."""
+        now = time.monotonic()
+        since = now - self._encoded if self._encoded is not None else self.flush_seconds
+        self._encoded = now
+        return max(1, min(EMBED_MOST, round(EMBED_PER_SECOND * since)))
 
     def _run(self) -> None:
         while True:
@@ -176,21 +205,32 @@ class PredictionLog:
         if len(answers) > MAX_QUEUED:  # the lake lagged far behind: keep the newest
             self.dropped += len(answers) - MAX_QUEUED
             answers = answers[-MAX_QUEUED:]
-        by_version: dict[tuple[str, int], tuple[Loaded, list[dict[str, Any]]]] = {}
-        for at, model, texts, probs, seconds in answers:
-            rows = self._rows_of(at, model, texts, probs, seconds)
-            by_version.setdefault((model.name, model.version), (model, []))[1].extend(rows)
-        taken: dict[str, list[dict[str, Any]]] = {}
-        for model, rows in by_version.values():
-            self._add_features(model, rows)
-            taken.setdefault(model.name, []).extend(rows)
-        for model_name, rows in taken.items():
-            if not rows:
+        by_version: dict[tuple[str, int], list[Answer]] = {}
+        for answer in answers:
+            by_version.setdefault((answer[1].name, answer[1].version), []).append(answer)
+        taken: dict[str, list[pa.Table]] = {}
+        for group in by_version.values():
+            taken.setdefault(group[0][1].name, []).append(self._table(group))
+        for model_name, tables in taken.items():
+            table = pa.concat_tables(tables)
+            if not table.num_rows:
                 continue
             try:
-                self.lake.append(table_of(model_name), pa.Table.from_pylist(rows, schema=SCHEMA))
+                self.lake.append(table_of(model_name), table)
             except Exception as exc:
-                self.dropped += len(rows)
+                self.dropped += table.num_rows
                 log.error(
-                    "prediction log of %s: %d rows not written: %s", model_name, len(rows), exc
+                    "prediction log of %s: %d rows not written: %s",
+                    model_name,
+                    table.num_rows,
+                    exc,
                 )
+
+
+def probability_json(classes: list[str], values: Floats) -> list[str]:
+    """Each row of (rows, classes) ``values`` as ``json.dumps({class: p})`` writes it, at
+    a fraction of its cost."""
+    if not np.isfinite(values).all():  # NaN and infinity are spelt otherwise
+        return [json.dumps(dict(zip(classes, row, strict=True))) for row in values.tolist()]
+    form = "{" + ", ".join(json.dumps(c).replace("%", "%%") + ": %r" for c in classes) + "}"
+    return [form % tuple(row) for row in values.tolist()]
