@@ -153,7 +153,7 @@ def test_the_access_log_leaves_out_answered_predictions_only(
         access = [
             r["message"]
             for r in map(json_or_none, text.splitlines())
-            if r and r.get("logger") == "uvicorn.access"
+            if r and r.get("logger") == "harvest.access"
         ]
         if sum(tag in m for m in access) >= 3 or time.monotonic() > deadline:
             break

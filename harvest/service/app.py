@@ -26,6 +26,7 @@ from harvest.config import Config
 from harvest.service import runlog
 from harvest.service.auth import HostGuard, allowed_hosts, bearer
 from harvest.service.cancel import ANSWER_WAIT, NotCancellableError, check_cancellable
+from harvest.service.logs import AccessLog
 from harvest.service.predictroute import PredictRequest, PredictResponse, PredictRoute, answer
 from harvest.service.runs import STATUSES, RunStore
 from harvest.service.webhooks import UNAUTHORIZED, BodyTooLargeError, Webhooks, read_body
@@ -131,13 +132,14 @@ class ExportRequest(BaseModel):
 
 
 def serving_app(service: Service) -> ASGIApp:
-    """What ``harvest serve`` runs: the Host header checked first, then a well-formed
-    ``POST /predict`` answered before FastAPI's own layers (its error, telemetry and body
-    limit middleware cost a one-text request more than scoring it), then the app."""
+    """What ``harvest serve`` runs: the access log, the Host header checked, then a
+    well-formed ``POST /predict`` answered before FastAPI's own layers (its error,
+    telemetry and body limit middleware cost a one-text request more than scoring it), then
+    the app."""
     app = create_app(service)
     hosts = allowed_hosts(service.config.allowed_hosts, urlsplit(service.url).hostname)
     fast = PredictRoute(app, app.state.predictor, app.state.predictions, service.token, NAME)
-    return HostGuard(fast, hosts)
+    return AccessLog(HostGuard(fast, hosts))
 
 
 def create_app(service: Service) -> FastAPI:

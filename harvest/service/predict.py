@@ -6,7 +6,7 @@ while requests keep coming (the last batch held several) waits for as many reque
 the last batch held, at most ``window`` seconds after the first, up to ``max_rows``
 texts. It scores them in one call off the event loop, so concurrent requests share the
 model's batched kernels. A lone request waits for no one. Every answer names the version
-that scored it, and none waits longer than ``deadline`` seconds.
+that scored it, and none waits longer than ``deadline`` seconds (and at most a second more).
 
 A watcher looks at the registry every ``poll`` seconds. When an alias points at another
 version (``harvest model promote``), the new version is loaded in full first and only
@@ -20,6 +20,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -50,6 +51,10 @@ class _Pending:
     done: asyncio.Future[tuple[Loaded, Floats]]
 
 
+class _LateError(Exception):
+    """A request's deadline passed before its batch was scored."""
+
+
 @dataclass
 class Predictor:
     store: Store
@@ -63,6 +68,10 @@ class Predictor:
     models: dict[tuple[str, str], Loaded] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _queues: dict[tuple[str, str], asyncio.Queue[_Pending]] = field(default_factory=dict)
+    # every request's deadline and answer, oldest first, for one sweeper to enforce: a
+    # timer a request (asyncio.wait_for) took a twelfth of the event loop's time
+    _open: deque[tuple[float, asyncio.Future[tuple[Loaded, Floats]]]] = field(default_factory=deque)
+    _sweeper: asyncio.Task[None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _names: list[str] = field(default_factory=list)  # models `harvest train` registered
@@ -179,20 +188,37 @@ class Predictor:
         key = (name, alias)
         if key not in self.models:  # loaded here; a missing model fails this request
             await asyncio.to_thread(self.get, name, alias)
+        loop = asyncio.get_running_loop()
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
-            asyncio.get_running_loop().create_task(self._batches(key, queue))
-        done: asyncio.Future[tuple[Loaded, Floats]] = asyncio.Future()
-        await queue.put(_Pending(texts, done))
+            loop.create_task(self._batches(key, queue))
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+        done: asyncio.Future[tuple[Loaded, Floats]] = loop.create_future()
+        self._open.append((loop.time() + self.deadline, done))
+        queue.put_nowait(_Pending(texts, done))
         try:
-            return await asyncio.wait_for(done, self.deadline)
-        except TimeoutError:
+            return await done
+        except _LateError:
             from ingestion.errors import UnavailableError
 
             raise UnavailableError(
                 f"{name}@{alias} did not score within {self.deadline:g} s: try again later"
             ) from None
+
+    async def _sweep(self) -> None:
+        """Ends each request still unanswered at its deadline: within a second, or a tenth
+        of a shorter deadline."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.deadline / 10))
+            now = loop.time()
+            # the same deadline for all: the oldest ends first
+            while self._open and (self._open[0][1].done() or self._open[0][0] <= now):
+                _, done = self._open.popleft()
+                if not done.done():
+                    done.set_exception(_LateError())
 
     async def _batches(self, key: tuple[str, str], queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -135,6 +135,7 @@ def serve(
             host=host,
             port=port,
             log_config=None,
+            access_log=False,  # written by harvest.service.logs.AccessLog
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
