@@ -104,14 +104,19 @@ def timed(call: Callable[[Any], object], arg: object) -> float:
 
 
 def in_process(
-    folder: Path, texts: list[str], n: int, post: Callable[[str], None]
+    folder: Path,
+    texts: list[str],
+    n: int,
+    post: Callable[[str], None],
+    quiet: Callable[[], None] = lambda: None,
 ) -> dict[str, float]:
     """One text at a time, in-process (``predict``, and the bare ``proba``) and over HTTP
     (``post``), each text on both sides one straight after the other, which side first
     alternating: a MiniLM text's cost follows its length, so both sides score the same
     ones, and a pair's two calls meet the same machine, which a busy moment slows by more
     than the route costs. The extra is the median of the pairs' differences. Then batches
-    of 256 in-process."""
+    of 256 in-process, each once ``quiet`` returns: the prediction log's child working on
+    the paired requests' rows beside them had halved the rate of a pass."""
     from training import pyfunc
 
     scorer = pyfunc.load(folder)
@@ -131,6 +136,7 @@ def in_process(
     rates = []
     for round_ in range(3):  # the median of three passes: one pass met a busy moment
         batch = [fresh(texts, i, f"batch {round_}") for i in range(2048)]
+        quiet()
         start = time.perf_counter()
         for i in range(0, len(batch), 256):
             scorer.predict(batch[i : i + 256])
@@ -405,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                 mv = registry.by_alias(store, "harvest-demo", alias)
                 local, _ = registry.local_copy(store, mv)
                 over_http(url, token, alias, texts, 4, 64)  # warm the route and the model
-                base = in_process(local, texts, 400, poster(url, token, alias))
+                base = in_process(
+                    local, texts, 400, poster(url, token, alias), lambda: settle(server.pid)
+                )
                 # each one-text row at least two seconds of the model's batch rate: 640
                 # n-gram requests from 32 clients were over in a third of a second
                 n = max(args.requests, round(2 * base["batch_texts_per_s"]))
