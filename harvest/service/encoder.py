@@ -1,13 +1,13 @@
 """The prediction log's drift features, in a child process at the lowest priority.
 
 Each logged text's share of out-of-vocabulary tokens and, for a sample, its MiniLM
-vector's distance to the training centroid. Computed in the service's own process, the
-tokens of each text held its GIL a quarter as long as scoring the text with the n-gram
-model, and the requests waited for it; encoding took the cores the requests are scored on, so that
-on 2 cores a lone n-gram request waited about 3 ms longer with the log on than off. A child
-at nice 19 gets only the CPU time scoring leaves. One child serves the whole process; it
-starts on the first flush and ends with the process. It keeps the profiles it was sent, so
-a profile crosses over once, not with every flush.
+vector's distance to the training centroid. Computed in the service's own process,
+tokenizing each text held its GIL a quarter as long as scoring the text with the n-gram
+model, and the requests waited for it; encoding took the cores the requests are scored
+on, so that on 2 cores a lone n-gram request waited about 3 ms longer with the log on
+than off. A child at nice 19 gets only the CPU time scoring leaves. One child serves the
+whole process; it starts on the first flush and ends with the process. It keeps the
+profiles it was sent, so a profile crosses over once, not with every flush.
 
 A model built on MiniLM has already computed the vectors of the texts it scored: those
 are taken from the process's cache. Encoding them again in the child, beside a MiniLM
