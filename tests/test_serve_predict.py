@@ -299,3 +299,29 @@ def test_each_batch_is_scored_on_the_threads_its_model_asks_for() -> None:
                 seen.append(scoring.submit(torch.get_num_threads).result())
     # torch's own choice is what it had before the service's first batch set any
     assert seen == [predict._threads, 1, predict._threads]
+
+
+def test_a_log_that_falls_behind_keeps_the_newest_answers_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from harvest.service import predictlog
+    from harvest.service.predict import Loaded
+    from training.pyfunc import Scorer
+
+    monkeypatch.setattr(predictlog, "MAX_QUEUED", 1000)
+    scored = np.tile([0.9, 0.1], (400, 1))
+    model = Loaded("harvest-x", "champion", 3, Scorer(["a", "b"], lambda t: scored[: len(t)]))
+    lake = Lake(str(tmp_path / "lake"))
+    log = predictlog.PredictionLog(lake)  # its writer not started: as stuck as it gets
+    answers = [[f"answer {k} text {i}" for i in range(400)] for k in range(5)]
+    for texts in answers:
+        log.record(model, texts, scored, 0.01)
+    # past 1,000 texts queued the oldest answers went, each whole
+    assert log.dropped == 3 * 400
+    log.flush()
+    rows = lake.read("predictions/harvest-x").to_pylist()
+    kept = [t for texts in answers[3:] for t in texts]
+    assert sorted(r["text_sha256"] for r in rows) == sorted(
+        hashlib.sha256(t.encode()).hexdigest() for t in kept
+    )
+    assert "1200 rows dropped" in caplog.text

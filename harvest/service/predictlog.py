@@ -19,6 +19,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -59,7 +60,7 @@ SCHEMA = pa.schema(
 # would take hundreds of times the scoring itself and fall behind for good
 EMBED_PER_SECOND = 8
 EMBED_MOST = 32  # in one flush, however long since the last
-MAX_QUEUED = 100_000  # answers held while the lake lags; past it, the oldest are dropped
+MAX_QUEUED = 100_000  # texts held while the lake lags; past it, the oldest answers go
 
 
 PREFIX = "predictions/"
@@ -79,7 +80,9 @@ class PredictionLog:
     profiles: Profiles | None = None
     rng: random.Random = field(default_factory=random.Random)
     dropped: int = 0
-    _answers: list[Answer] = field(default_factory=list)
+    _answers: deque[Answer] = field(default_factory=deque)
+    _queued: int = 0  # texts in _answers
+    _told: int = 0  # rows dropped that a warning has reported
     _encoded: float | None = None  # when a flush last drew texts to encode
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -112,7 +115,13 @@ class PredictionLog:
             return
         with self._lock:
             self._answers.append((datetime.now(UTC), model, texts, probs, seconds))
-            full = len(self._answers) >= self.flush_rows
+            self._queued += len(texts)
+            # the writer stuck (a slow lake, a child starting): memory stays bounded
+            while self._queued > MAX_QUEUED and len(self._answers) > 1:
+                gone = len(self._answers.popleft()[2])
+                self._queued -= gone
+                self.dropped += gone
+            full = self._queued >= self.flush_rows
         if full:
             self._wake.set()
 
@@ -202,10 +211,16 @@ class PredictionLog:
 
     def flush(self) -> None:
         with self._lock:
-            answers, self._answers = self._answers, []
-        if len(answers) > MAX_QUEUED:  # the lake lagged far behind: keep the newest
-            self.dropped += len(answers) - MAX_QUEUED
-            answers = answers[-MAX_QUEUED:]
+            answers, self._answers, self._queued = self._answers, deque(), 0
+            dropped = self.dropped
+        if dropped > self._told:
+            log.warning(
+                "prediction log: %d rows dropped so far, %d since the last flush: the "
+                "writer fell behind the answers",
+                dropped,
+                dropped - self._told,
+            )
+            self._told = dropped
         by_version: dict[tuple[str, int], list[Answer]] = {}
         for answer in answers:
             by_version.setdefault((answer[1].name, answer[1].version), []).append(answer)
