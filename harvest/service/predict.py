@@ -51,10 +51,6 @@ class _Pending:
     done: asyncio.Future[tuple[Loaded, Floats]]
 
 
-class _LateError(Exception):
-    """A request's deadline passed before its batch was scored."""
-
-
 @dataclass
 class Predictor:
     store: Store
@@ -200,7 +196,7 @@ class Predictor:
         queue.put_nowait(_Pending(texts, done))
         try:
             return await done
-        except _LateError:
+        except TimeoutError:  # set by the sweeper
             from ingestion.errors import UnavailableError
 
             raise UnavailableError(
@@ -218,7 +214,7 @@ class Predictor:
             while self._open and (self._open[0][1].done() or self._open[0][0] <= now):
                 _, done = self._open.popleft()
                 if not done.done():
-                    done.set_exception(_LateError())
+                    done.set_exception(TimeoutError())
 
     async def _batches(self, key: tuple[str, str], queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
