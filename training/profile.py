@@ -48,18 +48,15 @@ class Profile:
     reference: dict[str, Floats]  # feature -> its values on held-out rows
 
     def features(
-        self,
-        texts: list[str],
-        embed: int | None = None,
-        seed: int = 0,
-        encode: Callable[[list[str]], Floats] | None = None,
+        self, texts: list[str], embed: int | None = None, seed: int = 0
     ) -> dict[str, Floats]:
         """``text_length``, ``oov_share`` and ``centroid_distance`` of each text; with
         ``embed``, the distance of only that many texts drawn at random (NaN for the rest):
-        encoding a text costs far more than scoring it with most models. ``encode`` gives
-        the vectors (default: ``encode_fresh``, in this process)."""
+        encoding a text costs far more than scoring it with most models. The vectors are
+        encoded here; the prediction log works them out in its child
+        (``harvest.service.encoder``)."""
         chosen = self.chosen(len(texts), embed, seed)
-        vectors = (encode or encode_fresh)([texts[i] for i in chosen]) if chosen else None
+        vectors = encode_fresh([texts[i] for i in chosen]) if chosen else None
         return self.features_of(texts, chosen, vectors)
 
     @staticmethod

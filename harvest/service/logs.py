@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
 from harvest import logs
 
 if TYPE_CHECKING:
@@ -54,17 +56,13 @@ class AccessLog:
             raise
 
     def _line(self, scope: Scope, status: int) -> None:
-        if not self.log.isEnabledFor(logging.INFO):
-            return
-        client = scope.get("client")
-        path = scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("latin-1")
-        self.log.info(
-            '%s - "%s %s HTTP/%s" %d',
-            f"{client[0]}:{client[1]}" if client else "",
-            scope["method"],
-            path.replace('"', "%22"),
-            scope["http_version"],
-            status,
-        )
+        if self.log.isEnabledFor(logging.INFO):
+            # uvicorn's own helpers type the scope as theirs; starlette's is a plain mapping
+            self.log.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),  # type: ignore[arg-type]
+                scope["method"],
+                get_path_with_query_string(scope),  # type: ignore[arg-type]
+                scope["http_version"],
+                status,
+            )
