@@ -8,9 +8,11 @@ training centroid and the model's confidence. ``check`` cuts the predictions log
 the last window into windows of the recipe's ``monitor.window`` rows and compares each
 with the profile through the tests of ``harvest drift`` (Kolmogorov-Smirnov for the
 numbers; chi-squared and Jensen-Shannon for the predicted-class mix against the training
-label mix). Each window's results are one commit to ``monitoring/<model>``, and the next
-check starts after the last window committed, so a check killed part way goes on from
-there, never comparing a window twice.
+label mix). A check's windows are one commit to ``monitoring/<model>`` (a commit a window
+made a backlog of a hundred windows a hundred commits, and every later read of the table
+slower), and the next check starts after the last window committed: a check killed before
+its commit is done again by the next, never comparing a window twice. A check asked to
+stop commits the windows compared so far.
 A model whose last window drifted is ``drifted`` until a window does not.
 """
 
@@ -189,10 +191,15 @@ class Window:
 
 
 def check(
-    config: Config, store: Store, model: str, spec: MonitorSpec | None = None
+    config: Config,
+    store: Store,
+    model: str,
+    spec: MonitorSpec | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Window]:
-    """Compares every whole window of predictions logged since the last check; the windows
-    compared, oldest first, each committed to ``monitoring/<model>``."""
+    """Compares every whole window of predictions logged since the last check, or those
+    before ``stop`` is set; the windows compared, oldest first, committed together to
+    ``monitoring/<model>``."""
     from harvest.service.predictlog import table_of as predictions_of
     from ingestion.locks import SourceLock
 
@@ -207,9 +214,11 @@ def check(
         rows = _since(lake, model, _watermark(lake, model))
         done = []
         for part in _cut(rows, spec.window):
-            window = _compare(config, store, model, part, spec)
-            lake.append(table_of(model), _rows_of(window))
-            done.append(window)
+            if stop is not None and stop.is_set():
+                break
+            done.append(_compare(config, store, model, part, spec))
+        if done:
+            lake.append(table_of(model), pa.concat_tables([_rows_of(w) for w in done]))
         return done
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import random
 import signal
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -128,6 +129,31 @@ def test_a_shifted_stream_is_flagged_and_a_steady_one_is_not(
     assert out["model"] == "harvest-demo" and out["status"]["drifted"] is True  # type: ignore[index]
     status = run_harvest(["status"], env_of(cfg), check=False)
     assert "monitoring harvest-demo: DRIFTED" in status.stderr, status.stderr[-2000:]
+
+
+def test_a_check_commits_its_windows_at_once_and_a_stopped_one_commits_nothing_twice(
+    served: tuple[Config, Loaded], tmp_path: Path
+) -> None:
+    trained, model = served
+    # a lake of its own, the model from the same registry
+    cfg = Config(
+        lake=str(tmp_path / "lake"),
+        reports=str(tmp_path / "reports"),
+        tracking_uri=trained.tracking,
+    )
+    spec, store, lake = MonitorSpec(window=WINDOW), Store(cfg.tracking), Lake(cfg.lake)
+    log_stream(cfg, model, steady(3 * WINDOW, seed=14))
+    stop = threading.Event()
+    stop.set()  # the service stopping as the check begins: nothing compared, nothing written
+    assert monitor.check(cfg, store, "harvest-demo", spec, stop) == []
+    assert not lake.exists("monitoring/harvest-demo")
+    windows = monitor.check(cfg, store, "harvest-demo", spec, threading.Event())
+    assert [w.rows for w in windows] == [WINDOW] * 3
+    assert lake.table("monitoring/harvest-demo").version() == 0  # one commit for the three
+    rows = lake.read("monitoring/harvest-demo")
+    assert rows.num_rows == 3 * (len(monitor.FEATURES) + 1)
+    assert len(pc.unique(rows["window_end"])) == 3
+    assert monitor.check(cfg, store, "harvest-demo", spec) == []
 
 
 def test_the_profile_is_built_from_held_out_rows_and_kept(served: tuple[Config, Loaded]) -> None:

@@ -86,6 +86,7 @@ class DriftWatch:
             stages.tracking_store(self.config),
             model,
             recipe.monitor if recipe else None,
+            self._stop,
         )
         drifted = [w for w in windows if w.drifted]
         for w in drifted:
