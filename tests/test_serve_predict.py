@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from harvest.config import Config
-from harvest.service.predictroute import FAST_BODY
+from harvest.service.predictroute import FAST_BODY, MAX_TEXT, MAX_TEXTS
 from ingestion.lake import Lake
 from tests.helpers import last_json, run_harvest
 from tests.service import Live
@@ -95,6 +95,120 @@ def test_bad_input_is_a_4xx_with_a_message(
         answer = live.post("/predict", json=body, params=params)
     assert answer.status_code == status, answer.text[:500]
     assert said in answer.json()["detail"], answer.text[:500]
+
+
+# characters texts are drawn from; no C0 separators (U+001C-U+001F), which Python counts
+# as white space and the route's pattern does not
+LETTERS = "abcxyz019 .,'!?-éßΩж漢字🙂\u0000\u200b"
+BLANKS = " \t\n\r\u00a0\u2003\u3000"
+
+
+def _text(rng: random.Random) -> object:
+    """A value for a text: mostly a string, some blank, long, or not a string at all."""
+    kind = rng.random()
+    if kind < 0.6:
+        return "".join(rng.choice(LETTERS) for _ in range(rng.randint(1, 80)))
+    if kind < 0.68:
+        return "".join(rng.choice(BLANKS) for _ in range(rng.randint(0, 5)))
+    if kind < 0.74:  # either side of the longest text taken
+        return "w" * rng.choice([MAX_TEXT, MAX_TEXT + 1])
+    if kind < 0.78:
+        return "a\ud800b"  # a lone surrogate: no text in any encoding
+    return rng.choice([None, 0, -1.5, True, [], {}, ["a"], {"text": "a"}])
+
+
+def _body(rng: random.Random) -> bytes:
+    """A request body from a family of good and bad ones."""
+    kind = rng.random()
+    if kind < 0.45:
+        fields: dict[str, object] = {"text": _text(rng)}
+    elif kind < 0.8:
+        n = (
+            rng.choice([0, 1, 2, 7, MAX_TEXTS, MAX_TEXTS + 1])
+            if rng.random() < 0.2
+            else rng.randint(1, 6)
+        )
+        # a thousand texts of one draw, not a thousand draws: a long body, not a slow test
+        one = _text(rng) if n > 10 else None
+        fields = {"texts": [one if n > 10 else _text(rng) for _ in range(n)]}
+        if rng.random() < 0.3:
+            fields["texts"] = _text(rng)  # not a list
+    else:
+        fields = rng.choice([{}, {"text": None}, {"texts": None}, {"text": "a", "texts": ["b"]}])
+    if rng.random() < 0.1:
+        fields[rng.choice(["model", "label", "Text", ""])] = "x"  # a field the route forbids
+    body = json.dumps(fields).encode()
+    mangle = rng.random()
+    if mangle < 0.06:
+        return body[: rng.randint(0, len(body) - 1)]  # cut short
+    if mangle < 0.1:
+        return rng.choice([b"", b"null", b"[]", b'"text"', b"42", b"\xff\xfe{}", b"{'text': 'a'}"])
+    return body
+
+
+def _valid(body: bytes) -> list[str] | None:
+    """The texts of a body the route accepts, by its documented rules; None if refused."""
+
+    def text(value: object) -> bool:
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_TEXT:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return not value.isspace()
+
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(fields, dict) or set(fields) - {"text", "texts"}:
+        return None
+    one, many = fields.get("text"), fields.get("texts")
+    if (one is None) == (many is None):
+        return None
+    if one is not None:
+        return [one] if text(one) else None
+    if not isinstance(many, list) or not 1 <= len(many) <= MAX_TEXTS:
+        return None
+    return many if all(text(t) for t in many) else None
+
+
+def test_bodies_drawn_at_random_are_scored_or_refused_with_a_message_never_a_500(
+    served: tuple[Live, list[str]],
+) -> None:
+    """A family of bodies, good and bad, drawn afresh each run (the seed is in any
+    failure), each sent to the fast path and, with a query only the route takes, to the
+    route: each is scored exactly when the route's rules accept it, else refused with a
+    4xx and a message, the same way on both paths."""
+    live, classes = served
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    session = requests.Session()
+    for i in range(60):
+        body = _body(rng)
+        texts = _valid(body)
+        got = []
+        for params in ({}, {"note": "x"}):
+            answer = session.post(
+                live.url + "/predict",
+                params=params,
+                data=body,
+                headers={**live.auth, "Content-Type": "application/json"},
+                timeout=60,
+            )
+            said = f"seed {seed}, body {i} {body[:200]!r} {params}: {answer.text[:300]}"
+            if texts is None:
+                assert 400 <= answer.status_code < 500, said
+                detail = answer.json()["detail"]
+                assert isinstance(detail, str) and detail, said
+            else:
+                assert answer.status_code == 200, said
+                predictions = answer.json()["predictions"]
+                assert len(predictions) == len(texts), said
+                assert {p["label"] for p in predictions} <= set(classes), said
+            got.append(answer.status_code)
+        assert got[0] == got[1], f"seed {seed}, body {i} {body[:200]!r}: the paths differ {got}"
 
 
 def test_requests_the_fast_path_leaves_to_the_route_get_the_same_answer(
