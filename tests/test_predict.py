@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,70 @@ def test_bad_input_to_predict_is_a_clear_error(
         assert done.returncode != 0 and expected in done.stderr, (argv, done.stderr[-2000:])
         assert "Traceback" not in done.stderr, done.stderr[-2000:]
         assert not output.exists()  # nothing half written
+
+
+def _lines(rows: list[object]) -> str:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+
+
+GOOD = [{"id": i, "text": f"Report {i} on the market."} for i in range(7)]
+# each bad where a batch of 5 has been written already; the outputs it is bad for
+BAD_FILES = [
+    ("in.jsonl", _lines([*GOOD, "{broken", *GOOD]), "line 8: not JSON", "parquet csv"),
+    ("in.jsonl", _lines([*GOOD, [1, 2]]), "line 8: a JSON object a line, not list", "csv"),
+    ("in.jsonl", _lines([*GOOD, {"id": 7, "text": 5}]), "row 8: 'text' is 5, not a text", "csv"),
+    ("in.jsonl", _lines([*GOOD, {"id": 7, "text": "a", "l": "en"}]), "column(s) l", "parquet csv"),
+    ("in.jsonl", _lines([*GOOD, {"id": "seven", "text": "a"}]), "rows 6-8", "parquet"),
+    (
+        "in.csv",
+        "id,text\n" + "".join(f"{i},t {i}\n" for i in range(7)) + '7,"open\n',
+        "not CSV",
+        "csv",
+    ),
+    ("in.parquet", "PAR1 not parquet", "not a Parquet file", "parquet"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "said", "outputs"), BAD_FILES)
+def test_a_bad_row_is_an_error_naming_it_and_leaves_no_output(
+    trained: tuple[Config, list[str]],
+    tmp_path: Path,
+    name: str,
+    content: str,
+    said: str,
+    outputs: str,
+) -> None:
+    from ingestion.errors import InvalidInputError
+    from training import batchscore
+
+    cfg, _ = trained
+    store = Store(cfg.tracking)
+    scorer = pyfunc.load_version(store, registry.version(store, "harvest-demo", 1))
+    source = tmp_path / name
+    source.write_text(content)
+    for output in (tmp_path / f"out.{kind}" for kind in outputs.split()):
+        with pytest.raises(InvalidInputError, match=re.escape(said)) as caught:
+            batchscore.total_rows(source)
+            batchscore.score_file(scorer, source, output, size=5)
+        assert str(source) in str(caught.value)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no output, no part file
+    # the same file with the bad row's batch left out scores whole
+    if name == "in.jsonl":
+        good = tmp_path / "good.jsonl"
+        good.write_text("".join(content.splitlines(keepends=True)[:5]))
+        done = batchscore.score_file(scorer, good, tmp_path / "out.parquet", size=5)
+        assert done.rows == 5
+
+
+def test_predict_says_which_line_is_bad(trained: tuple[Config, list[str]], tmp_path: Path) -> None:
+    cfg, _ = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text(_lines([*GOOD, "{broken"]))
+    output = tmp_path / "out.parquet"
+    argv = ["predict", "harvest-demo@1", "--input", str(source), "--output", str(output)]
+    done = run_harvest([*argv, "--batch-size", "5"], env_of(cfg), check=False)
+    assert done.returncode != 0 and f"{source} line 8: not JSON" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not output.exists()
 
 
 def test_a_version_holding_only_model_pt_still_scores(

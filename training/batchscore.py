@@ -3,7 +3,12 @@
 Parquet, JSONL (``.jsonl``/``.ndjson``) and CSV in; the same kinds out, chosen by the output
 file's suffix. Every input column is kept; the model's ``label`` and ``prob_<class>``
 columns are added. The output is written beside its final name and moved there at the end,
-so a run stopped part way leaves no half file under that name.
+so a run stopped part way, or one that meets a bad row, leaves no half file under that name.
+
+A file is read a batch at a time, so a bad row is met where it lies: the error names the
+file, the row (and a JSONL line) and what is wrong with it. The first batch fixes the
+columns of a Parquet or CSV output and, for Parquet, their types; a later row that brings
+a column of its own or a value that does not fit its type is such an error.
 """
 
 from __future__ import annotations
@@ -45,29 +50,79 @@ def kind_of(path: Path) -> str:
 
 def total_rows(path: Path) -> int | None:
     """Rows in ``path`` when that is cheap to know (Parquet's footer), else None."""
-    return pq.ParquetFile(path).metadata.num_rows if kind_of(path) == "parquet" else None
+    if kind_of(path) != "parquet":
+        return None
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInputError(f"{path} is not a Parquet file that can be read: {exc}") from None
 
 
 def batches(path: Path, column: str, size: int = BATCH) -> Iterator[pd.DataFrame]:
-    """``path`` a batch at a time, each checked to have the text ``column``."""
+    """``path`` a batch at a time, each checked to have the text ``column`` holding texts."""
     if not path.is_file():
         raise InvalidInputError(f"no input file {path}")
     kind = kind_of(path)
+    parts: Iterator[pd.DataFrame]
     if kind == "parquet":
-        parts: Iterator[pd.DataFrame] = (
-            b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=size)
-        )
+        parts = _parquet(path, size)
     elif kind == "jsonl":
-        parts = pd.read_json(path, lines=True, chunksize=size, dtype=False)
+        parts = _jsonl(path, size)
     else:
-        parts = pd.read_csv(path, chunksize=size, dtype={column: str}, keep_default_na=False)
+        parts = _csv(path, size, column)
+    first = 0  # rows before this batch
     for frame in parts:
         if column not in frame.columns:
             raise InvalidInputError(
                 f"{path} has no {column!r} column (it has {', '.join(map(str, frame.columns))}); "
                 "name the text column with --text-column"
             )
+        for i, value in enumerate(frame[column].tolist()):
+            if not (isinstance(value, str) or value is None or value != value):  # NaN: none
+                raise InvalidInputError(
+                    f"{path} row {first + i + 1}: {column!r} is {value!r}, not a text"
+                )
+        first += len(frame)
         yield frame
+
+
+def _parquet(path: Path, size: int) -> Iterator[pd.DataFrame]:
+    try:
+        for b in pq.ParquetFile(path).iter_batches(batch_size=size):
+            yield b.to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInputError(f"{path} is not a Parquet file that can be read: {exc}") from None
+
+
+def _jsonl(path: Path, size: int) -> Iterator[pd.DataFrame]:
+    """A JSON object a line, blank lines skipped; a line that is not one is an error
+    naming it (pandas' reader named only a position in its chunk)."""
+    records: list[dict[str, object]] = []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:  # UnicodeDecodeError included
+                raise InvalidInputError(f"{path} line {number}: not JSON: {exc}") from None
+            if not isinstance(record, dict):
+                raise InvalidInputError(
+                    f"{path} line {number}: a JSON object a line, not {type(record).__name__}"
+                )
+            records.append(record)
+            if len(records) == size:
+                yield pd.DataFrame.from_records(records)
+                records = []
+    if records:
+        yield pd.DataFrame.from_records(records)
+
+
+def _csv(path: Path, size: int, column: str) -> Iterator[pd.DataFrame]:
+    try:
+        yield from pd.read_csv(path, chunksize=size, dtype={column: str}, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path} is not CSV that can be read: {exc}") from None
 
 
 def score_file(
@@ -83,6 +138,7 @@ def score_file(
     tmp = output.with_name(f".{output.name}.{os.getpid()}.part")
     rows, labels = 0, dict.fromkeys(scorer.classes, 0)
     writer: pq.ParquetWriter | None = None
+    columns: list[str] | None = None  # the input's, as the first batch had them
     try:
         with contextlib.ExitStack() as stack:
             text_out = (
@@ -96,11 +152,15 @@ def score_file(
                         f"{source} already has the column(s) {', '.join(clash)} that scoring "
                         "adds: rename them, or score a file without them"
                     )
+                if kind != "jsonl":  # a file of fixed columns
+                    columns = columns if columns is not None else list(frame.columns)
+                    frame = _fitted(frame, columns, source, rows)
                 out = pd.concat([frame.reset_index(drop=True), scored], axis=1)
                 if kind == "parquet":
-                    table = pa.Table.from_pandas(out, preserve_index=False)
-                    writer = writer or pq.ParquetWriter(tmp, table.schema)
-                    writer.write_table(table)
+                    if writer is None:
+                        schema = _settled(pa.Schema.from_pandas(out, preserve_index=False))
+                        writer = pq.ParquetWriter(tmp, schema)
+                    writer.write_table(_typed(out, writer.schema, source, rows))
                 elif text_out is None:
                     raise AssertionError(kind)
                 elif kind == "jsonl":
@@ -125,3 +185,39 @@ def score_file(
             writer.close()
         tmp.unlink(missing_ok=True)
     return Scored(rows, str(output), labels)
+
+
+def _fitted(frame: pd.DataFrame, columns: list[str], source: Path, before: int) -> pd.DataFrame:
+    """``frame`` with the first batch's ``columns``: one it lacks is empty; one of its own
+    has nowhere to go."""
+    if extra := [c for c in frame.columns if c not in columns]:
+        raise InvalidInputError(
+            f"{source} rows {before + 1}-{before + len(frame)}: column(s) {', '.join(extra)} "
+            f"that the rows before did not have, and the output's columns are set: give "
+            "every row every column, or write JSONL"
+        )
+    return frame if list(frame.columns) == columns else frame.reindex(columns=columns)
+
+
+def _settled(schema: pa.Schema) -> pa.Schema:
+    """A column with no value in the first batch is taken as text."""
+    return pa.schema(
+        [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema],
+        metadata=schema.metadata,
+    )
+
+
+def _typed(out: pd.DataFrame, schema: pa.Schema, source: Path, before: int) -> pa.Table:
+    """``out`` as a table of the Parquet file's ``schema``."""
+    where = f"{source} rows {before + 1}-{before + len(out)}"
+    try:
+        table = pa.Table.from_pandas(out, preserve_index=False)
+    except (pa.ArrowException, ValueError) as exc:
+        raise InvalidInputError(f"{where}: a column mixes types: {exc}") from None
+    try:
+        return table.cast(schema)
+    except (pa.ArrowException, ValueError) as exc:
+        raise InvalidInputError(
+            f"{where}: a column's type differs from the rows before ({exc}); Parquet holds one "
+            "type a column: make them alike, or write JSONL"
+        ) from None
