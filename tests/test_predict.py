@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -210,6 +212,52 @@ def test_predict_says_which_line_is_bad(trained: tuple[Config, list[str]], tmp_p
     done = run_harvest([*argv, "--batch-size", "5"], env_of(cfg), check=False)
     assert done.returncode != 0 and f"{source} line 8: not JSON" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not output.exists()
+
+
+def test_a_stopped_run_leaves_no_part_file_and_the_next_sweeps_a_killed_ones(
+    trained: tuple[Config, list[str]], tmp_path: Path
+) -> None:
+    cfg, _ = trained
+    source = tmp_path / "long.jsonl"
+    source.write_text(
+        _lines([{"id": i, "text": f"Report {i} on the match."} for i in range(10**5)])
+    )
+    output = tmp_path / "out.parquet"
+    argv = [sys.executable, "-m", "harvest.cli", "predict", "harvest-demo@1", "--input"]
+    argv += [str(source), "--output", str(output), "--batch-size", "20", "--device", "cpu"]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, **env_of(cfg)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob(".out.parquet.*.part")):  # its first batch written
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+                time.sleep(0.1)
+            proc.send_signal(sig)
+            _, said = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        parts = list(tmp_path.glob(".out.parquet.*.part"))
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 128 + signal.SIGTERM, said
+            assert "stopped after" in said and "not written" in said, said
+            assert "Traceback" not in said and parts == []
+        else:
+            assert [p.name for p in parts] == [f".out.parquet.{proc.pid}.part"]
+        assert not output.exists()
+    # the next run into the same file removes what the killed one left
+    small = tmp_path / "small.jsonl"
+    small.write_text(_lines(GOOD))
+    argv = ["predict", "harvest-demo@1", "--input", str(small), "--output", str(output)]
+    out = last_json(run_harvest(argv, env_of(cfg)).stdout)
+    assert out["rows"] == len(GOOD) and pd.read_parquet(output)["id"].tolist() == list(range(7))
+    assert list(tmp_path.glob(".out.parquet.*.part")) == []
 
 
 def test_a_version_holding_only_model_pt_still_scores(

@@ -14,6 +14,7 @@ a column of its own or a value that does not fit its type is such an error.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -135,6 +136,7 @@ def score_file(
 ) -> Scored:
     kind = kind_of(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(output)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.part")
     rows, labels = 0, dict.fromkeys(scorer.classes, 0)
     writer: pq.ParquetWriter | None = None
@@ -221,3 +223,18 @@ def _typed(out: pd.DataFrame, schema: pa.Schema, source: Path, before: int) -> p
             f"{where}: a column's type differs from the rows before ({exc}); Parquet holds one "
             "type a column: make them alike, or write JSONL"
         ) from None
+
+
+def _sweep(output: Path) -> None:
+    """Removes the part files of ``output`` that runs killed outright (SIGKILL, a lost
+    machine) left behind; a live run's is its own."""
+    for part in output.parent.glob(f".{glob.escape(output.name)}.*.part"):
+        pid = part.name[len(output.name) + 2 : -len(".part")]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except PermissionError:  # another user's live process
+            pass

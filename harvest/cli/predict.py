@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
@@ -48,16 +49,32 @@ def predict(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(f"{name} v{mv.version}", total=batchscore.total_rows(input_path))
-        done = batchscore.score_file(
-            scorer,
-            input_path,
-            output,
-            text_column,
-            batch_size,
-            lambda n: bar.advance(task, n),
+    scored = [0]
+    got: list[int] = []
+
+    def stop(signum: int, _: object) -> None:
+        got.append(signum)
+        raise KeyboardInterrupt  # unwinds through the writer: no part file is left
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task(f"{name} v{mv.version}", total=batchscore.total_rows(input_path))
+
+            def advance(n: int) -> None:
+                scored[0] += n
+                bar.advance(task, n)
+
+            done = batchscore.score_file(
+                scorer, input_path, output, text_column, batch_size, advance
+            )
+    except KeyboardInterrupt:
+        err.print(
+            f"stopped after {scored[0]} rows: {output} not written; run again to score "
+            f"{input_path}",
+            highlight=False,
         )
+        raise typer.Exit(128 + (got[0] if got else signal.SIGINT)) from None
     err.print(f"{done.rows} rows scored by {name} v{mv.version} into {output}", highlight=False)
     emit(
         {
