@@ -203,6 +203,30 @@ def test_a_bad_row_is_an_error_naming_it_and_leaves_no_output(
         assert done.rows == 5
 
 
+def test_missing_texts_are_scored_as_empty_whatever_their_kind(
+    trained: tuple[Config, list[str]], tmp_path: Path
+) -> None:
+    from training import batchscore
+
+    cfg, _ = trained
+    store = Store(cfg.tracking)
+    scorer = pyfunc.load_version(store, registry.version(store, "harvest-demo", 1))
+    empty = scorer.predict([""])["label"][0]
+    source = tmp_path / "in.parquet"  # pandas' string dtype: its missing value is pd.NA
+    pd.DataFrame({"text": pd.array(["Shares fell.", None, "Goal!"], dtype="string")}).to_parquet(
+        source
+    )
+    lines = tmp_path / "in.jsonl"  # null, and a row without the column
+    lines.write_text(
+        _lines([{"id": 1, "text": "Shares fell."}, {"id": 2, "text": None}, {"id": 3}])
+    )
+    for given in (source, lines):
+        done = batchscore.score_file(scorer, given, tmp_path / "out.parquet", size=2)
+        scored = pd.read_parquet(tmp_path / "out.parquet")
+        assert done.rows == 3 and scored["label"][1] == empty, given
+        assert scored["label"][0] == scorer.predict(["Shares fell."])["label"][0]
+
+
 def test_predict_says_which_line_is_bad(trained: tuple[Config, list[str]], tmp_path: Path) -> None:
     cfg, _ = trained
     source = tmp_path / "in.jsonl"

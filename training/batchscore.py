@@ -73,18 +73,25 @@ def batches(path: Path, column: str, size: int = BATCH) -> Iterator[pd.DataFrame
         parts = _csv(path, size, column)
     first = 0  # rows before this batch
     for frame in parts:
+        if column not in frame.columns and first:  # JSONL rows that leave the text out
+            frame[column] = None
         if column not in frame.columns:
             raise InvalidInputError(
                 f"{path} has no {column!r} column (it has {', '.join(map(str, frame.columns))}); "
                 "name the text column with --text-column"
             )
         for i, value in enumerate(frame[column].tolist()):
-            if not (isinstance(value, str) or value is None or value != value):  # NaN: none
+            if not (isinstance(value, str) or _missing(value)):
                 raise InvalidInputError(
                     f"{path} row {first + i + 1}: {column!r} is {value!r}, not a text"
                 )
         first += len(frame)
         yield frame
+
+
+def _missing(value: object) -> bool:
+    """None, NaN or pandas' NA: a text not given, scored as empty."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _parquet(path: Path, size: int) -> Iterator[pd.DataFrame]:
