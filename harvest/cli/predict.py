@@ -49,11 +49,11 @@ def predict(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    scored = [0]
-    got: list[int] = []
+    scored, stopped_by = 0, int(signal.SIGINT)
 
     def stop(signum: int, _: object) -> None:
-        got.append(signum)
+        nonlocal stopped_by
+        stopped_by = signum
         raise KeyboardInterrupt  # unwinds through the writer: no part file is left
 
     signal.signal(signal.SIGTERM, stop)
@@ -62,7 +62,8 @@ def predict(
             task = bar.add_task(f"{name} v{mv.version}", total=batchscore.total_rows(input_path))
 
             def advance(n: int) -> None:
-                scored[0] += n
+                nonlocal scored
+                scored += n
                 bar.advance(task, n)
 
             done = batchscore.score_file(
@@ -70,11 +71,10 @@ def predict(
             )
     except KeyboardInterrupt:
         err.print(
-            f"stopped after {scored[0]} rows: {output} not written; run again to score "
-            f"{input_path}",
+            f"stopped after {scored} rows: {output} not written; run again to score {input_path}",
             highlight=False,
         )
-        raise typer.Exit(128 + (got[0] if got else signal.SIGINT)) from None
+        raise typer.Exit(128 + stopped_by) from None
     err.print(f"{done.rows} rows scored by {name} v{mv.version} into {output}", highlight=False)
     emit(
         {
