@@ -312,10 +312,14 @@ def test_a_request_waits_for_its_batch_no_longer_than_the_deadline(
     loaded, probs = asyncio.run(predictor.predict("harvest-demo", "challenger", ["a text"]))
     assert loaded.version == 1 and loaded.scorer.classes[int(probs[0].argmax())] in classes
     assert probs.shape == (1, len(classes)) and abs(float(probs.sum()) - 1) < 1e-4
-    # no real model scores within a microsecond: the request ends, it does not hang
+    # no real model scores within a microsecond: the request ends, it does not hang. The
+    # texts are long enough that scoring them outlasts the sweeper's first look by far: 500
+    # texts of two words were scored, on a busy machine, before the event loop got the GIL
+    # back to end them (an answer that is ready is given, deadline or not)
     hurried = Predictor(Store(cfg.tracking), deadline=1e-6)
+    long = " ".join(f"word{i}" for i in range(300))
     with pytest.raises(UnavailableError, match="did not score within"):
-        asyncio.run(hurried.predict("harvest-demo", "challenger", ["a text"] * 500))
+        asyncio.run(hurried.predict("harvest-demo", "challenger", [long] * 500))
 
 
 def test_a_batch_goes_once_the_requests_it_expects_are_in(
